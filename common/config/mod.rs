@@ -1,0 +1,441 @@
+//! The suite configuration: the seed's `orchestrator_config.yaml` (both of its
+//! YAML blocks in one file) plus testfleet's own optional sections.
+//!
+//! Parsing is pure (`SuiteConfig::parse(text, path)`), so every rule is unit
+//! tested without files. Validation collects every problem it finds, each with
+//! the file and line it concerns, before anything runs.
+
+mod locate;
+mod plan;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+pub use plan::{Phase, PhaseStrategy, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
+pub use validate::{ConfigError, ConfigProblem};
+
+/// The whole file. Sections the seed writes are named as it writes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteConfig {
+    /// Per-category resource defaults and `max_parallel`. Default: empty, so
+    /// every task must state its own resources.
+    #[serde(default)]
+    pub resource_allocation: IndexMap<String, CategoryAllocation>,
+    /// Cluster-wide limits. Default: no limit.
+    #[serde(default)]
+    pub agent_limits: AgentLimits,
+    /// Retry policy of the seed's first block. Default: see `FailureHandling`.
+    #[serde(default)]
+    pub failure_handling: FailureHandling,
+    /// Name, ports and the task definitions. Required.
+    pub orchestrator: OrchestratorSection,
+    /// Fleet settings. Default: see `AgentPool`.
+    #[serde(default)]
+    pub agent_pool: AgentPool,
+    /// Retry and escalation policy of the seed's second block.
+    #[serde(default)]
+    pub recovery: Recovery,
+    /// Metric and health intervals. Default: see `Monitoring`.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// Command templates tasks refer to by name. Default: none.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Template>,
+    /// `dag` (default): a task starts as soon as its dependencies and limits
+    /// allow. `phased`: the seed's phase strategies.
+    #[serde(default)]
+    pub scheduling: SchedulingMode,
+    /// Phases for `scheduling: phased`. Default: one phase per
+    /// `task_definitions` category, in file order, with the seed's strategies
+    /// (`unit_tests` parallel, `integration_tests` sequential with parallel
+    /// subtasks, `performance_tests` sequential, anything else parallel).
+    #[serde(default)]
+    pub phases: Option<Vec<PhaseConfig>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryAllocation {
+    /// Default memory of the category's tasks, MB. Default: 512.
+    pub memory_mb: Option<f64>,
+    /// Default cores of the category's tasks. Default: 1.
+    pub cpu_cores: Option<f64>,
+    /// Default disk of the category's tasks, MB. Default: 100.
+    pub disk_mb: Option<f64>,
+    /// Default timeout of the category's tasks, seconds. Default: 600.
+    pub timeout_seconds: Option<f64>,
+    /// Most tasks of this category running at once. Default: unlimited.
+    pub max_parallel: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Most agents the orchestrator accepts. Default: unlimited.
+    pub max_agents: Option<i64>,
+    /// Memory reserved across the fleet at once, MB. Default: unlimited.
+    pub total_memory_mb: Option<f64>,
+    /// Cores reserved across the fleet at once. Default: unlimited.
+    pub total_cpu_cores: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureHandling {
+    /// Retries of a failed task. Default: `recovery.max_retries`, else 2.
+    pub max_retries: Option<i64>,
+    /// Pause before a retry, seconds. Default: `recovery.retry_delay`, else 30.
+    pub retry_delay_seconds: Option<f64>,
+    /// Failures of a task before a human is called. Default: 3.
+    pub escalation_threshold: Option<i64>,
+    /// Between SIGTERM and SIGKILL of a timed-out task, seconds. Default: 60.
+    pub timeout_grace_period: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSection {
+    /// Orchestrator name, used as its id on the wire. Default: "testfleet".
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Suite version, reported. Default: "".
+    #[serde(default)]
+    pub version: String,
+    /// Log level when RUST_LOG is unset. Default: "INFO".
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Port of gRPC and the HTTP API. Default: 8080.
+    #[serde(default = "default_api_port")]
+    pub api_port: u16,
+    /// Port of Prometheus metrics. Default: 9090.
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
+    /// Category name -> its tasks, in file order.
+    pub task_definitions: IndexMap<String, Vec<TaskDefinition>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefinition {
+    /// Unique id of the task (and of subtasks, which share this namespace).
+    pub id: String,
+    /// Human name. Default: the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The template that runs it. Required unless every subtask has one.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Ids that must end `completed_success` before this task starts.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Overrides of the category's resources.
+    #[serde(default)]
+    pub resources: TaskResources,
+    /// Criteria checked on the task's results (see `criteria`).
+    #[serde(default)]
+    pub success_criteria: IndexMap<String, f64>,
+    /// Subtasks that run in parallel in place of the task. Each inherits the
+    /// task's template, resources and dependencies.
+    #[serde(default)]
+    pub subtasks: Vec<String>,
+    /// low | medium | high | critical. Default: medium.
+    #[serde(default)]
+    pub priority: Option<PriorityName>,
+    /// Role named in the assignment and $TESTFLEET_ROLE. Default: the name.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResources {
+    /// Default: the category's, else 512.
+    pub memory_mb: Option<f64>,
+    /// Default: the category's, else 1.
+    pub cpu_cores: Option<f64>,
+    /// Default: the category's, else 100.
+    pub disk_mb: Option<f64>,
+    /// Seconds. Default: the category's, else 600.
+    #[serde(alias = "timeout_seconds")]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityName {
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPool {
+    /// Agents expected; fewer is reported, not refused. Default: 1.
+    #[serde(default = "one")]
+    pub min_agents: i64,
+    /// Default: unlimited (see also `agent_limits.max_agents`).
+    #[serde(default)]
+    pub max_agents: Option<i64>,
+    /// Utilisation above which a provisioner would add agents. Reported only.
+    #[serde(default)]
+    pub scale_up_threshold: Option<f64>,
+    /// Utilisation below which a provisioner would remove agents. Reported only.
+    #[serde(default)]
+    pub scale_down_threshold: Option<f64>,
+    /// Seconds without a heartbeat before an agent counts as lost. Default: 300.
+    #[serde(default = "default_agent_timeout")]
+    pub agent_timeout: f64,
+}
+
+impl Default for AgentPool {
+    fn default() -> Self {
+        AgentPool {
+            min_agents: 1,
+            max_agents: None,
+            scale_up_threshold: None,
+            scale_down_threshold: None,
+            agent_timeout: default_agent_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recovery {
+    /// Retries of a failed task. Default: 2.
+    pub max_retries: Option<i64>,
+    /// Pause before a retry, seconds. Default: 30.
+    pub retry_delay: Option<f64>,
+    /// Failures of a task before a human is called. Default: 3.
+    pub escalation_threshold: Option<i64>,
+    /// Where escalation reports are POSTed. Default: none (logged only).
+    pub human_notification_webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// Seconds between metric refreshes and alert evaluations. Default: 10.
+    #[serde(default = "default_metrics_interval")]
+    pub metrics_interval: f64,
+    /// Seconds between agent health checks. Default: 30.
+    #[serde(default = "default_health_interval")]
+    pub health_check_interval: f64,
+    /// Accepted for the seed; log rotation is the host's job. Default: none.
+    #[serde(default)]
+    pub log_rotation_size: Option<String>,
+    /// Accepted for the seed. Default: none.
+    #[serde(default)]
+    pub log_retention_days: Option<i64>,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Monitoring {
+            metrics_interval: default_metrics_interval(),
+            health_check_interval: default_health_interval(),
+            log_rotation_size: None,
+            log_retention_days: None,
+        }
+    }
+}
+
+/// How a task is run. `{task_id}`, `{task_id_lower}`, `{parent_id}`,
+/// `{category}` and `{config_dir}` are filled in by the orchestrator;
+/// `{workdir}`, `{artifacts_dir}` and `{metrics_file}` by the agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Shell command (run by `sh -c`). Required.
+    pub command: String,
+    /// Run once per agent workdir before the first task of this template
+    /// (installing dependencies; the seed's `poetry install`). Default: none.
+    #[serde(default)]
+    pub setup: Option<String>,
+    /// Directory the command runs in. Default: the config file's directory.
+    #[serde(default)]
+    pub working_directory: Option<String>,
+    /// pytest | cargo | go | tap | none. Default: none.
+    #[serde(default)]
+    pub progress_parser: ProgressParser,
+    /// Where the command writes JUnit XML. Default: none.
+    #[serde(default)]
+    pub junit: Option<String>,
+    /// Where the command writes Cobertura XML or lcov coverage. Default: none.
+    #[serde(default)]
+    pub coverage: Option<String>,
+    /// Extra environment. Default: none.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressParser {
+    Pytest,
+    Cargo,
+    Go,
+    Tap,
+    #[default]
+    None,
+}
+
+impl ProgressParser {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgressParser::Pytest => "pytest",
+            ProgressParser::Cargo => "cargo",
+            ProgressParser::Go => "go",
+            ProgressParser::Tap => "tap",
+            ProgressParser::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulingMode {
+    #[default]
+    Dag,
+    Phased,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseConfig {
+    pub name: String,
+    /// The phase's tasks, in order. Default: all tasks of `category`.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// A `task_definitions` category whose tasks form this phase.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// parallel | sequential_with_parallel_subtasks | sequential.
+    pub strategy: PhaseStrategy,
+}
+
+fn default_name() -> String {
+    "testfleet".into()
+}
+fn default_log_level() -> String {
+    "INFO".into()
+}
+fn default_api_port() -> u16 {
+    8080
+}
+fn default_metrics_port() -> u16 {
+    9090
+}
+fn default_agent_timeout() -> f64 {
+    300.0
+}
+fn default_metrics_interval() -> f64 {
+    10.0
+}
+fn default_health_interval() -> f64 {
+    30.0
+}
+fn one() -> i64 {
+    1
+}
+
+/// The retry policy, resolved from the two places the seed writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub retry_delay_ms: u64,
+    pub escalation_threshold: u32,
+    pub grace_period_ms: u64,
+}
+
+impl SuiteConfig {
+    /// Parses and validates `text`; `path` is only used in messages and to
+    /// resolve `{config_dir}`.
+    pub fn parse(text: &str, path: &Path) -> Result<SuiteConfig, ConfigError> {
+        let config: SuiteConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![ConfigProblem {
+                line: e.location().map(|l| l.line()),
+                message: yaml_message(&e),
+            }],
+        })?;
+        validate::validate(&config, text).map_err(|problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        })?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<SuiteConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![ConfigProblem {
+                line: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        SuiteConfig::parse(&text, path)
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let fh = &self.failure_handling;
+        let rc = &self.recovery;
+        RetryPolicy {
+            max_retries: fh.max_retries.or(rc.max_retries).unwrap_or(2).max(0) as u32,
+            retry_delay_ms: secs_to_ms(fh.retry_delay_seconds.or(rc.retry_delay).unwrap_or(30.0)),
+            escalation_threshold: fh
+                .escalation_threshold
+                .or(rc.escalation_threshold)
+                .unwrap_or(3)
+                .max(1) as u32,
+            grace_period_ms: secs_to_ms(fh.timeout_grace_period.unwrap_or(60.0)),
+        }
+    }
+
+    /// Builds the scheduler's plan; `config_dir` resolves `{config_dir}`.
+    pub fn plan(&self, config_dir: &Path) -> SuitePlan {
+        plan::build(self, config_dir)
+    }
+
+    /// The largest cores and memory any single task asks for.
+    pub fn largest_task(&self) -> (f64, u64) {
+        let plan = self.plan(Path::new("."));
+        plan.tasks.iter().fold((0.0, 0), |(c, m), t| {
+            (
+                c.max(t.resources.cpu_millis as f64 / 1000.0),
+                m.max(t.resources.memory_mb),
+            )
+        })
+    }
+}
+
+pub fn secs_to_ms(s: f64) -> u64 {
+    (s.max(0.0) * 1000.0).round() as u64
+}
+
+/// serde_yaml appends "at line L column C" to its message; the line is shown
+/// separately, so drop the suffix.
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// The directory a config file lives in, absolute.
+pub fn config_dir(path: &Path) -> PathBuf {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    abs.parent().map(Path::to_path_buf).unwrap_or_default()
+}

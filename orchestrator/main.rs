@@ -1,1 +1,3 @@
+mod criteria;
+mod scheduler;
 fn main() {}

@@ -1,0 +1,185 @@
+//! Placement: which ready task runs next, and on which agent.
+//!
+//! Ready tasks are taken by priority, then file order. Each goes to the
+//! connected agent where it fits best (least room left over, so large tasks
+//! still find a whole agent later), within its category's `max_parallel` and
+//! the fleet's `agent_limits`. A task that fits nowhere now is passed over,
+//! so smaller ones behind it may still start.
+
+use std::collections::HashMap;
+
+use testfleet::config::{ResourceSpec, SuitePlan};
+use testfleet::proto::{self, suite_event, Priority};
+use testfleet::time::{to_timestamp, UnixMillis};
+
+use super::{is_runnable, Action, Attempt, AttemptOutcome, Scheduler, SuiteState, TaskState};
+use testfleet::config::PriorityName;
+
+impl Scheduler {
+    pub(super) fn dispatch(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(suite) = self.suite.as_ref().filter(|s| s.state == SuiteState::Running) else { return };
+        let mut ready: Vec<usize> = (0..suite.tasks.len())
+            .filter(|&t| {
+                suite.tasks[t].state == TaskState::Ready
+                    && suite.tasks[t].not_before <= now
+                    && is_runnable(&suite.plan, t)
+            })
+            .collect();
+        ready.sort_by_key(|&t| (std::cmp::Reverse(suite.plan.tasks[t].priority), t));
+        for t in ready {
+            if let Some(agent_id) = self.place(t) {
+                self.assign(t, agent_id, now, out);
+            }
+        }
+    }
+
+    fn place(&self, t: usize) -> Option<String> {
+        let suite = self.suite.as_ref()?;
+        let task = &suite.plan.tasks[t];
+        let need = task.resources;
+        if let Some(&max) = suite.plan.max_parallel.get(&task.category) {
+            if suite.running_by_category.get(&task.category).copied().unwrap_or(0) >= max {
+                return None;
+            }
+        }
+        let mut total = suite.reserved_total;
+        total.add(&need);
+        let limits = &suite.plan.limits;
+        if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
+            || limits.total_cpu_millis.is_some_and(|c| total.cpu_millis > c)
+        {
+            return None;
+        }
+        self.agents
+            .values()
+            .filter(|a| a.connected && need.fits_within(&a.free()))
+            .min_by_key(|a| leftover_score(&a.free(), &need))
+            .map(|a| a.id.clone())
+    }
+
+    fn assign(&mut self, t: usize, agent_id: String, now: UnixMillis, out: &mut Vec<Action>) {
+        let orchestrator_id = self.orchestrator_id.clone();
+        let suite = self.suite.as_mut().expect("suite");
+        let task = &suite.plan.tasks[t];
+        let number = suite.tasks[t].attempts.len() as u32 + 1;
+        let attempt_id = format!("{}.{}.{}", suite.suite_id, task.id, number);
+        let assignment = build_assignment(&suite.plan, t, &suite.suite_id, &orchestrator_id, &agent_id, &attempt_id, number, now);
+        let need = task.resources;
+        let category = task.category.clone();
+
+        let run = &mut suite.tasks[t];
+        run.attempts.push(Attempt {
+            attempt_id: attempt_id.clone(),
+            number,
+            agent_id: agent_id.clone(),
+            assigned_at: now,
+            ended_at: None,
+            outcome: AttemptOutcome::Running,
+            reserved: need,
+            completion: None,
+            failure: None,
+            last_progress: None,
+            stale_results: 0,
+        });
+        run.live = Some(run.attempts.len() - 1);
+        run.state = TaskState::Running;
+        run.started_at.get_or_insert(now);
+        *suite.running_by_category.entry(category).or_default() += 1;
+        suite.reserved_total.add(&need);
+        let agent = self.agents.get_mut(&agent_id).expect("placed on a known agent");
+        agent.reserved.add(&need);
+        agent.running.insert(attempt_id.clone());
+        let peak = suite.peak_reserved.entry(agent_id.clone()).or_default();
+        peak.memory_mb = peak.memory_mb.max(agent.reserved.memory_mb);
+        peak.cpu_millis = peak.cpu_millis.max(agent.reserved.cpu_millis);
+        peak.disk_mb = peak.disk_mb.max(agent.reserved.disk_mb);
+        self.attempt_index.insert(attempt_id.clone(), t);
+
+        out.push(Action::Publish(suite_event::Body::Assignment(assignment.clone())));
+        out.push(Action::Publish(suite_event::Body::TaskState(proto::TaskStateChanged {
+            task_id: assignment.task_details.as_ref().map(|d| d.task_id.clone()).unwrap_or_default(),
+            status: TaskState::Running.as_str().into(),
+            agent_id: agent_id.clone(),
+            attempt_id,
+            detail: format!("attempt {number} assigned"),
+        })));
+        out.push(Action::Assign { agent_id, assignment });
+    }
+}
+
+/// Smaller is a tighter fit. Memory dominates; cores break ties.
+fn leftover_score(free: &ResourceSpec, need: &ResourceSpec) -> (u64, u64) {
+    (free.memory_mb - need.memory_mb, free.cpu_millis - need.cpu_millis)
+}
+
+fn priority(p: PriorityName) -> Priority {
+    match p {
+        PriorityName::Low => Priority::Low,
+        PriorityName::Medium => Priority::Medium,
+        PriorityName::High => Priority::High,
+        PriorityName::Critical => Priority::Critical,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_assignment(
+    plan: &SuitePlan,
+    t: usize,
+    suite_id: &str,
+    orchestrator_id: &str,
+    agent_id: &str,
+    attempt_id: &str,
+    number: u32,
+    now: UnixMillis,
+) -> proto::TaskAssignment {
+    let task = &plan.tasks[t];
+    let mut criteria = proto::SuccessCriteria::default();
+    let mut other = HashMap::new();
+    for (k, &v) in &task.criteria {
+        match k.as_str() {
+            "pass_rate" | "min_pass_rate" => criteria.min_pass_rate = Some(v),
+            "coverage" | "required_coverage" => criteria.required_coverage = Some(v),
+            "max_execution_time" | "execution_time_max" => criteria.max_execution_time = Some(v),
+            _ => {
+                other.insert(k.clone(), v);
+            }
+        }
+    }
+    criteria.other = other;
+    let e = &task.execution;
+    proto::TaskAssignment {
+        message_id: format!("{attempt_id}/assign"),
+        timestamp: Some(to_timestamp(now)),
+        orchestrator_id: orchestrator_id.to_string(),
+        target_agent: agent_id.to_string(),
+        task_details: Some(proto::TaskDetails {
+            task_id: task.id.clone(),
+            task_type: task.category.trim_end_matches('s').to_string(),
+            role: task.role.clone(),
+            priority: priority(task.priority) as i32,
+            timeout_seconds: task.timeout_ms.div_ceil(1000),
+            resources: Some(proto::Resources {
+                memory_mb: task.resources.memory_mb,
+                cpu_cores: task.resources.cpu_cores(),
+                disk_mb: task.resources.disk_mb,
+            }),
+            execution_template: task.template.clone(),
+            dependencies: task.dependencies.clone(),
+            success_criteria: Some(criteria),
+        }),
+        attempt_id: attempt_id.to_string(),
+        trace_context: HashMap::new(),
+        execution: Some(proto::ExecutionSpec {
+            command: e.command.clone(),
+            setup_command: e.setup.clone(),
+            working_directory: e.working_directory.clone(),
+            env: e.env.iter().cloned().collect(),
+            progress_parser: e.progress_parser.to_string(),
+            junit_path: e.junit.clone(),
+            coverage_path: e.coverage.clone(),
+            grace_period_seconds: plan.retry.grace_period_ms.div_ceil(1000),
+            suite_id: suite_id.to_string(),
+        }),
+        attempt_number: number,
+    }
+}

@@ -1,0 +1,367 @@
+//! The scheduler: a pure state machine. `handle(event, now)` updates the state
+//! and returns the actions the edges carry out. It does no I/O, reads no clock
+//! and spawns nothing, which is what lets tests drive every failure path
+//! deterministically (see `tests/simulation.rs`).
+
+mod dispatch;
+mod invariants;
+mod outcome;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use testfleet::config::{ResourceSpec, SuitePlan, TaskKind};
+use testfleet::proto::{self, suite_event};
+use testfleet::time::UnixMillis;
+
+pub use state::{AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, SuiteRun, SuiteState, TaskRun, TaskState};
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    SubmitSuite {
+        suite_id: String,
+        suite_name: String,
+        plan: Arc<SuitePlan>,
+        timeout_ms: Option<u64>,
+    },
+    AgentConnected {
+        agent_id: AgentId,
+        conn: u64,
+        host: String,
+        labels: BTreeMap<String, String>,
+        capacity: ResourceSpec,
+        running: Vec<AttemptId>,
+    },
+    AgentDisconnected {
+        agent_id: AgentId,
+        conn: u64,
+    },
+    Heartbeat {
+        agent_id: AgentId,
+        conn: u64,
+        usage: Option<proto::ResourceUsage>,
+    },
+    Progress(proto::ProgressUpdate),
+    Completed(proto::TaskCompletion),
+    Failed(proto::FailureNotification),
+    CancelAcked {
+        agent_id: AgentId,
+        attempt_id: AttemptId,
+    },
+    /// Periodic: heartbeat deadlines, retry delays, the suite's deadline.
+    Tick,
+    CancelSuite {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Assign { agent_id: AgentId, assignment: proto::TaskAssignment },
+    Cancel { agent_id: AgentId, cancel: proto::CancelTask },
+    /// Refuse an agent's stream (fleet full).
+    RefuseAgent { agent_id: AgentId, conn: u64, reason: String },
+    /// Close a lost agent's stream if it is still open.
+    DropAgent { agent_id: AgentId, conn: u64, reason: String },
+    /// For watchers.
+    Publish(suite_event::Body),
+    SuiteFinished { suite_id: String, state: SuiteState },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The result names an attempt this orchestrator never made.
+    UnknownAttempt,
+    /// The result came from an agent that does not hold the attempt.
+    NotTheAgentsAttempt,
+}
+
+pub struct Scheduler {
+    pub(crate) orchestrator_id: String,
+    pub(crate) agents: BTreeMap<AgentId, AgentState>,
+    pub(crate) suite: Option<SuiteRun>,
+    /// attempt id -> (task index) for the current suite.
+    pub(crate) attempt_index: BTreeMap<AttemptId, usize>,
+    /// Results refused since start, for the edge's logs and metrics.
+    pub rejections: Vec<(AgentId, AttemptId, Rejection)>,
+}
+
+impl Scheduler {
+    pub fn new(orchestrator_id: impl Into<String>) -> Self {
+        Scheduler {
+            orchestrator_id: orchestrator_id.into(),
+            agents: BTreeMap::new(),
+            suite: None,
+            attempt_index: BTreeMap::new(),
+            rejections: Vec::new(),
+        }
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &AgentState> {
+        self.agents.values()
+    }
+
+    pub fn suite(&self) -> Option<&SuiteRun> {
+        self.suite.as_ref()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.suite.as_ref().is_some_and(|s| s.state == SuiteState::Running)
+    }
+
+    pub fn handle(&mut self, event: Event, now: UnixMillis) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::SubmitSuite { suite_id, suite_name, plan, timeout_ms } => {
+                self.submit(suite_id, suite_name, plan, timeout_ms, now, &mut out)
+            }
+            Event::AgentConnected { agent_id, conn, host, labels, capacity, running } => {
+                self.agent_connected(agent_id, conn, host, labels, capacity, running, now, &mut out)
+            }
+            Event::AgentDisconnected { agent_id, conn } => {
+                if self.agents.get(&agent_id).is_some_and(|a| a.conn == conn && a.connected) {
+                    self.lose_agent(&agent_id, "stream closed", now, &mut out);
+                }
+            }
+            Event::Heartbeat { agent_id, conn, usage } => {
+                if let Some(a) = self.agents.get_mut(&agent_id).filter(|a| a.conn == conn) {
+                    a.last_heartbeat = now;
+                    if usage.is_some() {
+                        a.last_usage = usage;
+                    }
+                }
+            }
+            Event::Progress(update) => self.progress(update, &mut out),
+            Event::Completed(c) => self.completed(c, now, &mut out),
+            Event::Failed(f) => self.failed(f, now, &mut out),
+            Event::CancelAcked { .. } => {}
+            Event::Tick => self.tick(now, &mut out),
+            Event::CancelSuite { reason } => self.end_suite(&reason, SuiteState::Cancelled, now, &mut out),
+        }
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    fn submit(
+        &mut self,
+        suite_id: String,
+        suite_name: String,
+        plan: Arc<SuitePlan>,
+        timeout_ms: Option<u64>,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if self.is_running() {
+            // The edge refuses this before it gets here; never replace a live suite.
+            return;
+        }
+        self.attempt_index.clear();
+        let tasks = plan.tasks.iter().map(|_| TaskRun::new()).collect();
+        let mut dependents = vec![Vec::new(); plan.tasks.len()];
+        for (i, t) in plan.tasks.iter().enumerate() {
+            for &w in &t.wait_on {
+                dependents[w].push(i);
+            }
+        }
+        self.suite = Some(SuiteRun {
+            suite_id,
+            suite_name,
+            tasks,
+            state: SuiteState::Running,
+            started_at: now,
+            finished_at: None,
+            deadline: timeout_ms.filter(|t| *t > 0).map(|t| now + t),
+            reason: String::new(),
+            running_by_category: BTreeMap::new(),
+            reserved_total: ResourceSpec::default(),
+            peak_reserved: BTreeMap::new(),
+            rejected_results: 0,
+            dependents,
+            end_as: None,
+            plan,
+        });
+        let n = self.suite.as_ref().map_or(0, |s| s.tasks.len());
+        for i in 0..n {
+            self.promote_if_ready(i, now, out);
+        }
+        self.finish_suite_if_done(now, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn agent_connected(
+        &mut self,
+        agent_id: AgentId,
+        conn: u64,
+        host: String,
+        labels: BTreeMap<String, String>,
+        capacity: ResourceSpec,
+        running: Vec<AttemptId>,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let known = self.agents.contains_key(&agent_id);
+        let connected = self.agents.values().filter(|a| a.connected && a.id != agent_id).count() as u32;
+        let max = self.suite.as_ref().and_then(|s| s.plan.limits.max_agents);
+        if !known && max.is_some_and(|m| connected >= m) {
+            out.push(Action::RefuseAgent {
+                agent_id,
+                conn,
+                reason: format!("the fleet is full: agent_limits.max_agents is {}", max.unwrap_or(0)),
+            });
+            return;
+        }
+        let agent = self.agents.entry(agent_id.clone()).or_insert_with(|| AgentState {
+            id: agent_id.clone(),
+            host: String::new(),
+            labels: BTreeMap::new(),
+            capacity,
+            reserved: ResourceSpec::default(),
+            running: BTreeSet::new(),
+            conn,
+            connected: true,
+            last_heartbeat: now,
+            last_usage: None,
+        });
+        agent.host = host;
+        agent.labels = labels;
+        agent.capacity = capacity;
+        agent.conn = conn;
+        agent.connected = true;
+        agent.last_heartbeat = now;
+        self.reconcile_attempts(&agent_id, &running, now, out);
+        // A reconnecting agent says what it still runs: attempts that are
+        // still live here go on; any other is superseded and must stop.
+        for attempt_id in running {
+            if !self.agents[&agent_id].running.contains(&attempt_id) {
+                out.push(Action::Cancel {
+                    agent_id: agent_id.clone(),
+                    cancel: proto::CancelTask {
+                        task_id: self.task_id_of_attempt(&attempt_id).unwrap_or_default(),
+                        attempt_id,
+                        reason: "superseded: the task was reassigned while this agent was away".into(),
+                        grace_period_seconds: 0,
+                    },
+                });
+            }
+        }
+    }
+
+    /// After a hello: attempts we placed here that the agent no longer runs
+    /// are lost, and if it came back smaller, the newest attempts that no
+    /// longer fit are stopped. Both are requeued at once.
+    fn reconcile_attempts(&mut self, agent_id: &str, announced: &[AttemptId], now: UnixMillis, out: &mut Vec<Action>) {
+        let agent = &self.agents[agent_id];
+        let forgotten: Vec<AttemptId> = agent.running.iter().filter(|a| !announced.contains(a)).cloned().collect();
+        for attempt_id in forgotten {
+            if let Some(&t) = self.attempt_index.get(&attempt_id) {
+                self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
+                let why = format!("agent {agent_id} came back without attempt {attempt_id}");
+                self.retry_or_fail(t, outcome::Retry::Infrastructure, why, now, out);
+            }
+        }
+        loop {
+            let agent = &self.agents[agent_id];
+            if agent.reserved.fits_within(&agent.capacity) {
+                break;
+            }
+            let newest = agent
+                .running
+                .iter()
+                .filter_map(|a| self.attempt_index.get(a).map(|&t| (t, a.clone())))
+                .max_by_key(|(t, _)| self.suite.as_ref().and_then(|s| s.tasks[*t].live_attempt()).map_or(0, |a| a.assigned_at));
+            let Some((t, attempt_id)) = newest else { break };
+            out.push(Action::Cancel {
+                agent_id: agent_id.to_string(),
+                cancel: proto::CancelTask {
+                    task_id: self.task_id_of_attempt(&attempt_id).unwrap_or_default(),
+                    attempt_id,
+                    reason: "the agent came back with less capacity than this attempt needs".into(),
+                    grace_period_seconds: 0,
+                },
+            });
+            self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
+            self.retry_or_fail(t, outcome::Retry::Infrastructure, format!("agent {agent_id} shrank"), now, out);
+        }
+    }
+
+    fn task_id_of_attempt(&self, attempt_id: &str) -> Option<String> {
+        let suite = self.suite.as_ref()?;
+        let &t = self.attempt_index.get(attempt_id)?;
+        Some(suite.plan.tasks[t].id.clone())
+    }
+
+    fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        let timeout = self.suite.as_ref().map_or(300_000, |s| s.plan.agent_timeout_ms);
+        let silent: Vec<(AgentId, u64)> = self
+            .agents
+            .values()
+            .filter(|a| a.connected && now.saturating_sub(a.last_heartbeat) > timeout)
+            .map(|a| (a.id.clone(), a.conn))
+            .collect();
+        for (id, conn) in silent {
+            self.lose_agent(&id, "no heartbeat within agent_timeout", now, out);
+            out.push(Action::DropAgent {
+                agent_id: id,
+                conn,
+                reason: "no heartbeat within agent_timeout".into(),
+            });
+        }
+        if let Some(deadline) = self.suite.as_ref().filter(|s| s.state == SuiteState::Running).and_then(|s| s.deadline) {
+            if now >= deadline {
+                self.end_suite("the suite ran past its timeout", SuiteState::Failed, now, out);
+            }
+        }
+    }
+
+    /// The agent is gone: its attempts are lost and their tasks requeued at
+    /// once on whatever agent fits.
+    fn lose_agent(&mut self, agent_id: &str, why: &str, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(agent) = self.agents.get_mut(agent_id) else { return };
+        agent.connected = false;
+        let attempts: Vec<AttemptId> = agent.running.iter().cloned().collect();
+        for attempt_id in attempts {
+            let Some(&t) = self.attempt_index.get(&attempt_id) else { continue };
+            self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
+            self.retry_or_fail(t, outcome::Retry::Infrastructure, format!("agent {agent_id} lost: {why}"), now, out);
+        }
+    }
+
+    /// Stops every running attempt and ends every task that has not ended.
+    fn end_suite(&mut self, reason: &str, end_as: SuiteState, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(suite) = self.suite.as_mut().filter(|s| s.state == SuiteState::Running) else { return };
+        suite.end_as = Some(end_as);
+        suite.reason = reason.to_string();
+        let n = suite.tasks.len();
+        for t in 0..n {
+            let suite = self.suite.as_ref().expect("suite");
+            if let Some(a) = suite.tasks[t].live_attempt() {
+                out.push(Action::Cancel {
+                    agent_id: a.agent_id.clone(),
+                    cancel: proto::CancelTask {
+                        task_id: suite.plan.tasks[t].id.clone(),
+                        attempt_id: a.attempt_id.clone(),
+                        reason: reason.to_string(),
+                        grace_period_seconds: 0,
+                    },
+                });
+                self.end_live_attempt(t, AttemptOutcome::Cancelled, now);
+            }
+            if !self.suite.as_ref().expect("suite").tasks[t].state.is_terminal() {
+                self.set_terminal(t, TaskState::Cancelled, reason.to_string(), now, out);
+            }
+        }
+        self.finish_suite_if_done(now, out);
+    }
+
+    pub fn check_invariants(&self) -> Result<(), String> {
+        invariants::check(self)
+    }
+}
+
+pub(crate) fn is_runnable(plan: &SuitePlan, t: usize) -> bool {
+    plan.tasks[t].kind == TaskKind::Runnable
+}

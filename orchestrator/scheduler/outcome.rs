@@ -1,0 +1,377 @@
+//! How results change the state: readiness, attempt ends, retries, terminal
+//! states and their propagation to dependents, groups and the suite.
+
+use testfleet::config::TaskKind;
+use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
+use testfleet::time::UnixMillis;
+
+use super::{Action, AttemptOutcome, Rejection, Scheduler, SuiteState, TaskState};
+use crate::criteria::{self, Facts};
+
+/// Which retry budget a failure draws on: infrastructure failures (the agent
+/// or its host) and application failures (the tests) are counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// The agent vanished: requeue at once.
+    Infrastructure,
+    /// The host misbehaved: requeue after `retry_delay`.
+    InfrastructureDelayed,
+    /// Deterministic failure of the task itself: no retry.
+    Never,
+}
+
+/// How a reported failure type is retried.
+pub(crate) fn retry_kind(error_type: i32) -> Retry {
+    match ErrorType::try_from(error_type).unwrap_or_default() {
+        ErrorType::SystemError | ErrorType::NetworkError | ErrorType::ResourceExhaustion => {
+            Retry::InfrastructureDelayed
+        }
+        _ => Retry::Never,
+    }
+}
+
+impl Scheduler {
+    fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
+        let suite = self.suite.as_ref().expect("suite");
+        let run = &suite.tasks[t];
+        let live = run.live_attempt();
+        out.push(Action::Publish(suite_event::Body::TaskState(proto::TaskStateChanged {
+            task_id: suite.plan.tasks[t].id.clone(),
+            status: run.state.as_str().into(),
+            agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
+            attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
+            detail: detail.into(),
+        })));
+    }
+
+    /// Moves a waiting task on once everything it waits on has ended.
+    pub(super) fn promote_if_ready(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let suite = self.suite.as_ref().expect("suite");
+        if suite.tasks[t].state != TaskState::Waiting {
+            return;
+        }
+        let task = &suite.plan.tasks[t];
+        if let Some(p) = task.parent {
+            if suite.tasks[p].state.is_terminal() {
+                let why = format!("its group {} ended {}", suite.plan.tasks[p].id, suite.tasks[p].state.as_str());
+                return self.set_terminal(t, TaskState::Skipped, why, now, out);
+            }
+        }
+        let blocked = task.wait_on.iter().find(|&&d| {
+            let s = suite.tasks[d].state;
+            s.is_terminal() && s != TaskState::CompletedSuccess
+        });
+        if let Some(&d) = blocked {
+            let why = format!("{} ended {}", suite.plan.tasks[d].id, suite.tasks[d].state.as_str());
+            return self.set_terminal(t, TaskState::Skipped, why, now, out);
+        }
+        if task.wait_on.iter().any(|&d| suite.tasks[d].state != TaskState::CompletedSuccess) {
+            return;
+        }
+        let kind = task.kind;
+        let children = task.children.clone();
+        let suite = self.suite.as_mut().expect("suite");
+        match kind {
+            TaskKind::Runnable => {
+                suite.tasks[t].state = TaskState::Ready;
+                suite.tasks[t].not_before = now;
+                self.publish_state(t, "dependencies met", out);
+            }
+            TaskKind::Group => {
+                suite.tasks[t].state = TaskState::Running;
+                suite.tasks[t].started_at = Some(now);
+                self.publish_state(t, "subtasks starting", out);
+                for c in children {
+                    self.promote_if_ready(c, now, out);
+                }
+            }
+        }
+    }
+
+    /// Ends the live attempt of task `t` and releases what it reserved.
+    pub(super) fn end_live_attempt(&mut self, t: usize, outcome: AttemptOutcome, now: UnixMillis) {
+        let suite = self.suite.as_mut().expect("suite");
+        let run = &mut suite.tasks[t];
+        let Some(i) = run.live.take() else { return };
+        let attempt = &mut run.attempts[i];
+        attempt.outcome = outcome;
+        attempt.ended_at = Some(now);
+        let reserved = attempt.reserved;
+        if let Some(agent) = self.agents.get_mut(&attempt.agent_id) {
+            agent.reserved.sub(&reserved);
+            agent.running.remove(&attempt.attempt_id);
+        }
+        suite.reserved_total.sub(&reserved);
+        let category = &suite.plan.tasks[t].category;
+        if let Some(n) = suite.running_by_category.get_mut(category) {
+            *n = n.saturating_sub(1);
+        }
+        if run.state == TaskState::Running {
+            run.state = TaskState::Ready;
+        }
+    }
+
+    pub(super) fn retry_or_fail(&mut self, t: usize, kind: Retry, reason: String, now: UnixMillis, out: &mut Vec<Action>) {
+        let suite = self.suite.as_mut().expect("suite");
+        if suite.state != SuiteState::Running || suite.tasks[t].state.is_terminal() {
+            return;
+        }
+        let policy = suite.plan.retry.clone();
+        let run = &mut suite.tasks[t];
+        let delay = match kind {
+            Retry::Infrastructure if run.infra_retries < policy.max_retries + 1 => Some(0),
+            Retry::InfrastructureDelayed if run.infra_retries < policy.max_retries + 1 => Some(policy.retry_delay_ms),
+            _ => None,
+        };
+        match delay {
+            Some(delay) => {
+                run.infra_retries += 1;
+                run.state = TaskState::Ready;
+                run.not_before = now + delay;
+                run.reason = reason.clone();
+                self.publish_state(t, &format!("requeued: {reason}"), out);
+            }
+            None => self.set_terminal(t, TaskState::Failed, reason, now, out),
+        }
+    }
+
+    /// The one place a task ends. Propagates to its group, its dependents and
+    /// the suite.
+    pub(super) fn set_terminal(&mut self, t: usize, state: TaskState, reason: String, now: UnixMillis, out: &mut Vec<Action>) {
+        let suite = self.suite.as_mut().expect("suite");
+        if suite.tasks[t].state.is_terminal() {
+            return;
+        }
+        let run = &mut suite.tasks[t];
+        run.state = state;
+        run.reason = reason.clone();
+        run.ended_at = Some(now);
+        self.publish_state(t, &reason, out);
+
+        let suite = self.suite.as_ref().expect("suite");
+        let children = suite.plan.tasks[t].children.clone();
+        let parent = suite.plan.tasks[t].parent;
+        let dependents = suite.dependents[t].clone();
+        for c in children {
+            // Subtasks not yet started end with their group; running ones finish.
+            if matches!(self.suite.as_ref().expect("suite").tasks[c].state, TaskState::Waiting | TaskState::Ready) {
+                let id = self.suite.as_ref().expect("suite").plan.tasks[t].id.clone();
+                self.set_terminal(c, TaskState::Skipped, format!("its group {id} ended {}", state.as_str()), now, out);
+            }
+        }
+        if let Some(p) = parent {
+            self.settle_group(p, now, out);
+        }
+        for d in dependents {
+            self.promote_if_ready(d, now, out);
+        }
+        self.finish_suite_if_done(now, out);
+    }
+
+    /// A group succeeds when all its subtasks did and its criteria hold on
+    /// their results together; it fails as soon as one subtask fails.
+    fn settle_group(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let suite = self.suite.as_ref().expect("suite");
+        if suite.tasks[g].state.is_terminal() {
+            return;
+        }
+        let children = &suite.plan.tasks[g].children;
+        if let Some(&bad) = children.iter().find(|&&c| {
+            let s = suite.tasks[c].state;
+            s.is_terminal() && s != TaskState::CompletedSuccess
+        }) {
+            let why = format!("subtask {} ended {}", suite.plan.tasks[bad].id, suite.tasks[bad].state.as_str());
+            return self.set_terminal(g, TaskState::Failed, why, now, out);
+        }
+        if children.iter().all(|&c| suite.tasks[c].state == TaskState::CompletedSuccess) {
+            let facts = group_facts(suite, g);
+            let results = criteria::evaluate(&suite.plan.tasks[g].criteria, &facts);
+            let ok = results.iter().all(|r| r.passed);
+            let why = criteria_reason(&results);
+            self.suite.as_mut().expect("suite").tasks[g].criteria = results;
+            let state = if ok { TaskState::CompletedSuccess } else { TaskState::Failed };
+            self.set_terminal(g, state, why, now, out);
+        }
+    }
+
+    pub(super) fn finish_suite_if_done(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(suite) = self.suite.as_mut().filter(|s| s.state == SuiteState::Running) else { return };
+        if !suite.tasks.iter().all(|t| t.state.is_terminal()) {
+            return;
+        }
+        suite.state = if let Some(forced) = suite.end_as.take() {
+            forced
+        } else if suite.tasks.iter().all(|t| t.state == TaskState::CompletedSuccess) {
+            SuiteState::Completed
+        } else {
+            SuiteState::Failed
+        };
+        suite.finished_at = Some(now);
+        let (suite_id, state) = (suite.suite_id.clone(), suite.state);
+        out.push(Action::Publish(suite_event::Body::SuiteFinished(proto::SuiteFinished {
+            suite_id: suite_id.clone(),
+            status: state.as_str().into(),
+        })));
+        out.push(Action::SuiteFinished { suite_id, state });
+    }
+
+    /// Finds the task of a result and checks the agent holds the attempt.
+    /// `Ok(None)` means a known attempt that is no longer live: stale.
+    fn locate_result(&mut self, agent_id: &str, attempt_id: &str) -> Result<Option<usize>, Rejection> {
+        let rejection = match self.attempt_index.get(attempt_id) {
+            None => Some(Rejection::UnknownAttempt),
+            Some(&t) => {
+                let suite = self.suite.as_mut().expect("indexed attempts belong to the suite");
+                let run = &mut suite.tasks[t];
+                match run.attempts.iter().position(|a| a.attempt_id == attempt_id) {
+                    Some(i) if run.attempts[i].agent_id != agent_id => Some(Rejection::NotTheAgentsAttempt),
+                    Some(i) if run.live == Some(i) => return Ok(Some(t)),
+                    Some(i) => {
+                        run.attempts[i].stale_results += 1;
+                        return Ok(None);
+                    }
+                    None => Some(Rejection::UnknownAttempt),
+                }
+            }
+        };
+        let r = rejection.expect("every other path returned");
+        self.rejections.push((agent_id.to_string(), attempt_id.to_string(), r));
+        if let Some(s) = self.suite.as_mut() {
+            s.rejected_results += 1;
+        }
+        Err(r)
+    }
+
+    pub(super) fn progress(&mut self, update: proto::ProgressUpdate, out: &mut Vec<Action>) {
+        let Ok(Some(t)) = self.locate_result(&update.agent_id, &update.attempt_id) else { return };
+        let run = &mut self.suite.as_mut().expect("suite").tasks[t];
+        if let Some(i) = run.live {
+            run.attempts[i].last_progress = Some(update.clone());
+        }
+        out.push(Action::Publish(suite_event::Body::Progress(update)));
+    }
+
+    pub(super) fn completed(&mut self, mut c: proto::TaskCompletion, now: UnixMillis, out: &mut Vec<Action>) {
+        let Ok(Some(t)) = self.locate_result(&c.agent_id, &c.attempt_id) else { return };
+        let success = c.final_status == FinalStatus::Success as i32;
+        let suite = self.suite.as_ref().expect("suite");
+        let facts = attempt_facts(&c);
+        let results = criteria::evaluate(&suite.plan.tasks[t].criteria, &facts);
+        let met = success && results.iter().all(|r| r.passed);
+        c.next_actions = next_actions(suite, t, met);
+        out.push(Action::Publish(suite_event::Body::Completion(c.clone())));
+
+        let outcome = if met { AttemptOutcome::Succeeded } else { AttemptOutcome::Failed };
+        let suite = self.suite.as_mut().expect("suite");
+        let run = &mut suite.tasks[t];
+        if let Some(i) = run.live {
+            run.attempts[i].completion = Some(c);
+        }
+        run.criteria = results.clone();
+        self.end_live_attempt(t, outcome, now);
+        if met {
+            self.set_terminal(t, TaskState::CompletedSuccess, "all criteria met".into(), now, out);
+        } else if !success {
+            self.set_terminal(t, TaskState::Failed, "the command reported failure".into(), now, out);
+        } else {
+            self.set_terminal(t, TaskState::Failed, criteria_reason(&results), now, out);
+        }
+    }
+
+    pub(super) fn failed(&mut self, f: proto::FailureNotification, now: UnixMillis, out: &mut Vec<Action>) {
+        let Ok(Some(t)) = self.locate_result(&f.agent_id, &f.attempt_id) else { return };
+        out.push(Action::Publish(suite_event::Body::Failure(f.clone())));
+        let details = f.failure_details.clone().unwrap_or_default();
+        let kind = retry_kind(details.error_type);
+        let reason = format!(
+            "{}: {}",
+            testfleet::wire_json::error_type_name(details.error_type),
+            details.error_message
+        );
+        let run = &mut self.suite.as_mut().expect("suite").tasks[t];
+        if let Some(i) = run.live {
+            run.attempts[i].failure = Some(f);
+        }
+        self.end_live_attempt(t, AttemptOutcome::Failed, now);
+        self.retry_or_fail(t, kind, reason, now, out);
+    }
+}
+
+pub(crate) fn attempt_facts(c: &proto::TaskCompletion) -> Facts {
+    let tr = c.test_results.clone().unwrap_or_default();
+    let summary = c.execution_summary.clone().unwrap_or_default();
+    Facts {
+        pass_rate: (tr.total_tests > 0).then_some(tr.pass_rate),
+        coverage: tr.coverage_measured.then_some(tr.coverage_percentage / 100.0),
+        duration_seconds: summary.duration_seconds,
+        peak_memory_mb: c.peak_resources.as_ref().map(|r| r.memory_usage_mb as f64),
+        metrics: c.metrics.clone().into_iter().collect(),
+    }
+}
+
+/// A group's facts: its subtasks' results taken together.
+fn group_facts(suite: &super::SuiteRun, g: usize) -> Facts {
+    let mut facts = Facts::default();
+    let (mut total, mut passed, mut cov, mut cov_n) = (0u64, 0u64, 0.0, 0u32);
+    for &c in &suite.plan.tasks[g].children {
+        let run = &suite.tasks[c];
+        let Some(done) = run.attempts.iter().rev().find_map(|a| a.completion.as_ref()) else { continue };
+        let f = attempt_facts(done);
+        let tr = done.test_results.clone().unwrap_or_default();
+        total += tr.total_tests;
+        passed += tr.passed;
+        if let Some(c) = f.coverage {
+            cov += c;
+            cov_n += 1;
+        }
+        facts.duration_seconds = facts.duration_seconds.max(f.duration_seconds);
+        facts.peak_memory_mb = match (facts.peak_memory_mb, f.peak_memory_mb) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        facts.metrics.extend(f.metrics);
+    }
+    facts.pass_rate = (total > 0).then(|| passed as f64 / total as f64);
+    facts.coverage = (cov_n > 0).then(|| cov / cov_n as f64);
+    facts
+}
+
+fn criteria_reason(results: &[criteria::CriterionResult]) -> String {
+    let missed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| match r.actual {
+            Some(a) => format!("{} expected {} got {:.4}", r.criterion, r.expected, a),
+            None => format!("{} expected {} but nothing was reported", r.criterion, r.expected),
+        })
+        .collect();
+    if missed.is_empty() {
+        "all criteria met".into()
+    } else {
+        format!("criteria not met: {}", missed.join("; "))
+    }
+}
+
+/// The seed's `next_actions`: what this result lets happen next.
+fn next_actions(suite: &super::SuiteRun, t: usize, success: bool) -> Vec<String> {
+    if !success {
+        return vec![format!("Tasks waiting on {} will be skipped", suite.plan.tasks[t].id)];
+    }
+    suite.dependents[t]
+        .iter()
+        .map(|&d| {
+            let task = &suite.plan.tasks[d];
+            let pending: Vec<&str> = task
+                .wait_on
+                .iter()
+                .filter(|&&w| w != t && suite.tasks[w].state != TaskState::CompletedSuccess)
+                .map(|&w| suite.plan.tasks[w].id.as_str())
+                .collect();
+            if pending.is_empty() {
+                format!("Task {} can proceed", task.id)
+            } else {
+                format!("Task {} can proceed when {} complete", task.id, pending.join(" and "))
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! What the scheduler remembers: agents, the running suite, its tasks and
+//! every attempt of each.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use testfleet::config::{ResourceSpec, SuitePlan};
+use testfleet::proto;
+use testfleet::time::UnixMillis;
+
+use crate::criteria::CriterionResult;
+
+pub type AgentId = String;
+pub type AttemptId = String;
+
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    pub id: AgentId,
+    pub host: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: ResourceSpec,
+    pub reserved: ResourceSpec,
+    pub running: BTreeSet<AttemptId>,
+    /// Which stream of this agent is current; events of older streams are
+    /// ignored, so a slow close of a replaced stream cannot evict the new one.
+    pub conn: u64,
+    pub connected: bool,
+    pub last_heartbeat: UnixMillis,
+    pub last_usage: Option<proto::ResourceUsage>,
+}
+
+impl AgentState {
+    pub fn free(&self) -> ResourceSpec {
+        self.capacity.saturating_minus(&self.reserved)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Dependencies not yet met.
+    Waiting,
+    /// Dependencies met; waiting for a slot (or for its retry delay).
+    Ready,
+    Running,
+    CompletedSuccess,
+    Failed,
+    /// Never ran because something it waits on did not succeed.
+    Skipped,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::CompletedSuccess | TaskState::Failed | TaskState::Skipped | TaskState::Cancelled
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Ready => "ready",
+            TaskState::Running => "running",
+            TaskState::CompletedSuccess => "completed_success",
+            TaskState::Failed => "failed",
+            TaskState::Skipped => "skipped",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Running,
+    Succeeded,
+    /// Ran and failed (or its results missed the criteria).
+    Failed,
+    /// Its agent was lost; the task was requeued.
+    AgentLost,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt_id: AttemptId,
+    pub number: u32,
+    pub agent_id: AgentId,
+    pub assigned_at: UnixMillis,
+    pub ended_at: Option<UnixMillis>,
+    pub outcome: AttemptOutcome,
+    #[serde(skip)]
+    pub reserved: ResourceSpec,
+    #[serde(skip)]
+    pub completion: Option<proto::TaskCompletion>,
+    #[serde(skip)]
+    pub failure: Option<proto::FailureNotification>,
+    #[serde(skip)]
+    pub last_progress: Option<proto::ProgressUpdate>,
+    /// Results that arrived for this attempt after it stopped being live.
+    pub stale_results: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    pub state: TaskState,
+    pub attempts: Vec<Attempt>,
+    /// Index into `attempts` of the one live attempt, if running.
+    pub live: Option<usize>,
+    /// Earliest time a queued retry may start.
+    pub not_before: UnixMillis,
+    pub infra_retries: u32,
+    pub app_retries: u32,
+    pub criteria: Vec<CriterionResult>,
+    /// Why it ended as it did, for the report.
+    pub reason: String,
+    pub started_at: Option<UnixMillis>,
+    pub ended_at: Option<UnixMillis>,
+}
+
+impl TaskRun {
+    pub fn new() -> Self {
+        TaskRun {
+            state: TaskState::Waiting,
+            attempts: Vec::new(),
+            live: None,
+            not_before: 0,
+            infra_retries: 0,
+            app_retries: 0,
+            criteria: Vec::new(),
+            reason: String::new(),
+            started_at: None,
+            ended_at: None,
+        }
+    }
+    pub fn live_attempt(&self) -> Option<&Attempt> {
+        self.live.map(|i| &self.attempts[i])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuiteState {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl SuiteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuiteState::Running => "running",
+            SuiteState::Completed => "completed",
+            SuiteState::Failed => "failed",
+            SuiteState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SuiteRun {
+    pub suite_id: String,
+    pub suite_name: String,
+    pub plan: Arc<SuitePlan>,
+    pub tasks: Vec<TaskRun>,
+    pub state: SuiteState,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    pub deadline: Option<UnixMillis>,
+    pub reason: String,
+    /// Running attempts per category, for `max_parallel`.
+    pub running_by_category: BTreeMap<String, u32>,
+    /// Reserved across the fleet, for `agent_limits`.
+    pub reserved_total: ResourceSpec,
+    /// Highest concurrent reservation seen per agent (for the report).
+    pub peak_reserved: BTreeMap<AgentId, ResourceSpec>,
+    /// Results refused because they named no attempt of this suite.
+    pub rejected_results: u32,
+    /// Reverse of `wait_on`: who waits on each task.
+    pub dependents: Vec<Vec<usize>>,
+    /// Set when the suite is ended from outside (cancel, deadline).
+    pub end_as: Option<SuiteState>,
+}

@@ -1,0 +1,9 @@
+//! Drives the scheduler with events and checks what it does. `harness`
+//! holds the helpers every topic uses.
+
+mod dag;
+mod fencing;
+mod harness;
+mod phased;
+mod resources;
+mod simulation;

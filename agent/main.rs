@@ -1,1 +1,128 @@
-fn main() {}
+//! `agent`: connects to an orchestrator, runs what it assigns, reports back.
+
+mod classify;
+mod connection;
+mod executor;
+mod parsers;
+mod sampler;
+mod uploader;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use testfleet::proto;
+
+#[derive(Parser)]
+#[command(name = "agent", version, about = "testfleet agent: runs the tasks an orchestrator assigns")]
+struct Args {
+    /// The orchestrator's address (http:// needs --insecure).
+    #[arg(long, env = "TESTFLEET_ORCHESTRATOR")]
+    orchestrator_endpoint: String,
+    /// This agent's id. Default: agent-<hostname>.
+    #[arg(long, env = "TESTFLEET_AGENT_ID")]
+    agent_id: Option<String>,
+    /// Labels, `k=v,k2=v2`.
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Where attempts run and setup is cached.
+    #[arg(long, default_value = "testfleet-agent")]
+    workdir: PathBuf,
+    /// Write logs (JSON) to this file instead of stderr.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Allow a plaintext (http://) orchestrator.
+    #[arg(long)]
+    insecure: bool,
+    /// Cores offered. Default: the host's.
+    #[arg(long)]
+    cpu_cores: Option<f64>,
+    /// Memory offered, MB. Default: the host's.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Disk offered, MB. Default: free space under the workdir.
+    #[arg(long)]
+    disk_mb: Option<u64>,
+    /// Exit when the process that started this agent exits.
+    #[arg(long)]
+    exit_with_parent: bool,
+}
+
+fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').with_context(|| format!("label {p:?} is not key=value"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.exit_with_parent {
+        // If the embedded run dies, its agents must not linger.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    }
+    if let Err(e) = testfleet::logging::init("info", args.log_file.as_deref()) {
+        eprintln!("agent: cannot set up logging: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent: {e:#}");
+            tracing::error!(error = format!("{e:#}"), "agent stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.orchestrator_endpoint.starts_with("http://") && !args.insecure {
+        anyhow::bail!("{} is plaintext: pass --insecure to connect without TLS", args.orchestrator_endpoint);
+    }
+    executor::workdir_ok(&args.workdir)?;
+    let workdir = std::fs::canonicalize(&args.workdir)?;
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+    let agent_id = args.agent_id.clone().unwrap_or_else(|| format!("agent-{host}"));
+    let hc = testfleet::host::capacity(&workdir);
+    let capacity = proto::Resources {
+        memory_mb: args.memory_mb.unwrap_or(hc.memory_mb),
+        cpu_cores: args.cpu_cores.unwrap_or(hc.cpu_cores),
+        disk_mb: args.disk_mb.unwrap_or(hc.disk_mb),
+    };
+    let identity = connection::Identity { agent_id: agent_id.clone(), host: host.clone(), labels: parse_labels(&args.labels)?, capacity };
+    tracing::info!(agent_id, host, ?capacity, workdir = %workdir.display(), endpoint = args.orchestrator_endpoint, "agent starting");
+
+    let channel = testfleet::transport::endpoint(&args.orchestrator_endpoint)?.connect_lazy();
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(1024);
+    let ctx = Arc::new(executor::Context::new(agent_id, host, workdir, outbox_tx, uploader::Uploader::new(channel.clone())));
+    let agent = connection::Agent::new(identity, channel, ctx, outbox_rx);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("stopping: cancelling running attempts");
+        let _ = stop_tx.send(true);
+    });
+    agent.run(stop_rx).await;
+    Ok(())
+}

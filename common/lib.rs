@@ -13,3 +13,6 @@ pub mod proto {
 pub mod time;
 pub mod wire_json;
 pub mod config;
+pub mod logging;
+pub mod transport;
+pub mod host;

@@ -1,3 +1,201 @@
+//! `orchestrator`: the daemon, the embedded local run, config checks and the
+//! client commands.
+
+mod agent_gateway_server;
+mod client;
+mod control_server;
 mod criteria;
+mod engine;
+mod http_api;
+mod junit_merge;
+mod local_run;
+mod report;
 mod scheduler;
-fn main() {}
+mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use testfleet::config::SuiteConfig;
+
+#[derive(Parser)]
+#[command(name = "orchestrator", version, about = "testfleet: run a test suite as a task graph on a fleet of agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the orchestrator daemon: gRPC and the HTTP API on api_port.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where reports and artifacts go.
+        #[arg(long, default_value = "testfleet-data")]
+        data_dir: PathBuf,
+        /// Address to listen on. Default: 0.0.0.0 and the config's api_port.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve without TLS. Required until `tls:` is configured.
+        #[arg(long)]
+        insecure: bool,
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+    },
+    /// Run a suite here: an orchestrator on loopback, N local agents, live
+    /// progress, a report. Exits 0 iff the suite succeeded.
+    Run(local_run::RunArgs),
+    /// Validate a config and print the plan.
+    Check { file: PathBuf },
+    /// Start the server's suite (or the one in FILE).
+    Submit {
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        conn: client::Conn,
+        /// Fail the suite if it runs longer, seconds.
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+        /// Wait for the suite and exit 0 iff it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print the suite's status.
+    Status {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the suite's events until it ends.
+    Watch {
+        #[command(flatten)]
+        conn: client::Conn,
+        /// One JSON object per event, with the seed's field names.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the final report (JSON).
+    Report {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// List connected and lost agents.
+    Agents {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Cancel the running suite.
+    Cancel {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Check { file } = &cli.command {
+        return check(file);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, data_dir, listen, insecure, log_file } => {
+            serve(&config, data_dir, listen, insecure, log_file.as_deref()).await
+        }
+        Command::Run(args) => local_run::run(args).await,
+        Command::Check { .. } => unreachable!("handled before the runtime starts"),
+        Command::Submit { file, conn, timeout, wait } => client::submit(&conn, file.as_deref(), timeout, wait).await,
+        Command::Status { conn, json } => client::status(&conn, json).await,
+        Command::Watch { conn, json } => client::watch(&conn, json).await,
+        Command::Report { conn } => client::report(&conn).await,
+        Command::Agents { conn } => client::agents(&conn).await,
+        Command::Cancel { conn } => client::cancel(&conn).await,
+    }
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<SuiteConfig> {
+    SuiteConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn check(file: &Path) -> ExitCode {
+    let config = match SuiteConfig::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: {} problem(s); nothing will run", file.display(), e.problems.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = config.plan(&testfleet::config::config_dir(file));
+    println!("{}: valid", file.display());
+    print!("{}", local_run::describe_plan(&plan));
+    let missing: Vec<_> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.kind == testfleet::config::TaskKind::Runnable && t.execution.command.is_empty())
+        .map(|t| format!("{} (template \"{}\")", t.id, t.template))
+        .collect();
+    if !missing.is_empty() {
+        println!("warning: no `templates:` entry defines how to run: {}", missing.join(", "));
+        println!("warning: the suite loads, but cannot run until those templates are defined");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve(
+    config_path: &Path,
+    data_dir: PathBuf,
+    listen: Option<SocketAddr>,
+    insecure: bool,
+    log_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    testfleet::logging::init(&config.orchestrator.log_level, log_file)?;
+    if !insecure {
+        anyhow::bail!(
+            "refusing to serve without TLS: pass --insecure to accept plaintext connections (mTLS is configured with `tls:`)"
+        );
+    }
+    tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
+    let bind = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
+    let running = server::start(server::ServeOptions {
+        config: Arc::new(config),
+        config_path: config_path.to_path_buf(),
+        bind,
+        report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
+    })
+    .await?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = shutdown => { r?; tracing::info!("shutting down"); }
+        r = running.wait() => { r?; }
+    }
+    Ok(ExitCode::SUCCESS)
+}

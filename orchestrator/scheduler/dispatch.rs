@@ -80,6 +80,7 @@ impl Scheduler {
             failure: None,
             last_progress: None,
             stale_results: 0,
+            cancel_acknowledged: false,
         });
         run.live = Some(run.attempts.len() - 1);
         run.state = TaskState::Running;

@@ -138,7 +138,7 @@ impl Scheduler {
             Event::Progress(update) => self.progress(update, &mut out),
             Event::Completed(c) => self.completed(c, now, &mut out),
             Event::Failed(f) => self.failed(f, now, &mut out),
-            Event::CancelAcked { .. } => {}
+            Event::CancelAcked { agent_id, attempt_id } => self.cancel_acked(&agent_id, &attempt_id),
             Event::Tick => self.tick(now, &mut out),
             Event::CancelSuite { reason } => self.end_suite(&reason, SuiteState::Cancelled, now, &mut out),
         }
@@ -285,6 +285,14 @@ impl Scheduler {
             });
             self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
             self.retry_or_fail(t, outcome::Retry::Infrastructure, format!("agent {agent_id} shrank"), now, out);
+        }
+    }
+
+    fn cancel_acked(&mut self, agent_id: &str, attempt_id: &str) {
+        let Some(&t) = self.attempt_index.get(attempt_id) else { return };
+        let Some(suite) = self.suite.as_mut() else { return };
+        if let Some(a) = suite.tasks[t].attempts.iter_mut().find(|a| a.attempt_id == attempt_id && a.agent_id == agent_id) {
+            a.cancel_acknowledged = true;
         }
     }
 

@@ -101,6 +101,8 @@ pub struct Attempt {
     pub last_progress: Option<proto::ProgressUpdate>,
     /// Results that arrived for this attempt after it stopped being live.
     pub stale_results: u32,
+    /// The agent confirmed a cancel: the attempt's processes are gone.
+    pub cancel_acknowledged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +114,6 @@ pub struct TaskRun {
     /// Earliest time a queued retry may start.
     pub not_before: UnixMillis,
     pub infra_retries: u32,
-    pub app_retries: u32,
     pub criteria: Vec<CriterionResult>,
     /// Why it ended as it did, for the report.
     pub reason: String,
@@ -128,7 +129,6 @@ impl TaskRun {
             live: None,
             not_before: 0,
             infra_retries: 0,
-            app_retries: 0,
             criteria: Vec::new(),
             reason: String::new(),
             started_at: None,

@@ -1,0 +1,202 @@
+//! The agent's one stream to its orchestrator: hello, heartbeats, results
+//! out, assignments and cancels in. Reconnects with backoff and jitter, and
+//! re-announces what it still runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use testfleet::proto::agent_gateway_client::AgentGatewayClient;
+use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
+use testfleet::time::now_timestamp;
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::executor::{self, Context};
+
+pub struct Identity {
+    pub agent_id: String,
+    pub host: String,
+    pub labels: HashMap<String, String>,
+    pub capacity: proto::Resources,
+}
+
+/// Attempts running here, each with the switch that cancels it.
+type Running = Arc<Mutex<HashMap<String, (String, watch::Sender<Option<String>>)>>>;
+
+pub struct Agent {
+    id: Identity,
+    channel: Channel,
+    ctx: Arc<Context>,
+    running: Running,
+    outbox: mpsc::Receiver<AgentMessage>,
+}
+
+enum End {
+    /// The orchestrator closed the stream or the network broke.
+    Lost(String),
+    /// The orchestrator refused us: retrying soon would not help.
+    Refused(String),
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl Agent {
+    pub fn new(id: Identity, channel: Channel, ctx: Arc<Context>, outbox: mpsc::Receiver<AgentMessage>) -> Self {
+        Agent { id, channel, ctx, running: Arc::default(), outbox }
+    }
+
+    /// Connects and serves until `stop` fires; then cancels what runs.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let end = tokio::select! {
+                end = self.session(&mut backoff) => end,
+                _ = stop.changed() => break,
+            };
+            let wait = match end {
+                End::Lost(why) => {
+                    tracing::warn!(why, "lost the orchestrator; reconnecting");
+                    backoff
+                }
+                End::Refused(why) => {
+                    tracing::error!(why, "the orchestrator refused this agent");
+                    eprintln!("agent {}: the orchestrator refused this agent: {why}", self.id.agent_id);
+                    BACKOFF_MAX
+                }
+            };
+            // Full jitter, so a fleet that lost its orchestrator does not
+            // come back in one wave.
+            let jittered = rand::rng().random_range(wait / 2..=wait);
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                _ = stop.changed() => break,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        self.cancel_all("the agent is shutting down").await;
+        // Leave no process behind: wait for every group to be killed.
+        self.wait_idle(Duration::from_secs(15)).await;
+    }
+
+    async fn cancel_all(&self, reason: &str) {
+        let running = self.running.lock().await;
+        for (_, cancel) in running.values() {
+            let _ = cancel.send(Some(reason.to_string()));
+        }
+    }
+
+    async fn hello(&self) -> AgentMessage {
+        let running = self.running.lock().await;
+        AgentMessage {
+            body: Some(agent_message::Body::Hello(proto::AgentHello {
+                agent_id: self.id.agent_id.clone(),
+                host: self.id.host.clone(),
+                labels: self.id.labels.clone(),
+                capacity: Some(self.id.capacity),
+                running_attempts: running
+                    .iter()
+                    .map(|(attempt_id, (task_id, _))| proto::RunningAttempt { task_id: task_id.clone(), attempt_id: attempt_id.clone() })
+                    .collect(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            })),
+        }
+    }
+
+    async fn session(&mut self, backoff: &mut Duration) -> End {
+        let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+        let _ = tx.send(self.hello().await).await;
+        let mut client = AgentGatewayClient::new(self.channel.clone());
+        let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return classify_status(s),
+        };
+        let ack = match inbound.message().await {
+            Ok(Some(proto::OrchestratorMessage { body: Some(orchestrator_message::Body::HelloAck(ack)) })) => ack,
+            Ok(_) => return End::Lost("the orchestrator did not acknowledge our hello".into()),
+            Err(s) => return classify_status(s),
+        };
+        *backoff = BACKOFF_START;
+        tracing::info!(orchestrator = ack.orchestrator_id, "connected");
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(ack.heartbeat_interval_ms.max(100) as u64));
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => self.on_message(m).await,
+                    Ok(None) => return End::Lost("the orchestrator closed the stream".into()),
+                    Err(s) => return classify_status(s),
+                },
+                Some(out) = self.outbox.recv() => {
+                    if tx.send(out).await.is_err() {
+                        return End::Lost("the stream closed while sending".into());
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let running: Vec<String> = self.running.lock().await.keys().cloned().collect();
+                    let hb = proto::Heartbeat { agent_id: self.id.agent_id.clone(), timestamp: Some(now_timestamp()), usage: None, running_attempt_ids: running };
+                    if tx.send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).await.is_err() {
+                        return End::Lost("the stream closed while sending".into());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_message(&self, m: proto::OrchestratorMessage) {
+        match m.body {
+            Some(orchestrator_message::Body::Assignment(a)) => self.start(a).await,
+            Some(orchestrator_message::Body::Cancel(c)) => {
+                let running = self.running.lock().await;
+                match running.get(&c.attempt_id) {
+                    Some((_, cancel)) => {
+                        let _ = cancel.send(Some(c.reason));
+                    }
+                    None => {
+                        // Nothing to stop: say so, so the orchestrator is not left waiting.
+                        let ack = proto::CancelAck { task_id: c.task_id, attempt_id: c.attempt_id };
+                        let _ = self.ctx.outbox.try_send(AgentMessage { body: Some(agent_message::Body::CancelAck(ack)) });
+                    }
+                }
+            }
+            Some(orchestrator_message::Body::HelloAck(_)) | None => {}
+        }
+    }
+
+    async fn start(&self, a: proto::TaskAssignment) {
+        let attempt_id = a.attempt_id.clone();
+        let task_id = a.task_details.as_ref().map(|d| d.task_id.clone()).unwrap_or_default();
+        let mut running = self.running.lock().await;
+        if running.contains_key(&attempt_id) {
+            // A duplicate delivery of an assignment we already run.
+            return;
+        }
+        let (cancel_tx, cancel_rx) = watch::channel(None);
+        running.insert(attempt_id.clone(), (task_id.clone(), cancel_tx));
+        drop(running);
+        tracing::info!(task_id, attempt_id, "assignment received");
+        let ctx = self.ctx.clone();
+        let registry = self.running.clone();
+        tokio::spawn(async move {
+            executor::run(ctx, a, cancel_rx).await;
+            registry.lock().await.remove(&attempt_id);
+        });
+    }
+
+    pub async fn wait_idle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.running.lock().await.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn classify_status(s: tonic::Status) -> End {
+    use tonic::Code;
+    match s.code() {
+        Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied | Code::Unauthenticated => End::Refused(s.message().to_string()),
+        _ => End::Lost(format!("{} ({:?})", s.message(), s.code())),
+    }
+}

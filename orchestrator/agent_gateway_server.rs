@@ -1,0 +1,234 @@
+//! The agents' edge: one bidi stream per agent, and artifact uploads.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use testfleet::config::ResourceSpec;
+use testfleet::proto::agent_gateway_server::AgentGateway;
+use testfleet::proto::{
+    agent_message, artifact_chunk, orchestrator_message, AgentMessage, ArtifactChunk, HelloAck, OrchestratorMessage,
+    UploadArtifactResponse,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::Engine;
+use crate::report::artifact_dir;
+use crate::scheduler::Event;
+
+/// Largest artifact accepted, bytes.
+pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
+/// How often agents are asked to heartbeat.
+pub const HEARTBEAT_INTERVAL_MS: u32 = 1_000;
+
+pub struct AgentGatewayService {
+    engine: Engine,
+    orchestrator_id: String,
+    next_conn: AtomicU64,
+}
+
+impl AgentGatewayService {
+    pub fn new(engine: Engine, orchestrator_id: String) -> Self {
+        AgentGatewayService { engine, orchestrator_id, next_conn: AtomicU64::new(1) }
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<OrchestratorMessage, Status>> + Send>>;
+
+fn capacity_of(r: &Option<testfleet::proto::Resources>) -> Result<ResourceSpec, Status> {
+    let r = r.as_ref().ok_or_else(|| Status::invalid_argument("hello carries no capacity"))?;
+    if r.memory_mb == 0 || r.cpu_cores <= 0.0 || !r.cpu_cores.is_finite() {
+        return Err(Status::invalid_argument("hello capacity must have memory_mb > 0 and cpu_cores > 0"));
+    }
+    Ok(ResourceSpec {
+        memory_mb: r.memory_mb,
+        cpu_millis: (r.cpu_cores * 1000.0).round() as u64,
+        disk_mb: r.disk_mb,
+    })
+}
+
+#[tonic::async_trait]
+impl AgentGateway for AgentGatewayService {
+    type ConnectStream = OutStream;
+
+    async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<OutStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before the agent said hello"))?;
+        let Some(agent_message::Body::Hello(hello)) = first.body else {
+            return Err(Status::invalid_argument("the first message on a stream must be AgentHello"));
+        };
+        if hello.agent_id.trim().is_empty() {
+            return Err(Status::invalid_argument("AgentHello.agent_id is empty"));
+        }
+        let capacity = capacity_of(&hello.capacity)?;
+        let agent_id = hello.agent_id.clone();
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(agent_id, host = hello.host, ?peer, conn, ?capacity, "agent connected");
+
+        let (tx, rx) = mpsc::channel(256);
+        tx.send(Ok(OrchestratorMessage {
+            body: Some(orchestrator_message::Body::HelloAck(HelloAck {
+                orchestrator_id: self.orchestrator_id.clone(),
+                heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            })),
+        }))
+        .await
+        .map_err(|_| Status::internal("stream closed"))?;
+        self.engine.attach(agent_id.clone(), conn, tx);
+        self.engine.send(Event::AgentConnected {
+            agent_id: agent_id.clone(),
+            conn,
+            host: hello.host,
+            labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            capacity,
+            running: hello.running_attempts.into_iter().map(|r| r.attempt_id).collect(),
+        });
+
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(msg)) => {
+                        if let Err(why) = forward(&engine, &agent_id, conn, msg) {
+                            tracing::warn!(agent_id, why, "ignored a message from the agent");
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(agent_id, error = %e, "agent stream broke");
+                        break;
+                    }
+                }
+            }
+            engine.send(Event::AgentDisconnected { agent_id, conn });
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as OutStream))
+    }
+
+    async fn upload_artifact(
+        &self,
+        request: Request<Streaming<ArtifactChunk>>,
+    ) -> Result<Response<UploadArtifactResponse>, Status> {
+        let mut chunks = request.into_inner();
+        let header = match chunks.next().await.transpose()?.and_then(|c| c.body) {
+            Some(artifact_chunk::Body::Header(h)) => h,
+            _ => return Err(Status::invalid_argument("the first chunk of an upload must be its header")),
+        };
+        check_artifact_name(&header.name)?;
+        if header.size > MAX_ARTIFACT_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "artifact {} is {} bytes; the limit is {MAX_ARTIFACT_BYTES}",
+                header.name, header.size
+            )));
+        }
+        let attempt_id = header.attempt_id.clone();
+        let located = self
+            .engine
+            .query(move |s| {
+                let suite = s.suite()?;
+                suite.tasks.iter().enumerate().find_map(|(t, run)| {
+                    run.attempts
+                        .iter()
+                        .find(|a| a.attempt_id == attempt_id)
+                        .map(|a| (suite.suite_id.clone(), suite.plan.tasks[t].id.clone(), a.number))
+                })
+            })
+            .await?;
+        let (suite_id, task_id, number) =
+            located.ok_or_else(|| Status::not_found(format!("no attempt {} in the current suite", header.attempt_id)))?;
+        let dir = artifact_dir(&self.engine.report_dir.for_suite(&suite_id), &task_id, number);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(&header.name);
+        let tmp = path.with_extension("partial");
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Status::internal(format!("creating {}: {e}", tmp.display())))?;
+        let mut size = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let Some(artifact_chunk::Body::Data(data)) = chunk?.body else {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Status::invalid_argument("a second header in one upload"));
+            };
+            size += data.len() as u64;
+            if size > MAX_ARTIFACT_BYTES {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Status::resource_exhausted(format!("artifact {} passed {MAX_ARTIFACT_BYTES} bytes", header.name)));
+            }
+            if let Err(e) = file.write_all(&data).await {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Status::resource_exhausted(format!("writing {}: {e}", tmp.display())));
+            }
+        }
+        file.flush().await.map_err(|e| Status::internal(e.to_string()))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(UploadArtifactResponse { name: header.name, size }))
+    }
+}
+
+/// Artifact names are plain file names: nothing that could climb out of the
+/// attempt's directory.
+fn check_artifact_name(name: &str) -> Result<(), Status> {
+    let p = Path::new(name);
+    let plain = p.components().count() == 1 && matches!(p.components().next(), Some(Component::Normal(_)));
+    if name.is_empty() || !plain || name.len() > 200 {
+        return Err(Status::invalid_argument(format!("artifact name {name:?} is not a plain file name")));
+    }
+    Ok(())
+}
+
+/// Turns one frame from an agent into a scheduler event. Frames must be
+/// about the agent that owns the stream.
+fn forward(engine: &Engine, agent_id: &str, conn: u64, msg: AgentMessage) -> Result<(), String> {
+    let mismatch = |claimed: &str| format!("frame claims agent {claimed:?} on {agent_id:?}'s stream");
+    match msg.body {
+        Some(agent_message::Body::Heartbeat(h)) => {
+            engine.send(Event::Heartbeat { agent_id: agent_id.to_string(), conn, usage: h.usage });
+        }
+        Some(agent_message::Body::Progress(p)) => {
+            if p.agent_id != agent_id {
+                return Err(mismatch(&p.agent_id));
+            }
+            engine.send(Event::Progress(p));
+        }
+        Some(agent_message::Body::Completion(c)) => {
+            if c.agent_id != agent_id {
+                return Err(mismatch(&c.agent_id));
+            }
+            engine.send(Event::Completed(c));
+        }
+        Some(agent_message::Body::Failure(f)) => {
+            if f.agent_id != agent_id {
+                return Err(mismatch(&f.agent_id));
+            }
+            engine.send(Event::Failed(f));
+        }
+        Some(agent_message::Body::CancelAck(a)) => {
+            engine.send(Event::CancelAcked { agent_id: agent_id.to_string(), attempt_id: a.attempt_id });
+        }
+        Some(agent_message::Body::Hello(_)) => return Err("a second hello on one stream".into()),
+        None => return Err("an empty frame".into()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_names_cannot_escape() {
+        assert!(check_artifact_name("A1_results.json").is_ok());
+        for bad in ["", "../x", "a/b", "/etc/passwd", ".."] {
+            assert!(check_artifact_name(bad).is_err(), "{bad}");
+        }
+    }
+}

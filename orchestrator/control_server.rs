@@ -1,0 +1,158 @@
+//! The operators' edge: start, watch, inspect and cancel suites.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use testfleet::config::{SuiteConfig, TaskKind};
+use testfleet::proto::control_server::Control;
+use testfleet::proto::*;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::report;
+use crate::scheduler::Event;
+
+/// The suite the server was started with.
+#[derive(Clone)]
+pub struct SuiteSource {
+    pub config: Arc<SuiteConfig>,
+    pub path: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct ControlService {
+    engine: Engine,
+    source: SuiteSource,
+}
+
+impl ControlService {
+    pub fn new(engine: Engine, source: SuiteSource) -> Self {
+        ControlService { engine, source }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Starts a suite; shared with the HTTP API.
+    pub async fn execute(&self, req: ExecuteSuiteRequest) -> Result<ExecuteSuiteResponse, Status> {
+        let (config, path) = if req.config_yaml.trim().is_empty() {
+            (self.source.config.clone(), self.source.path.clone())
+        } else {
+            let path = PathBuf::from("<submitted config>");
+            let cfg = SuiteConfig::parse(&req.config_yaml, &path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            (Arc::new(cfg), path)
+        };
+        let config_dir = if req.config_yaml.trim().is_empty() {
+            testfleet::config::config_dir(&path)
+        } else {
+            std::env::current_dir().unwrap_or_default()
+        };
+        let plan = config.plan(&config_dir);
+        if let Some(t) = plan.tasks.iter().find(|t| t.kind == TaskKind::Runnable && t.execution.command.is_empty()) {
+            return Err(Status::failed_precondition(format!(
+                "{}: task \"{}\" has no command: template \"{}\" is not defined under templates:",
+                path.display(),
+                t.id,
+                t.template
+            )));
+        }
+        if self.engine.query(|s| s.is_running()).await? {
+            return Err(Status::failed_precondition("a suite is already running; cancel it or wait for it to end"));
+        }
+        let suite_id = uuid::Uuid::now_v7().to_string();
+        let suite_name = if req.suite_name.is_empty() { plan.name.clone() } else { req.suite_name.clone() };
+        tracing::info!(suite_id, suite_name, config = %path.display(), scheduling = plan.mode, "suite submitted");
+        self.engine.send(Event::SubmitSuite {
+            suite_id: suite_id.clone(),
+            suite_name,
+            plan: Arc::new(plan),
+            timeout_ms: (req.timeout_seconds > 0).then_some(req.timeout_seconds * 1000),
+        });
+        Ok(ExecuteSuiteResponse { suite_id, status: "running".into() })
+    }
+
+    pub async fn report_json(&self) -> Result<serde_json::Value, Status> {
+        self.engine
+            .query(report::build)
+            .await?
+            .ok_or_else(|| Status::not_found("no suite has run yet"))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<SuiteEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn execute_suite(&self, r: Request<ExecuteSuiteRequest>) -> Result<Response<ExecuteSuiteResponse>, Status> {
+        self.execute(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<SuiteStatus>, Status> {
+        Ok(Response::new(self.engine.query(report::status).await?))
+    }
+
+    async fn get_progress(&self, _: Request<GetProgressRequest>) -> Result<Response<SuiteProgress>, Status> {
+        Ok(Response::new(self.engine.query(report::progress).await?))
+    }
+
+    type WatchSuiteStream = EventStream;
+
+    async fn watch_suite(&self, _: Request<WatchSuiteRequest>) -> Result<Response<EventStream>, Status> {
+        let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(|e| match e {
+            Ok(event) => Some(Ok(event)),
+            // A watcher that fell behind misses events rather than slowing the
+            // scheduler; it can re-read GetStatus.
+            Err(_) => None,
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_final_report(&self, _: Request<GetFinalReportRequest>) -> Result<Response<FinalReport>, Status> {
+        let report = self.report_json().await?;
+        Ok(Response::new(FinalReport {
+            suite_id: report["suite_id"].as_str().unwrap_or_default().into(),
+            status: report["status"].as_str().unwrap_or_default().into(),
+            report_json: report.to_string(),
+        }))
+    }
+
+    async fn cancel_suite(&self, r: Request<CancelSuiteRequest>) -> Result<Response<CancelSuiteResponse>, Status> {
+        if !self.engine.query(|s| s.is_running()).await? {
+            return Err(Status::failed_precondition("no suite is running"));
+        }
+        let reason = r.into_inner().reason;
+        let reason = if reason.is_empty() { "cancelled by an operator".to_string() } else { reason };
+        self.engine.send(Event::CancelSuite { reason });
+        Ok(Response::new(CancelSuiteResponse { status: "cancelling".into() }))
+    }
+
+    async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+        let agents = self
+            .engine
+            .query(|s| {
+                s.agents()
+                    .map(|a| AgentInfo {
+                        agent_id: a.id.clone(),
+                        host: a.host.clone(),
+                        labels: a.labels.clone().into_iter().collect(),
+                        capacity: Some(resources(&a.capacity)),
+                        reserved: Some(resources(&a.reserved)),
+                        running_attempts: a.running.iter().cloned().collect(),
+                        state: if a.connected { "connected" } else { "lost" }.into(),
+                        last_heartbeat: Some(testfleet::time::to_timestamp(a.last_heartbeat)),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+}
+
+fn resources(r: &testfleet::config::ResourceSpec) -> Resources {
+    Resources { memory_mb: r.memory_mb, cpu_cores: r.cpu_cores(), disk_mb: r.disk_mb }
+}

@@ -1,0 +1,226 @@
+//! The one owner of the scheduler. Every edge (agent streams, control calls,
+//! HTTP, timers) sends it inputs over a channel; it reads the clock, feeds
+//! the scheduler and carries out the actions it returns. No locks: queries
+//! run as closures on this task.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use testfleet::proto::{self, orchestrator_message, OrchestratorMessage, SuiteEvent};
+use testfleet::time::{now_millis, now_timestamp};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tonic::Status;
+
+use crate::report;
+use crate::scheduler::{Action, Event, Scheduler, SuiteState};
+
+pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
+type Query = Box<dyn FnOnce(&Scheduler) + Send>;
+
+pub enum Input {
+    Event(Event),
+    /// A new stream: where to send this agent's assignments from now on.
+    Attach { agent_id: String, conn: u64, tx: AgentSender },
+    Query(Query),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::UnboundedSender<Input>,
+    events: broadcast::Sender<SuiteEvent>,
+    pub report_dir: ReportDir,
+}
+
+/// Where finished suites' reports go.
+#[derive(Clone, Debug)]
+pub enum ReportDir {
+    /// `<dir>/<suite_id>/report.json` (the daemon).
+    PerSuite(PathBuf),
+    /// `<dir>/report.json` (an embedded run).
+    Flat(PathBuf),
+}
+
+impl ReportDir {
+    pub fn for_suite(&self, suite_id: &str) -> PathBuf {
+        match self {
+            ReportDir::PerSuite(d) => d.join(suite_id),
+            ReportDir::Flat(d) => d.clone(),
+        }
+    }
+}
+
+impl Engine {
+    pub fn start(orchestrator_id: String, report_dir: ReportDir, tick: Duration) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let engine = Engine { tx, events: events.clone(), report_dir: report_dir.clone() };
+        let ticker = engine.tx.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if ticker.send(Input::Event(Event::Tick)).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(run(Scheduler::new(orchestrator_id), rx, events, report_dir));
+        engine
+    }
+
+    pub fn send(&self, event: Event) {
+        // The loop only stops when the process does.
+        let _ = self.tx.send(Input::Event(event));
+    }
+
+    pub fn attach(&self, agent_id: String, conn: u64, tx: AgentSender) {
+        let _ = self.tx.send(Input::Attach { agent_id, conn, tx });
+    }
+
+    /// Runs `f` on the scheduler's task and returns what it computed.
+    pub async fn query<R: Send + 'static>(&self, f: impl FnOnce(&Scheduler) -> R + Send + 'static) -> Result<R, Status> {
+        let (reply, rx) = oneshot::channel();
+        let q: Query = Box::new(move |s| {
+            let _ = reply.send(f(s));
+        });
+        self.tx.send(Input::Query(q)).map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
+        rx.await.map_err(|_| Status::internal("the scheduler dropped a query"))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<SuiteEvent> {
+        self.events.subscribe()
+    }
+}
+
+struct Streams {
+    by_agent: HashMap<String, (u64, AgentSender)>,
+}
+
+impl Streams {
+    fn send(&mut self, agent_id: &str, body: orchestrator_message::Body) {
+        if let Some((_, tx)) = self.by_agent.get(agent_id) {
+            // A full or closed stream means the agent is going away; the
+            // stream's end (or its silence) tells the scheduler.
+            if tx.try_send(Ok(OrchestratorMessage { body: Some(body) })).is_err() {
+                tracing::warn!(agent_id, "could not queue a message to the agent");
+            }
+        }
+    }
+    fn close(&mut self, agent_id: &str, conn: u64, status: Status) {
+        if self.by_agent.get(agent_id).is_some_and(|(c, _)| *c == conn) {
+            if let Some((_, tx)) = self.by_agent.remove(agent_id) {
+                let _ = tx.try_send(Err(status));
+            }
+        }
+    }
+}
+
+async fn run(
+    mut scheduler: Scheduler,
+    mut rx: mpsc::UnboundedReceiver<Input>,
+    events: broadcast::Sender<SuiteEvent>,
+    report_dir: ReportDir,
+) {
+    let mut streams = Streams { by_agent: HashMap::new() };
+    while let Some(input) = rx.recv().await {
+        let event = match input {
+            Input::Event(e) => e,
+            Input::Attach { agent_id, conn, tx } => {
+                streams.by_agent.insert(agent_id, (conn, tx));
+                continue;
+            }
+            Input::Query(q) => {
+                q(&scheduler);
+                continue;
+            }
+        };
+        let actions = scheduler.handle(event, now_millis());
+        // Debug builds (every test run) check DESIGN.md's invariants after
+        // every real event too, not only in the simulation.
+        #[cfg(debug_assertions)]
+        if let Err(broken) = scheduler.check_invariants() {
+            tracing::error!(broken, "scheduler invariant broken");
+            panic!("scheduler invariant broken: {broken}");
+        }
+        for action in actions {
+            carry_out(action, &scheduler, &mut streams, &events, &report_dir);
+        }
+    }
+}
+
+fn carry_out(
+    action: Action,
+    scheduler: &Scheduler,
+    streams: &mut Streams,
+    events: &broadcast::Sender<SuiteEvent>,
+    report_dir: &ReportDir,
+) {
+    match action {
+        Action::Assign { agent_id, assignment } => {
+            log_assignment(&assignment);
+            streams.send(&agent_id, orchestrator_message::Body::Assignment(assignment));
+        }
+        Action::Cancel { agent_id, cancel } => {
+            tracing::info!(agent_id, attempt_id = cancel.attempt_id, reason = cancel.reason, "cancelling attempt");
+            streams.send(&agent_id, orchestrator_message::Body::Cancel(cancel));
+        }
+        Action::RefuseAgent { agent_id, conn, reason } => {
+            tracing::warn!(agent_id, reason, "refusing agent");
+            streams.close(&agent_id, conn, Status::resource_exhausted(reason));
+        }
+        Action::DropAgent { agent_id, conn, reason } => {
+            tracing::warn!(agent_id, reason, "agent lost");
+            streams.close(&agent_id, conn, Status::unavailable(reason));
+        }
+        Action::Publish(body) => {
+            if let proto::suite_event::Body::Completion(c) = &body {
+                log_completion(c);
+            }
+            let _ = events.send(SuiteEvent { timestamp: Some(now_timestamp()), body: Some(body) });
+        }
+        Action::SuiteFinished { suite_id, state } => {
+            let dir = report_dir.for_suite(&suite_id);
+            match report::write(scheduler, &dir) {
+                Ok(path) => tracing::info!(suite_id, status = state.as_str(), report = %path.display(), "suite finished"),
+                Err(e) => tracing::error!(suite_id, error = format!("{e:#}"), "could not write the report"),
+            }
+            if state != SuiteState::Completed {
+                tracing::warn!(suite_id, status = state.as_str(), "suite did not succeed");
+            }
+        }
+    }
+}
+
+fn log_assignment(a: &proto::TaskAssignment) {
+    let d = a.task_details.clone().unwrap_or_default();
+    let r = d.resources.unwrap_or_default();
+    tracing::info!(
+        event = "task_assigned",
+        task_id = d.task_id,
+        agent_id = a.target_agent,
+        attempt_id = a.attempt_id,
+        memory_mb = r.memory_mb,
+        cpu_cores = r.cpu_cores,
+        timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
+        "task_assigned"
+    );
+}
+
+fn log_completion(c: &proto::TaskCompletion) {
+    let tr = c.test_results.clone().unwrap_or_default();
+    let s = c.execution_summary.clone().unwrap_or_default();
+    tracing::info!(
+        event = "task_completed",
+        task_id = c.task_id,
+        agent_id = c.agent_id,
+        attempt_id = c.attempt_id,
+        duration_seconds = s.duration_seconds,
+        status = testfleet::proto::FinalStatus::try_from(c.final_status).unwrap_or_default().as_str_name(),
+        test_pass_rate = tr.pass_rate,
+        coverage = tr.coverage_percentage,
+        timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
+        "task_completed"
+    );
+}

@@ -1,0 +1,105 @@
+//! The seed's HTTP API, served on the gRPC port so its `orchestrator.sh`
+//! works unchanged but for its launch lines.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use testfleet::proto::{ExecuteSuiteRequest, ResourceLimits};
+
+use crate::control_server::ControlService;
+use crate::report;
+
+pub fn router(control: ControlService) -> Router {
+    Router::new()
+        .route("/api/v1/execute-suite", post(execute_suite))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/progress", get(progress))
+        .route("/api/v1/final-report", get(final_report))
+        .with_state(control)
+}
+
+/// The seed script's body; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ExecuteBody {
+    suite_name: String,
+    phases: Vec<String>,
+    timeout_seconds: u64,
+    resource_limits: Option<Limits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Limits {
+    max_memory_gb: f64,
+    max_cpu_cores: f64,
+}
+
+fn error(status: tonic::Status) -> Response {
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(json!({"error": status.message()}))).into_response()
+}
+
+async fn execute_suite(State(c): State<ControlService>, body: Option<Json<ExecuteBody>>) -> Response {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let req = ExecuteSuiteRequest {
+        suite_name: body.suite_name,
+        phases: body.phases,
+        timeout_seconds: body.timeout_seconds,
+        resource_limits: body.resource_limits.map(|l| ResourceLimits { max_memory_gb: l.max_memory_gb, max_cpu_cores: l.max_cpu_cores }),
+        config_yaml: String::new(),
+    };
+    match c.execute(req).await {
+        Ok(r) => (StatusCode::ACCEPTED, Json(json!({"suite_id": r.suite_id, "status": r.status}))).into_response(),
+        Err(s) => error(s),
+    }
+}
+
+async fn status(State(c): State<ControlService>) -> Response {
+    match c.engine().query(report::status).await {
+        Ok(s) => Json(json!({
+            "suite_id": s.suite_id,
+            "suite_name": s.suite_name,
+            "status": s.status,
+            "tasks": s.tasks.iter().map(|t| json!({
+                "task_id": t.task_id, "status": t.status, "agent_id": t.agent_id,
+                "attempt_id": t.attempt_id, "attempts": t.attempts,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(s) => error(s),
+    }
+}
+
+async fn progress(State(c): State<ControlService>) -> Response {
+    match c.engine().query(report::progress).await {
+        Ok(p) => Json(json!({
+            "suite_id": p.suite_id,
+            "status": p.status,
+            "overall_progress": p.overall_progress,
+            "active_tasks": p.active_tasks,
+            "completed_tasks": p.completed_tasks,
+            "failed_tasks": p.failed_tasks,
+            "total_tasks": p.total_tasks,
+            "latest": p.latest,
+        }))
+        .into_response(),
+        Err(s) => error(s),
+    }
+}
+
+async fn final_report(State(c): State<ControlService>) -> Response {
+    match c.report_json().await {
+        Ok(r) => Json(r).into_response(),
+        Err(s) => error(s),
+    }
+}

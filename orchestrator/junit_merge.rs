@@ -1,0 +1,99 @@
+//! One JUnit XML for the whole suite: the `<testsuite>` elements of every
+//! task's last attempt, renamed `TASK/<name>` so CI systems show where each
+//! test ran.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use anyhow::Context;
+use quick_xml::events::{BytesDecl, BytesStart, Event};
+use quick_xml::{Reader, Writer};
+
+use crate::report::artifact_dir;
+use crate::scheduler::SuiteRun;
+
+pub const JUNIT_ARTIFACT: &str = "junit.xml";
+
+pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
+    let mut w = Writer::new_with_indent(Cursor::new(Vec::new()), b' ', 2);
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let mut root = BytesStart::new("testsuites");
+    root.push_attribute(("name", suite.suite_name.as_str()));
+    w.write_event(Event::Start(root))?;
+    for (i, run) in suite.tasks.iter().enumerate() {
+        let task_id = &suite.plan.tasks[i].id;
+        let Some(last) = run.attempts.last() else { continue };
+        let path = artifact_dir(suite_dir, task_id, last.number).join(JUNIT_ARTIFACT);
+        let Ok(xml) = std::fs::read_to_string(&path) else { continue };
+        copy_suites(&xml, task_id, &mut w).with_context(|| format!("merging {}", path.display()))?;
+    }
+    w.write_event(Event::End(quick_xml::events::BytesEnd::new("testsuites")))?;
+    Ok(String::from_utf8(w.into_inner().into_inner())?)
+}
+
+/// Copies every `<testsuite>` subtree of `xml` into `w`, prefixing its name.
+fn copy_suites(xml: &str, task_id: &str, w: &mut Writer<Cursor<Vec<u8>>>) -> anyhow::Result<()> {
+    let mut r = Reader::from_str(xml);
+    r.config_mut().trim_text(true);
+    let mut depth = 0usize;
+    loop {
+        let ev = r.read_event()?;
+        match &ev {
+            Event::Eof => break,
+            Event::Start(e) if depth == 0 && e.name().as_ref() == b"testsuite" => {
+                w.write_event(Event::Start(renamed(e, task_id)?))?;
+                depth = 1;
+            }
+            Event::Empty(e) if depth == 0 && e.name().as_ref() == b"testsuite" => {
+                w.write_event(Event::Empty(renamed(e, task_id)?))?;
+            }
+            Event::Start(_) if depth > 0 => {
+                depth += 1;
+                w.write_event(ev.clone())?;
+            }
+            Event::End(_) if depth > 0 => {
+                depth -= 1;
+                w.write_event(ev.clone())?;
+            }
+            Event::Decl(_) | Event::DocType(_) | Event::PI(_) => {}
+            _ if depth > 0 => w.write_event(ev.clone())?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn renamed(e: &BytesStart, task_id: &str) -> anyhow::Result<BytesStart<'static>> {
+    let mut out = BytesStart::new("testsuite");
+    let mut named = false;
+    for a in e.attributes() {
+        let a = a?;
+        let value = a.unescape_value()?.into_owned();
+        if a.key.as_ref() == b"name" {
+            out.push_attribute(("name", format!("{task_id}/{value}").as_str()));
+            named = true;
+        } else {
+            out.push_attribute((std::str::from_utf8(a.key.as_ref())?, value.as_str()));
+        }
+    }
+    if !named {
+        out.push_attribute(("name", task_id));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_are_copied_whole_and_renamed() {
+        let xml = r#"<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="2"><testcase name="a"/><testcase name="b"><failure message="x &lt; y">trace</failure></testcase></testsuite></testsuites>"#;
+        let mut w = Writer::new(Cursor::new(Vec::new()));
+        copy_suites(xml, "A1", &mut w).unwrap();
+        let out = String::from_utf8(w.into_inner().into_inner()).unwrap();
+        assert!(out.starts_with(r#"<testsuite name="A1/pytest" tests="2">"#), "{out}");
+        assert!(out.contains(r#"<failure message="x &lt; y">trace</failure>"#), "{out}");
+        assert!(out.ends_with("</testsuite>"), "{out}");
+    }
+}

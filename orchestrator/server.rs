@@ -1,0 +1,96 @@
+//! Puts the edges together on one port: AgentGateway, Control, health,
+//! reflection (v1 and v1alpha, so every grpcurl works) and the HTTP API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use testfleet::config::SuiteConfig;
+use testfleet::proto::agent_gateway_server::AgentGatewayServer;
+use testfleet::proto::control_server::ControlServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::agent_gateway_server::AgentGatewayService;
+use crate::control_server::{ControlService, SuiteSource};
+use crate::engine::{Engine, ReportDir};
+
+pub struct ServeOptions {
+    pub config: Arc<SuiteConfig>,
+    pub config_path: std::path::PathBuf,
+    pub bind: SocketAddr,
+    pub report_dir: ReportDir,
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    pub control: ControlService,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.join.await.context("server task")?
+    }
+
+    /// Resolves when the server stops by itself (an error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.join.await.context("server task")?
+    }
+}
+
+/// How often the scheduler looks at the clock (heartbeat deadlines, retry delays).
+const TICK: Duration = Duration::from_millis(250);
+
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(opts.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another orchestrator running there?)", opts.bind))?;
+    let addr = listener.local_addr()?;
+    let orchestrator_id = opts.config.orchestrator.name.clone();
+    let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
+    let control = ControlService::new(engine.clone(), SuiteSource { config: opts.config.clone(), path: opts.config_path });
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<ControlServer<ControlService>>().await;
+    health_reporter.set_serving::<AgentGatewayServer<AgentGatewayService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(testfleet::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(testfleet::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let routes = tonic::service::Routes::from(crate::http_api::router(control.clone()))
+        .add_service(AgentGatewayServer::new(AgentGatewayService::new(engine.clone(), orchestrator_id)))
+        .add_service(ControlServer::new(control.clone()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let join = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await
+            .context("gRPC server")
+    });
+    tracing::info!(%addr, "orchestrator listening (gRPC and HTTP)");
+    Ok(Running { addr, engine, control, shutdown: Some(tx), join })
+}

@@ -29,17 +29,23 @@ pub struct Classified {
     pub function: String,
 }
 
-static IMPORT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"ModuleNotFoundError|ImportError|cannot import name|No module named").expect("regex"));
-static PERMISSION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"PermissionError|EACCES|Permission denied|Operation not permitted").expect("regex"));
-static MEMORY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"MemoryError|Cannot allocate memory|out of memory|std::bad_alloc|memory allocation of \d+ bytes failed").expect("regex"));
+static IMPORT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"ModuleNotFoundError|ImportError|cannot import name|No module named")
+        .expect("regex")
+});
+static PERMISSION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"PermissionError|EACCES|Permission denied|Operation not permitted").expect("regex")
+});
+static MEMORY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"MemoryError|Cannot allocate memory|out of memory|std::bad_alloc|memory allocation of \d+ bytes failed").expect("regex")
+});
 static NETWORK: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"Connection refused|ConnectionRefusedError|Connection reset|ConnectionResetError|ECONNREFUSED|ECONNRESET|Name or service not known|Temporary failure in name resolution|nodename nor servname|Network is unreachable|No route to host|getaddrinfo failed").expect("regex")
 });
-static EXHAUSTION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"No space left on device|ENOSPC|Too many open files|EMFILE|Disk quota exceeded").expect("regex"));
+static EXHAUSTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"No space left on device|ENOSPC|Too many open files|EMFILE|Disk quota exceeded")
+        .expect("regex")
+});
 /// An assertion that compares numbers: a calculation came out wrong.
 static NUMERIC_ASSERTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(AssertionError|assert).*?-?\d+\.?\d*\s*(==|!=|<|>|<=|>=|got|expected|Expected|not close|approx)\s*.*?-?\d+\.?\d*").expect("regex")
@@ -49,14 +55,30 @@ pub fn classify(e: &Ending) -> Classified {
     let failures: &[junit::Failure] = e.junit.map(|j| j.failures.as_slice()).unwrap_or_default();
     let failed_tests: Vec<String> = failures.iter().map(|f| f.test.clone()).collect();
     let first = failures.first();
-    let failure_text: String = failures.iter().map(|f| format!("{}\n{}\n", f.message, f.text)).collect();
+    let failure_text: String = failures
+        .iter()
+        .map(|f| format!("{}\n{}\n", f.message, f.text))
+        .collect();
     let evidence = format!("{failure_text}\n{}", e.output_tail);
-    let last_line = e.output_tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    let last_line = e
+        .output_tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
 
     let (error_type, message) = if e.timed_out {
-        (ErrorType::TimeoutError, "the task ran past its timeout and was killed with its process group".to_string())
+        (
+            ErrorType::TimeoutError,
+            "the task ran past its timeout and was killed with its process group".to_string(),
+        )
     } else if e.memory_exceeded {
-        (ErrorType::MemoryError, "the task's process group used more memory than it reserved and was killed".to_string())
+        (
+            ErrorType::MemoryError,
+            "the task's process group used more memory than it reserved and was killed".to_string(),
+        )
     } else if let Some(m) = IMPORT.find(&evidence) {
         (ErrorType::ImportError, line_of(&evidence, m.start()))
     } else if let Some(m) = PERMISSION.find(&evidence) {
@@ -68,16 +90,39 @@ pub fn classify(e: &Ending) -> Classified {
     } else if let Some(m) = NETWORK.find(&evidence) {
         (ErrorType::NetworkError, line_of(&evidence, m.start()))
     } else if let Some(f) = first {
-        let msg = if f.message.is_empty() { format!("{} failed", f.test) } else { f.message.clone() };
-        let numeric = failures.iter().any(|f| NUMERIC_ASSERTION.is_match(&f.message) || NUMERIC_ASSERTION.is_match(&f.text));
-        (if numeric { ErrorType::CalculationError } else { ErrorType::LogicError }, msg)
+        let msg = if f.message.is_empty() {
+            format!("{} failed", f.test)
+        } else {
+            f.message.clone()
+        };
+        let numeric = failures
+            .iter()
+            .any(|f| NUMERIC_ASSERTION.is_match(&f.message) || NUMERIC_ASSERTION.is_match(&f.text));
+        (
+            if numeric {
+                ErrorType::CalculationError
+            } else {
+                ErrorType::LogicError
+            },
+            msg,
+        )
     } else if let Some(sig) = e.signal {
-        (ErrorType::SystemError, format!("the command was killed by signal {sig}"))
+        (
+            ErrorType::SystemError,
+            format!("the command was killed by signal {sig}"),
+        )
     } else if e.exit_code == Some(127) {
-        (ErrorType::SystemError, format!("command not found: {last_line}"))
+        (
+            ErrorType::SystemError,
+            format!("command not found: {last_line}"),
+        )
     } else {
         let code = e.exit_code.map_or("unknown".into(), |c| c.to_string());
-        let msg = if last_line.is_empty() { format!("the command exited with status {code}") } else { format!("exit status {code}: {last_line}") };
+        let msg = if last_line.is_empty() {
+            format!("the command exited with status {code}")
+        } else {
+            format!("exit status {code}: {last_line}")
+        };
         (ErrorType::SystemError, msg)
     };
     Classified {
@@ -100,19 +145,42 @@ fn line_of(text: &str, at: usize) -> String {
 /// What a person (or level-2 recovery) should try, by type.
 pub fn recommended_actions(t: ErrorType) -> Vec<String> {
     let v: &[&str] = match t {
-        ErrorType::ImportError => &["Reinstall dependencies (the template's setup command)", "Check the environment's package versions"],
-        ErrorType::PermissionError => &["Restore permissions of the working directory", "Run on another agent"],
-        ErrorType::MemoryError => &["Retry with a reduced data set", "Increase the task's memory_mb"],
-        ErrorType::TimeoutError => &["Extend the task's timeout", "Look for hanging tests", "Give the task more cpu_cores"],
-        ErrorType::NetworkError => &["Retry with backoff", "Run on another agent", "Check the services the tests reach"],
+        ErrorType::ImportError => &[
+            "Reinstall dependencies (the template's setup command)",
+            "Check the environment's package versions",
+        ],
+        ErrorType::PermissionError => &[
+            "Restore permissions of the working directory",
+            "Run on another agent",
+        ],
+        ErrorType::MemoryError => &[
+            "Retry with a reduced data set",
+            "Increase the task's memory_mb",
+        ],
+        ErrorType::TimeoutError => &[
+            "Extend the task's timeout",
+            "Look for hanging tests",
+            "Give the task more cpu_cores",
+        ],
+        ErrorType::NetworkError => &[
+            "Retry with backoff",
+            "Run on another agent",
+            "Check the services the tests reach",
+        ],
         ErrorType::CalculationError => &[
             "Review floating-point precision in the failing calculation",
             "Add a tolerance to financial comparisons",
             "Manual investigation required",
         ],
-        ErrorType::LogicError => &["Review the failing tests and the code they cover", "Manual investigation required"],
+        ErrorType::LogicError => &[
+            "Review the failing tests and the code they cover",
+            "Manual investigation required",
+        ],
         ErrorType::SystemError => &["Run on another agent", "Check the agent host's health"],
-        ErrorType::ResourceExhaustion => &["Increase the task's resources", "Free disk space or file handles on the agent"],
+        ErrorType::ResourceExhaustion => &[
+            "Increase the task's resources",
+            "Free disk space or file handles on the agent",
+        ],
         ErrorType::Unspecified => &[],
     };
     v.iter().map(|s| s.to_string()).collect()
@@ -144,26 +212,101 @@ mod tests {
 
     #[test]
     fn each_signal_maps_to_its_type() {
-        assert_eq!(kind(Ending { timed_out: true, signal: Some(9), ..Default::default() }), ErrorType::TimeoutError);
-        assert_eq!(kind(Ending { memory_exceeded: true, ..Default::default() }), ErrorType::MemoryError);
-        assert_eq!(kind(Ending { exit_code: Some(2), output_tail: "ModuleNotFoundError: No module named 'cashcow'", ..Default::default() }), ErrorType::ImportError);
-        assert_eq!(kind(Ending { exit_code: Some(1), output_tail: "PermissionError: [Errno 13] Permission denied: '/x'", ..Default::default() }), ErrorType::PermissionError);
-        assert_eq!(kind(Ending { exit_code: Some(1), output_tail: "MemoryError", ..Default::default() }), ErrorType::MemoryError);
-        assert_eq!(kind(Ending { exit_code: Some(1), output_tail: "ConnectionRefusedError: [Errno 111] Connection refused", ..Default::default() }), ErrorType::NetworkError);
-        assert_eq!(kind(Ending { exit_code: Some(1), output_tail: "OSError: [Errno 28] No space left on device", ..Default::default() }), ErrorType::ResourceExhaustion);
-        assert_eq!(kind(Ending { signal: Some(11), ..Default::default() }), ErrorType::SystemError);
-        assert_eq!(kind(Ending { exit_code: Some(127), output_tail: "sh: 1: pytst: not found", ..Default::default() }), ErrorType::SystemError);
+        assert_eq!(
+            kind(Ending {
+                timed_out: true,
+                signal: Some(9),
+                ..Default::default()
+            }),
+            ErrorType::TimeoutError
+        );
+        assert_eq!(
+            kind(Ending {
+                memory_exceeded: true,
+                ..Default::default()
+            }),
+            ErrorType::MemoryError
+        );
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(2),
+                output_tail: "ModuleNotFoundError: No module named 'cashcow'",
+                ..Default::default()
+            }),
+            ErrorType::ImportError
+        );
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                output_tail: "PermissionError: [Errno 13] Permission denied: '/x'",
+                ..Default::default()
+            }),
+            ErrorType::PermissionError
+        );
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                output_tail: "MemoryError",
+                ..Default::default()
+            }),
+            ErrorType::MemoryError
+        );
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                output_tail: "ConnectionRefusedError: [Errno 111] Connection refused",
+                ..Default::default()
+            }),
+            ErrorType::NetworkError
+        );
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                output_tail: "OSError: [Errno 28] No space left on device",
+                ..Default::default()
+            }),
+            ErrorType::ResourceExhaustion
+        );
+        assert_eq!(
+            kind(Ending {
+                signal: Some(11),
+                ..Default::default()
+            }),
+            ErrorType::SystemError
+        );
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(127),
+                output_tail: "sh: 1: pytst: not found",
+                ..Default::default()
+            }),
+            ErrorType::SystemError
+        );
     }
 
     #[test]
     fn numeric_assertions_are_calculation_errors_others_logic() {
         let j = summary("AssertionError: Expected 2083.33, got 2083.34", "");
-        let c = classify(&Ending { exit_code: Some(1), junit: Some(&j), ..Default::default() });
+        let c = classify(&Ending {
+            exit_code: Some(1),
+            junit: Some(&j),
+            ..Default::default()
+        });
         assert_eq!(c.error_type, ErrorType::CalculationError);
         assert_eq!(c.message, "AssertionError: Expected 2083.33, got 2083.34");
-        assert_eq!((c.test_file.as_str(), c.line_number, c.function.as_str()), ("tests/t.py", 7, "test_x"));
+        assert_eq!(
+            (c.test_file.as_str(), c.line_number, c.function.as_str()),
+            ("tests/t.py", 7, "test_x")
+        );
         assert_eq!(c.failed_tests, ["test_x"]);
         let j = summary("AssertionError: assert 'active' == 'terminated'", "");
-        assert_eq!(kind(Ending { exit_code: Some(1), junit: Some(&j), ..Default::default() }), ErrorType::LogicError);
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                junit: Some(&j),
+                ..Default::default()
+            }),
+            ErrorType::LogicError
+        );
     }
 }

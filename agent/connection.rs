@@ -45,8 +45,19 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl Agent {
-    pub fn new(id: Identity, channel: Channel, ctx: Arc<Context>, outbox: mpsc::Receiver<AgentMessage>) -> Self {
-        Agent { id, channel, ctx, running: Arc::default(), outbox }
+    pub fn new(
+        id: Identity,
+        channel: Channel,
+        ctx: Arc<Context>,
+        outbox: mpsc::Receiver<AgentMessage>,
+    ) -> Self {
+        Agent {
+            id,
+            channel,
+            ctx,
+            running: Arc::default(),
+            outbox,
+        }
     }
 
     /// Connects and serves until `stop` fires; then cancels what runs.
@@ -64,7 +75,10 @@ impl Agent {
                 }
                 End::Refused(why) => {
                     tracing::error!(why, "the orchestrator refused this agent");
-                    eprintln!("agent {}: the orchestrator refused this agent: {why}", self.id.agent_id);
+                    eprintln!(
+                        "agent {}: the orchestrator refused this agent: {why}",
+                        self.id.agent_id
+                    );
                     BACKOFF_MAX
                 }
             };
@@ -99,7 +113,10 @@ impl Agent {
                 capacity: Some(self.id.capacity),
                 running_attempts: running
                     .iter()
-                    .map(|(attempt_id, (task_id, _))| proto::RunningAttempt { task_id: task_id.clone(), attempt_id: attempt_id.clone() })
+                    .map(|(attempt_id, (task_id, _))| proto::RunningAttempt {
+                        task_id: task_id.clone(),
+                        attempt_id: attempt_id.clone(),
+                    })
                     .collect(),
                 version: env!("CARGO_PKG_VERSION").into(),
             })),
@@ -115,13 +132,17 @@ impl Agent {
             Err(s) => return classify_status(s),
         };
         let ack = match inbound.message().await {
-            Ok(Some(proto::OrchestratorMessage { body: Some(orchestrator_message::Body::HelloAck(ack)) })) => ack,
+            Ok(Some(proto::OrchestratorMessage {
+                body: Some(orchestrator_message::Body::HelloAck(ack)),
+            })) => ack,
             Ok(_) => return End::Lost("the orchestrator did not acknowledge our hello".into()),
             Err(s) => return classify_status(s),
         };
         *backoff = BACKOFF_START;
         tracing::info!(orchestrator = ack.orchestrator_id, "connected");
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(ack.heartbeat_interval_ms.max(100) as u64));
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(
+            ack.heartbeat_interval_ms.max(100) as u64,
+        ));
         loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
@@ -156,8 +177,13 @@ impl Agent {
                     }
                     None => {
                         // Nothing to stop: say so, so the orchestrator is not left waiting.
-                        let ack = proto::CancelAck { task_id: c.task_id, attempt_id: c.attempt_id };
-                        let _ = self.ctx.outbox.try_send(AgentMessage { body: Some(agent_message::Body::CancelAck(ack)) });
+                        let ack = proto::CancelAck {
+                            task_id: c.task_id,
+                            attempt_id: c.attempt_id,
+                        };
+                        let _ = self.ctx.outbox.try_send(AgentMessage {
+                            body: Some(agent_message::Body::CancelAck(ack)),
+                        });
                     }
                 }
             }
@@ -167,7 +193,11 @@ impl Agent {
 
     async fn start(&self, a: proto::TaskAssignment) {
         let attempt_id = a.attempt_id.clone();
-        let task_id = a.task_details.as_ref().map(|d| d.task_id.clone()).unwrap_or_default();
+        let task_id = a
+            .task_details
+            .as_ref()
+            .map(|d| d.task_id.clone())
+            .unwrap_or_default();
         let mut running = self.running.lock().await;
         if running.contains_key(&attempt_id) {
             // A duplicate delivery of an assignment we already run.
@@ -196,7 +226,10 @@ impl Agent {
 fn classify_status(s: tonic::Status) -> End {
     use tonic::Code;
     match s.code() {
-        Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied | Code::Unauthenticated => End::Refused(s.message().to_string()),
+        Code::InvalidArgument
+        | Code::ResourceExhausted
+        | Code::PermissionDenied
+        | Code::Unauthenticated => End::Refused(s.message().to_string()),
         _ => End::Lost(format!("{} ({:?})", s.message(), s.code())),
     }
 }

@@ -36,8 +36,21 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(agent_id: String, host: String, workdir: PathBuf, outbox: mpsc::Sender<AgentMessage>, uploader: Uploader) -> Self {
-        Context { agent_id, host, workdir, outbox, uploader, setups: Mutex::new(HashMap::new()) }
+    pub fn new(
+        agent_id: String,
+        host: String,
+        workdir: PathBuf,
+        outbox: mpsc::Sender<AgentMessage>,
+        uploader: Uploader,
+    ) -> Self {
+        Context {
+            agent_id,
+            host,
+            workdir,
+            outbox,
+            uploader,
+            setups: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -69,15 +82,33 @@ impl Attempt {
             return None;
         }
         let p = PathBuf::from(self.fill(ctx, p));
-        Some(if p.is_absolute() { p } else { self.artifacts.join(p) })
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.artifacts.join(p)
+        })
     }
 }
 
 /// Runs the attempt to its end and reports it. `cancel` carries a reason
 /// when the orchestrator wants it stopped.
-pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: watch::Receiver<Option<String>>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    a: proto::TaskAssignment,
+    mut cancel: watch::Receiver<Option<String>>,
+) {
     let details = a.task_details.clone().unwrap_or_default();
-    let safe_id: String = a.attempt_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let safe_id: String = a
+        .attempt_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let dir = ctx.workdir.join("attempts").join(safe_id);
     let artifacts = dir.join("artifacts");
     let attempt = Attempt {
@@ -89,14 +120,22 @@ pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: watch:
         started: Instant::now(),
         start_ms: now_millis(),
     };
-    let span = tracing::info_span!("execute", task_id = attempt.task_id, attempt_id = attempt.a.attempt_id);
+    let span = tracing::info_span!(
+        "execute",
+        task_id = attempt.task_id,
+        attempt_id = attempt.a.attempt_id
+    );
     let _entered = span.enter();
     tracing::info!("attempt starting");
     drop(_entered);
 
     if let Err(e) = std::fs::create_dir_all(&attempt.artifacts) {
         let msg = format!("cannot create {}: {e}", attempt.artifacts.display());
-        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied { ErrorType::PermissionError } else { ErrorType::ResourceExhaustion };
+        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            ErrorType::PermissionError
+        } else {
+            ErrorType::ResourceExhaustion
+        };
         return report_failure(&ctx, &attempt, kind, msg, None).await;
     }
     if let Err((kind, msg)) = setup(&ctx, &attempt).await {
@@ -110,9 +149,21 @@ pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: watch:
         }
     };
     if let Some(reason) = outcome.cancelled.clone() {
-        tracing::info!(task_id = attempt.task_id, reason, "attempt cancelled; its process group is gone");
-        let ack = proto::CancelAck { task_id: attempt.task_id.clone(), attempt_id: attempt.a.attempt_id.clone() };
-        let _ = ctx.outbox.send(AgentMessage { body: Some(agent_message::Body::CancelAck(ack)) }).await;
+        tracing::info!(
+            task_id = attempt.task_id,
+            reason,
+            "attempt cancelled; its process group is gone"
+        );
+        let ack = proto::CancelAck {
+            task_id: attempt.task_id.clone(),
+            attempt_id: attempt.a.attempt_id.clone(),
+        };
+        let _ = ctx
+            .outbox
+            .send(AgentMessage {
+                body: Some(agent_message::Body::CancelAck(ack)),
+            })
+            .await;
         return;
     }
     finish(&ctx, &attempt, outcome).await;
@@ -139,7 +190,14 @@ async fn setup(ctx: &Context, at: &Attempt) -> Result<(), (ErrorType, String)> {
     if marker.exists() {
         return Ok(());
     }
-    send_progress(ctx, at, &progress::Observed::default(), sampler::Usage::default(), TaskStatus::SettingUp).await;
+    send_progress(
+        ctx,
+        at,
+        &progress::Observed::default(),
+        sampler::Usage::default(),
+        TaskStatus::SettingUp,
+    )
+    .await;
     tracing::info!(task_id = at.task_id, command, "running setup");
     let out = Command::new("sh")
         .arg("-c")
@@ -149,15 +207,31 @@ async fn setup(ctx: &Context, at: &Attempt) -> Result<(), (ErrorType, String)> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| (ErrorType::SystemError, format!("could not start the setup command: {e}")))?;
+        .map_err(|e| {
+            (
+                ErrorType::SystemError,
+                format!("could not start the setup command: {e}"),
+            )
+        })?;
     let log = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
     let _ = std::fs::write(at.artifacts.join(format!("{}_setup.log", at.task_id)), &log);
     if !out.status.success() {
         let text = String::from_utf8_lossy(&log);
-        let ending = Ending { exit_code: out.status.code(), output_tail: &text, ..Default::default() };
+        let ending = Ending {
+            exit_code: out.status.code(),
+            output_tail: &text,
+            ..Default::default()
+        };
         let c = classify::classify(&ending);
-        let kind = if c.error_type == ErrorType::SystemError { ErrorType::ImportError } else { c.error_type };
-        return Err((kind, format!("setup failed ({}): {}", out.status, c.message)));
+        let kind = if c.error_type == ErrorType::SystemError {
+            ErrorType::ImportError
+        } else {
+            c.error_type
+        };
+        return Err((
+            kind,
+            format!("setup failed ({}): {}", out.status, c.message),
+        ));
     }
     if let Some(parent) = marker.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -174,9 +248,18 @@ fn task_env(ctx: &Context, at: &Attempt) -> Vec<(String, String)> {
         ("TESTFLEET_ROLE".into(), details.role.clone()),
         ("TESTFLEET_ATTEMPT_ID".into(), at.a.attempt_id.clone()),
         ("TESTFLEET_AGENT_ID".into(), ctx.agent_id.clone()),
-        ("TESTFLEET_ARTIFACTS".into(), at.artifacts.display().to_string()),
-        ("TESTFLEET_METRICS".into(), at.metrics_file.display().to_string()),
-        ("TESTFLEET_WORKDIR".into(), ctx.workdir.display().to_string()),
+        (
+            "TESTFLEET_ARTIFACTS".into(),
+            at.artifacts.display().to_string(),
+        ),
+        (
+            "TESTFLEET_METRICS".into(),
+            at.metrics_file.display().to_string(),
+        ),
+        (
+            "TESTFLEET_WORKDIR".into(),
+            ctx.workdir.display().to_string(),
+        ),
         // Live progress needs the runner's output as it happens.
         ("PYTHONUNBUFFERED".into(), "1".into()),
     ];
@@ -219,7 +302,11 @@ fn terminate_group(pgid: i32, grace: Duration) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn execute(ctx: &Context, at: &Attempt, cancel: &mut watch::Receiver<Option<String>>) -> anyhow::Result<Outcome> {
+async fn execute(
+    ctx: &Context,
+    at: &Attempt,
+    cancel: &mut watch::Receiver<Option<String>>,
+) -> anyhow::Result<Outcome> {
     let details = at.a.task_details.clone().unwrap_or_default();
     let exec = at.a.execution.clone().unwrap_or_default();
     let command = at.fill(ctx, &exec.command);
@@ -328,7 +415,12 @@ async fn execute(ctx: &Context, at: &Attempt, cancel: &mut watch::Receiver<Optio
         o.signal = status.signal();
     }
     o.end_ms = now_millis();
-    tracing::info!(task_id = at.task_id, ?status, timed_out = o.timed_out, "command ended");
+    tracing::info!(
+        task_id = at.task_id,
+        ?status,
+        timed_out = o.timed_out,
+        "command ended"
+    );
     Ok(o)
 }
 
@@ -339,10 +431,17 @@ fn push_tail(tail: &mut VecDeque<String>, line: String) {
     tail.push_back(line);
 }
 
-async fn send_progress(ctx: &Context, at: &Attempt, o: &progress::Observed, u: sampler::Usage, status: TaskStatus) {
+async fn send_progress(
+    ctx: &Context,
+    at: &Attempt,
+    o: &progress::Observed,
+    u: sampler::Usage,
+    status: TaskStatus,
+) {
     let pct = o.percentage();
     let elapsed_ms = at.started.elapsed().as_millis() as u64;
-    let estimated = (pct > 0.0).then(|| to_timestamp(at.start_ms + (elapsed_ms as f64 * 100.0 / pct) as u64));
+    let estimated =
+        (pct > 0.0).then(|| to_timestamp(at.start_ms + (elapsed_ms as f64 * 100.0 / pct) as u64));
     let update = proto::ProgressUpdate {
         message_id: uuid::Uuid::new_v4().to_string(),
         timestamp: Some(now_timestamp()),
@@ -364,7 +463,9 @@ async fn send_progress(ctx: &Context, at: &Attempt, o: &progress::Observed, u: s
         status: status as i32,
     };
     // Progress is best effort: a full outbox drops it rather than stall the task.
-    let _ = ctx.outbox.try_send(AgentMessage { body: Some(agent_message::Body::Progress(update)) });
+    let _ = ctx.outbox.try_send(AgentMessage {
+        body: Some(agent_message::Body::Progress(update)),
+    });
 }
 
 /// What the attempt's files say: JUnit, coverage, metrics.
@@ -378,37 +479,53 @@ struct Results {
 fn read_results(ctx: &Context, at: &Attempt) -> Results {
     let exec = at.a.execution.clone().unwrap_or_default();
     let mut notes = Vec::new();
-    let junit = at.artifact_path(ctx, &exec.junit_path).and_then(|p| match std::fs::read_to_string(&p) {
-        Ok(xml) => match junit::parse(&xml) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                notes.push(format!("{} is not valid JUnit XML: {e}", p.display()));
-                None
-            }
-        },
-        Err(e) => {
-            notes.push(format!("no JUnit XML at {}: {e}", p.display()));
-            None
-        }
-    });
+    let junit =
+        at.artifact_path(ctx, &exec.junit_path)
+            .and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(xml) => match junit::parse(&xml) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        notes.push(format!("{} is not valid JUnit XML: {e}", p.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    notes.push(format!("no JUnit XML at {}: {e}", p.display()));
+                    None
+                }
+            });
     let coverage = at.artifact_path(ctx, &exec.coverage_path).and_then(|p| {
-        let parsed = std::fs::read_to_string(&p).ok().and_then(|t| coverage::parse(&t));
+        let parsed = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| coverage::parse(&t));
         if parsed.is_none() {
             notes.push(format!("no readable coverage at {}", p.display()));
         }
         parsed
     });
     let metrics = match std::fs::read_to_string(&at.metrics_file) {
-        Ok(text) => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
-            Ok(m) => m.into_iter().filter_map(|(k, v)| v.as_f64().map(|f| (k, f))).collect(),
+        Ok(text) => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text)
+        {
+            Ok(m) => m
+                .into_iter()
+                .filter_map(|(k, v)| v.as_f64().map(|f| (k, f)))
+                .collect(),
             Err(e) => {
-                notes.push(format!("{} is not a JSON object of numbers: {e}", at.metrics_file.display()));
+                notes.push(format!(
+                    "{} is not a JSON object of numbers: {e}",
+                    at.metrics_file.display()
+                ));
                 HashMap::new()
             }
         },
         Err(_) => HashMap::new(),
     };
-    Results { junit, coverage, metrics, notes }
+    Results {
+        junit,
+        coverage,
+        metrics,
+        notes,
+    }
 }
 
 fn test_results(r: &Results, o: Option<&progress::Observed>) -> proto::TestResults {
@@ -463,25 +580,42 @@ async fn finish(ctx: &Context, at: &Attempt, o: Outcome) {
         junit: results.junit.as_ref(),
     };
     let classified = classify::classify(&ending);
-    let min_pass_rate = at
-        .a
-        .task_details
-        .as_ref()
-        .and_then(|d| d.success_criteria.as_ref())
-        .and_then(|c| c.min_pass_rate)
-        .unwrap_or(1.0);
+    let min_pass_rate =
+        at.a.task_details
+            .as_ref()
+            .and_then(|d| d.success_criteria.as_ref())
+            .and_then(|c| c.min_pass_rate)
+            .unwrap_or(1.0);
     // Tests that failed within the task's tolerated pass rate still complete
     // (the seed's 43 of 45 at 0.95); the orchestrator judges every criterion.
     let clean_exit = o.exit_code == Some(0) && !o.timed_out && !o.memory_exceeded;
     let tolerated = o.exit_code == Some(1)
         && !o.timed_out
         && !o.memory_exceeded
-        && results.junit.as_ref().is_some_and(|j| j.total > 0 && j.pass_rate() >= min_pass_rate)
-        && matches!(classified.error_type, ErrorType::LogicError | ErrorType::CalculationError);
+        && results
+            .junit
+            .as_ref()
+            .is_some_and(|j| j.total > 0 && j.pass_rate() >= min_pass_rate)
+        && matches!(
+            classified.error_type,
+            ErrorType::LogicError | ErrorType::CalculationError
+        );
     let success = clean_exit || tolerated;
 
-    write_artifacts(ctx, at, &o, &results, &tests, &peak, &summary, (!success).then_some(&classified));
-    let artifacts = ctx.uploader.upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts).await;
+    write_artifacts(
+        ctx,
+        at,
+        &o,
+        &results,
+        &tests,
+        &peak,
+        &summary,
+        (!success).then_some(&classified),
+    );
+    let artifacts = ctx
+        .uploader
+        .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts)
+        .await;
 
     let msg = if success {
         agent_message::Body::Completion(proto::TaskCompletion {
@@ -499,7 +633,15 @@ async fn finish(ctx: &Context, at: &Attempt, o: Outcome) {
             peak_resources: Some(peak),
         })
     } else {
-        agent_message::Body::Failure(failure_message(ctx, at, &classified, Some(summary), Some(tests), artifacts, Some(peak)))
+        agent_message::Body::Failure(failure_message(
+            ctx,
+            at,
+            &classified,
+            Some(summary),
+            Some(tests),
+            artifacts,
+            Some(peak),
+        ))
     };
     let _ = ctx.outbox.send(AgentMessage { body: Some(msg) }).await;
 }
@@ -513,7 +655,10 @@ fn failure_message(
     artifacts: Vec<String>,
     peak: Option<proto::ResourceUsage>,
 ) -> proto::FailureNotification {
-    let escalate = matches!(c.error_type, ErrorType::CalculationError | ErrorType::LogicError);
+    let escalate = matches!(
+        c.error_type,
+        ErrorType::CalculationError | ErrorType::LogicError
+    );
     proto::FailureNotification {
         message_id: uuid::Uuid::new_v4().to_string(),
         timestamp: Some(now_timestamp()),
@@ -541,7 +686,13 @@ fn failure_message(
 }
 
 /// A failure before the command could run (workdir, setup).
-async fn report_failure(ctx: &Context, at: &Attempt, kind: ErrorType, message: String, tests: Option<proto::TestResults>) {
+async fn report_failure(
+    ctx: &Context,
+    at: &Attempt,
+    kind: ErrorType,
+    message: String,
+    tests: Option<proto::TestResults>,
+) {
     tracing::warn!(task_id = at.task_id, error_type = ?kind, message, "attempt failed before its command ran");
     let c = classify::Classified {
         error_type: kind,
@@ -551,9 +702,17 @@ async fn report_failure(ctx: &Context, at: &Attempt, kind: ErrorType, message: S
         line_number: 0,
         function: String::new(),
     };
-    let artifacts = ctx.uploader.upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts).await;
+    let artifacts = ctx
+        .uploader
+        .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts)
+        .await;
     let f = failure_message(ctx, at, &c, None, tests, artifacts, None);
-    let _ = ctx.outbox.send(AgentMessage { body: Some(agent_message::Body::Failure(f)) }).await;
+    let _ = ctx
+        .outbox
+        .send(AgentMessage {
+            body: Some(agent_message::Body::Failure(f)),
+        })
+        .await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -568,7 +727,12 @@ fn write_artifacts(
     failure: Option<&classify::Classified>,
 ) {
     let t = &at.task_id;
-    let failed_tests: Vec<&str> = r.junit.iter().flat_map(|j| &j.failures).map(|f| f.test.as_str()).collect();
+    let failed_tests: Vec<&str> = r
+        .junit
+        .iter()
+        .flat_map(|j| &j.failures)
+        .map(|f| f.test.as_str())
+        .collect();
     let files = [
         (
             format!("{t}_results.json"),
@@ -603,16 +767,19 @@ fn write_artifacts(
     ];
     for (name, value) in files {
         let path = at.artifacts.join(name);
-        if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&value).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&value).unwrap_or_default())
+        {
             tracing::warn!(path = %path.display(), error = %e, "could not write an artifact");
         }
     }
 }
 
 pub fn workdir_ok(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the workdir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the workdir {}", dir.display()))?;
     let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"ok").with_context(|| format!("the workdir {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the workdir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

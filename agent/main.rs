@@ -17,7 +17,11 @@ use clap::Parser;
 use testfleet::proto;
 
 #[derive(Parser)]
-#[command(name = "agent", version, about = "testfleet agent: runs the tasks an orchestrator assigns")]
+#[command(
+    name = "agent",
+    version,
+    about = "testfleet agent: runs the tasks an orchestrator assigns"
+)]
 struct Args {
     /// The orchestrator's address (http:// needs --insecure).
     #[arg(long, env = "TESTFLEET_ORCHESTRATOR")]
@@ -55,7 +59,9 @@ fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').with_context(|| format!("label {p:?} is not key=value"))?;
+            let (k, v) = p
+                .split_once('=')
+                .with_context(|| format!("label {p:?} is not key=value"))?;
             Ok((k.trim().to_string(), v.trim().to_string()))
         })
         .collect()
@@ -90,32 +96,52 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.orchestrator_endpoint.starts_with("http://") && !args.insecure {
-        anyhow::bail!("{} is plaintext: pass --insecure to connect without TLS", args.orchestrator_endpoint);
+        anyhow::bail!(
+            "{} is plaintext: pass --insecure to connect without TLS",
+            args.orchestrator_endpoint
+        );
     }
     executor::workdir_ok(&args.workdir)?;
     let workdir = std::fs::canonicalize(&args.workdir)?;
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
-    let agent_id = args.agent_id.clone().unwrap_or_else(|| format!("agent-{host}"));
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let agent_id = args
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| format!("agent-{host}"));
     let hc = testfleet::host::capacity(&workdir);
     let capacity = proto::Resources {
         memory_mb: args.memory_mb.unwrap_or(hc.memory_mb),
         cpu_cores: args.cpu_cores.unwrap_or(hc.cpu_cores),
         disk_mb: args.disk_mb.unwrap_or(hc.disk_mb),
     };
-    let identity = connection::Identity { agent_id: agent_id.clone(), host: host.clone(), labels: parse_labels(&args.labels)?, capacity };
+    let identity = connection::Identity {
+        agent_id: agent_id.clone(),
+        host: host.clone(),
+        labels: parse_labels(&args.labels)?,
+        capacity,
+    };
     tracing::info!(agent_id, host, ?capacity, workdir = %workdir.display(), endpoint = args.orchestrator_endpoint, "agent starting");
 
     let channel = testfleet::transport::endpoint(&args.orchestrator_endpoint)?.connect_lazy();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(1024);
-    let ctx = Arc::new(executor::Context::new(agent_id, host, workdir, outbox_tx, uploader::Uploader::new(channel.clone())));
+    let ctx = Arc::new(executor::Context::new(
+        agent_id,
+        host,
+        workdir,
+        outbox_tx,
+        uploader::Uploader::new(channel.clone()),
+    ));
     let agent = connection::Agent::new(identity, channel, ctx, outbox_rx);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

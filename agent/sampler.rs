@@ -21,9 +21,20 @@ pub struct GroupSampler {
 
 impl GroupSampler {
     pub fn new(pgid: i32) -> Self {
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
-        GroupSampler { pgid, last: None, ticks_per_second: ticks, page_size: page }
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096) as u64;
+        GroupSampler {
+            pgid,
+            last: None,
+            ticks_per_second: ticks,
+            page_size: page,
+        }
     }
 
     pub fn sample(&mut self) -> Usage {
@@ -46,7 +57,11 @@ impl GroupSampler {
             None => 0.0,
         };
         self.last = Some((now, ticks));
-        Usage { memory_mb: rss_pages * self.page_size / (1024 * 1024), cpu_percent, processes }
+        Usage {
+            memory_mb: rss_pages * self.page_size / (1024 * 1024),
+            cpu_percent,
+            processes,
+        }
     }
 }
 
@@ -57,9 +72,15 @@ struct Stat {
 
 /// `/proc/<pid>/stat` of every process in group `pgid`.
 fn group_stats(pgid: i32) -> Vec<Stat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|s| parse_stat(&s).filter(|(g, _)| *g == pgid).map(|(_, st)| st))
         .collect()
@@ -74,13 +95,21 @@ fn parse_stat(s: &str) -> Option<(i32, Stat)> {
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     let rss: i64 = f.get(21)?.parse().ok()?;
-    Some((pgrp, Stat { rss_pages: rss.max(0) as u64, cpu_ticks: utime + stime }))
+    Some((
+        pgrp,
+        Stat {
+            rss_pages: rss.max(0) as u64,
+            cpu_ticks: utime + stime,
+        },
+    ))
 }
 
 /// Bytes under `dir`, for disk usage of an attempt.
 pub fn dir_size_mb(dir: &Path) -> u64 {
     fn walk(p: &Path) -> u64 {
-        let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+        let Ok(entries) = std::fs::read_dir(p) else {
+            return 0;
+        };
         entries
             .flatten()
             .map(|e| match e.file_type() {

@@ -15,27 +15,44 @@ pub struct Uploader {
 
 impl Uploader {
     pub fn new(channel: Channel) -> Self {
-        Uploader { client: AgentGatewayClient::new(channel) }
+        Uploader {
+            client: AgentGatewayClient::new(channel),
+        }
     }
 
     /// Uploads every file directly in `dir`; returns the names that arrived.
     /// A failed upload is logged and left out: results still get reported.
     pub async fn upload_dir(&self, task_id: &str, attempt_id: &str, dir: &Path) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-        let mut files: Vec<_> = entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).collect();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .collect();
         files.sort_by_key(|e| e.file_name());
         let mut sent = Vec::new();
         for entry in files {
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             match self.upload(task_id, attempt_id, &name, &entry.path()).await {
                 Ok(()) => sent.push(name),
-                Err(e) => tracing::warn!(task_id, artifact = name, error = %e, "artifact upload failed"),
+                Err(e) => {
+                    tracing::warn!(task_id, artifact = name, error = %e, "artifact upload failed")
+                }
             }
         }
         sent
     }
 
-    async fn upload(&self, task_id: &str, attempt_id: &str, name: &str, path: &Path) -> anyhow::Result<()> {
+    async fn upload(
+        &self,
+        task_id: &str,
+        attempt_id: &str,
+        name: &str,
+        path: &Path,
+    ) -> anyhow::Result<()> {
         let data = tokio::fs::read(path).await?;
         let header = ArtifactChunk {
             body: Some(artifact_chunk::Body::Header(ArtifactHeader {
@@ -46,8 +63,14 @@ impl Uploader {
             })),
         };
         let mut chunks = vec![header];
-        chunks.extend(data.chunks(CHUNK).map(|c| ArtifactChunk { body: Some(artifact_chunk::Body::Data(c.to_vec())) }));
-        self.client.clone().upload_artifact(tokio_stream::iter(chunks)).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        chunks.extend(data.chunks(CHUNK).map(|c| ArtifactChunk {
+            body: Some(artifact_chunk::Body::Data(c.to_vec())),
+        }));
+        self.client
+            .clone()
+            .upload_artifact(tokio_stream::iter(chunks))
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         Ok(())
     }
 }

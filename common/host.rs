@@ -19,15 +19,24 @@ pub fn capacity(workdir: &Path) -> HostCapacity {
             let cores = sys.cpus().len().max(1) as f64;
             (cores, sys.total_memory() / (1024 * 1024))
         }
-        Err(_) => (std::thread::available_parallelism().map_or(1, |n| n.get()) as f64, 1024),
+        Err(_) => (
+            std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+            1024,
+        ),
     };
-    HostCapacity { cpu_cores, memory_mb, disk_mb: free_disk_mb(workdir) }
+    HostCapacity {
+        cpu_cores,
+        memory_mb,
+        disk_mb: free_disk_mb(workdir),
+    }
 }
 
 /// Free space under `dir` (the longest mount point that contains it).
 pub fn free_disk_mb(dir: &Path) -> u64 {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let Ok(disks) = sysinfo::Disks::new_with_refreshed_list() else { return 0 };
+    let Ok(disks) = sysinfo::Disks::new_with_refreshed_list() else {
+        return 0;
+    };
     (&disks)
         .into_iter()
         .filter(|d| dir.starts_with(d.mount_point()))

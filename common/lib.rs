@@ -7,12 +7,13 @@ pub mod proto {
     tonic::include_proto!("testfleet.v1");
 
     /// Encoded descriptor set for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("testfleet_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("testfleet_descriptor");
 }
 
-pub mod time;
-pub mod wire_json;
 pub mod config;
-pub mod logging;
-pub mod transport;
 pub mod host;
+pub mod logging;
+pub mod time;
+pub mod transport;
+pub mod wire_json;

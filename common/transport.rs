@@ -8,7 +8,11 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Accepts `host:port`, `http://host:port` or `https://host:port`.
 pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
     let ep = Endpoint::from_shared(url.clone())
         .with_context(|| format!("{url:?} is not a valid endpoint"))?
         .connect_timeout(Duration::from_secs(5))
@@ -20,5 +24,7 @@ pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
 
 pub async fn connect(url: &str) -> anyhow::Result<Channel> {
     let ep = endpoint(url)?;
-    ep.connect().await.with_context(|| format!("cannot reach the orchestrator at {url}"))
+    ep.connect()
+        .await
+        .with_context(|| format!("cannot reach the orchestrator at {url}"))
 }

@@ -17,7 +17,9 @@ pub fn timestamp<S: Serializer>(
 
 /// `PRIORITY_HIGH` -> `high`: the enum's proto name less its type prefix.
 fn short_name(full: &str, prefix: &str) -> String {
-    full.strip_prefix(prefix).unwrap_or(full).to_ascii_lowercase()
+    full.strip_prefix(prefix)
+        .unwrap_or(full)
+        .to_ascii_lowercase()
 }
 
 pub fn priority<S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {

@@ -9,8 +9,8 @@ use futures::{Stream, StreamExt};
 use testfleet::config::ResourceSpec;
 use testfleet::proto::agent_gateway_server::AgentGateway;
 use testfleet::proto::{
-    agent_message, artifact_chunk, orchestrator_message, AgentMessage, ArtifactChunk, HelloAck, OrchestratorMessage,
-    UploadArtifactResponse,
+    agent_message, artifact_chunk, orchestrator_message, AgentMessage, ArtifactChunk, HelloAck,
+    OrchestratorMessage, UploadArtifactResponse,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -34,16 +34,24 @@ pub struct AgentGatewayService {
 
 impl AgentGatewayService {
     pub fn new(engine: Engine, orchestrator_id: String) -> Self {
-        AgentGatewayService { engine, orchestrator_id, next_conn: AtomicU64::new(1) }
+        AgentGatewayService {
+            engine,
+            orchestrator_id,
+            next_conn: AtomicU64::new(1),
+        }
     }
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<OrchestratorMessage, Status>> + Send>>;
 
 fn capacity_of(r: &Option<testfleet::proto::Resources>) -> Result<ResourceSpec, Status> {
-    let r = r.as_ref().ok_or_else(|| Status::invalid_argument("hello carries no capacity"))?;
+    let r = r
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("hello carries no capacity"))?;
     if r.memory_mb == 0 || r.cpu_cores <= 0.0 || !r.cpu_cores.is_finite() {
-        return Err(Status::invalid_argument("hello capacity must have memory_mb > 0 and cpu_cores > 0"));
+        return Err(Status::invalid_argument(
+            "hello capacity must have memory_mb > 0 and cpu_cores > 0",
+        ));
     }
     Ok(ResourceSpec {
         memory_mb: r.memory_mb,
@@ -56,15 +64,19 @@ fn capacity_of(r: &Option<testfleet::proto::Resources>) -> Result<ResourceSpec, 
 impl AgentGateway for AgentGatewayService {
     type ConnectStream = OutStream;
 
-    async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<OutStream>, Status> {
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the stream ended before the agent said hello"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("the stream ended before the agent said hello")
+        })?;
         let Some(agent_message::Body::Hello(hello)) = first.body else {
-            return Err(Status::invalid_argument("the first message on a stream must be AgentHello"));
+            return Err(Status::invalid_argument(
+                "the first message on a stream must be AgentHello",
+            ));
         };
         if hello.agent_id.trim().is_empty() {
             return Err(Status::invalid_argument("AgentHello.agent_id is empty"));
@@ -72,7 +84,14 @@ impl AgentGateway for AgentGatewayService {
         let capacity = capacity_of(&hello.capacity)?;
         let agent_id = hello.agent_id.clone();
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(agent_id, host = hello.host, ?peer, conn, ?capacity, "agent connected");
+        tracing::info!(
+            agent_id,
+            host = hello.host,
+            ?peer,
+            conn,
+            ?capacity,
+            "agent connected"
+        );
 
         let (tx, rx) = mpsc::channel(256);
         tx.send(Ok(OrchestratorMessage {
@@ -90,7 +109,11 @@ impl AgentGateway for AgentGatewayService {
             host: hello.host,
             labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
             capacity,
-            running: hello.running_attempts.into_iter().map(|r| r.attempt_id).collect(),
+            running: hello
+                .running_attempts
+                .into_iter()
+                .map(|r| r.attempt_id)
+                .collect(),
         });
 
         let engine = self.engine.clone();
@@ -121,7 +144,11 @@ impl AgentGateway for AgentGatewayService {
         let mut chunks = request.into_inner();
         let header = match chunks.next().await.transpose()?.and_then(|c| c.body) {
             Some(artifact_chunk::Body::Header(h)) => h,
-            _ => return Err(Status::invalid_argument("the first chunk of an upload must be its header")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first chunk of an upload must be its header",
+                ))
+            }
         };
         check_artifact_name(&header.name)?;
         if header.size > MAX_ARTIFACT_BYTES {
@@ -139,14 +166,30 @@ impl AgentGateway for AgentGatewayService {
                     run.attempts
                         .iter()
                         .find(|a| a.attempt_id == attempt_id)
-                        .map(|a| (suite.suite_id.clone(), suite.plan.tasks[t].id.clone(), a.number))
+                        .map(|a| {
+                            (
+                                suite.suite_id.clone(),
+                                suite.plan.tasks[t].id.clone(),
+                                a.number,
+                            )
+                        })
                 })
             })
             .await?;
-        let (suite_id, task_id, number) =
-            located.ok_or_else(|| Status::not_found(format!("no attempt {} in the current suite", header.attempt_id)))?;
-        let dir = artifact_dir(&self.engine.report_dir.for_suite(&suite_id), &task_id, number);
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+        let (suite_id, task_id, number) = located.ok_or_else(|| {
+            Status::not_found(format!(
+                "no attempt {} in the current suite",
+                header.attempt_id
+            ))
+        })?;
+        let dir = artifact_dir(
+            &self.engine.report_dir.for_suite(&suite_id),
+            &task_id,
+            number,
+        );
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(&header.name);
         let tmp = path.with_extension("partial");
         let mut file = tokio::fs::File::create(&tmp)
@@ -161,16 +204,29 @@ impl AgentGateway for AgentGatewayService {
             size += data.len() as u64;
             if size > MAX_ARTIFACT_BYTES {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Status::resource_exhausted(format!("artifact {} passed {MAX_ARTIFACT_BYTES} bytes", header.name)));
+                return Err(Status::resource_exhausted(format!(
+                    "artifact {} passed {MAX_ARTIFACT_BYTES} bytes",
+                    header.name
+                )));
             }
             if let Err(e) = file.write_all(&data).await {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Status::resource_exhausted(format!("writing {}: {e}", tmp.display())));
+                return Err(Status::resource_exhausted(format!(
+                    "writing {}: {e}",
+                    tmp.display()
+                )));
             }
         }
-        file.flush().await.map_err(|e| Status::internal(e.to_string()))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(UploadArtifactResponse { name: header.name, size }))
+        file.flush()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(UploadArtifactResponse {
+            name: header.name,
+            size,
+        }))
     }
 }
 
@@ -178,9 +234,12 @@ impl AgentGateway for AgentGatewayService {
 /// attempt's directory.
 fn check_artifact_name(name: &str) -> Result<(), Status> {
     let p = Path::new(name);
-    let plain = p.components().count() == 1 && matches!(p.components().next(), Some(Component::Normal(_)));
+    let plain =
+        p.components().count() == 1 && matches!(p.components().next(), Some(Component::Normal(_)));
     if name.is_empty() || !plain || name.len() > 200 {
-        return Err(Status::invalid_argument(format!("artifact name {name:?} is not a plain file name")));
+        return Err(Status::invalid_argument(format!(
+            "artifact name {name:?} is not a plain file name"
+        )));
     }
     Ok(())
 }
@@ -188,10 +247,15 @@ fn check_artifact_name(name: &str) -> Result<(), Status> {
 /// Turns one frame from an agent into a scheduler event. Frames must be
 /// about the agent that owns the stream.
 fn forward(engine: &Engine, agent_id: &str, conn: u64, msg: AgentMessage) -> Result<(), String> {
-    let mismatch = |claimed: &str| format!("frame claims agent {claimed:?} on {agent_id:?}'s stream");
+    let mismatch =
+        |claimed: &str| format!("frame claims agent {claimed:?} on {agent_id:?}'s stream");
     match msg.body {
         Some(agent_message::Body::Heartbeat(h)) => {
-            engine.send(Event::Heartbeat { agent_id: agent_id.to_string(), conn, usage: h.usage });
+            engine.send(Event::Heartbeat {
+                agent_id: agent_id.to_string(),
+                conn,
+                usage: h.usage,
+            });
         }
         Some(agent_message::Body::Progress(p)) => {
             if p.agent_id != agent_id {
@@ -212,7 +276,10 @@ fn forward(engine: &Engine, agent_id: &str, conn: u64, msg: AgentMessage) -> Res
             engine.send(Event::Failed(f));
         }
         Some(agent_message::Body::CancelAck(a)) => {
-            engine.send(Event::CancelAcked { agent_id: agent_id.to_string(), attempt_id: a.attempt_id });
+            engine.send(Event::CancelAcked {
+                agent_id: agent_id.to_string(),
+                attempt_id: a.attempt_id,
+            });
         }
         Some(agent_message::Body::Hello(_)) => return Err("a second hello on one stream".into()),
         None => return Err("an empty frame".into()),

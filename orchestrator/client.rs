@@ -12,7 +12,11 @@ use tonic::transport::Channel;
 #[derive(clap::Args, Clone)]
 pub struct Conn {
     /// The orchestrator's gRPC address.
-    #[arg(long, env = "TESTFLEET_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TESTFLEET_ENDPOINT",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub endpoint: String,
     /// Allow a plaintext (http://) endpoint.
     #[arg(long)]
@@ -21,7 +25,10 @@ pub struct Conn {
 
 pub async fn control(conn: &Conn) -> anyhow::Result<ControlClient<Channel>> {
     if conn.endpoint.starts_with("http://") && !conn.insecure {
-        anyhow::bail!("{} is plaintext: pass --insecure to use it anyway", conn.endpoint);
+        anyhow::bail!(
+            "{} is plaintext: pass --insecure to use it anyway",
+            conn.endpoint
+        );
     }
     let channel = testfleet::transport::connect(&conn.endpoint).await?;
     Ok(ControlClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
@@ -31,16 +38,36 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())
 }
 
-pub async fn submit(conn: &Conn, file: Option<&Path>, timeout: u64, wait: bool) -> anyhow::Result<ExitCode> {
+pub async fn submit(
+    conn: &Conn,
+    file: Option<&Path>,
+    timeout: u64,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
     let config_yaml = match file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         None => String::new(),
     };
     let mut c = control(conn).await?;
     // Subscribe before starting, so no event of this suite is missed.
-    let events = if wait { Some(c.watch_suite(proto::WatchSuiteRequest {}).await.map_err(status_error)?.into_inner()) } else { None };
+    let events = if wait {
+        Some(
+            c.watch_suite(proto::WatchSuiteRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+        )
+    } else {
+        None
+    };
     let r = c
-        .execute_suite(proto::ExecuteSuiteRequest { timeout_seconds: timeout, config_yaml, ..Default::default() })
+        .execute_suite(proto::ExecuteSuiteRequest {
+            timeout_seconds: timeout,
+            config_yaml,
+            ..Default::default()
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -52,15 +79,27 @@ pub async fn submit(conn: &Conn, file: Option<&Path>, timeout: u64, wait: bool) 
 }
 
 pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
-    let s = control(conn).await?.get_status(proto::GetStatusRequest {}).await.map_err(status_error)?.into_inner();
+    let s = control(conn)
+        .await?
+        .get_status(proto::GetStatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("suite {} ({}): {}", s.suite_name, s.suite_id, s.status);
     for t in &s.tasks {
-        let place = if t.agent_id.is_empty() { String::new() } else { format!(" on {}", t.agent_id) };
-        println!("  {:<8} {:<18} attempts {}{place}", t.task_id, t.status, t.attempts);
+        let place = if t.agent_id.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", t.agent_id)
+        };
+        println!(
+            "  {:<8} {:<18} attempts {}{place}",
+            t.task_id, t.status, t.attempts
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -100,16 +139,28 @@ pub fn describe_event(body: &suite_event::Body) -> Option<String> {
     Some(match body {
         suite_event::Body::Assignment(a) => {
             let d = a.task_details.clone().unwrap_or_default();
-            format!("{} assigned to {} (attempt {})", d.task_id, a.target_agent, a.attempt_number)
+            format!(
+                "{} assigned to {} (attempt {})",
+                d.task_id, a.target_agent, a.attempt_number
+            )
         }
         suite_event::Body::Progress(_) => return None,
         suite_event::Body::Completion(c) => {
             let t = c.test_results.clone().unwrap_or_default();
-            format!("{} finished on {}: {}/{} tests passed, coverage {:.1}%", c.task_id, c.agent_id, t.passed, t.total_tests, t.coverage_percentage)
+            format!(
+                "{} finished on {}: {}/{} tests passed, coverage {:.1}%",
+                c.task_id, c.agent_id, t.passed, t.total_tests, t.coverage_percentage
+            )
         }
         suite_event::Body::Failure(f) => {
             let d = f.failure_details.clone().unwrap_or_default();
-            format!("{} failed on {}: {} {}", f.task_id, f.agent_id, testfleet::wire_json::error_type_name(d.error_type), d.error_message)
+            format!(
+                "{} failed on {}: {} {}",
+                f.task_id,
+                f.agent_id,
+                testfleet::wire_json::error_type_name(d.error_type),
+                d.error_message
+            )
         }
         suite_event::Body::TaskState(s) => format!("{} is {} ({})", s.task_id, s.status, s.detail),
         suite_event::Body::SuiteFinished(s) => format!("suite {} {}", s.suite_id, s.status),
@@ -125,7 +176,11 @@ async fn follow(mut events: tonic::Streaming<SuiteEvent>, json: bool) -> anyhow:
             println!("{line}");
         }
         if let suite_event::Body::SuiteFinished(f) = body {
-            return Ok(if f.status == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if f.status == "completed" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
     }
     anyhow::bail!("the orchestrator closed the event stream before the suite ended")
@@ -133,37 +188,71 @@ async fn follow(mut events: tonic::Streaming<SuiteEvent>, json: bool) -> anyhow:
 
 pub async fn watch(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
     let mut c = control(conn).await?;
-    let events = c.watch_suite(proto::WatchSuiteRequest {}).await.map_err(status_error)?.into_inner();
-    let s = c.get_status(proto::GetStatusRequest {}).await.map_err(status_error)?.into_inner();
+    let events = c
+        .watch_suite(proto::WatchSuiteRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let s = c
+        .get_status(proto::GetStatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
     if s.status != "running" {
         println!("no suite is running (last: {} {})", s.suite_id, s.status);
-        return Ok(if s.status == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if s.status == "completed" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     follow(events, json).await
 }
 
 pub async fn report(conn: &Conn) -> anyhow::Result<ExitCode> {
-    let r = control(conn).await?.get_final_report(proto::GetFinalReportRequest {}).await.map_err(status_error)?.into_inner();
+    let r = control(conn)
+        .await?
+        .get_final_report(proto::GetFinalReportRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
     let v: Value = serde_json::from_str(&r.report_json)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn agents(conn: &Conn) -> anyhow::Result<ExitCode> {
-    let r = control(conn).await?.list_agents(proto::ListAgentsRequest {}).await.map_err(status_error)?.into_inner();
+    let r = control(conn)
+        .await?
+        .list_agents(proto::ListAgentsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
     for a in r.agents {
         let cap = a.capacity.unwrap_or_default();
         let res = a.reserved.unwrap_or_default();
         println!(
             "{:<12} {:<10} {:<16} cpu {:.1}/{:.1}  mem {}/{} MB  running {}",
-            a.agent_id, a.state, a.host, res.cpu_cores, cap.cpu_cores, res.memory_mb, cap.memory_mb, a.running_attempts.len()
+            a.agent_id,
+            a.state,
+            a.host,
+            res.cpu_cores,
+            cap.cpu_cores,
+            res.memory_mb,
+            cap.memory_mb,
+            a.running_attempts.len()
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn cancel(conn: &Conn) -> anyhow::Result<ExitCode> {
-    let r = control(conn).await?.cancel_suite(proto::CancelSuiteRequest::default()).await.map_err(status_error)?.into_inner();
+    let r = control(conn)
+        .await?
+        .cancel_suite(proto::CancelSuiteRequest::default())
+        .await
+        .map_err(status_error)?
+        .into_inner();
     println!("{}", r.status);
     Ok(ExitCode::SUCCESS)
 }

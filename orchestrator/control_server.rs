@@ -44,7 +44,8 @@ impl ControlService {
             (self.source.config.clone(), self.source.path.clone())
         } else {
             let path = PathBuf::from("<submitted config>");
-            let cfg = SuiteConfig::parse(&req.config_yaml, &path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let cfg = SuiteConfig::parse(&req.config_yaml, &path)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             (Arc::new(cfg), path)
         };
         let config_dir = if req.config_yaml.trim().is_empty() {
@@ -53,7 +54,11 @@ impl ControlService {
             std::env::current_dir().unwrap_or_default()
         };
         let plan = config.plan(&config_dir);
-        if let Some(t) = plan.tasks.iter().find(|t| t.kind == TaskKind::Runnable && t.execution.command.is_empty()) {
+        if let Some(t) = plan
+            .tasks
+            .iter()
+            .find(|t| t.kind == TaskKind::Runnable && t.execution.command.is_empty())
+        {
             return Err(Status::failed_precondition(format!(
                 "{}: task \"{}\" has no command: template \"{}\" is not defined under templates:",
                 path.display(),
@@ -62,10 +67,16 @@ impl ControlService {
             )));
         }
         if self.engine.query(|s| s.is_running()).await? {
-            return Err(Status::failed_precondition("a suite is already running; cancel it or wait for it to end"));
+            return Err(Status::failed_precondition(
+                "a suite is already running; cancel it or wait for it to end",
+            ));
         }
         let suite_id = uuid::Uuid::now_v7().to_string();
-        let suite_name = if req.suite_name.is_empty() { plan.name.clone() } else { req.suite_name.clone() };
+        let suite_name = if req.suite_name.is_empty() {
+            plan.name.clone()
+        } else {
+            req.suite_name.clone()
+        };
         tracing::info!(suite_id, suite_name, config = %path.display(), scheduling = plan.mode, "suite submitted");
         self.engine.send(Event::SubmitSuite {
             suite_id: suite_id.clone(),
@@ -73,7 +84,10 @@ impl ControlService {
             plan: Arc::new(plan),
             timeout_ms: (req.timeout_seconds > 0).then_some(req.timeout_seconds * 1000),
         });
-        Ok(ExecuteSuiteResponse { suite_id, status: "running".into() })
+        Ok(ExecuteSuiteResponse {
+            suite_id,
+            status: "running".into(),
+        })
     }
 
     pub async fn report_json(&self) -> Result<serde_json::Value, Status> {
@@ -88,21 +102,33 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<SuiteEvent, Status>> + Send>
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    async fn execute_suite(&self, r: Request<ExecuteSuiteRequest>) -> Result<Response<ExecuteSuiteResponse>, Status> {
+    async fn execute_suite(
+        &self,
+        r: Request<ExecuteSuiteRequest>,
+    ) -> Result<Response<ExecuteSuiteResponse>, Status> {
         self.execute(r.into_inner()).await.map(Response::new)
     }
 
-    async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<SuiteStatus>, Status> {
+    async fn get_status(
+        &self,
+        _: Request<GetStatusRequest>,
+    ) -> Result<Response<SuiteStatus>, Status> {
         Ok(Response::new(self.engine.query(report::status).await?))
     }
 
-    async fn get_progress(&self, _: Request<GetProgressRequest>) -> Result<Response<SuiteProgress>, Status> {
+    async fn get_progress(
+        &self,
+        _: Request<GetProgressRequest>,
+    ) -> Result<Response<SuiteProgress>, Status> {
         Ok(Response::new(self.engine.query(report::progress).await?))
     }
 
     type WatchSuiteStream = EventStream;
 
-    async fn watch_suite(&self, _: Request<WatchSuiteRequest>) -> Result<Response<EventStream>, Status> {
+    async fn watch_suite(
+        &self,
+        _: Request<WatchSuiteRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(|e| match e {
             Ok(event) => Some(Ok(event)),
             // A watcher that fell behind misses events rather than slowing the
@@ -112,7 +138,10 @@ impl Control for ControlService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn get_final_report(&self, _: Request<GetFinalReportRequest>) -> Result<Response<FinalReport>, Status> {
+    async fn get_final_report(
+        &self,
+        _: Request<GetFinalReportRequest>,
+    ) -> Result<Response<FinalReport>, Status> {
         let report = self.report_json().await?;
         Ok(Response::new(FinalReport {
             suite_id: report["suite_id"].as_str().unwrap_or_default().into(),
@@ -121,17 +150,29 @@ impl Control for ControlService {
         }))
     }
 
-    async fn cancel_suite(&self, r: Request<CancelSuiteRequest>) -> Result<Response<CancelSuiteResponse>, Status> {
+    async fn cancel_suite(
+        &self,
+        r: Request<CancelSuiteRequest>,
+    ) -> Result<Response<CancelSuiteResponse>, Status> {
         if !self.engine.query(|s| s.is_running()).await? {
             return Err(Status::failed_precondition("no suite is running"));
         }
         let reason = r.into_inner().reason;
-        let reason = if reason.is_empty() { "cancelled by an operator".to_string() } else { reason };
+        let reason = if reason.is_empty() {
+            "cancelled by an operator".to_string()
+        } else {
+            reason
+        };
         self.engine.send(Event::CancelSuite { reason });
-        Ok(Response::new(CancelSuiteResponse { status: "cancelling".into() }))
+        Ok(Response::new(CancelSuiteResponse {
+            status: "cancelling".into(),
+        }))
     }
 
-    async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
         let agents = self
             .engine
             .query(|s| {
@@ -154,5 +195,9 @@ impl Control for ControlService {
 }
 
 fn resources(r: &testfleet::config::ResourceSpec) -> Resources {
-    Resources { memory_mb: r.memory_mb, cpu_cores: r.cpu_cores(), disk_mb: r.disk_mb }
+    Resources {
+        memory_mb: r.memory_mb,
+        cpu_cores: r.cpu_cores(),
+        disk_mb: r.disk_mb,
+    }
 }

@@ -50,7 +50,12 @@ pub fn evaluate(criteria: &IndexMap<String, f64>, facts: &Facts) -> Vec<Criterio
                 (Some(a), Bound::AtMost) => a <= expected + 1e-9,
                 (None, _) => false,
             };
-            CriterionResult { criterion: key.clone(), expected, actual, passed }
+            CriterionResult {
+                criterion: key.clone(),
+                expected,
+                actual,
+                passed,
+            }
         })
         .collect()
 }
@@ -59,10 +64,16 @@ fn judge(key: &str, expected: f64, f: &Facts) -> (Option<f64>, Bound, f64) {
     match key {
         "pass_rate" | "min_pass_rate" => (f.pass_rate, Bound::AtLeast, expected),
         "coverage" | "required_coverage" => {
-            let expected = if expected > 1.0 { expected / 100.0 } else { expected };
+            let expected = if expected > 1.0 {
+                expected / 100.0
+            } else {
+                expected
+            };
             (f.coverage, Bound::AtLeast, expected)
         }
-        "max_execution_time" | "execution_time_max" => (Some(f.duration_seconds), Bound::AtMost, expected),
+        "max_execution_time" | "execution_time_max" => {
+            (Some(f.duration_seconds), Bound::AtMost, expected)
+        }
         "memory_max" => (
             f.metrics.get("memory_mb").copied().or(f.peak_memory_mb),
             Bound::AtMost,
@@ -94,7 +105,11 @@ mod tests {
             coverage: Some(0.962),
             duration_seconds: 330.0,
             peak_memory_mb: Some(145.0),
-            metrics: [("speedup".to_string(), 2.4), ("memory_efficiency".to_string(), 0.7)].into(),
+            metrics: [
+                ("speedup".to_string(), 2.4),
+                ("memory_efficiency".to_string(), 0.7),
+            ]
+            .into(),
         }
     }
 
@@ -108,7 +123,10 @@ mod tests {
         assert!(!passed("pass_rate", 1.0));
         assert!(passed("min_pass_rate", 0.95));
         assert!(passed("coverage", 0.95));
-        assert!(passed("required_coverage", 95.0), "values above 1 read as percent");
+        assert!(
+            passed("required_coverage", 95.0),
+            "values above 1 read as percent"
+        );
         assert!(!passed("coverage", 0.97));
     }
 
@@ -125,7 +143,10 @@ mod tests {
         assert!(passed("speedup_min", 2.0));
         assert!(!passed("speedup_min", 3.0));
         assert!(passed("speedup_max", 3.0));
-        assert!(!passed("memory_efficiency", 0.8), "a bare metric is a minimum");
+        assert!(
+            !passed("memory_efficiency", 0.8),
+            "a bare metric is a minimum"
+        );
     }
 
     #[test]

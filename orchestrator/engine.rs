@@ -21,7 +21,11 @@ type Query = Box<dyn FnOnce(&Scheduler) + Send>;
 pub enum Input {
     Event(Event),
     /// A new stream: where to send this agent's assignments from now on.
-    Attach { agent_id: String, conn: u64, tx: AgentSender },
+    Attach {
+        agent_id: String,
+        conn: u64,
+        tx: AgentSender,
+    },
     Query(Query),
 }
 
@@ -54,7 +58,11 @@ impl Engine {
     pub fn start(orchestrator_id: String, report_dir: ReportDir, tick: Duration) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
-        let engine = Engine { tx, events: events.clone(), report_dir: report_dir.clone() };
+        let engine = Engine {
+            tx,
+            events: events.clone(),
+            report_dir: report_dir.clone(),
+        };
         let ticker = engine.tx.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
@@ -80,13 +88,19 @@ impl Engine {
     }
 
     /// Runs `f` on the scheduler's task and returns what it computed.
-    pub async fn query<R: Send + 'static>(&self, f: impl FnOnce(&Scheduler) -> R + Send + 'static) -> Result<R, Status> {
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Scheduler) -> R + Send + 'static,
+    ) -> Result<R, Status> {
         let (reply, rx) = oneshot::channel();
         let q: Query = Box::new(move |s| {
             let _ = reply.send(f(s));
         });
-        self.tx.send(Input::Query(q)).map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
-        rx.await.map_err(|_| Status::internal("the scheduler dropped a query"))
+        self.tx
+            .send(Input::Query(q))
+            .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::internal("the scheduler dropped a query"))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SuiteEvent> {
@@ -103,7 +117,10 @@ impl Streams {
         if let Some((_, tx)) = self.by_agent.get(agent_id) {
             // A full or closed stream means the agent is going away; the
             // stream's end (or its silence) tells the scheduler.
-            if tx.try_send(Ok(OrchestratorMessage { body: Some(body) })).is_err() {
+            if tx
+                .try_send(Ok(OrchestratorMessage { body: Some(body) }))
+                .is_err()
+            {
                 tracing::warn!(agent_id, "could not queue a message to the agent");
             }
         }
@@ -123,7 +140,9 @@ async fn run(
     events: broadcast::Sender<SuiteEvent>,
     report_dir: ReportDir,
 ) {
-    let mut streams = Streams { by_agent: HashMap::new() };
+    let mut streams = Streams {
+        by_agent: HashMap::new(),
+    };
     while let Some(input) = rx.recv().await {
         let event = match input {
             Input::Event(e) => e,
@@ -158,19 +177,38 @@ fn carry_out(
     report_dir: &ReportDir,
 ) {
     match action {
-        Action::Assign { agent_id, assignment } => {
+        Action::Assign {
+            agent_id,
+            assignment,
+        } => {
             log_assignment(&assignment);
-            streams.send(&agent_id, orchestrator_message::Body::Assignment(assignment));
+            streams.send(
+                &agent_id,
+                orchestrator_message::Body::Assignment(assignment),
+            );
         }
         Action::Cancel { agent_id, cancel } => {
-            tracing::info!(agent_id, attempt_id = cancel.attempt_id, reason = cancel.reason, "cancelling attempt");
+            tracing::info!(
+                agent_id,
+                attempt_id = cancel.attempt_id,
+                reason = cancel.reason,
+                "cancelling attempt"
+            );
             streams.send(&agent_id, orchestrator_message::Body::Cancel(cancel));
         }
-        Action::RefuseAgent { agent_id, conn, reason } => {
+        Action::RefuseAgent {
+            agent_id,
+            conn,
+            reason,
+        } => {
             tracing::warn!(agent_id, reason, "refusing agent");
             streams.close(&agent_id, conn, Status::resource_exhausted(reason));
         }
-        Action::DropAgent { agent_id, conn, reason } => {
+        Action::DropAgent {
+            agent_id,
+            conn,
+            reason,
+        } => {
             tracing::warn!(agent_id, reason, "agent lost");
             streams.close(&agent_id, conn, Status::unavailable(reason));
         }
@@ -178,13 +216,22 @@ fn carry_out(
             if let proto::suite_event::Body::Completion(c) = &body {
                 log_completion(c);
             }
-            let _ = events.send(SuiteEvent { timestamp: Some(now_timestamp()), body: Some(body) });
+            let _ = events.send(SuiteEvent {
+                timestamp: Some(now_timestamp()),
+                body: Some(body),
+            });
         }
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
             match report::write(scheduler, &dir) {
-                Ok(path) => tracing::info!(suite_id, status = state.as_str(), report = %path.display(), "suite finished"),
-                Err(e) => tracing::error!(suite_id, error = format!("{e:#}"), "could not write the report"),
+                Ok(path) => {
+                    tracing::info!(suite_id, status = state.as_str(), report = %path.display(), "suite finished")
+                }
+                Err(e) => tracing::error!(
+                    suite_id,
+                    error = format!("{e:#}"),
+                    "could not write the report"
+                ),
             }
             if state != SuiteState::Completed {
                 tracing::warn!(suite_id, status = state.as_str(), "suite did not succeed");
@@ -217,7 +264,9 @@ fn log_completion(c: &proto::TaskCompletion) {
         agent_id = c.agent_id,
         attempt_id = c.attempt_id,
         duration_seconds = s.duration_seconds,
-        status = testfleet::proto::FinalStatus::try_from(c.final_status).unwrap_or_default().as_str_name(),
+        status = testfleet::proto::FinalStatus::try_from(c.final_status)
+            .unwrap_or_default()
+            .as_str_name(),
         test_pass_rate = tr.pass_rate,
         coverage = tr.coverage_percentage,
         timestamp = testfleet::time::millis_to_rfc3339(now_millis()),

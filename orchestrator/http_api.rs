@@ -49,17 +49,27 @@ fn error(status: tonic::Status) -> Response {
     (code, Json(json!({"error": status.message()}))).into_response()
 }
 
-async fn execute_suite(State(c): State<ControlService>, body: Option<Json<ExecuteBody>>) -> Response {
+async fn execute_suite(
+    State(c): State<ControlService>,
+    body: Option<Json<ExecuteBody>>,
+) -> Response {
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let req = ExecuteSuiteRequest {
         suite_name: body.suite_name,
         phases: body.phases,
         timeout_seconds: body.timeout_seconds,
-        resource_limits: body.resource_limits.map(|l| ResourceLimits { max_memory_gb: l.max_memory_gb, max_cpu_cores: l.max_cpu_cores }),
+        resource_limits: body.resource_limits.map(|l| ResourceLimits {
+            max_memory_gb: l.max_memory_gb,
+            max_cpu_cores: l.max_cpu_cores,
+        }),
         config_yaml: String::new(),
     };
     match c.execute(req).await {
-        Ok(r) => (StatusCode::ACCEPTED, Json(json!({"suite_id": r.suite_id, "status": r.status}))).into_response(),
+        Ok(r) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"suite_id": r.suite_id, "status": r.status})),
+        )
+            .into_response(),
         Err(s) => error(s),
     }
 }

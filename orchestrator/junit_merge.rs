@@ -22,10 +22,15 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
     w.write_event(Event::Start(root))?;
     for (i, run) in suite.tasks.iter().enumerate() {
         let task_id = &suite.plan.tasks[i].id;
-        let Some(last) = run.attempts.last() else { continue };
+        let Some(last) = run.attempts.last() else {
+            continue;
+        };
         let path = artifact_dir(suite_dir, task_id, last.number).join(JUNIT_ARTIFACT);
-        let Ok(xml) = std::fs::read_to_string(&path) else { continue };
-        copy_suites(&xml, task_id, &mut w).with_context(|| format!("merging {}", path.display()))?;
+        let Ok(xml) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        copy_suites(&xml, task_id, &mut w)
+            .with_context(|| format!("merging {}", path.display()))?;
     }
     w.write_event(Event::End(quick_xml::events::BytesEnd::new("testsuites")))?;
     Ok(String::from_utf8(w.into_inner().into_inner())?)
@@ -92,8 +97,14 @@ mod tests {
         let mut w = Writer::new(Cursor::new(Vec::new()));
         copy_suites(xml, "A1", &mut w).unwrap();
         let out = String::from_utf8(w.into_inner().into_inner()).unwrap();
-        assert!(out.starts_with(r#"<testsuite name="A1/pytest" tests="2">"#), "{out}");
-        assert!(out.contains(r#"<failure message="x &lt; y">trace</failure>"#), "{out}");
+        assert!(
+            out.starts_with(r#"<testsuite name="A1/pytest" tests="2">"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"<failure message="x &lt; y">trace</failure>"#),
+            "{out}"
+        );
         assert!(out.ends_with("</testsuite>"), "{out}");
     }
 }

@@ -57,11 +57,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(mode) = &args.scheduling {
-        config.scheduling = if mode == "phased" { SchedulingMode::Phased } else { SchedulingMode::Dag };
+        config.scheduling = if mode == "phased" {
+            SchedulingMode::Phased
+        } else {
+            SchedulingMode::Dag
+        };
     }
-    std::fs::create_dir_all(&args.report_dir).with_context(|| format!("creating {}", args.report_dir.display()))?;
+    std::fs::create_dir_all(&args.report_dir)
+        .with_context(|| format!("creating {}", args.report_dir.display()))?;
     let report_dir = std::fs::canonicalize(&args.report_dir)?;
-    testfleet::logging::init(&config.orchestrator.log_level, Some(&report_dir.join("orchestrator.log")))?;
+    testfleet::logging::init(
+        &config.orchestrator.log_level,
+        Some(&report_dir.join("orchestrator.log")),
+    )?;
 
     let (cpu, memory) = agent_capacity(&config, &args);
     let config = Arc::new(config);
@@ -85,7 +93,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut agents = Vec::new();
     for i in 1..=args.local_agents {
-        agents.push(spawn_agent(&agent_bin, &endpoint, i, cpu, memory, &report_dir)?);
+        agents.push(spawn_agent(
+            &agent_bin,
+            &endpoint,
+            i,
+            cpu,
+            memory,
+            &report_dir,
+        )?);
     }
     wait_for_agents(&running, args.local_agents).await?;
 
@@ -93,7 +108,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = config.plan(&testfleet::config::config_dir(&args.file));
     let submitted = running
         .control
-        .execute(ExecuteSuiteRequest { timeout_seconds: args.timeout, ..Default::default() })
+        .execute(ExecuteSuiteRequest {
+            timeout_seconds: args.timeout,
+            ..Default::default()
+        })
         .await;
     let suite_id = match submitted {
         Ok(r) => r.suite_id,
@@ -128,13 +146,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // The report is written by the engine as the suite ends; read it back
     // through the same query the API uses.
-    let report = running.control.report_json().await.map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+    let report = running
+        .control
+        .report_json()
+        .await
+        .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
     stop_agents(agents).await;
     let _ = running.stop().await;
     print_summary(&report);
-    eprintln!("report: {}", report_dir.join(crate::report::REPORT_FILE).display());
-    eprintln!("junit:  {}", report_dir.join(crate::report::JUNIT_FILE).display());
-    Ok(if status == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    eprintln!(
+        "report: {}",
+        report_dir.join(crate::report::REPORT_FILE).display()
+    );
+    eprintln!(
+        "junit:  {}",
+        report_dir.join(crate::report::JUNIT_FILE).display()
+    );
+    Ok(if status == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn agent_capacity(config: &testfleet::config::SuiteConfig, args: &RunArgs) -> (f64, u64) {
@@ -147,7 +179,14 @@ fn agent_capacity(config: &testfleet::config::SuiteConfig, args: &RunArgs) -> (f
     (cpu, memory)
 }
 
-fn spawn_agent(bin: &Path, endpoint: &str, i: u32, cpu: f64, memory: u64, report_dir: &Path) -> anyhow::Result<Child> {
+fn spawn_agent(
+    bin: &Path,
+    endpoint: &str,
+    i: u32,
+    cpu: f64,
+    memory: u64,
+    report_dir: &Path,
+) -> anyhow::Result<Child> {
     let id = format!("agent_{i:03}");
     let dir = report_dir.join("agents");
     let mut cmd = Command::new(bin);
@@ -167,13 +206,17 @@ fn spawn_agent(bin: &Path, endpoint: &str, i: u32, cpu: f64, memory: u64, report
         .arg("--exit-with-parent")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    cmd.spawn().with_context(|| format!("starting the agent {}", bin.display()))
+    cmd.spawn()
+        .with_context(|| format!("starting the agent {}", bin.display()))
 }
 
 async fn wait_for_agents(running: &server::Running, n: u32) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let connected = running.engine.query(|s| s.agents().filter(|a| a.connected).count()).await?;
+        let connected = running
+            .engine
+            .query(|s| s.agents().filter(|a| a.connected).count())
+            .await?;
         if connected as u32 >= n {
             return Ok(());
         }
@@ -187,9 +230,15 @@ async fn wait_for_agents(running: &server::Running, n: u32) -> anyhow::Result<()
 async fn stop_agents(agents: Vec<Child>) {
     for mut child in agents {
         if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }
@@ -206,20 +255,36 @@ struct Display {
 
 impl Display {
     fn new(plan: &SuitePlan) -> Display {
-        let runnable: HashSet<String> =
-            plan.tasks.iter().filter(|t| t.kind == TaskKind::Runnable).map(|t| t.id.clone()).collect();
+        let runnable: HashSet<String> = plan
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Runnable)
+            .map(|t| t.id.clone())
+            .collect();
         if !std::io::stderr().is_terminal() {
-            return Display { multi: None, overall: None, bars: HashMap::new(), runnable };
+            return Display {
+                multi: None,
+                overall: None,
+                bars: HashMap::new(),
+                runnable,
+            };
         }
         let multi = MultiProgress::new();
         let overall = multi.add(ProgressBar::new(runnable.len() as u64));
         overall.set_style(
-            ProgressStyle::with_template("{spinner} suite [{bar:30}] {pos}/{len} tasks  {elapsed_precise}  {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} suite [{bar:30}] {pos}/{len} tasks  {elapsed_precise}  {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         overall.enable_steady_tick(Duration::from_millis(200));
-        Display { multi: Some(multi), overall: Some(overall), bars: HashMap::new(), runnable }
+        Display {
+            multi: Some(multi),
+            overall: Some(overall),
+            bars: HashMap::new(),
+            runnable,
+        }
     }
 
     fn show(&mut self, body: &suite_event::Body) {
@@ -231,7 +296,11 @@ impl Display {
         };
         match body {
             suite_event::Body::Assignment(a) => {
-                let id = a.task_details.as_ref().map(|d| d.task_id.clone()).unwrap_or_default();
+                let id = a
+                    .task_details
+                    .as_ref()
+                    .map(|d| d.task_id.clone())
+                    .unwrap_or_default();
                 let bar = multi.add(ProgressBar::new(100));
                 bar.set_style(
                     ProgressStyle::with_template("  {prefix:8} [{bar:20}] {pos:>3}% {msg}")
@@ -247,10 +316,18 @@ impl Display {
             suite_event::Body::Progress(p) => {
                 if let (Some(bar), Some(pr)) = (self.bars.get(&p.task_id), &p.progress) {
                     bar.set_position(pr.percentage.round() as u64);
-                    bar.set_message(format!("{} ({} done, {} to go)", pr.current_test, pr.tests_completed, pr.tests_remaining));
+                    bar.set_message(format!(
+                        "{} ({} done, {} to go)",
+                        pr.current_test, pr.tests_completed, pr.tests_remaining
+                    ));
                 }
             }
-            suite_event::Body::TaskState(s) if matches!(s.status.as_str(), "completed_success" | "failed" | "skipped" | "cancelled") => {
+            suite_event::Body::TaskState(s)
+                if matches!(
+                    s.status.as_str(),
+                    "completed_success" | "failed" | "skipped" | "cancelled"
+                ) =>
+            {
                 if let Some(bar) = self.bars.remove(&s.task_id) {
                     bar.finish_and_clear();
                 }
@@ -277,8 +354,15 @@ impl Display {
 
 fn print_summary(report: &serde_json::Value) {
     println!();
-    println!("suite {} {}", report["suite_name"].as_str().unwrap_or(""), report["status"].as_str().unwrap_or(""));
-    println!("{:<8} {:<18} {:>8} {:>10} {:>9}  {}", "task", "status", "attempts", "tests", "coverage", "criteria");
+    println!(
+        "suite {} {}",
+        report["suite_name"].as_str().unwrap_or(""),
+        report["status"].as_str().unwrap_or("")
+    );
+    println!(
+        "{:<8} {:<18} {:>8} {:>10} {:>9}  {}",
+        "task", "status", "attempts", "tests", "coverage", "criteria"
+    );
     for t in report["tasks"].as_array().into_iter().flatten() {
         let last = t["attempts"].as_array().and_then(|a| a.last());
         let tests = last
@@ -292,8 +376,18 @@ fn print_summary(report: &serde_json::Value) {
             .unwrap_or_else(|| "-".into());
         let mut criteria = String::new();
         for c in t["criteria"].as_array().into_iter().flatten() {
-            let mark = if c["passed"].as_bool() == Some(true) { "ok" } else { "MISSED" };
-            let _ = write!(criteria, "{} {} ({}) ", c["criterion"].as_str().unwrap_or(""), mark, c["actual"]);
+            let mark = if c["passed"].as_bool() == Some(true) {
+                "ok"
+            } else {
+                "MISSED"
+            };
+            let _ = write!(
+                criteria,
+                "{} {} ({}) ",
+                c["criterion"].as_str().unwrap_or(""),
+                mark,
+                c["actual"]
+            );
         }
         println!(
             "{:<8} {:<18} {:>8} {:>10} {:>9}  {}",
@@ -313,7 +407,10 @@ fn print_summary(report: &serde_json::Value) {
     let s = &report["summary"];
     println!(
         "{} of {} tasks succeeded; {} tests, {} passed; {:.1} s",
-        s["completed_success"], s["total_tasks"], s["total_tests"], s["tests_passed"],
+        s["completed_success"],
+        s["total_tasks"],
+        s["total_tests"],
+        s["tests_passed"],
         report["duration_seconds"].as_f64().unwrap_or(0.0)
     );
 }
@@ -325,13 +422,27 @@ pub fn describe_plan(plan: &SuitePlan) -> String {
     if plan.mode == "phased" {
         for p in &plan.phases {
             let ids: Vec<&str> = p.tasks.iter().map(|&t| plan.tasks[t].id.as_str()).collect();
-            let _ = writeln!(out, "phase {} ({:?}): {}", p.name, p.strategy, ids.join(", "));
+            let _ = writeln!(
+                out,
+                "phase {} ({:?}): {}",
+                p.name,
+                p.strategy,
+                ids.join(", ")
+            );
         }
     }
     for t in &plan.tasks {
-        let waits: Vec<&str> = t.wait_on.iter().map(|&w| plan.tasks[w].id.as_str()).collect();
+        let waits: Vec<&str> = t
+            .wait_on
+            .iter()
+            .map(|&w| plan.tasks[w].id.as_str())
+            .collect();
         let indent = if t.parent.is_some() { "    " } else { "  " };
-        let kind = if t.kind == TaskKind::Group { " (group of subtasks)" } else { "" };
+        let kind = if t.kind == TaskKind::Group {
+            " (group of subtasks)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "{indent}{} {}{kind}: {} MB, {} cores, timeout {} s, waits on [{}]",

@@ -23,7 +23,11 @@ use clap::{Parser, Subcommand};
 use testfleet::config::SuiteConfig;
 
 #[derive(Parser)]
-#[command(name = "orchestrator", version, about = "testfleet: run a test suite as a task graph on a fleet of agents")]
+#[command(
+    name = "orchestrator",
+    version,
+    about = "testfleet: run a test suite as a task graph on a fleet of agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,12 +123,21 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config, data_dir, listen, insecure, log_file } => {
-            serve(&config, data_dir, listen, insecure, log_file.as_deref()).await
-        }
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            insecure,
+            log_file,
+        } => serve(&config, data_dir, listen, insecure, log_file.as_deref()).await,
         Command::Run(args) => local_run::run(args).await,
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
-        Command::Submit { file, conn, timeout, wait } => client::submit(&conn, file.as_deref(), timeout, wait).await,
+        Command::Submit {
+            file,
+            conn,
+            timeout,
+            wait,
+        } => client::submit(&conn, file.as_deref(), timeout, wait).await,
         Command::Status { conn, json } => client::status(&conn, json).await,
         Command::Watch { conn, json } => client::watch(&conn, json).await,
         Command::Report { conn } => client::report(&conn).await,
@@ -142,7 +155,11 @@ fn check(file: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("{}: {} problem(s); nothing will run", file.display(), e.problems.len());
+            eprintln!(
+                "{}: {} problem(s); nothing will run",
+                file.display(),
+                e.problems.len()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -152,11 +169,16 @@ fn check(file: &Path) -> ExitCode {
     let missing: Vec<_> = plan
         .tasks
         .iter()
-        .filter(|t| t.kind == testfleet::config::TaskKind::Runnable && t.execution.command.is_empty())
+        .filter(|t| {
+            t.kind == testfleet::config::TaskKind::Runnable && t.execution.command.is_empty()
+        })
         .map(|t| format!("{} (template \"{}\")", t.id, t.template))
         .collect();
     if !missing.is_empty() {
-        println!("warning: no `templates:` entry defines how to run: {}", missing.join(", "));
+        println!(
+            "warning: no `templates:` entry defines how to run: {}",
+            missing.join(", ")
+        );
         println!("warning: the suite loads, but cannot run until those templates are defined");
     }
     ExitCode::SUCCESS
@@ -177,7 +199,8 @@ async fn serve(
         );
     }
     tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
-    let bind = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
+    let bind =
+        listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
     let running = server::start(server::ServeOptions {
         config: Arc::new(config),
         config_path: config_path.to_path_buf(),
@@ -186,7 +209,8 @@ async fn serve(
     })
     .await?;
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

@@ -17,7 +17,10 @@ pub const JUNIT_FILE: &str = "junit.xml";
 
 /// Where an attempt's uploaded artifacts live under a suite's directory.
 pub fn artifact_dir(suite_dir: &Path, task_id: &str, attempt_number: u32) -> PathBuf {
-    suite_dir.join("artifacts").join(task_id).join(attempt_number.to_string())
+    suite_dir
+        .join("artifacts")
+        .join(task_id)
+        .join(attempt_number.to_string())
 }
 
 fn resources(r: &ResourceSpec) -> Value {
@@ -25,11 +28,15 @@ fn resources(r: &ResourceSpec) -> Value {
 }
 
 fn ts(t: &Option<prost_types::Timestamp>) -> Value {
-    t.as_ref().and_then(to_rfc3339).map(Value::from).unwrap_or(Value::Null)
+    t.as_ref()
+        .and_then(to_rfc3339)
+        .map(Value::from)
+        .unwrap_or(Value::Null)
 }
 
 fn opt_time(ms: Option<u64>) -> Value {
-    ms.map(|m| Value::from(millis_to_rfc3339(m))).unwrap_or(Value::Null)
+    ms.map(|m| Value::from(millis_to_rfc3339(m)))
+        .unwrap_or(Value::Null)
 }
 
 fn attempt_json(a: &Attempt) -> Value {
@@ -96,7 +103,12 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
     let mut tasks = Vec::new();
     for (i, run) in suite.tasks.iter().enumerate() {
         let t = &plan.tasks[i];
-        if let Some(tr) = run.attempts.iter().rev().find_map(|a| a.completion.as_ref().and_then(|c| c.test_results.as_ref())) {
+        if let Some(tr) = run
+            .attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.completion.as_ref().and_then(|c| c.test_results.as_ref()))
+        {
             total += tr.total_tests;
             passed += tr.passed;
             failed += tr.failed + tr.errors;
@@ -138,7 +150,12 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
         })
         .collect();
     let attempts: usize = suite.tasks.iter().map(|t| t.attempts.len()).sum();
-    let stale: u32 = suite.tasks.iter().flat_map(|t| &t.attempts).map(|a| a.stale_results).sum();
+    let stale: u32 = suite
+        .tasks
+        .iter()
+        .flat_map(|t| &t.attempts)
+        .map(|a| a.stale_results)
+        .sum();
     json!({
         "suite_id": suite.suite_id,
         "suite_name": suite.suite_name,
@@ -191,7 +208,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 pub fn status(s: &Scheduler) -> proto::SuiteStatus {
     let Some(suite) = s.suite() else {
-        return proto::SuiteStatus { status: "idle".into(), ..Default::default() };
+        return proto::SuiteStatus {
+            status: "idle".into(),
+            ..Default::default()
+        };
     };
     proto::SuiteStatus {
         suite_id: suite.suite_id.clone(),
@@ -209,7 +229,10 @@ pub fn status(s: &Scheduler) -> proto::SuiteStatus {
                     agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
                     attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
                     attempts: run.attempts.len() as u32,
-                    parent: suite.plan.tasks[i].parent.map(|p| suite.plan.tasks[p].id.clone()).unwrap_or_default(),
+                    parent: suite.plan.tasks[i]
+                        .parent
+                        .map(|p| suite.plan.tasks[p].id.clone())
+                        .unwrap_or_default(),
                 }
             })
             .collect(),
@@ -222,9 +245,14 @@ pub fn status(s: &Scheduler) -> proto::SuiteStatus {
 /// running ones by their own reported percentage.
 pub fn progress(s: &Scheduler) -> proto::SuiteProgress {
     let Some(suite) = s.suite() else {
-        return proto::SuiteProgress { status: "idle".into(), ..Default::default() };
+        return proto::SuiteProgress {
+            status: "idle".into(),
+            ..Default::default()
+        };
     };
-    let runnable: Vec<usize> = (0..suite.tasks.len()).filter(|&t| suite.plan.tasks[t].children.is_empty()).collect();
+    let runnable: Vec<usize> = (0..suite.tasks.len())
+        .filter(|&t| suite.plan.tasks[t].children.is_empty())
+        .collect();
     let mut done = 0.0;
     let mut latest = Vec::new();
     let mut active = Vec::new();
@@ -235,7 +263,11 @@ pub fn progress(s: &Scheduler) -> proto::SuiteProgress {
         } else if let Some(a) = run.live_attempt() {
             active.push(suite.plan.tasks[t].id.clone());
             if let Some(p) = &a.last_progress {
-                done += p.progress.as_ref().map_or(0.0, |p| p.percentage / 100.0).clamp(0.0, 0.99);
+                done += p
+                    .progress
+                    .as_ref()
+                    .map_or(0.0, |p| p.percentage / 100.0)
+                    .clamp(0.0, 0.99);
                 latest.push(p.clone());
             }
         }
@@ -246,8 +278,16 @@ pub fn progress(s: &Scheduler) -> proto::SuiteProgress {
         status: suite.state.as_str().into(),
         overall_progress: (done / n * 1000.0).round() / 10.0,
         active_tasks: active,
-        completed_tasks: suite.tasks.iter().filter(|t| t.state == TaskState::CompletedSuccess).count() as u32,
-        failed_tasks: suite.tasks.iter().filter(|t| t.state == TaskState::Failed).count() as u32,
+        completed_tasks: suite
+            .tasks
+            .iter()
+            .filter(|t| t.state == TaskState::CompletedSuccess)
+            .count() as u32,
+        failed_tasks: suite
+            .tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Failed)
+            .count() as u32,
         total_tasks: suite.tasks.len() as u32,
         latest,
     }

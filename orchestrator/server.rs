@@ -51,17 +51,30 @@ impl Running {
 const TICK: Duration = Duration::from_millis(250);
 
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(opts.bind)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another orchestrator running there?)", opts.bind))?;
+    let listener = TcpListener::bind(opts.bind).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another orchestrator running there?)",
+            opts.bind
+        )
+    })?;
     let addr = listener.local_addr()?;
     let orchestrator_id = opts.config.orchestrator.name.clone();
     let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
-    let control = ControlService::new(engine.clone(), SuiteSource { config: opts.config.clone(), path: opts.config_path });
+    let control = ControlService::new(
+        engine.clone(),
+        SuiteSource {
+            config: opts.config.clone(),
+            path: opts.config_path,
+        },
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<ControlServer<ControlService>>().await;
-    health_reporter.set_serving::<AgentGatewayServer<AgentGatewayService>>().await;
+    health_reporter
+        .set_serving::<ControlServer<ControlService>>()
+        .await;
+    health_reporter
+        .set_serving::<AgentGatewayServer<AgentGatewayService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(testfleet::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -72,7 +85,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         .build_v1alpha()?;
 
     let routes = tonic::service::Routes::from(crate::http_api::router(control.clone()))
-        .add_service(AgentGatewayServer::new(AgentGatewayService::new(engine.clone(), orchestrator_id)))
+        .add_service(AgentGatewayServer::new(AgentGatewayService::new(
+            engine.clone(),
+            orchestrator_id,
+        )))
         .add_service(ControlServer::new(control.clone()))
         .add_service(health)
         .add_service(reflection_v1)
@@ -92,5 +108,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .context("gRPC server")
     });
     tracing::info!(%addr, "orchestrator listening (gRPC and HTTP)");
-    Ok(Running { addr, engine, control, shutdown: Some(tx), join })
+    Ok(Running {
+        addr,
+        engine,
+        control,
+        shutdown: Some(tx),
+        join,
+    })
 }

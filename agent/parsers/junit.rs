@@ -38,8 +38,9 @@ impl Summary {
 }
 
 /// `tests/test_calculators.py:152: AssertionError` in a traceback.
-static TRACE_LOCATION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?m)^([\w./\-]+\.(?:py|rs|go|js|ts|java)):(\d+):").expect("regex"));
+static TRACE_LOCATION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?m)^([\w./\-]+\.(?:py|rs|go|js|ts|java)):(\d+):").expect("regex")
+});
 
 pub fn parse(xml: &str) -> Result<Summary, quick_xml::Error> {
     let mut r = Reader::from_str(xml);
@@ -55,7 +56,10 @@ pub fn parse(xml: &str) -> Result<Summary, quick_xml::Error> {
                 finish_case(&mut s, case.take());
                 let mut f = Failure::default();
                 for a in e.attributes().flatten() {
-                    let v = a.unescape_value().map(|v| v.into_owned()).unwrap_or_default();
+                    let v = a
+                        .unescape_value()
+                        .map(|v| v.into_owned())
+                        .unwrap_or_default();
                     match a.key.as_ref() {
                         b"name" => f.test = v,
                         b"classname" => f.classname = v,
@@ -67,7 +71,9 @@ pub fn parse(xml: &str) -> Result<Summary, quick_xml::Error> {
                 case = Some((f, Outcome::Passed));
             }
             Event::End(e) if e.name().as_ref() == b"testcase" => finish_case(&mut s, case.take()),
-            Event::Start(e) | Event::Empty(e) if matches!(e.name().as_ref(), b"failure" | b"error" | b"skipped") => {
+            Event::Start(e) | Event::Empty(e)
+                if matches!(e.name().as_ref(), b"failure" | b"error" | b"skipped") =>
+            {
                 let outcome = match e.name().as_ref() {
                     b"failure" => Outcome::Failed,
                     b"error" => Outcome::Errored,
@@ -77,16 +83,22 @@ pub fn parse(xml: &str) -> Result<Summary, quick_xml::Error> {
                     *o = outcome;
                     for a in e.attributes().flatten() {
                         if a.key.as_ref() == b"message" {
-                            f.message = a.unescape_value().map(|v| v.into_owned()).unwrap_or_default();
+                            f.message = a
+                                .unescape_value()
+                                .map(|v| v.into_owned())
+                                .unwrap_or_default();
                         }
                     }
                     in_failure = outcome != Outcome::Skipped;
                 }
             }
-            Event::End(e) if matches!(e.name().as_ref(), b"failure" | b"error") => in_failure = false,
+            Event::End(e) if matches!(e.name().as_ref(), b"failure" | b"error") => {
+                in_failure = false
+            }
             Event::Text(t) if in_failure => {
                 if let Some((f, _)) = case.as_mut() {
-                    f.text.push_str(&t.decode().map(|c| c.into_owned()).unwrap_or_default());
+                    f.text
+                        .push_str(&t.decode().map(|c| c.into_owned()).unwrap_or_default());
                 }
             }
             Event::CData(t) if in_failure => {
@@ -151,7 +163,10 @@ tests/unit/test_calculators.py:152: AssertionError</failure></testcase>
     #[test]
     fn counts_and_the_failure_location() {
         let s = parse(PYTEST).unwrap();
-        assert_eq!((s.total, s.passed, s.failed, s.errors, s.skipped), (4, 2, 1, 0, 1));
+        assert_eq!(
+            (s.total, s.passed, s.failed, s.errors, s.skipped),
+            (4, 2, 1, 0, 1)
+        );
         assert!((s.pass_rate() - 2.0 / 3.0).abs() < 1e-9);
         let f = &s.failures[0];
         assert_eq!(f.test, "test_equity_vesting_precision");

@@ -48,15 +48,21 @@ impl Kind {
     }
 }
 
-static PYTEST_COLLECTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"collected (\d+) items?").expect("regex"));
+static PYTEST_COLLECTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"collected (\d+) items?").expect("regex"));
 static PYTEST_RESULT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(\S+::\S+?)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?:\s+\[\s*(\d+)%\])?").expect("regex")
+    Regex::new(r"^(\S+::\S+?)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?:\s+\[\s*(\d+)%\])?")
+        .expect("regex")
 });
-static CARGO_RUNNING: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^running (\d+) tests?").expect("regex"));
-static CARGO_RESULT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^test (\S+) \.\.\. (ok|FAILED|ignored)").expect("regex"));
-static GO_RESULT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*--- (PASS|FAIL|SKIP): (\S+)").expect("regex"));
+static CARGO_RUNNING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^running (\d+) tests?").expect("regex"));
+static CARGO_RESULT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^test (\S+) \.\.\. (ok|FAILED|ignored)").expect("regex"));
+static GO_RESULT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*--- (PASS|FAIL|SKIP): (\S+)").expect("regex"));
 static TAP_PLAN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^1\.\.(\d+)").expect("regex"));
-static TAP_RESULT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(not ok|ok)\b\s*\d*\s*-?\s*(.*)").expect("regex"));
+static TAP_RESULT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(not ok|ok)\b\s*\d*\s*-?\s*(.*)").expect("regex"));
 
 /// Feeds one output line; returns true if it changed what was observed.
 pub fn feed(kind: Kind, o: &mut Observed, line: &str) -> bool {
@@ -149,17 +155,37 @@ mod tests {
 
     #[test]
     fn pytest_parametrized_ids_keep_their_brackets() {
-        let o = run(Kind::Pytest, &["collected 2 items", "t.py::test_x[a-1] PASSED [ 50%]"]);
+        let o = run(
+            Kind::Pytest,
+            &["collected 2 items", "t.py::test_x[a-1] PASSED [ 50%]"],
+        );
         assert_eq!(o.current_test, "test_x[a-1]");
     }
 
     #[test]
     fn cargo_go_and_tap() {
-        let o = run(Kind::Cargo, &["running 2 tests", "test a::b ... ok", "test a::c ... FAILED"]);
+        let o = run(
+            Kind::Cargo,
+            &[
+                "running 2 tests",
+                "test a::b ... ok",
+                "test a::c ... FAILED",
+            ],
+        );
         assert_eq!((o.total, o.completed, o.failed), (Some(2), 2, 1));
         assert_eq!(o.percentage(), 100.0);
-        let o = run(Kind::Go, &["=== RUN TestX", "--- PASS: TestX (0.00s)", "    --- FAIL: TestY/sub (0.01s)"]);
-        assert_eq!((o.completed, o.failed, o.current_test.as_str()), (2, 1, "TestY/sub"));
+        let o = run(
+            Kind::Go,
+            &[
+                "=== RUN TestX",
+                "--- PASS: TestX (0.00s)",
+                "    --- FAIL: TestY/sub (0.01s)",
+            ],
+        );
+        assert_eq!(
+            (o.completed, o.failed, o.current_test.as_str()),
+            (2, 1, "TestY/sub")
+        );
         let o = run(Kind::Tap, &["1..4", "ok 1 - first", "not ok 2 - second"]);
         assert_eq!((o.total, o.completed, o.failed), (Some(4), 2, 1));
         assert_eq!(o.current_test, "second");

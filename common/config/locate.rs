@@ -11,6 +11,27 @@ pub fn task_lines(text: &str, id: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Lines where `id` is defined as a task (`id:`) or listed as a subtask
+/// (`subtasks: [...]`), in file order: where a duplicate shows.
+pub fn definitions(text: &str, id: &str) -> Vec<usize> {
+    let quoted = [format!("\"{id}\""), format!("'{id}'")];
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            defines_id(l, id)
+                || (l.trim_start().starts_with("subtasks:") && {
+                    let list = l.split_once(':').map_or("", |(_, r)| r);
+                    quoted.iter().any(|q| list.contains(q.as_str()))
+                        || list
+                            .trim_matches(|c| c == '[' || c == ']' || c == ' ')
+                            .split(',')
+                            .any(|x| x.trim() == id)
+                })
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
 fn defines_id(line: &str, id: &str) -> bool {
     let l = line.trim_start().trim_start_matches('-').trim_start();
     l.strip_prefix("id:")

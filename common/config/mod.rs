@@ -168,7 +168,9 @@ pub struct TaskResources {
     pub timeout: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PriorityName {
     Low,
@@ -428,9 +430,23 @@ pub fn secs_to_ms(s: f64) -> u64 {
 /// separately, so drop the suffix.
 fn yaml_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
-    match text.find(" at line ") {
+    let text = match text.find(" at line ") {
         Some(i) => text[..i].to_string(),
         None => text,
+    };
+    // Type errors name the key path; anything else is the YAML itself.
+    let about_values = [
+        "unknown field",
+        "missing field",
+        "invalid type",
+        "invalid value",
+        "unknown variant",
+        "duplicate",
+    ];
+    if about_values.iter().any(|m| text.contains(m)) {
+        text
+    } else {
+        format!("malformed YAML: {text}")
     }
 }
 

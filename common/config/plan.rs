@@ -148,16 +148,32 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
     let mut tasks: Vec<PlannedTask> = Vec::new();
     let mut index = HashMap::new();
     for (category, defs) in &config.orchestrator.task_definitions {
-        let alloc = config.resource_allocation.get(category).cloned().unwrap_or_default();
+        let alloc = config
+            .resource_allocation
+            .get(category)
+            .cloned()
+            .unwrap_or_default();
         for def in defs {
             let r = &def.resources;
             let resources = ResourceSpec {
-                memory_mb: r.memory_mb.or(alloc.memory_mb).unwrap_or(DEFAULT_MEMORY_MB).round() as u64,
-                cpu_millis: (r.cpu_cores.or(alloc.cpu_cores).unwrap_or(DEFAULT_CPU) * 1000.0).round()
-                    as u64,
-                disk_mb: r.disk_mb.or(alloc.disk_mb).unwrap_or(DEFAULT_DISK_MB).round() as u64,
+                memory_mb: r
+                    .memory_mb
+                    .or(alloc.memory_mb)
+                    .unwrap_or(DEFAULT_MEMORY_MB)
+                    .round() as u64,
+                cpu_millis: (r.cpu_cores.or(alloc.cpu_cores).unwrap_or(DEFAULT_CPU) * 1000.0)
+                    .round() as u64,
+                disk_mb: r
+                    .disk_mb
+                    .or(alloc.disk_mb)
+                    .unwrap_or(DEFAULT_DISK_MB)
+                    .round() as u64,
             };
-            let timeout_ms = secs_to_ms(r.timeout.or(alloc.timeout_seconds).unwrap_or(DEFAULT_TIMEOUT_S));
+            let timeout_ms = secs_to_ms(
+                r.timeout
+                    .or(alloc.timeout_seconds)
+                    .unwrap_or(DEFAULT_TIMEOUT_S),
+            );
             let name = def.name.clone().unwrap_or_else(|| def.id.clone());
             let template = def.template.clone().unwrap_or_default();
             let parent_idx = tasks.len();
@@ -167,7 +183,11 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
                 role: def.role.clone().unwrap_or_else(|| name.clone()),
                 name,
                 category: category.clone(),
-                kind: if def.subtasks.is_empty() { TaskKind::Runnable } else { TaskKind::Group },
+                kind: if def.subtasks.is_empty() {
+                    TaskKind::Runnable
+                } else {
+                    TaskKind::Group
+                },
                 parent: None,
                 children: Vec::new(),
                 dependencies: def.dependencies.clone(),
@@ -208,7 +228,11 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
     }
 
     for i in 0..tasks.len() {
-        let deps = tasks[i].dependencies.iter().filter_map(|d| index.get(d).copied()).collect();
+        let deps = tasks[i]
+            .dependencies
+            .iter()
+            .filter_map(|d| index.get(d).copied())
+            .collect();
         tasks[i].wait_on = deps;
     }
 
@@ -224,7 +248,9 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
         }
     }
     for i in 0..tasks.len() {
-        let parent_id = tasks[i].parent.map_or_else(|| tasks[i].id.clone(), |p| tasks[p].id.clone());
+        let parent_id = tasks[i]
+            .parent
+            .map_or_else(|| tasks[i].id.clone(), |p| tasks[p].id.clone());
         if let Some(tpl) = config.templates.get(&tasks[i].template) {
             tasks[i].execution = resolve_template(tpl, &tasks[i], &parent_id, config_dir);
         }
@@ -241,8 +267,14 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             .max_agents
             .or(config.agent_pool.max_agents)
             .map(|m| m.max(0) as u32),
-        total_memory_mb: config.agent_limits.total_memory_mb.map(|m| m.round() as u64),
-        total_cpu_millis: config.agent_limits.total_cpu_cores.map(|c| (c * 1000.0).round() as u64),
+        total_memory_mb: config
+            .agent_limits
+            .total_memory_mb
+            .map(|m| m.round() as u64),
+        total_cpu_millis: config
+            .agent_limits
+            .total_cpu_cores
+            .map(|c| (c * 1000.0).round() as u64),
     };
     SuitePlan {
         name: config.orchestrator.name.clone(),
@@ -274,18 +306,30 @@ fn build_phases(config: &SuiteConfig, index: &HashMap<String, usize>) -> Vec<Pha
     let defs = &config.orchestrator.task_definitions;
     let ids_of_category = |c: &str| -> Vec<usize> {
         defs.get(c)
-            .map(|ts| ts.iter().filter_map(|t| index.get(&t.id).copied()).collect())
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| index.get(&t.id).copied())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     match &config.phases {
         Some(phases) => phases
             .iter()
             .map(|p| {
-                let mut tasks: Vec<usize> = p.tasks.iter().filter_map(|t| index.get(t).copied()).collect();
+                let mut tasks: Vec<usize> = p
+                    .tasks
+                    .iter()
+                    .filter_map(|t| index.get(t).copied())
+                    .collect();
                 if let Some(c) = &p.category {
                     tasks.extend(ids_of_category(c));
                 }
-                Phase { name: p.name.clone(), strategy: p.strategy, tasks }
+                Phase {
+                    name: p.name.clone(),
+                    strategy: p.strategy,
+                    tasks,
+                }
             })
             .collect(),
         None => defs

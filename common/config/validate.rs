@@ -43,12 +43,19 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn report(&mut self, line: Option<usize>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { line, message: message.into() });
+        self.problems.push(ConfigProblem {
+            line,
+            message: message.into(),
+        });
     }
 }
 
 pub(super) fn validate(config: &SuiteConfig, text: &str) -> Result<(), Vec<ConfigProblem>> {
-    let mut c = Checker { config, text, problems: Vec::new() };
+    let mut c = Checker {
+        config,
+        text,
+        problems: Vec::new(),
+    };
     check_ids(&mut c);
     check_templates(&mut c);
     check_dependencies(&mut c);
@@ -89,22 +96,14 @@ fn check_ids(c: &mut Checker) {
         if id.trim().is_empty() {
             c.report(None, "a task has an empty id");
         } else if !seen.insert(id.clone()) {
-            let lines = locate::task_lines(c.text, &id);
-            let line = lines.get(1).or(lines.first()).copied().or_else(|| find_quoted(c.text, &id, 1));
-            c.report(line, format!("duplicate task id \"{id}\": ids of tasks and subtasks must be unique"));
+            let lines = locate::definitions(c.text, &id);
+            let line = lines.get(1).or(lines.first()).copied();
+            c.report(
+                line,
+                format!("duplicate task id \"{id}\": ids of tasks and subtasks must be unique"),
+            );
         }
     }
-}
-
-/// The n-th (0-based) line mentioning `"id"` quoted, for ids in lists.
-fn find_quoted(text: &str, id: &str, n: usize) -> Option<usize> {
-    let q1 = format!("\"{id}\"");
-    let q2 = format!("'{id}'");
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(&q1) || l.contains(&q2))
-        .nth(n)
-        .map(|(i, _)| i + 1)
 }
 
 fn check_templates(c: &mut Checker) {
@@ -125,7 +124,11 @@ fn check_templates(c: &mut Checker) {
                     let known: Vec<_> = c.config.templates.keys().cloned().collect();
                     c.report(
                         line,
-                        format!("task \"{}\" uses unknown template \"{t}\" (defined: {})", d.id, known.join(", ")),
+                        format!(
+                            "task \"{}\" uses unknown template \"{t}\" (defined: {})",
+                            d.id,
+                            known.join(", ")
+                        ),
                     );
                 }
                 _ => {}
@@ -146,8 +149,12 @@ fn check_dependencies(c: &mut Checker) {
         for d in defs {
             for dep in &d.dependencies {
                 if !ids.contains(dep) {
-                    let line = locate::in_task(c.text, &d.id, dep).or_else(|| locate::task_key(c.text, &d.id, "dependencies"));
-                    c.report(line, format!("task \"{}\" depends on unknown task \"{dep}\"", d.id));
+                    let line = locate::in_task(c.text, &d.id, dep)
+                        .or_else(|| locate::task_key(c.text, &d.id, "dependencies"));
+                    c.report(
+                        line,
+                        format!("task \"{}\" depends on unknown task \"{dep}\"", d.id),
+                    );
                 }
             }
         }
@@ -186,16 +193,33 @@ fn check_limits(c: &mut Checker) {
         positive(c, v, &format!("agent_limits.{key}"), line);
     }
     let line = locate::nested_key(c.text, &["agent_pool", "agent_timeout"]);
-    positive(c, Some(cfg.agent_pool.agent_timeout), "agent_pool.agent_timeout", line);
+    positive(
+        c,
+        Some(cfg.agent_pool.agent_timeout),
+        "agent_pool.agent_timeout",
+        line,
+    );
     let line = locate::nested_key(c.text, &["monitoring", "metrics_interval"]);
-    positive(c, Some(cfg.monitoring.metrics_interval), "monitoring.metrics_interval", line);
+    positive(
+        c,
+        Some(cfg.monitoring.metrics_interval),
+        "monitoring.metrics_interval",
+        line,
+    );
     for (section, key, v) in [
-        ("failure_handling", "max_retries", cfg.failure_handling.max_retries),
+        (
+            "failure_handling",
+            "max_retries",
+            cfg.failure_handling.max_retries,
+        ),
         ("recovery", "max_retries", cfg.recovery.max_retries),
     ] {
         if let Some(v) = v.filter(|v| *v < 0) {
             let line = locate::nested_key(c.text, &[section, key]);
-            c.report(line, format!("{section}.{key} must not be negative, got {v}"));
+            c.report(
+                line,
+                format!("{section}.{key} must not be negative, got {v}"),
+            );
         }
     }
 }
@@ -224,13 +248,21 @@ fn check_task_resources(c: &mut Checker) {
     for t in plan.tasks.iter().filter(|t| t.kind == TaskKind::Runnable) {
         let top = t.parent.map_or(t, |p| &plan.tasks[p]);
         let line = locate::task_key(c.text, &top.id, "resources");
-        if let Some(total) = plan.limits.total_memory_mb.filter(|m| t.resources.memory_mb > *m) {
+        if let Some(total) = plan
+            .limits
+            .total_memory_mb
+            .filter(|m| t.resources.memory_mb > *m)
+        {
             c.report(line, format!(
                 "task \"{}\" needs {} MB of memory but agent_limits.total_memory_mb is {total}: no agent could ever run it",
                 t.id, t.resources.memory_mb
             ));
         }
-        if let Some(total) = plan.limits.total_cpu_millis.filter(|m| t.resources.cpu_millis > *m) {
+        if let Some(total) = plan
+            .limits
+            .total_cpu_millis
+            .filter(|m| t.resources.cpu_millis > *m)
+        {
             c.report(line, format!(
                 "task \"{}\" needs {} cores but agent_limits.total_cpu_cores is {}: no agent could ever run it",
                 t.id, t.resources.cpu_cores(), total as f64 / 1000.0
@@ -240,21 +272,35 @@ fn check_task_resources(c: &mut Checker) {
 }
 
 fn check_phases(c: &mut Checker) {
-    let Some(phases) = &c.config.phases else { return };
+    let Some(phases) = &c.config.phases else {
+        return;
+    };
     let ids: HashSet<String> = all_ids(c.config).into_iter().collect();
     let mut placed: HashMap<String, String> = HashMap::new();
     for p in phases {
         let line = locate::key_after(c.text, "phases", 0);
         if let Some(cat) = &p.category {
             if !c.config.orchestrator.task_definitions.contains_key(cat) {
-                c.report(line, format!("phase \"{}\" names unknown category \"{cat}\"", p.name));
+                c.report(
+                    line,
+                    format!("phase \"{}\" names unknown category \"{cat}\"", p.name),
+                );
             }
         }
         for t in &p.tasks {
             if !ids.contains(t) {
-                c.report(line, format!("phase \"{}\" names unknown task \"{t}\"", p.name));
+                c.report(
+                    line,
+                    format!("phase \"{}\" names unknown task \"{t}\"", p.name),
+                );
             } else if let Some(other) = placed.insert(t.clone(), p.name.clone()) {
-                c.report(line, format!("task \"{t}\" is in two phases: \"{other}\" and \"{}\"", p.name));
+                c.report(
+                    line,
+                    format!(
+                        "task \"{t}\" is in two phases: \"{other}\" and \"{}\"",
+                        p.name
+                    ),
+                );
             }
         }
     }
@@ -296,11 +342,22 @@ fn check_cycles(c: &mut Checker) {
                     }
                     Mark::Open => {
                         let from = stack.iter().position(|(s, _)| *s == to).unwrap_or(0);
-                        let mut names: Vec<&str> = stack[from..].iter().map(|(s, _)| plan.tasks[*s].id.as_str()).collect();
+                        let mut names: Vec<&str> = stack[from..]
+                            .iter()
+                            .map(|(s, _)| plan.tasks[*s].id.as_str())
+                            .collect();
                         names.push(&plan.tasks[to].id);
                         let top = plan.tasks[to].parent.map_or(to, |p| p);
-                        let line = locate::task_lines(c.text, &plan.tasks[top].id).first().copied();
-                        c.report(line, format!("dependency cycle: {} (each waits on the next)", names.join(" -> ")));
+                        let line = locate::task_lines(c.text, &plan.tasks[top].id)
+                            .first()
+                            .copied();
+                        c.report(
+                            line,
+                            format!(
+                                "dependency cycle: {} (each waits on the next)",
+                                names.join(" -> ")
+                            ),
+                        );
                         return;
                     }
                     Mark::Done => {}

@@ -17,7 +17,13 @@ use testfleet::config::PriorityName;
 
 impl Scheduler {
     pub(super) fn dispatch(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.suite.as_ref().filter(|s| s.state == SuiteState::Running) else { return };
+        let Some(suite) = self
+            .suite
+            .as_ref()
+            .filter(|s| s.state == SuiteState::Running)
+        else {
+            return;
+        };
         let mut ready: Vec<usize> = (0..suite.tasks.len())
             .filter(|&t| {
                 suite.tasks[t].state == TaskState::Ready
@@ -38,7 +44,13 @@ impl Scheduler {
         let task = &suite.plan.tasks[t];
         let need = task.resources;
         if let Some(&max) = suite.plan.max_parallel.get(&task.category) {
-            if suite.running_by_category.get(&task.category).copied().unwrap_or(0) >= max {
+            if suite
+                .running_by_category
+                .get(&task.category)
+                .copied()
+                .unwrap_or(0)
+                >= max
+            {
                 return None;
             }
         }
@@ -46,7 +58,9 @@ impl Scheduler {
         total.add(&need);
         let limits = &suite.plan.limits;
         if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
-            || limits.total_cpu_millis.is_some_and(|c| total.cpu_millis > c)
+            || limits
+                .total_cpu_millis
+                .is_some_and(|c| total.cpu_millis > c)
         {
             return None;
         }
@@ -63,7 +77,16 @@ impl Scheduler {
         let task = &suite.plan.tasks[t];
         let number = suite.tasks[t].attempts.len() as u32 + 1;
         let attempt_id = format!("{}.{}.{}", suite.suite_id, task.id, number);
-        let assignment = build_assignment(&suite.plan, t, &suite.suite_id, &orchestrator_id, &agent_id, &attempt_id, number, now);
+        let assignment = build_assignment(
+            &suite.plan,
+            t,
+            &suite.suite_id,
+            &orchestrator_id,
+            &agent_id,
+            &attempt_id,
+            number,
+            now,
+        );
         let need = task.resources;
         let category = task.category.clone();
 
@@ -87,7 +110,10 @@ impl Scheduler {
         run.started_at.get_or_insert(now);
         *suite.running_by_category.entry(category).or_default() += 1;
         suite.reserved_total.add(&need);
-        let agent = self.agents.get_mut(&agent_id).expect("placed on a known agent");
+        let agent = self
+            .agents
+            .get_mut(&agent_id)
+            .expect("placed on a known agent");
         agent.reserved.add(&need);
         agent.running.insert(attempt_id.clone());
         let peak = suite.peak_reserved.entry(agent_id.clone()).or_default();
@@ -96,21 +122,35 @@ impl Scheduler {
         peak.disk_mb = peak.disk_mb.max(agent.reserved.disk_mb);
         self.attempt_index.insert(attempt_id.clone(), t);
 
-        out.push(Action::Publish(suite_event::Body::Assignment(assignment.clone())));
-        out.push(Action::Publish(suite_event::Body::TaskState(proto::TaskStateChanged {
-            task_id: assignment.task_details.as_ref().map(|d| d.task_id.clone()).unwrap_or_default(),
-            status: TaskState::Running.as_str().into(),
-            agent_id: agent_id.clone(),
-            attempt_id,
-            detail: format!("attempt {number} assigned"),
-        })));
-        out.push(Action::Assign { agent_id, assignment });
+        out.push(Action::Publish(suite_event::Body::Assignment(
+            assignment.clone(),
+        )));
+        out.push(Action::Publish(suite_event::Body::TaskState(
+            proto::TaskStateChanged {
+                task_id: assignment
+                    .task_details
+                    .as_ref()
+                    .map(|d| d.task_id.clone())
+                    .unwrap_or_default(),
+                status: TaskState::Running.as_str().into(),
+                agent_id: agent_id.clone(),
+                attempt_id,
+                detail: format!("attempt {number} assigned"),
+            },
+        )));
+        out.push(Action::Assign {
+            agent_id,
+            assignment,
+        });
     }
 }
 
 /// Smaller is a tighter fit. Memory dominates; cores break ties.
 fn leftover_score(free: &ResourceSpec, need: &ResourceSpec) -> (u64, u64) {
-    (free.memory_mb - need.memory_mb, free.cpu_millis - need.cpu_millis)
+    (
+        free.memory_mb - need.memory_mb,
+        free.cpu_millis - need.cpu_millis,
+    )
 }
 
 fn priority(p: PriorityName) -> Priority {

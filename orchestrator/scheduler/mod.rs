@@ -18,7 +18,10 @@ use testfleet::config::{ResourceSpec, SuitePlan, TaskKind};
 use testfleet::proto::{self, suite_event};
 use testfleet::time::UnixMillis;
 
-pub use state::{AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, SuiteRun, SuiteState, TaskRun, TaskState};
+pub use state::{
+    AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, SuiteRun, SuiteState, TaskRun,
+    TaskState,
+};
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -61,15 +64,32 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Assign { agent_id: AgentId, assignment: proto::TaskAssignment },
-    Cancel { agent_id: AgentId, cancel: proto::CancelTask },
+    Assign {
+        agent_id: AgentId,
+        assignment: proto::TaskAssignment,
+    },
+    Cancel {
+        agent_id: AgentId,
+        cancel: proto::CancelTask,
+    },
     /// Refuse an agent's stream (fleet full).
-    RefuseAgent { agent_id: AgentId, conn: u64, reason: String },
+    RefuseAgent {
+        agent_id: AgentId,
+        conn: u64,
+        reason: String,
+    },
     /// Close a lost agent's stream if it is still open.
-    DropAgent { agent_id: AgentId, conn: u64, reason: String },
+    DropAgent {
+        agent_id: AgentId,
+        conn: u64,
+        reason: String,
+    },
     /// For watchers.
     Publish(suite_event::Body),
-    SuiteFinished { suite_id: String, state: SuiteState },
+    SuiteFinished {
+        suite_id: String,
+        state: SuiteState,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,24 +130,44 @@ impl Scheduler {
     }
 
     pub fn is_running(&self) -> bool {
-        self.suite.as_ref().is_some_and(|s| s.state == SuiteState::Running)
+        self.suite
+            .as_ref()
+            .is_some_and(|s| s.state == SuiteState::Running)
     }
 
     pub fn handle(&mut self, event: Event, now: UnixMillis) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
-            Event::SubmitSuite { suite_id, suite_name, plan, timeout_ms } => {
-                self.submit(suite_id, suite_name, plan, timeout_ms, now, &mut out)
-            }
-            Event::AgentConnected { agent_id, conn, host, labels, capacity, running } => {
-                self.agent_connected(agent_id, conn, host, labels, capacity, running, now, &mut out)
-            }
+            Event::SubmitSuite {
+                suite_id,
+                suite_name,
+                plan,
+                timeout_ms,
+            } => self.submit(suite_id, suite_name, plan, timeout_ms, now, &mut out),
+            Event::AgentConnected {
+                agent_id,
+                conn,
+                host,
+                labels,
+                capacity,
+                running,
+            } => self.agent_connected(
+                agent_id, conn, host, labels, capacity, running, now, &mut out,
+            ),
             Event::AgentDisconnected { agent_id, conn } => {
-                if self.agents.get(&agent_id).is_some_and(|a| a.conn == conn && a.connected) {
+                if self
+                    .agents
+                    .get(&agent_id)
+                    .is_some_and(|a| a.conn == conn && a.connected)
+                {
                     self.lose_agent(&agent_id, "stream closed", now, &mut out);
                 }
             }
-            Event::Heartbeat { agent_id, conn, usage } => {
+            Event::Heartbeat {
+                agent_id,
+                conn,
+                usage,
+            } => {
                 if let Some(a) = self.agents.get_mut(&agent_id).filter(|a| a.conn == conn) {
                     a.last_heartbeat = now;
                     if usage.is_some() {
@@ -138,9 +178,14 @@ impl Scheduler {
             Event::Progress(update) => self.progress(update, &mut out),
             Event::Completed(c) => self.completed(c, now, &mut out),
             Event::Failed(f) => self.failed(f, now, &mut out),
-            Event::CancelAcked { agent_id, attempt_id } => self.cancel_acked(&agent_id, &attempt_id),
+            Event::CancelAcked {
+                agent_id,
+                attempt_id,
+            } => self.cancel_acked(&agent_id, &attempt_id),
             Event::Tick => self.tick(now, &mut out),
-            Event::CancelSuite { reason } => self.end_suite(&reason, SuiteState::Cancelled, now, &mut out),
+            Event::CancelSuite { reason } => {
+                self.end_suite(&reason, SuiteState::Cancelled, now, &mut out)
+            }
         }
         self.dispatch(now, &mut out);
         out
@@ -204,28 +249,38 @@ impl Scheduler {
         out: &mut Vec<Action>,
     ) {
         let known = self.agents.contains_key(&agent_id);
-        let connected = self.agents.values().filter(|a| a.connected && a.id != agent_id).count() as u32;
+        let connected = self
+            .agents
+            .values()
+            .filter(|a| a.connected && a.id != agent_id)
+            .count() as u32;
         let max = self.suite.as_ref().and_then(|s| s.plan.limits.max_agents);
         if !known && max.is_some_and(|m| connected >= m) {
             out.push(Action::RefuseAgent {
                 agent_id,
                 conn,
-                reason: format!("the fleet is full: agent_limits.max_agents is {}", max.unwrap_or(0)),
+                reason: format!(
+                    "the fleet is full: agent_limits.max_agents is {}",
+                    max.unwrap_or(0)
+                ),
             });
             return;
         }
-        let agent = self.agents.entry(agent_id.clone()).or_insert_with(|| AgentState {
-            id: agent_id.clone(),
-            host: String::new(),
-            labels: BTreeMap::new(),
-            capacity,
-            reserved: ResourceSpec::default(),
-            running: BTreeSet::new(),
-            conn,
-            connected: true,
-            last_heartbeat: now,
-            last_usage: None,
-        });
+        let agent = self
+            .agents
+            .entry(agent_id.clone())
+            .or_insert_with(|| AgentState {
+                id: agent_id.clone(),
+                host: String::new(),
+                labels: BTreeMap::new(),
+                capacity,
+                reserved: ResourceSpec::default(),
+                running: BTreeSet::new(),
+                conn,
+                connected: true,
+                last_heartbeat: now,
+                last_usage: None,
+            });
         agent.host = host;
         agent.labels = labels;
         agent.capacity = capacity;
@@ -242,7 +297,8 @@ impl Scheduler {
                     cancel: proto::CancelTask {
                         task_id: self.task_id_of_attempt(&attempt_id).unwrap_or_default(),
                         attempt_id,
-                        reason: "superseded: the task was reassigned while this agent was away".into(),
+                        reason: "superseded: the task was reassigned while this agent was away"
+                            .into(),
                         grace_period_seconds: 0,
                     },
                 });
@@ -253,9 +309,20 @@ impl Scheduler {
     /// After a hello: attempts we placed here that the agent no longer runs
     /// are lost, and if it came back smaller, the newest attempts that no
     /// longer fit are stopped. Both are requeued at once.
-    fn reconcile_attempts(&mut self, agent_id: &str, announced: &[AttemptId], now: UnixMillis, out: &mut Vec<Action>) {
+    fn reconcile_attempts(
+        &mut self,
+        agent_id: &str,
+        announced: &[AttemptId],
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         let agent = &self.agents[agent_id];
-        let forgotten: Vec<AttemptId> = agent.running.iter().filter(|a| !announced.contains(a)).cloned().collect();
+        let forgotten: Vec<AttemptId> = agent
+            .running
+            .iter()
+            .filter(|a| !announced.contains(a))
+            .cloned()
+            .collect();
         for attempt_id in forgotten {
             if let Some(&t) = self.attempt_index.get(&attempt_id) {
                 self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
@@ -272,7 +339,12 @@ impl Scheduler {
                 .running
                 .iter()
                 .filter_map(|a| self.attempt_index.get(a).map(|&t| (t, a.clone())))
-                .max_by_key(|(t, _)| self.suite.as_ref().and_then(|s| s.tasks[*t].live_attempt()).map_or(0, |a| a.assigned_at));
+                .max_by_key(|(t, _)| {
+                    self.suite
+                        .as_ref()
+                        .and_then(|s| s.tasks[*t].live_attempt())
+                        .map_or(0, |a| a.assigned_at)
+                });
             let Some((t, attempt_id)) = newest else { break };
             out.push(Action::Cancel {
                 agent_id: agent_id.to_string(),
@@ -284,14 +356,28 @@ impl Scheduler {
                 },
             });
             self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-            self.retry_or_fail(t, outcome::Retry::Infrastructure, format!("agent {agent_id} shrank"), now, out);
+            self.retry_or_fail(
+                t,
+                outcome::Retry::Infrastructure,
+                format!("agent {agent_id} shrank"),
+                now,
+                out,
+            );
         }
     }
 
     fn cancel_acked(&mut self, agent_id: &str, attempt_id: &str) {
-        let Some(&t) = self.attempt_index.get(attempt_id) else { return };
-        let Some(suite) = self.suite.as_mut() else { return };
-        if let Some(a) = suite.tasks[t].attempts.iter_mut().find(|a| a.attempt_id == attempt_id && a.agent_id == agent_id) {
+        let Some(&t) = self.attempt_index.get(attempt_id) else {
+            return;
+        };
+        let Some(suite) = self.suite.as_mut() else {
+            return;
+        };
+        if let Some(a) = suite.tasks[t]
+            .attempts
+            .iter_mut()
+            .find(|a| a.attempt_id == attempt_id && a.agent_id == agent_id)
+        {
             a.cancel_acknowledged = true;
         }
     }
@@ -303,7 +389,10 @@ impl Scheduler {
     }
 
     fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let timeout = self.suite.as_ref().map_or(300_000, |s| s.plan.agent_timeout_ms);
+        let timeout = self
+            .suite
+            .as_ref()
+            .map_or(300_000, |s| s.plan.agent_timeout_ms);
         let silent: Vec<(AgentId, u64)> = self
             .agents
             .values()
@@ -318,9 +407,19 @@ impl Scheduler {
                 reason: "no heartbeat within agent_timeout".into(),
             });
         }
-        if let Some(deadline) = self.suite.as_ref().filter(|s| s.state == SuiteState::Running).and_then(|s| s.deadline) {
+        if let Some(deadline) = self
+            .suite
+            .as_ref()
+            .filter(|s| s.state == SuiteState::Running)
+            .and_then(|s| s.deadline)
+        {
             if now >= deadline {
-                self.end_suite("the suite ran past its timeout", SuiteState::Failed, now, out);
+                self.end_suite(
+                    "the suite ran past its timeout",
+                    SuiteState::Failed,
+                    now,
+                    out,
+                );
             }
         }
     }
@@ -328,19 +427,41 @@ impl Scheduler {
     /// The agent is gone: its attempts are lost and their tasks requeued at
     /// once on whatever agent fits.
     fn lose_agent(&mut self, agent_id: &str, why: &str, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(agent) = self.agents.get_mut(agent_id) else { return };
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
         agent.connected = false;
         let attempts: Vec<AttemptId> = agent.running.iter().cloned().collect();
         for attempt_id in attempts {
-            let Some(&t) = self.attempt_index.get(&attempt_id) else { continue };
+            let Some(&t) = self.attempt_index.get(&attempt_id) else {
+                continue;
+            };
             self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-            self.retry_or_fail(t, outcome::Retry::Infrastructure, format!("agent {agent_id} lost: {why}"), now, out);
+            self.retry_or_fail(
+                t,
+                outcome::Retry::Infrastructure,
+                format!("agent {agent_id} lost: {why}"),
+                now,
+                out,
+            );
         }
     }
 
     /// Stops every running attempt and ends every task that has not ended.
-    fn end_suite(&mut self, reason: &str, end_as: SuiteState, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.suite.as_mut().filter(|s| s.state == SuiteState::Running) else { return };
+    fn end_suite(
+        &mut self,
+        reason: &str,
+        end_as: SuiteState,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(suite) = self
+            .suite
+            .as_mut()
+            .filter(|s| s.state == SuiteState::Running)
+        else {
+            return;
+        };
         suite.end_as = Some(end_as);
         suite.reason = reason.to_string();
         let n = suite.tasks.len();
@@ -358,7 +479,10 @@ impl Scheduler {
                 });
                 self.end_live_attempt(t, AttemptOutcome::Cancelled, now);
             }
-            if !self.suite.as_ref().expect("suite").tasks[t].state.is_terminal() {
+            if !self.suite.as_ref().expect("suite").tasks[t]
+                .state
+                .is_terminal()
+            {
                 self.set_terminal(t, TaskState::Cancelled, reason.to_string(), now, out);
             }
         }

@@ -35,13 +35,15 @@ impl Scheduler {
         let suite = self.suite.as_ref().expect("suite");
         let run = &suite.tasks[t];
         let live = run.live_attempt();
-        out.push(Action::Publish(suite_event::Body::TaskState(proto::TaskStateChanged {
-            task_id: suite.plan.tasks[t].id.clone(),
-            status: run.state.as_str().into(),
-            agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
-            attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
-            detail: detail.into(),
-        })));
+        out.push(Action::Publish(suite_event::Body::TaskState(
+            proto::TaskStateChanged {
+                task_id: suite.plan.tasks[t].id.clone(),
+                status: run.state.as_str().into(),
+                agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
+                attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
+                detail: detail.into(),
+            },
+        )));
     }
 
     /// Moves a waiting task on once everything it waits on has ended.
@@ -53,7 +55,11 @@ impl Scheduler {
         let task = &suite.plan.tasks[t];
         if let Some(p) = task.parent {
             if suite.tasks[p].state.is_terminal() {
-                let why = format!("its group {} ended {}", suite.plan.tasks[p].id, suite.tasks[p].state.as_str());
+                let why = format!(
+                    "its group {} ended {}",
+                    suite.plan.tasks[p].id,
+                    suite.tasks[p].state.as_str()
+                );
                 return self.set_terminal(t, TaskState::Skipped, why, now, out);
             }
         }
@@ -62,10 +68,18 @@ impl Scheduler {
             s.is_terminal() && s != TaskState::CompletedSuccess
         });
         if let Some(&d) = blocked {
-            let why = format!("{} ended {}", suite.plan.tasks[d].id, suite.tasks[d].state.as_str());
+            let why = format!(
+                "{} ended {}",
+                suite.plan.tasks[d].id,
+                suite.tasks[d].state.as_str()
+            );
             return self.set_terminal(t, TaskState::Skipped, why, now, out);
         }
-        if task.wait_on.iter().any(|&d| suite.tasks[d].state != TaskState::CompletedSuccess) {
+        if task
+            .wait_on
+            .iter()
+            .any(|&d| suite.tasks[d].state != TaskState::CompletedSuccess)
+        {
             return;
         }
         let kind = task.kind;
@@ -111,7 +125,14 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn retry_or_fail(&mut self, t: usize, kind: Retry, reason: String, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(super) fn retry_or_fail(
+        &mut self,
+        t: usize,
+        kind: Retry,
+        reason: String,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         let suite = self.suite.as_mut().expect("suite");
         if suite.state != SuiteState::Running || suite.tasks[t].state.is_terminal() {
             return;
@@ -120,7 +141,9 @@ impl Scheduler {
         let run = &mut suite.tasks[t];
         let delay = match kind {
             Retry::Infrastructure if run.infra_retries < policy.max_retries + 1 => Some(0),
-            Retry::InfrastructureDelayed if run.infra_retries < policy.max_retries + 1 => Some(policy.retry_delay_ms),
+            Retry::InfrastructureDelayed if run.infra_retries < policy.max_retries + 1 => {
+                Some(policy.retry_delay_ms)
+            }
             _ => None,
         };
         match delay {
@@ -137,7 +160,14 @@ impl Scheduler {
 
     /// The one place a task ends. Propagates to its group, its dependents and
     /// the suite.
-    pub(super) fn set_terminal(&mut self, t: usize, state: TaskState, reason: String, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(super) fn set_terminal(
+        &mut self,
+        t: usize,
+        state: TaskState,
+        reason: String,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         let suite = self.suite.as_mut().expect("suite");
         if suite.tasks[t].state.is_terminal() {
             return;
@@ -154,9 +184,18 @@ impl Scheduler {
         let dependents = suite.dependents[t].clone();
         for c in children {
             // Subtasks not yet started end with their group; running ones finish.
-            if matches!(self.suite.as_ref().expect("suite").tasks[c].state, TaskState::Waiting | TaskState::Ready) {
+            if matches!(
+                self.suite.as_ref().expect("suite").tasks[c].state,
+                TaskState::Waiting | TaskState::Ready
+            ) {
                 let id = self.suite.as_ref().expect("suite").plan.tasks[t].id.clone();
-                self.set_terminal(c, TaskState::Skipped, format!("its group {id} ended {}", state.as_str()), now, out);
+                self.set_terminal(
+                    c,
+                    TaskState::Skipped,
+                    format!("its group {id} ended {}", state.as_str()),
+                    now,
+                    out,
+                );
             }
         }
         if let Some(p) = parent {
@@ -180,51 +219,83 @@ impl Scheduler {
             let s = suite.tasks[c].state;
             s.is_terminal() && s != TaskState::CompletedSuccess
         }) {
-            let why = format!("subtask {} ended {}", suite.plan.tasks[bad].id, suite.tasks[bad].state.as_str());
+            let why = format!(
+                "subtask {} ended {}",
+                suite.plan.tasks[bad].id,
+                suite.tasks[bad].state.as_str()
+            );
             return self.set_terminal(g, TaskState::Failed, why, now, out);
         }
-        if children.iter().all(|&c| suite.tasks[c].state == TaskState::CompletedSuccess) {
+        if children
+            .iter()
+            .all(|&c| suite.tasks[c].state == TaskState::CompletedSuccess)
+        {
             let facts = group_facts(suite, g);
             let results = criteria::evaluate(&suite.plan.tasks[g].criteria, &facts);
             let ok = results.iter().all(|r| r.passed);
             let why = criteria_reason(&results);
             self.suite.as_mut().expect("suite").tasks[g].criteria = results;
-            let state = if ok { TaskState::CompletedSuccess } else { TaskState::Failed };
+            let state = if ok {
+                TaskState::CompletedSuccess
+            } else {
+                TaskState::Failed
+            };
             self.set_terminal(g, state, why, now, out);
         }
     }
 
     pub(super) fn finish_suite_if_done(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.suite.as_mut().filter(|s| s.state == SuiteState::Running) else { return };
+        let Some(suite) = self
+            .suite
+            .as_mut()
+            .filter(|s| s.state == SuiteState::Running)
+        else {
+            return;
+        };
         if !suite.tasks.iter().all(|t| t.state.is_terminal()) {
             return;
         }
         suite.state = if let Some(forced) = suite.end_as.take() {
             forced
-        } else if suite.tasks.iter().all(|t| t.state == TaskState::CompletedSuccess) {
+        } else if suite
+            .tasks
+            .iter()
+            .all(|t| t.state == TaskState::CompletedSuccess)
+        {
             SuiteState::Completed
         } else {
             SuiteState::Failed
         };
         suite.finished_at = Some(now);
         let (suite_id, state) = (suite.suite_id.clone(), suite.state);
-        out.push(Action::Publish(suite_event::Body::SuiteFinished(proto::SuiteFinished {
-            suite_id: suite_id.clone(),
-            status: state.as_str().into(),
-        })));
+        out.push(Action::Publish(suite_event::Body::SuiteFinished(
+            proto::SuiteFinished {
+                suite_id: suite_id.clone(),
+                status: state.as_str().into(),
+            },
+        )));
         out.push(Action::SuiteFinished { suite_id, state });
     }
 
     /// Finds the task of a result and checks the agent holds the attempt.
     /// `Ok(None)` means a known attempt that is no longer live: stale.
-    fn locate_result(&mut self, agent_id: &str, attempt_id: &str) -> Result<Option<usize>, Rejection> {
+    fn locate_result(
+        &mut self,
+        agent_id: &str,
+        attempt_id: &str,
+    ) -> Result<Option<usize>, Rejection> {
         let rejection = match self.attempt_index.get(attempt_id) {
             None => Some(Rejection::UnknownAttempt),
             Some(&t) => {
-                let suite = self.suite.as_mut().expect("indexed attempts belong to the suite");
+                let suite = self
+                    .suite
+                    .as_mut()
+                    .expect("indexed attempts belong to the suite");
                 let run = &mut suite.tasks[t];
                 match run.attempts.iter().position(|a| a.attempt_id == attempt_id) {
-                    Some(i) if run.attempts[i].agent_id != agent_id => Some(Rejection::NotTheAgentsAttempt),
+                    Some(i) if run.attempts[i].agent_id != agent_id => {
+                        Some(Rejection::NotTheAgentsAttempt)
+                    }
                     Some(i) if run.live == Some(i) => return Ok(Some(t)),
                     Some(i) => {
                         run.attempts[i].stale_results += 1;
@@ -235,7 +306,8 @@ impl Scheduler {
             }
         };
         let r = rejection.expect("every other path returned");
-        self.rejections.push((agent_id.to_string(), attempt_id.to_string(), r));
+        self.rejections
+            .push((agent_id.to_string(), attempt_id.to_string(), r));
         if let Some(s) = self.suite.as_mut() {
             s.rejected_results += 1;
         }
@@ -243,7 +315,9 @@ impl Scheduler {
     }
 
     pub(super) fn progress(&mut self, update: proto::ProgressUpdate, out: &mut Vec<Action>) {
-        let Ok(Some(t)) = self.locate_result(&update.agent_id, &update.attempt_id) else { return };
+        let Ok(Some(t)) = self.locate_result(&update.agent_id, &update.attempt_id) else {
+            return;
+        };
         let run = &mut self.suite.as_mut().expect("suite").tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].last_progress = Some(update.clone());
@@ -251,8 +325,15 @@ impl Scheduler {
         out.push(Action::Publish(suite_event::Body::Progress(update)));
     }
 
-    pub(super) fn completed(&mut self, mut c: proto::TaskCompletion, now: UnixMillis, out: &mut Vec<Action>) {
-        let Ok(Some(t)) = self.locate_result(&c.agent_id, &c.attempt_id) else { return };
+    pub(super) fn completed(
+        &mut self,
+        mut c: proto::TaskCompletion,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Ok(Some(t)) = self.locate_result(&c.agent_id, &c.attempt_id) else {
+            return;
+        };
         let success = c.final_status == FinalStatus::Success as i32;
         let suite = self.suite.as_ref().expect("suite");
         let facts = attempt_facts(&c);
@@ -261,7 +342,11 @@ impl Scheduler {
         c.next_actions = next_actions(suite, t, met);
         out.push(Action::Publish(suite_event::Body::Completion(c.clone())));
 
-        let outcome = if met { AttemptOutcome::Succeeded } else { AttemptOutcome::Failed };
+        let outcome = if met {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Failed
+        };
         let suite = self.suite.as_mut().expect("suite");
         let run = &mut suite.tasks[t];
         if let Some(i) = run.live {
@@ -270,16 +355,35 @@ impl Scheduler {
         run.criteria = results.clone();
         self.end_live_attempt(t, outcome, now);
         if met {
-            self.set_terminal(t, TaskState::CompletedSuccess, "all criteria met".into(), now, out);
+            self.set_terminal(
+                t,
+                TaskState::CompletedSuccess,
+                "all criteria met".into(),
+                now,
+                out,
+            );
         } else if !success {
-            self.set_terminal(t, TaskState::Failed, "the command reported failure".into(), now, out);
+            self.set_terminal(
+                t,
+                TaskState::Failed,
+                "the command reported failure".into(),
+                now,
+                out,
+            );
         } else {
             self.set_terminal(t, TaskState::Failed, criteria_reason(&results), now, out);
         }
     }
 
-    pub(super) fn failed(&mut self, f: proto::FailureNotification, now: UnixMillis, out: &mut Vec<Action>) {
-        let Ok(Some(t)) = self.locate_result(&f.agent_id, &f.attempt_id) else { return };
+    pub(super) fn failed(
+        &mut self,
+        f: proto::FailureNotification,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Ok(Some(t)) = self.locate_result(&f.agent_id, &f.attempt_id) else {
+            return;
+        };
         out.push(Action::Publish(suite_event::Body::Failure(f.clone())));
         let details = f.failure_details.clone().unwrap_or_default();
         let kind = retry_kind(details.error_type);
@@ -302,7 +406,9 @@ pub(crate) fn attempt_facts(c: &proto::TaskCompletion) -> Facts {
     let summary = c.execution_summary.clone().unwrap_or_default();
     Facts {
         pass_rate: (tr.total_tests > 0).then_some(tr.pass_rate),
-        coverage: tr.coverage_measured.then_some(tr.coverage_percentage / 100.0),
+        coverage: tr
+            .coverage_measured
+            .then_some(tr.coverage_percentage / 100.0),
         duration_seconds: summary.duration_seconds,
         peak_memory_mb: c.peak_resources.as_ref().map(|r| r.memory_usage_mb as f64),
         metrics: c.metrics.clone().into_iter().collect(),
@@ -315,7 +421,14 @@ fn group_facts(suite: &super::SuiteRun, g: usize) -> Facts {
     let (mut total, mut passed, mut cov, mut cov_n) = (0u64, 0u64, 0.0, 0u32);
     for &c in &suite.plan.tasks[g].children {
         let run = &suite.tasks[c];
-        let Some(done) = run.attempts.iter().rev().find_map(|a| a.completion.as_ref()) else { continue };
+        let Some(done) = run
+            .attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.completion.as_ref())
+        else {
+            continue;
+        };
         let f = attempt_facts(done);
         let tr = done.test_results.clone().unwrap_or_default();
         total += tr.total_tests;
@@ -342,7 +455,10 @@ fn criteria_reason(results: &[criteria::CriterionResult]) -> String {
         .filter(|r| !r.passed)
         .map(|r| match r.actual {
             Some(a) => format!("{} expected {} got {:.4}", r.criterion, r.expected, a),
-            None => format!("{} expected {} but nothing was reported", r.criterion, r.expected),
+            None => format!(
+                "{} expected {} but nothing was reported",
+                r.criterion, r.expected
+            ),
         })
         .collect();
     if missed.is_empty() {
@@ -355,7 +471,10 @@ fn criteria_reason(results: &[criteria::CriterionResult]) -> String {
 /// The seed's `next_actions`: what this result lets happen next.
 fn next_actions(suite: &super::SuiteRun, t: usize, success: bool) -> Vec<String> {
     if !success {
-        return vec![format!("Tasks waiting on {} will be skipped", suite.plan.tasks[t].id)];
+        return vec![format!(
+            "Tasks waiting on {} will be skipped",
+            suite.plan.tasks[t].id
+        )];
     }
     suite.dependents[t]
         .iter()
@@ -370,7 +489,11 @@ fn next_actions(suite: &super::SuiteRun, t: usize, success: bool) -> Vec<String>
             if pending.is_empty() {
                 format!("Task {} can proceed", task.id)
             } else {
-                format!("Task {} can proceed when {} complete", task.id, pending.join(" and "))
+                format!(
+                    "Task {} can proceed when {} complete",
+                    task.id,
+                    pending.join(" and ")
+                )
             }
         })
         .collect()

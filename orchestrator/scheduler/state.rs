@@ -55,7 +55,10 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::CompletedSuccess | TaskState::Failed | TaskState::Skipped | TaskState::Cancelled
+            TaskState::CompletedSuccess
+                | TaskState::Failed
+                | TaskState::Skipped
+                | TaskState::Cancelled
         )
     }
     pub fn as_str(self) -> &'static str {

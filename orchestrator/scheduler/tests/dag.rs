@@ -26,7 +26,11 @@ fn subtasks_start_when_the_groups_dependencies_succeed() {
     for a in sim.running() {
         sim.succeed(&a);
     }
-    assert_eq!(sim.state("B1"), TaskState::Running, "a group runs while its subtasks do");
+    assert_eq!(
+        sim.state("B1"),
+        TaskState::Running,
+        "a group runs while its subtasks do"
+    );
     // integration_tests allows 2 at once: two subtasks run, the third is ready.
     assert_eq!(sim.running_ids(), ["B1a", "B1b"]);
     assert_eq!(sim.state("B1c"), TaskState::Ready);
@@ -39,8 +43,15 @@ fn the_whole_seed_suite_completes() {
     sim.drain_successfully();
     assert_eq!(sim.suite_state(), SuiteState::Completed);
     let suite = sim.s.suite().unwrap();
-    assert!(suite.tasks.iter().all(|t| t.state == TaskState::CompletedSuccess));
-    assert_eq!(suite.tasks.iter().map(|t| t.attempts.len()).sum::<usize>(), 11, "groups never run");
+    assert!(suite
+        .tasks
+        .iter()
+        .all(|t| t.state == TaskState::CompletedSuccess));
+    assert_eq!(
+        suite.tasks.iter().map(|t| t.attempts.len()).sum::<usize>(),
+        11,
+        "groups never run"
+    );
 }
 
 #[test]
@@ -52,7 +63,11 @@ fn a_failed_task_skips_everything_downstream_but_not_its_siblings() {
     for t in ["B1", "B1a", "B1b", "B1c", "B2", "B3", "C1", "C2", "C3"] {
         assert_eq!(sim.state(t), TaskState::Skipped, "{t}");
     }
-    assert_eq!(sim.suite_state(), SuiteState::Running, "A2 and A3 still run");
+    assert_eq!(
+        sim.suite_state(),
+        SuiteState::Running,
+        "A2 and A3 still run"
+    );
     sim.succeed(&r[1]);
     sim.succeed(&r[2]);
     assert_eq!(sim.suite_state(), SuiteState::Failed);
@@ -67,8 +82,16 @@ fn a_failed_subtask_fails_its_group() {
     let b1a = sim.running()[0].clone();
     sim.fail(&b1a, ErrorType::CalculationError);
     assert_eq!(sim.state("B1"), TaskState::Failed);
-    assert_eq!(sim.state("B1c"), TaskState::Skipped, "not started: ends with its group");
-    assert_eq!(sim.state("B1b"), TaskState::Running, "started: finishes on its own");
+    assert_eq!(
+        sim.state("B1c"),
+        TaskState::Skipped,
+        "not started: ends with its group"
+    );
+    assert_eq!(
+        sim.state("B1b"),
+        TaskState::Running,
+        "started: finishes on its own"
+    );
     assert_eq!(sim.state("B2"), TaskState::Skipped);
 }
 
@@ -77,12 +100,25 @@ fn criteria_decide_success() {
     let mut sim = seed_sim("dag");
     let a2 = sim.running()[1].clone();
     // A2 needs pass_rate 1.0; 9 of 10 passing misses it.
-    sim.step(crate::scheduler::Event::Completed(completion(&a2, testfleet::proto::FinalStatus::Success, 10, 9)));
+    sim.step(crate::scheduler::Event::Completed(completion(
+        &a2,
+        testfleet::proto::FinalStatus::Success,
+        10,
+        9,
+    )));
     assert_eq!(sim.state("A2"), TaskState::Failed);
     let suite = sim.s.suite().unwrap();
     let run = &suite.tasks[suite.plan.index["A2"]];
-    assert!(run.reason.contains("pass_rate expected 1 got 0.9"), "{}", run.reason);
-    let c = run.criteria.iter().find(|c| c.criterion == "pass_rate").unwrap();
+    assert!(
+        run.reason.contains("pass_rate expected 1 got 0.9"),
+        "{}",
+        run.reason
+    );
+    let c = run
+        .criteria
+        .iter()
+        .find(|c| c.criterion == "pass_rate")
+        .unwrap();
     assert!(!c.passed);
     assert_eq!(c.actual, Some(0.9));
 }
@@ -104,9 +140,16 @@ fn completion_tells_what_can_proceed() {
     let c = out
         .iter()
         .find_map(|a| match a {
-            crate::scheduler::Action::Publish(testfleet::proto::suite_event::Body::Completion(c)) => Some(c.clone()),
+            crate::scheduler::Action::Publish(testfleet::proto::suite_event::Body::Completion(
+                c,
+            )) => Some(c.clone()),
             _ => None,
         })
         .unwrap();
-    assert!(c.next_actions.contains(&"Task B1 can proceed when A2 and A3 complete".to_string()), "{:?}", c.next_actions);
+    assert!(
+        c.next_actions
+            .contains(&"Task B1 can proceed when A2 and A3 complete".to_string()),
+        "{:?}",
+        c.next_actions
+    );
 }

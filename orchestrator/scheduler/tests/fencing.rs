@@ -18,7 +18,10 @@ fn a_closed_stream_requeues_at_once_elsewhere() {
     assert_ne!(second.agent, first.agent);
     assert_ne!(second.attempt, first.attempt);
     let suite = sim.s.suite().unwrap();
-    assert_eq!(suite.tasks[0].attempts[0].outcome, AttemptOutcome::AgentLost);
+    assert_eq!(
+        suite.tasks[0].attempts[0].outcome,
+        AttemptOutcome::AgentLost
+    );
 }
 
 #[test]
@@ -29,7 +32,11 @@ fn a_late_result_of_a_superseded_attempt_is_stale_and_changes_nothing() {
     sim.disconnect(&first.agent);
     let second = sim.running()[0].clone();
     sim.succeed(&first);
-    assert_eq!(sim.state("T"), TaskState::Running, "the old attempt's success is not the task's");
+    assert_eq!(
+        sim.state("T"),
+        TaskState::Running,
+        "the old attempt's success is not the task's"
+    );
     assert_eq!(sim.s.suite().unwrap().tasks[0].attempts[0].stale_results, 1);
     sim.succeed(&second);
     assert_eq!(sim.suite_state(), SuiteState::Completed);
@@ -56,7 +63,10 @@ fn results_for_attempts_an_agent_does_not_hold_are_refused() {
     assert!(sim.succeed(&a).is_empty());
     assert_eq!(sim.state("T"), TaskState::Running);
     let kinds: Vec<_> = sim.s.rejections.iter().map(|r| r.2).collect();
-    assert_eq!(kinds, [Rejection::NotTheAgentsAttempt, Rejection::UnknownAttempt]);
+    assert_eq!(
+        kinds,
+        [Rejection::NotTheAgentsAttempt, Rejection::UnknownAttempt]
+    );
 }
 
 #[test]
@@ -68,7 +78,9 @@ fn a_silent_agent_is_lost_after_agent_timeout() {
     sim.advance(6_000);
     sim.heartbeat(other);
     let out = sim.advance(6_000);
-    assert!(out.iter().any(|a| matches!(a, Action::DropAgent { agent_id, .. } if *agent_id == first.agent)));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::DropAgent { agent_id, .. } if *agent_id == first.agent)));
     assert_eq!(sim.running()[0].agent, other);
 }
 
@@ -81,13 +93,18 @@ fn a_reconnecting_agent_keeps_its_live_attempt_and_stops_superseded_ones() {
     assert!(!out.iter().any(|a| matches!(a, Action::Cancel { .. })));
     assert_eq!(sim.running()[0].attempt, first.attempt);
     // The old stream's close arrives late and is ignored.
-    sim.step(Event::AgentDisconnected { agent_id: "a".into(), conn: 1 });
+    sim.step(Event::AgentDisconnected {
+        agent_id: "a".into(),
+        conn: 1,
+    });
     assert_eq!(sim.running()[0].attempt, first.attempt);
     // Now it really goes away, its attempt is requeued, and it comes back
     // still running the old one: that one must stop.
     sim.disconnect("a");
     let out = sim.join_with("a", cap(1, 1024), vec![first.attempt.clone()]);
-    assert!(out.iter().any(|a| matches!(a, Action::Cancel { cancel, .. } if cancel.attempt_id == first.attempt)));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Cancel { cancel, .. } if cancel.attempt_id == first.attempt)));
     assert_ne!(sim.running()[0].attempt, first.attempt);
 }
 
@@ -97,7 +114,9 @@ fn cancelling_the_suite_stops_every_attempt_and_ends_every_task() {
     sim.submit(plan(&seed_yaml("dag")));
     sim.join("a", cap(8, 16384));
     let running = sim.running();
-    let out = sim.step(Event::CancelSuite { reason: "operator".into() });
+    let out = sim.step(Event::CancelSuite {
+        reason: "operator".into(),
+    });
     let cancelled: Vec<_> = out
         .iter()
         .filter_map(|a| match a {
@@ -107,14 +126,25 @@ fn cancelling_the_suite_stops_every_attempt_and_ends_every_task() {
         .collect();
     assert_eq!(cancelled.len(), running.len());
     assert_eq!(sim.suite_state(), SuiteState::Cancelled);
-    assert!(sim.s.suite().unwrap().tasks.iter().all(|t| t.state.is_terminal()));
+    assert!(sim
+        .s
+        .suite()
+        .unwrap()
+        .tasks
+        .iter()
+        .all(|t| t.state.is_terminal()));
     assert!(sim.s.agents().all(|a| a.reserved == Default::default()));
 }
 
 #[test]
 fn the_suite_deadline_ends_it_as_failed() {
     let mut sim = Sim::new();
-    sim.step(Event::SubmitSuite { suite_id: "s".into(), suite_name: "x".into(), plan: plan(&seed_yaml("dag")), timeout_ms: Some(5_000) });
+    sim.step(Event::SubmitSuite {
+        suite_id: "s".into(),
+        suite_name: "x".into(),
+        plan: plan(&seed_yaml("dag")),
+        timeout_ms: Some(5_000),
+    });
     sim.join("a", cap(8, 16384));
     sim.advance(6_000);
     assert_eq!(sim.suite_state(), SuiteState::Failed);
@@ -125,7 +155,11 @@ fn infrastructure_failures_retry_and_test_failures_do_not() {
     let mut sim = one_task();
     let a = sim.running()[0].clone();
     sim.fail(&a, testfleet::proto::ErrorType::SystemError);
-    assert_eq!(sim.state("T"), TaskState::Ready, "retried after retry_delay");
+    assert_eq!(
+        sim.state("T"),
+        TaskState::Ready,
+        "retried after retry_delay"
+    );
     for _ in 0..4 {
         sim.advance(8_000);
         sim.heartbeat("a");

@@ -20,7 +20,11 @@ pub fn plan(yaml: &str) -> Arc<SuitePlan> {
 }
 
 pub fn cap(cpu: u64, memory_mb: u64) -> ResourceSpec {
-    ResourceSpec { memory_mb, cpu_millis: cpu * 1000, disk_mb: 1 << 20 }
+    ResourceSpec {
+        memory_mb,
+        cpu_millis: cpu * 1000,
+        disk_mb: 1 << 20,
+    }
 }
 
 /// A scheduler, a clock, and everything it has said, with the invariants
@@ -41,7 +45,12 @@ pub struct Assigned {
 
 impl Sim {
     pub fn new() -> Self {
-        Sim { s: Scheduler::new("orch"), now: 1_000, log: Vec::new(), conns: BTreeMap::new() }
+        Sim {
+            s: Scheduler::new("orch"),
+            now: 1_000,
+            log: Vec::new(),
+            conns: BTreeMap::new(),
+        }
     }
 
     pub fn step(&mut self, e: Event) -> Vec<Action> {
@@ -54,14 +63,24 @@ impl Sim {
     }
 
     pub fn submit(&mut self, plan: Arc<SuitePlan>) -> Vec<Action> {
-        self.step(Event::SubmitSuite { suite_id: "s".into(), suite_name: "suite".into(), plan, timeout_ms: None })
+        self.step(Event::SubmitSuite {
+            suite_id: "s".into(),
+            suite_name: "suite".into(),
+            plan,
+            timeout_ms: None,
+        })
     }
 
     pub fn join(&mut self, agent: &str, capacity: ResourceSpec) -> Vec<Action> {
         self.join_with(agent, capacity, vec![])
     }
 
-    pub fn join_with(&mut self, agent: &str, capacity: ResourceSpec, running: Vec<String>) -> Vec<Action> {
+    pub fn join_with(
+        &mut self,
+        agent: &str,
+        capacity: ResourceSpec,
+        running: Vec<String>,
+    ) -> Vec<Action> {
         let conn = self.conns.entry(agent.to_string()).or_default();
         *conn += 1;
         let conn = *conn;
@@ -77,12 +96,19 @@ impl Sim {
 
     pub fn disconnect(&mut self, agent: &str) -> Vec<Action> {
         let conn = self.conns[agent];
-        self.step(Event::AgentDisconnected { agent_id: agent.into(), conn })
+        self.step(Event::AgentDisconnected {
+            agent_id: agent.into(),
+            conn,
+        })
     }
 
     pub fn heartbeat(&mut self, agent: &str) -> Vec<Action> {
         let conn = self.conns[agent];
-        self.step(Event::Heartbeat { agent_id: agent.into(), conn, usage: None })
+        self.step(Event::Heartbeat {
+            agent_id: agent.into(),
+            conn,
+            usage: None,
+        })
     }
 
     pub fn advance(&mut self, ms: u64) -> Vec<Action> {
@@ -149,7 +175,10 @@ pub fn assigned(actions: &[Action]) -> Vec<Assigned> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Assign { agent_id, assignment } => Some(Assigned {
+            Action::Assign {
+                agent_id,
+                assignment,
+            } => Some(Assigned {
                 agent: agent_id.clone(),
                 task: assignment.task_details.as_ref().unwrap().task_id.clone(),
                 attempt: assignment.attempt_id.clone(),
@@ -159,7 +188,12 @@ pub fn assigned(actions: &[Action]) -> Vec<Assigned> {
         .collect()
 }
 
-pub fn completion(a: &Assigned, status: FinalStatus, total: u64, passed: u64) -> proto::TaskCompletion {
+pub fn completion(
+    a: &Assigned,
+    status: FinalStatus,
+    total: u64,
+    passed: u64,
+) -> proto::TaskCompletion {
     proto::TaskCompletion {
         agent_id: a.agent.clone(),
         task_id: a.task.clone(),
@@ -169,14 +203,28 @@ pub fn completion(a: &Assigned, status: FinalStatus, total: u64, passed: u64) ->
             total_tests: total,
             passed,
             failed: total - passed,
-            pass_rate: if total == 0 { 0.0 } else { passed as f64 / total as f64 },
+            pass_rate: if total == 0 {
+                0.0
+            } else {
+                passed as f64 / total as f64
+            },
             coverage_percentage: 99.0,
             coverage_measured: true,
             ..Default::default()
         }),
-        metrics: [("speedup".to_string(), 3.0), ("memory_efficiency".to_string(), 0.9)].into(),
-        peak_resources: Some(proto::ResourceUsage { memory_usage_mb: 100, ..Default::default() }),
-        execution_summary: Some(proto::ExecutionSummary { duration_seconds: 1.0, ..Default::default() }),
+        metrics: [
+            ("speedup".to_string(), 3.0),
+            ("memory_efficiency".to_string(), 0.9),
+        ]
+        .into(),
+        peak_resources: Some(proto::ResourceUsage {
+            memory_usage_mb: 100,
+            ..Default::default()
+        }),
+        execution_summary: Some(proto::ExecutionSummary {
+            duration_seconds: 1.0,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -54,7 +54,10 @@ fn phased_performance_phase_is_sequential() {
     let suite = sim.s.suite().unwrap();
     let end = |id: &str| suite.tasks[suite.plan.index[id]].ended_at.unwrap();
     let start = |id: &str| suite.tasks[suite.plan.index[id]].started_at.unwrap();
-    assert!(start("C3") >= end("C2"), "C3 after C2 in the sequential phase");
+    assert!(
+        start("C3") >= end("C2"),
+        "C3 after C2 in the sequential phase"
+    );
     assert!(start("B1a") >= end("A1").max(end("A2")).max(end("A3")));
 }
 
@@ -70,7 +73,11 @@ fn dag_makespan_is_no_longer_than_phased() {
 impl Sim {
     /// Completes the named running tasks (and whatever they release, if named).
     fn drain_until(&mut self, ids: &[&str]) {
-        while let Some(a) = self.running().into_iter().find(|a| ids.contains(&a.task.as_str())) {
+        while let Some(a) = self
+            .running()
+            .into_iter()
+            .find(|a| ids.contains(&a.task.as_str()))
+        {
             self.now += 100;
             self.succeed(&a);
         }

@@ -2,7 +2,9 @@ use super::harness::*;
 use crate::scheduler::TaskState;
 
 fn tasks_yaml(prefix: &str, tasks: &[(&str, u32, u32)]) -> String {
-    let mut y = format!("{prefix}templates:\n  t: {{command: x}}\norchestrator:\n  task_definitions:\n    u:\n");
+    let mut y = format!(
+        "{prefix}templates:\n  t: {{command: x}}\norchestrator:\n  task_definitions:\n    u:\n"
+    );
     for (id, cpu, mem) in tasks {
         y += &format!("      - {{id: {id}, template: t, resources: {{cpu_cores: {cpu}, memory_mb: {mem}}}}}\n");
     }
@@ -15,7 +17,11 @@ fn a_task_goes_only_where_it_fits() {
     sim.submit(plan(&tasks_yaml("", &[("BIG", 4, 4096)])));
     sim.join("small", cap(2, 2048));
     assert!(sim.running().is_empty());
-    assert_eq!(sim.state("BIG"), TaskState::Ready, "waits for an agent it fits");
+    assert_eq!(
+        sim.state("BIG"),
+        TaskState::Ready,
+        "waits for an agent it fits"
+    );
     sim.join("large", cap(4, 8192));
     assert_eq!(sim.running()[0].agent, "large");
 }
@@ -35,7 +41,15 @@ fn best_fit_keeps_the_large_agent_for_the_large_task() {
 fn an_agent_is_packed_up_to_its_capacity_and_no_further() {
     let mut sim = Sim::new();
     sim.join("a", cap(3, 8192));
-    sim.submit(plan(&tasks_yaml("", &[("T1", 1, 100), ("T2", 1, 100), ("T3", 1, 100), ("T4", 1, 100)])));
+    sim.submit(plan(&tasks_yaml(
+        "",
+        &[
+            ("T1", 1, 100),
+            ("T2", 1, 100),
+            ("T3", 1, 100),
+            ("T4", 1, 100),
+        ],
+    )));
     assert_eq!(sim.running_ids(), ["T1", "T2", "T3"]);
     let r = sim.running();
     sim.succeed(&r[0]);
@@ -45,7 +59,10 @@ fn an_agent_is_packed_up_to_its_capacity_and_no_further() {
 #[test]
 fn agent_limits_cap_the_whole_fleet() {
     let mut sim = Sim::new();
-    let yaml = tasks_yaml("agent_limits:\n  total_cpu_cores: 8\n", &[("T1", 4, 100), ("T2", 4, 100), ("T3", 4, 100)]);
+    let yaml = tasks_yaml(
+        "agent_limits:\n  total_cpu_cores: 8\n",
+        &[("T1", 4, 100), ("T2", 4, 100), ("T3", 4, 100)],
+    );
     sim.submit(plan(&yaml));
     for a in ["a", "b", "c"] {
         sim.join(a, cap(16, 65536));
@@ -56,7 +73,10 @@ fn agent_limits_cap_the_whole_fleet() {
 #[test]
 fn max_parallel_caps_a_category() {
     let mut sim = Sim::new();
-    let yaml = tasks_yaml("resource_allocation:\n  u: {max_parallel: 1}\n", &[("T1", 1, 100), ("T2", 1, 100)]);
+    let yaml = tasks_yaml(
+        "resource_allocation:\n  u: {max_parallel: 1}\n",
+        &[("T1", 1, 100), ("T2", 1, 100)],
+    );
     sim.submit(plan(&yaml));
     sim.join("a", cap(16, 65536));
     assert_eq!(sim.running_ids(), ["T1"]);
@@ -65,8 +85,13 @@ fn max_parallel_caps_a_category() {
 #[test]
 fn the_fleet_refuses_agents_past_max_agents() {
     let mut sim = Sim::new();
-    sim.submit(plan(&tasks_yaml("agent_limits:\n  max_agents: 1\n", &[("T1", 1, 100)])));
+    sim.submit(plan(&tasks_yaml(
+        "agent_limits:\n  max_agents: 1\n",
+        &[("T1", 1, 100)],
+    )));
     sim.join("a", cap(1, 1024));
     let out = sim.join("b", cap(1, 1024));
-    assert!(matches!(&out[0], crate::scheduler::Action::RefuseAgent { agent_id, .. } if agent_id == "b"));
+    assert!(
+        matches!(&out[0], crate::scheduler::Action::RefuseAgent { agent_id, .. } if agent_id == "b")
+    );
 }

@@ -41,7 +41,12 @@ struct World {
 
 impl World {
     fn step(&mut self, e: Event) {
-        self.trace.push(format!("t={} {e:?}", self.sim.now).chars().take(240).collect());
+        self.trace.push(
+            format!("t={} {e:?}", self.sim.now)
+                .chars()
+                .take(240)
+                .collect(),
+        );
         let out = self.sim.step(e);
         self.issued.extend(assigned(&out));
     }
@@ -72,7 +77,10 @@ impl World {
                     .map(|a| a.attempt.clone())
                     .collect();
                 self.silent.insert(id.clone(), false);
-                let c = cap(self.rng.random_range(1..=8), self.rng.random_range(1..=16) * 1024);
+                let c = cap(
+                    self.rng.random_range(1..=8),
+                    self.rng.random_range(1..=16) * 1024,
+                );
                 self.trace.push(format!("join {id} {c:?}"));
                 let out = self.sim.join_with(&id, c, running);
                 self.issued.extend(assigned(&out));
@@ -139,10 +147,17 @@ impl World {
                     self.step(e);
                 }
             }
-            73 => self.step(Event::CancelSuite { reason: "operator".into() }),
+            73 => self.step(Event::CancelSuite {
+                reason: "operator".into(),
+            }),
             _ => {
                 self.sim.now += self.rng.random_range(100..4_000);
-                let awake: Vec<String> = self.agents.iter().filter(|a| !self.silent.get(*a).copied().unwrap_or(false)).cloned().collect();
+                let awake: Vec<String> = self
+                    .agents
+                    .iter()
+                    .filter(|a| !self.silent.get(*a).copied().unwrap_or(false))
+                    .cloned()
+                    .collect();
                 for id in awake {
                     if self.sim.s.agents().any(|a| a.id == id && a.connected) {
                         self.sim.heartbeat(&id);
@@ -182,17 +197,28 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
     let mut ends: BTreeMap<String, u32> = BTreeMap::new();
     for a in &sim.log {
         if let Action::Publish(suite_event::Body::TaskState(s)) = a {
-            if matches!(s.status.as_str(), "completed_success" | "failed" | "skipped" | "cancelled") {
+            if matches!(
+                s.status.as_str(),
+                "completed_success" | "failed" | "skipped" | "cancelled"
+            ) {
                 *ends.entry(s.task_id.clone()).or_default() += 1;
             }
         }
     }
     for t in &suite.plan.tasks {
         if ends.get(&t.id).copied() != Some(1) {
-            return Err(format!("{} announced {} terminal states", t.id, ends.get(&t.id).copied().unwrap_or(0)));
+            return Err(format!(
+                "{} announced {} terminal states",
+                t.id,
+                ends.get(&t.id).copied().unwrap_or(0)
+            ));
         }
     }
-    let finished = sim.log.iter().filter(|a| matches!(a, Action::SuiteFinished { .. })).count();
+    let finished = sim
+        .log
+        .iter()
+        .filter(|a| matches!(a, Action::SuiteFinished { .. }))
+        .count();
     if finished != 1 {
         return Err(format!("suite finished {finished} times"));
     }
@@ -210,7 +236,9 @@ fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
         trace: Vec::new(),
     };
     let mode = if seed % 2 == 0 { "dag" } else { "phased" };
-    let yaml = seed_yaml(mode).replace("retry_delay_seconds: 30", "retry_delay_seconds: 1").replace("agent_timeout: 300", "agent_timeout: 10");
+    let yaml = seed_yaml(mode)
+        .replace("retry_delay_seconds: 30", "retry_delay_seconds: 1")
+        .replace("agent_timeout: 300", "agent_timeout: 10");
     w.sim.submit(plan(&yaml));
     let steps = w.rng.random_range(20..200);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -224,7 +252,10 @@ fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(msg)) => Err((msg, w.trace)),
         Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             Err((msg.unwrap_or_default(), w.trace))
         }
     }
@@ -234,7 +265,13 @@ fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
 fn random_schedules_keep_every_invariant() {
     let (from, count) = match std::env::var("TESTFLEET_SIM_SEED") {
         Ok(seed) => (seed.parse().expect("TESTFLEET_SIM_SEED is a number"), 1),
-        Err(_) => (0, std::env::var("TESTFLEET_SIM_SCHEDULES").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000)),
+        Err(_) => (
+            0,
+            std::env::var("TESTFLEET_SIM_SCHEDULES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10_000),
+        ),
     };
     for seed in from..from + count {
         if let Err((msg, trace)) = run_schedule(seed) {

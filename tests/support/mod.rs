@@ -1,0 +1,305 @@
+//! What every black-box test needs: the real binaries, started on real
+//! sockets, stopped (with everything they started) when the test ends, and
+//! waits on states with deadlines instead of sleeps.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn orchestrator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"))
+}
+
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agent"))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// Polls `check` until it returns Some, or panics with `what` at the deadline.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed (with its process group) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit"), limit, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `orchestrator serve` on a free loopback port.
+pub struct Server {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(config: &Path, dir: &Path) -> Server {
+        let data_dir = dir.join("data");
+        let log = dir.join("orchestrator.log");
+        let mut child = Command::new(orchestrator_bin())
+            .args(["serve", "--insecure", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the orchestrator");
+        // Its JSON log says where it listens; keep copying the rest to a file.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(&log_path).expect("log file");
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let Some(addr) = v["addr"].as_str() {
+                        let _ = tx.send(addr.to_string());
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the orchestrator reports its address");
+        Server {
+            proc: Proc {
+                child,
+                name: "orchestrator".into(),
+            },
+            addr: addr.parse().expect("an address"),
+            data_dir,
+            log,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs an `orchestrator` client subcommand against this server.
+    pub fn client(&self, args: &[&str]) -> Output {
+        Command::new(orchestrator_bin())
+            .args(args)
+            .args(["--endpoint", &self.endpoint(), "--insecure"])
+            .output()
+            .expect("run the client")
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, Value) {
+        http(self.addr, "GET", path, "")
+    }
+
+    pub fn http_post(&self, path: &str, body: &str) -> (u16, Value) {
+        http(self.addr, "POST", path, body)
+    }
+
+    pub fn status(&self) -> Value {
+        self.http_get("/api/v1/status").1
+    }
+
+    pub fn wait_for_status(&self, want: &[&str], limit: Duration) -> String {
+        wait_for(&format!("suite status in {want:?}"), limit, || {
+            let s = self.status()["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            want.contains(&s.as_str()).then_some(s)
+        })
+    }
+
+    pub fn wait_for_agents(&self, n: usize) {
+        wait_for(
+            &format!("{n} agents connected"),
+            Duration::from_secs(20),
+            || {
+                let out = self.client(&["agents"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                (text.matches(" connected ").count() >= n).then_some(())
+            },
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 client: enough for the seed's JSON API.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the response");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// A real agent process.
+pub fn start_agent(endpoint: &str, id: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let child = Command::new(agent_bin())
+        .args([
+            "--orchestrator-endpoint",
+            endpoint,
+            "--insecure",
+            "--agent-id",
+            id,
+            "--cpu-cores",
+            "4",
+            "--memory-mb",
+            "8192",
+        ])
+        .arg("--workdir")
+        .arg(dir.join(id))
+        .arg("--log-file")
+        .arg(dir.join(format!("{id}.log")))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start an agent");
+    Proc {
+        child,
+        name: id.into(),
+    }
+}
+
+/// `orchestrator run FILE --local-agents N --report-dir DIR`, to its end.
+pub fn run_suite(config: &Path, agents: u32, report_dir: &Path, extra: &[&str]) -> (Output, Value) {
+    let out = Command::new(orchestrator_bin())
+        .arg("run")
+        .arg(config)
+        .args(["--local-agents", &agents.to_string()])
+        .arg("--report-dir")
+        .arg(report_dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the suite");
+    let report = std::fs::read_to_string(report_dir.join("report.json"))
+        .map(|t| serde_json::from_str(&t).expect("report.json is JSON"))
+        .unwrap_or(Value::Null);
+    (out, report)
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn task<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in the report"))
+}
+
+/// Whether a process is gone (or only a zombie awaiting its reaper).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A Python with pytest and pytest-cov (CI's venv, or the developer's).
+pub fn python() -> String {
+    std::env::var("TESTFLEET_PYTHON").unwrap_or_else(|_| "python3".into())
+}

@@ -415,6 +415,8 @@ async fn execute(
         o.signal = status.signal();
     }
     o.end_ms = now_millis();
+    // The last word on progress, however fast the run was.
+    send_progress(ctx, at, &o.observed, usage, TaskStatus::Parsing).await;
     tracing::info!(
         task_id = at.task_id,
         ?status,

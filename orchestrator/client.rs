@@ -198,7 +198,10 @@ pub async fn watch(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
-    if s.status != "running" {
+    if s.status == "idle" {
+        // Nothing has run yet: follow the first suite that starts.
+        eprintln!("waiting for a suite to start");
+    } else if s.status != "running" {
         println!("no suite is running (last: {} {})", s.suite_id, s.status);
         return Ok(if s.status == "completed" {
             ExitCode::SUCCESS

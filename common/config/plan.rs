@@ -227,13 +227,8 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
         }
     }
 
-    for i in 0..tasks.len() {
-        let deps = tasks[i]
-            .dependencies
-            .iter()
-            .filter_map(|d| index.get(d).copied())
-            .collect();
-        tasks[i].wait_on = deps;
+    for t in &mut tasks {
+        t.wait_on = t.dependencies.iter().filter_map(|d| index.get(d).copied()).collect();
     }
 
     let mode = config.scheduling;

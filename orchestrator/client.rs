@@ -146,7 +146,7 @@ pub fn describe_event(body: &suite_event::Body) -> Option<String> {
         }
         suite_event::Body::Progress(_) => return None,
         suite_event::Body::Completion(c) => {
-            let t = c.test_results.clone().unwrap_or_default();
+            let t = c.test_results.unwrap_or_default();
             format!(
                 "{} finished on {}: {}/{} tests passed, coverage {:.1}%",
                 c.task_id, c.agent_id, t.passed, t.total_tests, t.coverage_percentage

@@ -18,6 +18,9 @@ use crate::scheduler::{Action, Event, Scheduler, SuiteState};
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;
 
+// Events are moved, not boxed: a heap allocation per event would cost more on
+// the scheduler's hot path than copying the larger variant through the channel.
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     Event(Event),
     /// A new stream: where to send this agent's assignments from now on.
@@ -256,8 +259,8 @@ fn log_assignment(a: &proto::TaskAssignment) {
 }
 
 fn log_completion(c: &proto::TaskCompletion) {
-    let tr = c.test_results.clone().unwrap_or_default();
-    let s = c.execution_summary.clone().unwrap_or_default();
+    let tr = c.test_results.unwrap_or_default();
+    let s = c.execution_summary.unwrap_or_default();
     tracing::info!(
         event = "task_completed",
         task_id = c.task_id,

@@ -360,8 +360,8 @@ fn print_summary(report: &serde_json::Value) {
         report["status"].as_str().unwrap_or("")
     );
     println!(
-        "{:<8} {:<18} {:>8} {:>10} {:>9}  {}",
-        "task", "status", "attempts", "tests", "coverage", "criteria"
+        "{:<8} {:<18} {:>8} {:>10} {:>9}  criteria",
+        "task", "status", "attempts", "tests", "coverage"
     );
     for t in report["tasks"].as_array().into_iter().flatten() {
         let last = t["attempts"].as_array().and_then(|a| a.last());

@@ -43,13 +43,13 @@ fn attempt_json(a: &Attempt) -> Value {
     let summary = a
         .completion
         .as_ref()
-        .and_then(|c| c.execution_summary.clone())
-        .or_else(|| a.failure.as_ref().and_then(|f| f.execution_summary.clone()));
+        .and_then(|c| c.execution_summary)
+        .or_else(|| a.failure.as_ref().and_then(|f| f.execution_summary));
     let tests = a
         .completion
         .as_ref()
-        .and_then(|c| c.test_results.clone())
-        .or_else(|| a.failure.as_ref().and_then(|f| f.test_results.clone()));
+        .and_then(|c| c.test_results)
+        .or_else(|| a.failure.as_ref().and_then(|f| f.test_results));
     let artifacts: Vec<String> = a
         .completion
         .as_ref()
@@ -59,8 +59,8 @@ fn attempt_json(a: &Attempt) -> Value {
     let peak = a
         .completion
         .as_ref()
-        .and_then(|c| c.peak_resources.clone())
-        .or_else(|| a.failure.as_ref().and_then(|f| f.peak_resources.clone()));
+        .and_then(|c| c.peak_resources)
+        .or_else(|| a.failure.as_ref().and_then(|f| f.peak_resources));
     json!({
         "attempt_id": a.attempt_id,
         "number": a.number,

@@ -402,8 +402,8 @@ impl Scheduler {
 }
 
 pub(crate) fn attempt_facts(c: &proto::TaskCompletion) -> Facts {
-    let tr = c.test_results.clone().unwrap_or_default();
-    let summary = c.execution_summary.clone().unwrap_or_default();
+    let tr = c.test_results.unwrap_or_default();
+    let summary = c.execution_summary.unwrap_or_default();
     Facts {
         pass_rate: (tr.total_tests > 0).then_some(tr.pass_rate),
         coverage: tr
@@ -430,7 +430,7 @@ fn group_facts(suite: &super::SuiteRun, g: usize) -> Facts {
             continue;
         };
         let f = attempt_facts(done);
-        let tr = done.test_results.clone().unwrap_or_default();
+        let tr = done.test_results.unwrap_or_default();
         total += tr.total_tests;
         passed += tr.passed;
         if let Some(c) = f.coverage {

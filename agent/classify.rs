@@ -46,10 +46,22 @@ static EXHAUSTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"No space left on device|ENOSPC|Too many open files|EMFILE|Disk quota exceeded")
         .expect("regex")
 });
-/// An assertion that compares numbers: a calculation came out wrong.
+/// An assertion about numbers: a calculation came out wrong. Either two
+/// numbers compared (`assert 2083.34 == 2083.33`) or an expected/got pair.
 static NUMERIC_ASSERTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(AssertionError|assert).*?-?\d+\.?\d*\s*(==|!=|<|>|<=|>=|got|expected|Expected|not close|approx)\s*.*?-?\d+\.?\d*").expect("regex")
+    Regex::new(concat!(
+        r"(?i)-?\d+(?:\.\d+)?\s*(?:==|!=|<=|>=|<|>)\s*-?\d+(?:\.\d+)?",
+        r"|expected\W*-?\d[\d.,]*.*?\bgot\W*-?\d",
+        r"|got\W*-?\d[\d.,]*.*?\bexpected\W*-?\d",
+        r"|-?\d+\.\d+\s*(?:±|\+-)\s*",
+    ))
+    .expect("regex")
 });
+static ASSERTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bassert").expect("regex"));
+
+fn numeric_assertion(text: &str) -> bool {
+    ASSERTION.is_match(text) && NUMERIC_ASSERTION.is_match(text)
+}
 
 pub fn classify(e: &Ending) -> Classified {
     let failures: &[junit::Failure] = e.junit.map(|j| j.failures.as_slice()).unwrap_or_default();

@@ -129,7 +129,9 @@ pub async fn run(
     tracing::info!("attempt starting");
     drop(_entered);
 
-    if let Err(e) = std::fs::create_dir_all(&attempt.artifacts) {
+    if let Err(e) = std::fs::create_dir_all(&attempt.artifacts)
+        .and_then(|_| std::fs::create_dir_all(attempt.dir.join("tmp")))
+    {
         let msg = format!("cannot create {}: {e}", attempt.artifacts.display());
         let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
             ErrorType::PermissionError

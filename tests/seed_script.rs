@@ -61,7 +61,13 @@ fn the_seeds_orchestrator_script_runs_the_suite() {
     };
     let status = script.wait_exit(Duration::from_secs(400));
     let out = std::fs::read_to_string(&output).unwrap();
-    assert!(status.success(), "orchestrator.sh failed:\n{out}");
+    let failure_report =
+        std::fs::read_to_string(project.join("orchestration_logs/failure_report.json"))
+            .unwrap_or_default();
+    assert!(
+        status.success(),
+        "orchestrator.sh failed:\n{out}\nfailure report:\n{failure_report}"
+    );
     assert!(
         out.contains("Testing suite completed successfully!"),
         "{out}"

@@ -228,7 +228,11 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
     }
 
     for t in &mut tasks {
-        t.wait_on = t.dependencies.iter().filter_map(|d| index.get(d).copied()).collect();
+        t.wait_on = t
+            .dependencies
+            .iter()
+            .filter_map(|d| index.get(d).copied())
+            .collect();
     }
 
     let mode = config.scheduling;

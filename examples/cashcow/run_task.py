@@ -43,6 +43,8 @@ def main() -> int:
     os.chdir(HERE)
     sys.path.insert(0, os.path.join(HERE, "src"))
     os.makedirs(args.artifacts, exist_ok=True)
+    # Tasks share this directory on an agent: keep each one's coverage data apart.
+    os.environ["COVERAGE_FILE"] = os.path.join(os.path.abspath(args.artifacts), ".coverage")
     argv = [*tests, "-v", "-p", "no:cacheprovider", f"--junitxml={os.path.join(args.artifacts, 'junit.xml')}"]
     argv += [f"--cov={m}" for m in modules]
     argv += [f"--cov-report=xml:{os.path.join(args.artifacts, 'coverage.xml')}", "--cov-report=term"]

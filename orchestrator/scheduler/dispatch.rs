@@ -1,10 +1,11 @@
 //! Placement: which ready task runs next, and on which agent.
 //!
 //! Ready tasks are taken by priority, then file order. Each goes to the
-//! connected agent where it fits best (least room left over, so large tasks
-//! still find a whole agent later), within its category's `max_parallel` and
-//! the fleet's `agent_limits`. A task that fits nowhere now is passed over,
-//! so smaller ones behind it may still start.
+//! connected agent where it fits and which would be least loaded after it
+//! (agents are real hosts: two tasks side by side on one host run slower
+//! while another host idles), within its category's `max_parallel` and the
+//! fleet's `agent_limits`. A task that fits nowhere now is passed over, so
+//! smaller ones behind it may still start.
 
 use std::collections::HashMap;
 
@@ -67,7 +68,7 @@ impl Scheduler {
         self.agents
             .values()
             .filter(|a| a.connected && need.fits_within(&a.free()))
-            .min_by_key(|a| leftover_score(&a.free(), &need))
+            .min_by_key(|a| (load_after(a, &need), a.id.clone()))
             .map(|a| a.id.clone())
     }
 
@@ -145,12 +146,14 @@ impl Scheduler {
     }
 }
 
-/// Smaller is a tighter fit. Memory dominates; cores break ties.
-fn leftover_score(free: &ResourceSpec, need: &ResourceSpec) -> (u64, u64) {
-    (
-        free.memory_mb - need.memory_mb,
-        free.cpu_millis - need.cpu_millis,
-    )
+/// How full the agent would be with `need` placed on it, in thousandths of
+/// its scarcest resource.
+fn load_after(agent: &super::AgentState, need: &ResourceSpec) -> u64 {
+    let mut after = agent.reserved;
+    after.add(need);
+    let ratio = |used: u64, cap: u64| if cap == 0 { 1000 } else { used * 1000 / cap };
+    ratio(after.cpu_millis, agent.capacity.cpu_millis)
+        .max(ratio(after.memory_mb, agent.capacity.memory_mb))
 }
 
 fn priority(p: PriorityName) -> Priority {
@@ -160,6 +163,25 @@ fn priority(p: PriorityName) -> Priority {
         PriorityName::High => Priority::High,
         PriorityName::Critical => Priority::Critical,
     }
+}
+
+/// A W3C traceparent for the attempt: the suite is the trace, the attempt a
+/// span. Derived, not random, so the scheduler stays deterministic.
+pub(crate) fn traceparent(suite_id: &str, attempt_id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut trace: String = suite_id.chars().filter(char::is_ascii_hexdigit).collect();
+    if trace.len() != 32 || trace.chars().all(|c| c == '0') {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        suite_id.hash(&mut h);
+        trace = format!("{:016x}{:016x}", h.finish(), h.finish().rotate_left(17) | 1);
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    attempt_id.hash(&mut h);
+    format!(
+        "00-{}-{:016x}-01",
+        trace.to_ascii_lowercase(),
+        h.finish() | 1
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -209,7 +231,10 @@ fn build_assignment(
             success_criteria: Some(criteria),
         }),
         attempt_id: attempt_id.to_string(),
-        trace_context: HashMap::new(),
+        trace_context: HashMap::from([(
+            "traceparent".to_string(),
+            traceparent(suite_id, attempt_id),
+        )]),
         execution: Some(proto::ExecutionSpec {
             command: e.command.clone(),
             setup_command: e.setup.clone(),

@@ -3,7 +3,7 @@
 //! and spawns nothing, which is what lets tests drive every failure path
 //! deterministically (see `tests/simulation.rs`).
 
-mod dispatch;
+pub(crate) mod dispatch;
 mod invariants;
 mod outcome;
 pub mod state;

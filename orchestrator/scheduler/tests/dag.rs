@@ -153,3 +153,21 @@ fn completion_tells_what_can_proceed() {
         c.next_actions
     );
 }
+
+#[test]
+fn assignments_carry_a_w3c_traceparent() {
+    let tp =
+        crate::scheduler::dispatch::traceparent("01a20b79-38e8-72db-a105-0355e0a00c57", "x.A1.1");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], "01a20b7938e872dba1050355e0a00c57");
+    assert_eq!(parts[2].len(), 16);
+    assert_eq!(parts[3], "01");
+    let other = crate::scheduler::dispatch::traceparent("s", "x.A1.2");
+    assert_eq!(
+        other.split('-').nth(1).unwrap().len(),
+        32,
+        "non-uuid suite ids still give a valid trace id"
+    );
+}

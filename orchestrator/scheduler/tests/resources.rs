@@ -27,7 +27,22 @@ fn a_task_goes_only_where_it_fits() {
 }
 
 #[test]
-fn best_fit_keeps_the_large_agent_for_the_large_task() {
+fn tasks_spread_to_the_least_loaded_agent() {
+    let mut sim = Sim::new();
+    for a in ["a", "b", "c"] {
+        sim.join(a, cap(4, 8192));
+    }
+    sim.submit(plan(&tasks_yaml(
+        "",
+        &[("T1", 1, 100), ("T2", 1, 100), ("T3", 1, 100)],
+    )));
+    let agents: std::collections::BTreeSet<String> =
+        sim.running().into_iter().map(|a| a.agent).collect();
+    assert_eq!(agents.len(), 3, "one task per idle agent");
+}
+
+#[test]
+fn a_large_task_goes_where_it_fits_and_a_small_one_fills_in() {
     let mut sim = Sim::new();
     sim.join("large", cap(4, 8192));
     sim.join("small", cap(1, 1024));

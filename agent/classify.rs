@@ -109,7 +109,7 @@ pub fn classify(e: &Ending) -> Classified {
         };
         let numeric = failures
             .iter()
-            .any(|f| NUMERIC_ASSERTION.is_match(&f.message) || NUMERIC_ASSERTION.is_match(&f.text));
+            .any(|f| numeric_assertion(&f.message) || numeric_assertion(&f.text));
         (
             if numeric {
                 ErrorType::CalculationError

@@ -314,7 +314,11 @@ impl Display {
                 }
             }
             suite_event::Body::Progress(p) => {
-                if let (Some(bar), Some(pr)) = (self.bars.get(&p.task_id), &p.progress) {
+                let known = p
+                    .progress
+                    .as_ref()
+                    .filter(|pr| pr.tests_completed + pr.tests_remaining > 0);
+                if let (Some(bar), Some(pr)) = (self.bars.get(&p.task_id), known) {
                     bar.set_position(pr.percentage.round() as u64);
                     bar.set_message(format!(
                         "{} ({} done, {} to go)",
@@ -367,6 +371,7 @@ fn print_summary(report: &serde_json::Value) {
         let last = t["attempts"].as_array().and_then(|a| a.last());
         let tests = last
             .and_then(|a| a["test_results"].as_object())
+            .filter(|r| r["total_tests"].as_u64().unwrap_or(0) > 0)
             .map(|r| format!("{}/{}", r["passed"], r["total_tests"]))
             .unwrap_or_else(|| "-".into());
         let cov = last

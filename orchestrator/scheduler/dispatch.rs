@@ -151,7 +151,7 @@ impl Scheduler {
 fn load_after(agent: &super::AgentState, need: &ResourceSpec) -> u64 {
     let mut after = agent.reserved;
     after.add(need);
-    let ratio = |used: u64, cap: u64| if cap == 0 { 1000 } else { used * 1000 / cap };
+    let ratio = |used: u64, cap: u64| (used * 1000).checked_div(cap).unwrap_or(1000);
     ratio(after.cpu_millis, agent.capacity.cpu_millis)
         .max(ratio(after.memory_mb, agent.capacity.memory_mb))
 }

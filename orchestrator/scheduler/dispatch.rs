@@ -13,16 +13,12 @@ use testfleet::config::{ResourceSpec, SuitePlan};
 use testfleet::proto::{self, suite_event, Priority};
 use testfleet::time::{to_timestamp, UnixMillis};
 
-use super::{is_runnable, Action, Attempt, AttemptOutcome, Scheduler, SuiteState, TaskState};
+use super::{is_runnable, Action, Attempt, AttemptOutcome, Scheduler, TaskState};
 use testfleet::config::PriorityName;
 
 impl Scheduler {
     pub(super) fn dispatch(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self
-            .suite
-            .as_ref()
-            .filter(|s| s.state == SuiteState::Running)
-        else {
+        let Some(suite) = self.running_suite() else {
             return;
         };
         let mut ready: Vec<usize> = (0..suite.tasks.len())

@@ -129,10 +129,20 @@ impl Scheduler {
         self.suite.as_ref()
     }
 
-    pub fn is_running(&self) -> bool {
+    fn running_suite(&self) -> Option<&SuiteRun> {
         self.suite
             .as_ref()
-            .is_some_and(|s| s.state == SuiteState::Running)
+            .filter(|s| s.state == SuiteState::Running)
+    }
+
+    fn running_suite_mut(&mut self) -> Option<&mut SuiteRun> {
+        self.suite
+            .as_mut()
+            .filter(|s| s.state == SuiteState::Running)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running_suite().is_some()
     }
 
     pub fn handle(&mut self, event: Event, now: UnixMillis) -> Vec<Action> {
@@ -292,16 +302,9 @@ impl Scheduler {
         // still live here go on; any other is superseded and must stop.
         for attempt_id in running {
             if !self.agents[&agent_id].running.contains(&attempt_id) {
-                out.push(Action::Cancel {
-                    agent_id: agent_id.clone(),
-                    cancel: proto::CancelTask {
-                        task_id: self.task_id_of_attempt(&attempt_id).unwrap_or_default(),
-                        attempt_id,
-                        reason: "superseded: the task was reassigned while this agent was away"
-                            .into(),
-                        grace_period_seconds: 0,
-                    },
-                });
+                let task_id = self.task_id_of_attempt(&attempt_id).unwrap_or_default();
+                let why = "superseded: the task was reassigned while this agent was away";
+                out.push(cancel(&agent_id, task_id, attempt_id, why));
             }
         }
     }
@@ -325,9 +328,8 @@ impl Scheduler {
             .collect();
         for attempt_id in forgotten {
             if let Some(&t) = self.attempt_index.get(&attempt_id) {
-                self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
                 let why = format!("agent {agent_id} came back without attempt {attempt_id}");
-                self.retry_or_fail(t, outcome::Retry::Infrastructure, why, now, out);
+                self.requeue_lost(t, why, now, out);
             }
         }
         loop {
@@ -346,23 +348,10 @@ impl Scheduler {
                         .map_or(0, |a| a.assigned_at)
                 });
             let Some((t, attempt_id)) = newest else { break };
-            out.push(Action::Cancel {
-                agent_id: agent_id.to_string(),
-                cancel: proto::CancelTask {
-                    task_id: self.task_id_of_attempt(&attempt_id).unwrap_or_default(),
-                    attempt_id,
-                    reason: "the agent came back with less capacity than this attempt needs".into(),
-                    grace_period_seconds: 0,
-                },
-            });
-            self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-            self.retry_or_fail(
-                t,
-                outcome::Retry::Infrastructure,
-                format!("agent {agent_id} shrank"),
-                now,
-                out,
-            );
+            let task_id = self.task_id_of_attempt(&attempt_id).unwrap_or_default();
+            let why = "the agent came back with less capacity than this attempt needs";
+            out.push(cancel(agent_id, task_id, attempt_id, why));
+            self.requeue_lost(t, format!("agent {agent_id} shrank"), now, out);
         }
     }
 
@@ -407,12 +396,7 @@ impl Scheduler {
                 reason: "no heartbeat within agent_timeout".into(),
             });
         }
-        if let Some(deadline) = self
-            .suite
-            .as_ref()
-            .filter(|s| s.state == SuiteState::Running)
-            .and_then(|s| s.deadline)
-        {
+        if let Some(deadline) = self.running_suite().and_then(|s| s.deadline) {
             if now >= deadline {
                 self.end_suite(
                     "the suite ran past its timeout",
@@ -436,14 +420,7 @@ impl Scheduler {
             let Some(&t) = self.attempt_index.get(&attempt_id) else {
                 continue;
             };
-            self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-            self.retry_or_fail(
-                t,
-                outcome::Retry::Infrastructure,
-                format!("agent {agent_id} lost: {why}"),
-                now,
-                out,
-            );
+            self.requeue_lost(t, format!("agent {agent_id} lost: {why}"), now, out);
         }
     }
 
@@ -455,11 +432,7 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Some(suite) = self
-            .suite
-            .as_mut()
-            .filter(|s| s.state == SuiteState::Running)
-        else {
+        let Some(suite) = self.running_suite_mut() else {
             return;
         };
         suite.end_as = Some(end_as);
@@ -468,15 +441,8 @@ impl Scheduler {
         for t in 0..n {
             let suite = self.suite.as_ref().expect("suite");
             if let Some(a) = suite.tasks[t].live_attempt() {
-                out.push(Action::Cancel {
-                    agent_id: a.agent_id.clone(),
-                    cancel: proto::CancelTask {
-                        task_id: suite.plan.tasks[t].id.clone(),
-                        attempt_id: a.attempt_id.clone(),
-                        reason: reason.to_string(),
-                        grace_period_seconds: 0,
-                    },
-                });
+                let task_id = suite.plan.tasks[t].id.clone();
+                out.push(cancel(&a.agent_id, task_id, a.attempt_id.clone(), reason));
                 self.end_live_attempt(t, AttemptOutcome::Cancelled, now);
             }
             if !self.suite.as_ref().expect("suite").tasks[t]
@@ -491,6 +457,18 @@ impl Scheduler {
 
     pub fn check_invariants(&self) -> Result<(), String> {
         invariants::check(self)
+    }
+}
+
+fn cancel(agent_id: &str, task_id: String, attempt_id: AttemptId, reason: &str) -> Action {
+    Action::Cancel {
+        agent_id: agent_id.to_string(),
+        cancel: proto::CancelTask {
+            task_id,
+            attempt_id,
+            reason: reason.to_string(),
+            grace_period_seconds: 0,
+        },
     }
 }
 

@@ -125,6 +125,18 @@ impl Scheduler {
         }
     }
 
+    /// The attempt's agent is gone (or no longer runs it): requeue at once.
+    pub(super) fn requeue_lost(
+        &mut self,
+        t: usize,
+        why: String,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
+        self.retry_or_fail(t, Retry::Infrastructure, why, now, out);
+    }
+
     pub(super) fn retry_or_fail(
         &mut self,
         t: usize,
@@ -245,11 +257,7 @@ impl Scheduler {
     }
 
     pub(super) fn finish_suite_if_done(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self
-            .suite
-            .as_mut()
-            .filter(|s| s.state == SuiteState::Running)
-        else {
+        let Some(suite) = self.running_suite_mut() else {
             return;
         };
         if !suite.tasks.iter().all(|t| t.state.is_terminal()) {

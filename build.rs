@@ -15,6 +15,7 @@ const TIMESTAMP_FIELDS: &[&str] = &[
     "started_at",
     "finished_at",
     "last_heartbeat",
+    "created_at",
 ];
 const ENUM_FIELDS: &[(&str, &str)] = &[
     (".testfleet.v1.TaskDetails.priority", "priority"),

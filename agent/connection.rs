@@ -187,6 +187,15 @@ impl Agent {
                     }
                 }
             }
+            Some(orchestrator_message::Body::Rejection(r)) => {
+                tracing::warn!(
+                    message_id = r.message_id,
+                    attempt_id = r.attempt_id,
+                    code = ?tonic::Code::from_i32(r.code),
+                    reason = r.message,
+                    "the orchestrator refused a message"
+                );
+            }
             Some(orchestrator_message::Body::HelloAck(_)) | None => {}
         }
     }

@@ -635,6 +635,7 @@ async fn finish(ctx: &Context, at: &Attempt, o: Outcome) {
             attempt_id: at.a.attempt_id.clone(),
             metrics: results.metrics,
             peak_resources: Some(peak),
+            recovery_attempts: Vec::new(),
         })
     } else {
         agent_message::Body::Failure(failure_message(

@@ -259,3 +259,43 @@ pub async fn cancel(conn: &Conn) -> anyhow::Result<ExitCode> {
     println!("{}", r.status);
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn escalations(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
+    let r = control(conn)
+        .await?
+        .list_escalations(proto::ListEscalationsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for e in r.escalations {
+        if json {
+            let report: Value = serde_json::from_str(&e.report_json)?;
+            println!("{}", serde_json::json!({"escalation_id": e.escalation_id, "state": e.state, "report": report}));
+        } else {
+            println!(
+                "{:<28} {:<6} {:<8} {:<18} {:<7} blocks [{}]",
+                e.escalation_id,
+                e.state,
+                e.task_id,
+                e.issue_type,
+                e.severity,
+                e.blocking_tasks.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn resolve(conn: &Conn, escalation_id: &str, action: &str) -> anyhow::Result<ExitCode> {
+    let r = control(conn)
+        .await?
+        .resolve_escalation(proto::ResolveEscalationRequest {
+            escalation_id: escalation_id.to_string(),
+            action: action.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("{escalation_id}: {}", r.state);
+    Ok(ExitCode::SUCCESS)
+}

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
 use crate::report;
-use crate::scheduler::Event;
+use crate::scheduler::{Event, Resolution};
 
 /// The suite the server was started with.
 #[derive(Clone)]
@@ -169,6 +169,72 @@ impl Control for ControlService {
         }))
     }
 
+    async fn list_escalations(
+        &self,
+        _: Request<ListEscalationsRequest>,
+    ) -> Result<Response<ListEscalationsResponse>, Status> {
+        let escalations = self
+            .engine
+            .query(|s| {
+                s.suite()
+                    .map(|suite| suite.escalations.iter().map(escalation_info).collect())
+                    .unwrap_or_default()
+            })
+            .await?;
+        Ok(Response::new(ListEscalationsResponse { escalations }))
+    }
+
+    async fn resolve_escalation(
+        &self,
+        r: Request<ResolveEscalationRequest>,
+    ) -> Result<Response<ResolveEscalationResponse>, Status> {
+        let r = r.into_inner();
+        let resolution = match r.action.as_str() {
+            "retry" => Resolution::Retry,
+            "skip" => Resolution::Skip,
+            "abort" => Resolution::Abort,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "action {other:?}: use retry, skip or abort"
+                )));
+            }
+        };
+        let id = r.escalation_id.clone();
+        let open = self
+            .engine
+            .query(move |s| {
+                let suite = s.suite()?;
+                let e = suite.escalations.iter().find(|e| e.escalation_id == id)?;
+                Some(e.resolution.is_none() && s.is_running())
+            })
+            .await?;
+        match open {
+            None => {
+                return Err(Status::not_found(format!(
+                    "no escalation {}",
+                    r.escalation_id
+                )))
+            }
+            Some(false) => {
+                return Err(Status::failed_precondition(format!(
+                    "escalation {} is already resolved",
+                    r.escalation_id
+                )))
+            }
+            Some(true) => {}
+        }
+        tracing::info!(
+            escalation_id = r.escalation_id,
+            action = r.action,
+            "escalation resolved"
+        );
+        self.engine.send(Event::ResolveEscalation {
+            escalation_id: r.escalation_id,
+            resolution,
+        });
+        Ok(Response::new(ResolveEscalationResponse { state: r.action }))
+    }
+
     async fn list_agents(
         &self,
         _: Request<ListAgentsRequest>,
@@ -191,6 +257,29 @@ impl Control for ControlService {
             })
             .await?;
         Ok(Response::new(ListAgentsResponse { agents }))
+    }
+}
+
+fn escalation_info(e: &crate::scheduler::Escalation) -> EscalationInfo {
+    EscalationInfo {
+        escalation_id: e.escalation_id.clone(),
+        task_id: e.task_id.clone(),
+        issue_type: e.issue_type.clone(),
+        severity: e.severity.clone(),
+        state: match e.resolution {
+            None => "open".into(),
+            Some(r) => format!("{r:?}").to_lowercase(),
+        },
+        blocking_tasks: e.report["blocking_tasks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        created_at: Some(testfleet::time::to_timestamp(e.created_at)),
+        report_json: e.report.to_string(),
     }
 }
 

@@ -215,6 +215,25 @@ fn carry_out(
             tracing::warn!(agent_id, reason, "agent lost");
             streams.close(&agent_id, conn, Status::unavailable(reason));
         }
+        Action::Escalate {
+            escalation_id,
+            webhook,
+            report,
+        } => {
+            tracing::warn!(
+                event = "escalation",
+                escalation_id,
+                task_id = report["task_id"].as_str().unwrap_or_default(),
+                issue_type = report["issue_type"].as_str().unwrap_or_default(),
+                severity = report["severity"].as_str().unwrap_or_default(),
+                blocking_tasks = %report["blocking_tasks"],
+                "escalated to a human: resolve with `orchestrator escalations resolve {escalation_id} --action retry|skip|abort`"
+            );
+            if let Some(url) = webhook {
+                // Never on the scheduler's task: a slow or dead webhook must not stall it.
+                tokio::spawn(crate::webhook::deliver(url, escalation_id, report));
+            }
+        }
         Action::Publish(body) => {
             if let proto::suite_event::Body::Completion(c) = &body {
                 log_completion(c);

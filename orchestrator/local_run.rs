@@ -329,7 +329,7 @@ impl Display {
             suite_event::Body::TaskState(s)
                 if matches!(
                     s.status.as_str(),
-                    "completed_success" | "failed" | "skipped" | "cancelled"
+                    "completed_success" | "flaky" | "failed" | "skipped" | "cancelled"
                 ) =>
             {
                 if let Some(bar) = self.bars.remove(&s.task_id) {

@@ -9,9 +9,11 @@ mod engine;
 mod http_api;
 mod junit_merge;
 mod local_run;
+mod recovery;
 mod report;
 mod scheduler;
 mod server;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -98,6 +100,31 @@ enum Command {
         #[command(flatten)]
         conn: client::Conn,
     },
+    /// List escalations, or resolve one.
+    Escalations {
+        #[command(subcommand)]
+        command: Option<EscalationCommand>,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum EscalationCommand {
+    /// List every escalation of the suite (the default).
+    List {
+        /// Print each escalation's full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide an open escalation.
+    Resolve {
+        escalation_id: String,
+        /// retry: run the task again; skip: end it and let its dependents go
+        /// on; abort: end the suite.
+        #[arg(long, value_parser = ["retry", "skip", "abort"])]
+        action: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +170,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Report { conn } => client::report(&conn).await,
         Command::Agents { conn } => client::agents(&conn).await,
         Command::Cancel { conn } => client::cancel(&conn).await,
+        Command::Escalations { command, conn } => match command {
+            None => client::escalations(&conn, false).await,
+            Some(EscalationCommand::List { json }) => client::escalations(&conn, json).await,
+            Some(EscalationCommand::Resolve { escalation_id, action }) => {
+                client::resolve(&conn, &escalation_id, &action).await
+            }
+        },
     }
 }
 

@@ -133,6 +133,9 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
             "timeout_seconds": t.timeout_ms as f64 / 1000.0,
             "criteria": run.criteria,
             "infrastructure_retries": run.infra_retries,
+            "application_retries": run.app_retries,
+            "recoveries": run.recoveries,
+            "waived": run.waived,
             "attempts": run.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
         }));
     }
@@ -172,6 +175,9 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
             "failed": count(TaskState::Failed),
             "skipped": count(TaskState::Skipped),
             "cancelled": count(TaskState::Cancelled),
+            "flaky": count(TaskState::Flaky),
+            "escalated": count(TaskState::Escalated),
+            "paused": count(TaskState::Paused),
             "attempts": attempts,
             "total_tests": total,
             "tests_passed": passed,
@@ -181,6 +187,16 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
             "rejected_results": suite.rejected_results,
         },
         "agents": agents,
+        "escalations": suite.escalations.iter().map(|e| json!({
+            "escalation_id": e.escalation_id,
+            "task_id": e.task_id,
+            "issue_type": e.issue_type,
+            "severity": e.severity,
+            "state": e.resolution.map_or("open".to_string(), |r| format!("{r:?}").to_lowercase()),
+            "created_at": millis_to_rfc3339(e.created_at),
+            "resolved_at": opt_time(e.resolved_at),
+            "report": e.report,
+        })).collect::<Vec<_>>(),
         "tasks": tasks,
     })
 }

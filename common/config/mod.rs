@@ -223,6 +223,9 @@ pub struct Recovery {
     pub escalation_threshold: Option<i64>,
     /// Where escalation reports are POSTed. Default: none (logged only).
     pub human_notification_webhook: Option<String>,
+    /// Seconds an agent has to confirm a cancel before it counts as wedged
+    /// and is evicted. Default: 30.
+    pub cancel_ack_timeout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

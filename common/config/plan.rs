@@ -125,6 +125,9 @@ pub struct SuitePlan {
     pub retry: RetryPolicy,
     pub agent_timeout_ms: u64,
     pub min_agents: u32,
+    /// Where escalation reports go.
+    pub webhook: Option<String>,
+    pub cancel_ack_timeout_ms: u64,
 }
 
 impl SuitePlan {
@@ -289,6 +292,12 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
         phases,
         retry: config.retry_policy(),
         agent_timeout_ms: secs_to_ms(config.agent_pool.agent_timeout),
+        webhook: config
+            .recovery
+            .human_notification_webhook
+            .clone()
+            .filter(|w| !w.trim().is_empty()),
+        cancel_ack_timeout_ms: secs_to_ms(config.recovery.cancel_ack_timeout.unwrap_or(30.0)),
         min_agents: config.agent_pool.min_agents.max(0) as u32,
     }
 }

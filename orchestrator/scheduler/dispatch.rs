@@ -39,7 +39,8 @@ impl Scheduler {
     fn place(&self, t: usize) -> Option<String> {
         let suite = self.suite.as_ref()?;
         let task = &suite.plan.tasks[t];
-        let need = task.resources;
+        let run = &suite.tasks[t];
+        let need = run.resources.unwrap_or(task.resources);
         if let Some(&max) = suite.plan.max_parallel.get(&task.category) {
             if suite
                 .running_by_category
@@ -61,9 +62,16 @@ impl Scheduler {
         {
             return None;
         }
+        // Agents recovery moved the task away from are used only if no
+        // other agent could ever hold it.
+        let others_exist = self
+            .agents
+            .values()
+            .any(|a| a.connected && !run.avoid.contains(&a.id) && need.fits_within(&a.capacity));
         self.agents
             .values()
             .filter(|a| a.connected && need.fits_within(&a.free()))
+            .filter(|a| !(others_exist && run.avoid.contains(&a.id)))
             .min_by_key(|a| (load_after(a, &need), a.id.clone()))
             .map(|a| a.id.clone())
     }
@@ -74,9 +82,16 @@ impl Scheduler {
         let task = &suite.plan.tasks[t];
         let number = suite.tasks[t].attempts.len() as u32 + 1;
         let attempt_id = format!("{}.{}.{}", suite.suite_id, task.id, number);
+        let run = &mut suite.tasks[t];
+        let effective = Effective {
+            resources: run.resources.unwrap_or(task.resources),
+            timeout_ms: run.timeout_ms.unwrap_or(task.timeout_ms),
+            reset_environment: std::mem::take(&mut run.reset_environment),
+        };
         let assignment = build_assignment(
             &suite.plan,
             t,
+            &effective,
             &suite.suite_id,
             &orchestrator_id,
             &agent_id,
@@ -84,7 +99,7 @@ impl Scheduler {
             number,
             now,
         );
-        let need = task.resources;
+        let need = effective.resources;
         let category = task.category.clone();
 
         let run = &mut suite.tasks[t];
@@ -181,9 +196,17 @@ pub(crate) fn traceparent(suite_id: &str, attempt_id: &str) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// What an attempt runs with: the config's values, or recovery's.
+struct Effective {
+    resources: ResourceSpec,
+    timeout_ms: u64,
+    reset_environment: bool,
+}
+
 fn build_assignment(
     plan: &SuitePlan,
     t: usize,
+    effective: &Effective,
     suite_id: &str,
     orchestrator_id: &str,
     agent_id: &str,
@@ -216,11 +239,11 @@ fn build_assignment(
             task_type: task.category.trim_end_matches('s').to_string(),
             role: task.role.clone(),
             priority: priority(task.priority) as i32,
-            timeout_seconds: task.timeout_ms.div_ceil(1000),
+            timeout_seconds: effective.timeout_ms.div_ceil(1000),
             resources: Some(proto::Resources {
-                memory_mb: task.resources.memory_mb,
-                cpu_cores: task.resources.cpu_cores(),
-                disk_mb: task.resources.disk_mb,
+                memory_mb: effective.resources.memory_mb,
+                cpu_cores: effective.resources.cpu_cores(),
+                disk_mb: effective.resources.disk_mb,
             }),
             execution_template: task.template.clone(),
             dependencies: task.dependencies.clone(),
@@ -241,6 +264,7 @@ fn build_assignment(
             coverage_path: e.coverage.clone(),
             grace_period_seconds: plan.retry.grace_period_ms.div_ceil(1000),
             suite_id: suite_id.to_string(),
+            reset_environment: effective.reset_environment,
         }),
         attempt_number: number,
     }

@@ -57,7 +57,7 @@ pub(super) fn check(s: &Scheduler) -> Result<(), String> {
                 if let Some(&d) = task
                     .wait_on
                     .iter()
-                    .find(|&&d| suite.tasks[d].state != TaskState::CompletedSuccess)
+                    .find(|&&d| !suite.tasks[d].satisfies_dependents())
                 {
                     return Err(format!(
                         "{} started before {} succeeded",

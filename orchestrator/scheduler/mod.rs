@@ -4,6 +4,7 @@
 //! deterministically (see `tests/simulation.rs`).
 
 pub(crate) mod dispatch;
+mod escalation;
 mod invariants;
 mod outcome;
 pub mod state;
@@ -19,8 +20,8 @@ use testfleet::proto::{self, suite_event};
 use testfleet::time::UnixMillis;
 
 pub use state::{
-    AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, SuiteRun, SuiteState, TaskRun,
-    TaskState,
+    AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, Escalation, Resolution, SuiteRun,
+    SuiteState, TaskRun, TaskState,
 };
 
 #[derive(Debug, Clone)]
@@ -60,6 +61,10 @@ pub enum Event {
     CancelSuite {
         reason: String,
     },
+    ResolveEscalation {
+        escalation_id: String,
+        resolution: Resolution,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +88,12 @@ pub enum Action {
         agent_id: AgentId,
         conn: u64,
         reason: String,
+    },
+    /// Hand a failure to a person: log it and POST the report.
+    Escalate {
+        escalation_id: String,
+        webhook: Option<String>,
+        report: serde_json::Value,
     },
     /// For watchers.
     Publish(suite_event::Body),
@@ -193,6 +204,10 @@ impl Scheduler {
                 attempt_id,
             } => self.cancel_acked(&agent_id, &attempt_id),
             Event::Tick => self.tick(now, &mut out),
+            Event::ResolveEscalation {
+                escalation_id,
+                resolution,
+            } => self.resolve(&escalation_id, resolution, now, &mut out),
             Event::CancelSuite { reason } => {
                 self.end_suite(&reason, SuiteState::Cancelled, now, &mut out)
             }
@@ -237,6 +252,7 @@ impl Scheduler {
             rejected_results: 0,
             dependents,
             end_as: None,
+            escalations: Vec::new(),
             plan,
         });
         let n = self.suite.as_ref().map_or(0, |s| s.tasks.len());

@@ -1,37 +1,17 @@
 //! How results change the state: readiness, attempt ends, retries, terminal
 //! states and their propagation to dependents, groups and the suite.
 
-use testfleet::config::TaskKind;
+use testfleet::config::{ResourceSpec, TaskKind};
 use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
-use testfleet::time::UnixMillis;
+use testfleet::time::{millis_to_rfc3339, UnixMillis};
 
+use super::state::Recovery;
 use super::{Action, AttemptOutcome, Rejection, Scheduler, SuiteState, TaskState};
 use crate::criteria::{self, Facts};
-
-/// Which retry budget a failure draws on: infrastructure failures (the agent
-/// or its host) and application failures (the tests) are counted apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// The agent vanished: requeue at once.
-    Infrastructure,
-    /// The host misbehaved: requeue after `retry_delay`.
-    InfrastructureDelayed,
-    /// Deterministic failure of the task itself: no retry.
-    Never,
-}
-
-/// How a reported failure type is retried.
-pub(crate) fn retry_kind(error_type: i32) -> Retry {
-    match ErrorType::try_from(error_type).unwrap_or_default() {
-        ErrorType::SystemError | ErrorType::NetworkError | ErrorType::ResourceExhaustion => {
-            Retry::InfrastructureDelayed
-        }
-        _ => Retry::Never,
-    }
-}
+use crate::recovery::{self, Budget, Decision, History, RetryPlan};
 
 impl Scheduler {
-    fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
+    pub(super) fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
         let suite = self.suite.as_ref().expect("suite");
         let run = &suite.tasks[t];
         let live = run.live_attempt();
@@ -64,8 +44,8 @@ impl Scheduler {
             }
         }
         let blocked = task.wait_on.iter().find(|&&d| {
-            let s = suite.tasks[d].state;
-            s.is_terminal() && s != TaskState::CompletedSuccess
+            let dep = &suite.tasks[d];
+            dep.state.is_terminal() && !dep.satisfies_dependents()
         });
         if let Some(&d) = blocked {
             let why = format!(
@@ -78,7 +58,7 @@ impl Scheduler {
         if task
             .wait_on
             .iter()
-            .any(|&d| suite.tasks[d].state != TaskState::CompletedSuccess)
+            .any(|&d| !suite.tasks[d].satisfies_dependents())
         {
             return;
         }
@@ -126,6 +106,8 @@ impl Scheduler {
     }
 
     /// The attempt's agent is gone (or no longer runs it): requeue at once.
+    /// The attempt's agent is gone (or no longer runs it): requeue at once,
+    /// up to `max_retries` + 1 times; a task that keeps losing its agents fails.
     pub(super) fn requeue_lost(
         &mut self,
         t: usize,
@@ -134,40 +116,97 @@ impl Scheduler {
         out: &mut Vec<Action>,
     ) {
         self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-        self.retry_or_fail(t, Retry::Infrastructure, why, now, out);
-    }
-
-    pub(super) fn retry_or_fail(
-        &mut self,
-        t: usize,
-        kind: Retry,
-        reason: String,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
         let suite = self.suite.as_mut().expect("suite");
         if suite.state != SuiteState::Running || suite.tasks[t].state.is_terminal() {
             return;
         }
-        let policy = suite.plan.retry.clone();
+        let max = suite.plan.retry.max_retries + 1;
         let run = &mut suite.tasks[t];
-        let delay = match kind {
-            Retry::Infrastructure if run.infra_retries < policy.max_retries + 1 => Some(0),
-            Retry::InfrastructureDelayed if run.infra_retries < policy.max_retries + 1 => {
-                Some(policy.retry_delay_ms)
-            }
-            _ => None,
-        };
-        match delay {
-            Some(delay) => {
-                run.infra_retries += 1;
-                run.state = TaskState::Ready;
-                run.not_before = now + delay;
-                run.reason = reason.clone();
-                self.publish_state(t, &format!("requeued: {reason}"), out);
-            }
-            None => self.set_terminal(t, TaskState::Failed, reason, now, out),
+        if run.infra_retries >= max {
+            let reason = format!("{why}; lost its agent {} times", run.infra_retries + 1);
+            return self.set_terminal(t, TaskState::Failed, reason, now, out);
         }
+        run.infra_retries += 1;
+        run.state = TaskState::Ready;
+        run.not_before = now;
+        run.reason = why.clone();
+        self.publish_state(t, &format!("requeued: {why}"), out);
+    }
+
+    /// Level 2: carry out what `recovery::decide` chose.
+    fn apply_recovery(
+        &mut self,
+        t: usize,
+        plan: RetryPlan,
+        failed_on: &str,
+        error: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let cap = self.largest_placement();
+        let suite = self.suite.as_mut().expect("suite");
+        let run = &mut suite.tasks[t];
+        match plan.budget {
+            Budget::Infrastructure => run.infra_retries += 1,
+            Budget::Application => run.app_retries += 1,
+        }
+        if let Some(mut r) = plan.resources {
+            // "Onto an agent that fits": never ask for more than any agent has.
+            if let Some(cap) = cap {
+                r.memory_mb = r.memory_mb.min(cap.memory_mb);
+                r.cpu_millis = r.cpu_millis.min(cap.cpu_millis);
+            }
+            run.resources = Some(r);
+        }
+        if let Some(timeout) = plan.timeout_ms {
+            run.timeout_ms = Some(timeout);
+        }
+        if plan.avoid_agent {
+            run.avoid.insert(failed_on.to_string());
+        }
+        if plan.reset_environment {
+            run.reset_environment = true;
+            run.environment_resets += 1;
+        }
+        let after = run.attempts.len() as u32;
+        run.recoveries.push(Recovery {
+            after_attempt: after,
+            error_type: error.to_string(),
+            action: plan.action.to_string(),
+            at: millis_to_rfc3339(now),
+        });
+        run.state = TaskState::Ready;
+        run.not_before = now + plan.delay_ms;
+        run.reason = format!("{error}: recovering by {}", plan.action);
+        let detail = run.reason.clone();
+        self.publish_state(t, &detail, out);
+    }
+
+    /// The most any single connected agent (and the fleet's limits) can hold.
+    fn largest_placement(&self) -> Option<ResourceSpec> {
+        let limits = &self.suite.as_ref()?.plan.limits;
+        let mut cap =
+            self.agents
+                .values()
+                .filter(|a| a.connected)
+                .fold(None::<ResourceSpec>, |acc, a| {
+                    let c = a.capacity;
+                    Some(match acc {
+                        None => c,
+                        Some(m) => ResourceSpec {
+                            memory_mb: m.memory_mb.max(c.memory_mb),
+                            cpu_millis: m.cpu_millis.max(c.cpu_millis),
+                            disk_mb: m.disk_mb.max(c.disk_mb),
+                        },
+                    })
+                })?;
+        if let Some(m) = limits.total_memory_mb {
+            cap.memory_mb = cap.memory_mb.min(m);
+        }
+        if let Some(c) = limits.total_cpu_millis {
+            cap.cpu_millis = cap.cpu_millis.min(c);
+        }
+        Some(cap)
     }
 
     /// The one place a task ends. Propagates to its group, its dependents and
@@ -228,8 +267,8 @@ impl Scheduler {
         }
         let children = &suite.plan.tasks[g].children;
         if let Some(&bad) = children.iter().find(|&&c| {
-            let s = suite.tasks[c].state;
-            s.is_terminal() && s != TaskState::CompletedSuccess
+            let child = &suite.tasks[c];
+            child.state.is_terminal() && !child.satisfies_dependents()
         }) {
             let why = format!(
                 "subtask {} ended {}",
@@ -240,17 +279,20 @@ impl Scheduler {
         }
         if children
             .iter()
-            .all(|&c| suite.tasks[c].state == TaskState::CompletedSuccess)
+            .all(|&c| suite.tasks[c].satisfies_dependents())
         {
             let facts = group_facts(suite, g);
             let results = criteria::evaluate(&suite.plan.tasks[g].criteria, &facts);
             let ok = results.iter().all(|r| r.passed);
             let why = criteria_reason(&results);
+            let any_flaky = children
+                .iter()
+                .any(|&c| suite.tasks[c].state == TaskState::Flaky);
             self.suite.as_mut().expect("suite").tasks[g].criteria = results;
-            let state = if ok {
-                TaskState::CompletedSuccess
-            } else {
-                TaskState::Failed
+            let state = match (ok, any_flaky) {
+                (false, _) => TaskState::Failed,
+                (true, true) => TaskState::Flaky,
+                (true, false) => TaskState::CompletedSuccess,
             };
             self.set_terminal(g, state, why, now, out);
         }
@@ -268,7 +310,7 @@ impl Scheduler {
         } else if suite
             .tasks
             .iter()
-            .all(|t| t.state == TaskState::CompletedSuccess)
+            .all(|t| matches!(t.state, TaskState::CompletedSuccess | TaskState::Flaky))
         {
             SuiteState::Completed
         } else {
@@ -363,13 +405,8 @@ impl Scheduler {
         run.criteria = results.clone();
         self.end_live_attempt(t, outcome, now);
         if met {
-            self.set_terminal(
-                t,
-                TaskState::CompletedSuccess,
-                "all criteria met".into(),
-                now,
-                out,
-            );
+            let (state, why) = self.success_state(t);
+            self.set_terminal(t, state, why, now, out);
         } else if !success {
             self.set_terminal(
                 t,
@@ -380,6 +417,27 @@ impl Scheduler {
             );
         } else {
             self.set_terminal(t, TaskState::Failed, criteria_reason(&results), now, out);
+        }
+    }
+
+    /// A pass after a failed test run is flaky, never a silent pass.
+    fn success_state(&self, t: usize) -> (TaskState, String) {
+        let run = &self.suite.as_ref().expect("suite").tasks[t];
+        let earlier = run.attempts.iter().rev().skip(1).find_map(|a| {
+            let d = a.failure.as_ref()?.failure_details.as_ref()?;
+            let e = ErrorType::try_from(d.error_type).ok()?;
+            matches!(e, ErrorType::CalculationError | ErrorType::LogicError).then(|| {
+                format!(
+                    "attempt {} failed ({}: {})",
+                    a.number,
+                    testfleet::wire_json::error_type_name(d.error_type),
+                    d.error_message
+                )
+            })
+        });
+        match earlier {
+            Some(f) => (TaskState::Flaky, format!("passed on retry after {f}")),
+            None => (TaskState::CompletedSuccess, "all criteria met".into()),
         }
     }
 
@@ -394,18 +452,42 @@ impl Scheduler {
         };
         out.push(Action::Publish(suite_event::Body::Failure(f.clone())));
         let details = f.failure_details.clone().unwrap_or_default();
-        let kind = retry_kind(details.error_type);
-        let reason = format!(
-            "{}: {}",
-            testfleet::wire_json::error_type_name(details.error_type),
-            details.error_message
-        );
-        let run = &mut self.suite.as_mut().expect("suite").tasks[t];
-        if let Some(i) = run.live {
-            run.attempts[i].failure = Some(f);
-        }
+        let error = ErrorType::try_from(details.error_type).unwrap_or_default();
+        let error_name = testfleet::wire_json::error_type_name(details.error_type);
+        let reason = format!("{error_name}: {}", details.error_message);
+        let suite = self.suite.as_mut().expect("suite");
+        let policy = suite.plan.retry.clone();
+        let original_timeout_ms = suite.plan.tasks[t].timeout_ms;
+        let run = &mut suite.tasks[t];
+        let Some(i) = run.live else { return };
+        run.attempts[i].failure = Some(f.clone());
+        run.failures += 1;
+        let history = History {
+            failures: run.failures,
+            infra_retries: run.infra_retries,
+            app_retries: run.app_retries,
+            environment_resets: run.environment_resets,
+            resources: run.attempts[i].reserved,
+            timeout_ms: run.timeout_ms.unwrap_or(original_timeout_ms),
+            original_timeout_ms,
+        };
+        let agent_id = run.attempts[i].agent_id.clone();
         self.end_live_attempt(t, AttemptOutcome::Failed, now);
-        self.retry_or_fail(t, kind, reason, now, out);
+        if !self.is_running() {
+            return;
+        }
+        match recovery::decide(error, &history, &policy) {
+            Decision::Retry(plan) => self.apply_recovery(t, plan, &agent_id, &error_name, now, out),
+            Decision::Escalate { severity, why } => self.escalate(
+                t,
+                error,
+                severity,
+                format!("{reason} ({why})"),
+                Some(&f),
+                now,
+                out,
+            ),
+        }
     }
 }
 
@@ -491,7 +573,7 @@ fn next_actions(suite: &super::SuiteRun, t: usize, success: bool) -> Vec<String>
             let pending: Vec<&str> = task
                 .wait_on
                 .iter()
-                .filter(|&&w| w != t && suite.tasks[w].state != TaskState::CompletedSuccess)
+                .filter(|&&w| w != t && !suite.tasks[w].satisfies_dependents())
                 .map(|&w| suite.plan.tasks[w].id.as_str())
                 .collect();
             if pending.is_empty() {

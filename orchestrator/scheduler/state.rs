@@ -44,9 +44,16 @@ pub enum TaskState {
     /// Dependencies met; waiting for a slot (or for its retry delay).
     Ready,
     Running,
+    /// Failed in a way only a person can judge: waits for a resolution.
+    Escalated,
+    /// Waits on an escalated task.
+    Paused,
     CompletedSuccess,
+    /// Passed on a retry after its tests failed: a pass, never a silent one.
+    Flaky,
     Failed,
-    /// Never ran because something it waits on did not succeed.
+    /// Never ran because something it waits on did not succeed (or an
+    /// operator skipped it).
     Skipped,
     Cancelled,
 }
@@ -56,6 +63,7 @@ impl TaskState {
         matches!(
             self,
             TaskState::CompletedSuccess
+                | TaskState::Flaky
                 | TaskState::Failed
                 | TaskState::Skipped
                 | TaskState::Cancelled
@@ -66,7 +74,10 @@ impl TaskState {
             TaskState::Waiting => "waiting",
             TaskState::Ready => "ready",
             TaskState::Running => "running",
+            TaskState::Escalated => "escalated",
+            TaskState::Paused => "paused",
             TaskState::CompletedSuccess => "completed_success",
+            TaskState::Flaky => "flaky",
             TaskState::Failed => "failed",
             TaskState::Skipped => "skipped",
             TaskState::Cancelled => "cancelled",
@@ -117,6 +128,20 @@ pub struct TaskRun {
     /// Earliest time a queued retry may start.
     pub not_before: UnixMillis,
     pub infra_retries: u32,
+    /// Retries of test failures (to tell flaky from broken).
+    pub app_retries: u32,
+    /// Failed attempts so far.
+    pub failures: u32,
+    pub environment_resets: u32,
+    /// Level-2 recovery's changes for the next attempts.
+    pub resources: Option<ResourceSpec>,
+    pub timeout_ms: Option<u64>,
+    pub avoid: BTreeSet<AgentId>,
+    pub reset_environment: bool,
+    /// What recovery did, in order.
+    pub recoveries: Vec<Recovery>,
+    /// An operator skipped it: dependents may go on.
+    pub waived: bool,
     pub criteria: Vec<CriterionResult>,
     /// Why it ended as it did, for the report.
     pub reason: String,
@@ -132,6 +157,15 @@ impl TaskRun {
             live: None,
             not_before: 0,
             infra_retries: 0,
+            app_retries: 0,
+            failures: 0,
+            environment_resets: 0,
+            resources: None,
+            timeout_ms: None,
+            avoid: BTreeSet::new(),
+            reset_environment: false,
+            recoveries: Vec::new(),
+            waived: false,
             criteria: Vec::new(),
             reason: String::new(),
             started_at: None,
@@ -141,6 +175,48 @@ impl TaskRun {
     pub fn live_attempt(&self) -> Option<&Attempt> {
         self.live.map(|i| &self.attempts[i])
     }
+
+    /// Whether tasks waiting on this one may start.
+    pub fn satisfies_dependents(&self) -> bool {
+        matches!(self.state, TaskState::CompletedSuccess | TaskState::Flaky)
+            || (self.waived && self.state == TaskState::Skipped)
+    }
+}
+
+/// One step of recovery, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub after_attempt: u32,
+    pub error_type: String,
+    pub action: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Retry,
+    Skip,
+    Abort,
+}
+
+/// A failure handed to a person (the seed's level 3).
+#[derive(Debug, Clone, Serialize)]
+pub struct Escalation {
+    pub escalation_id: String,
+    #[serde(skip)]
+    pub task: usize,
+    pub task_id: String,
+    pub issue_type: String,
+    pub severity: String,
+    pub created_at: UnixMillis,
+    pub resolution: Option<Resolution>,
+    pub resolved_at: Option<UnixMillis>,
+    /// Tasks paused while it is open.
+    #[serde(skip)]
+    pub blocking: Vec<usize>,
+    /// The report as sent to the webhook.
+    pub report: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -186,4 +262,5 @@ pub struct SuiteRun {
     pub dependents: Vec<Vec<usize>>,
     /// Set when the suite is ended from outside (cancel, deadline).
     pub end_as: Option<SuiteState>,
+    pub escalations: Vec<Escalation>,
 }

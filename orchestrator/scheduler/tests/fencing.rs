@@ -151,8 +151,9 @@ fn the_suite_deadline_ends_it_as_failed() {
 }
 
 #[test]
-fn infrastructure_failures_retry_and_test_failures_do_not() {
+fn infrastructure_failures_wait_retry_delay_then_go_elsewhere() {
     let mut sim = one_task();
+    sim.join("b", cap(1, 1024));
     let a = sim.running()[0].clone();
     sim.fail(&a, testfleet::proto::ErrorType::SystemError);
     assert_eq!(
@@ -163,9 +164,12 @@ fn infrastructure_failures_retry_and_test_failures_do_not() {
     for _ in 0..4 {
         sim.advance(8_000);
         sim.heartbeat("a");
+        sim.heartbeat("b");
     }
     let b = sim.running()[0].clone();
     assert_ne!(a.attempt, b.attempt);
-    sim.fail(&b, testfleet::proto::ErrorType::LogicError);
-    assert_eq!(sim.state("T"), TaskState::Failed);
+    assert_ne!(
+        a.agent, b.agent,
+        "moved away from the agent with the system error"
+    );
 }

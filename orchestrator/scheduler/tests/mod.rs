@@ -5,5 +5,6 @@ mod dag;
 mod fencing;
 mod harness;
 mod phased;
+mod recovery;
 mod resources;
 mod simulation;

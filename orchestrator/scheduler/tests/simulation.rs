@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
 
 use super::harness::*;
-use crate::scheduler::{Action, Event, SuiteState};
+use crate::scheduler::{Action, Event, Resolution, SuiteState};
 
 const ERRORS: [ErrorType; 9] = [
     ErrorType::ImportError,
@@ -168,6 +168,34 @@ impl World {
         }
     }
 
+    /// A person answers an open escalation (or a stale one, twice).
+    fn resolve_one(&mut self) {
+        let open: Vec<String> = self
+            .sim
+            .s
+            .suite()
+            .map(|s| {
+                s.escalations
+                    .iter()
+                    .map(|e| e.escalation_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if open.is_empty() {
+            return;
+        }
+        let id = open[self.rng.random_range(0..open.len())].clone();
+        let resolution = match self.rng.random_range(0..10) {
+            0..=5 => Resolution::Retry,
+            6..=8 => Resolution::Skip,
+            _ => Resolution::Abort,
+        };
+        self.step(Event::ResolveEscalation {
+            escalation_id: id,
+            resolution,
+        });
+    }
+
     /// After the storm: a healthy agent joins and everything finishes.
     fn settle(&mut self) {
         self.trace.push("settle".into());
@@ -182,12 +210,44 @@ impl World {
             self.issued.extend(assigned(&out));
             self.sim.heartbeat("healer");
             self.step(Event::Tick);
+            let open: Vec<String> = self
+                .sim
+                .s
+                .suite()
+                .map(|s| {
+                    s.escalations
+                        .iter()
+                        .filter(|e| e.resolution.is_none())
+                        .map(|e| e.escalation_id.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for id in open {
+                self.step(Event::ResolveEscalation {
+                    escalation_id: id,
+                    resolution: Resolution::Retry,
+                });
+            }
             for a in self.sim.running() {
                 let e = Event::Completed(completion(&a, FinalStatus::Success, 10, 10));
                 self.step(e);
             }
         }
-        panic!("the suite never ended");
+        let suite = self.sim.s.suite().unwrap();
+        let states: Vec<String> = suite
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "{}={}({})",
+                    suite.plan.tasks[i].id,
+                    t.state.as_str(),
+                    t.reason
+                )
+            })
+            .collect();
+        panic!("the suite never ended: {}", states.join(", "));
     }
 }
 
@@ -199,7 +259,7 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
         if let Action::Publish(suite_event::Body::TaskState(s)) = a {
             if matches!(
                 s.status.as_str(),
-                "completed_success" | "failed" | "skipped" | "cancelled"
+                "completed_success" | "flaky" | "failed" | "skipped" | "cancelled"
             ) {
                 *ends.entry(s.task_id.clone()).or_default() += 1;
             }

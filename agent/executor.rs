@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::classify::{self, Ending};
 use crate::parsers::{coverage, junit, progress};
+use crate::recovery;
 use crate::sampler::{self, GroupSampler};
 use crate::uploader::Uploader;
 
@@ -62,6 +63,9 @@ const TAIL_LINES: usize = 200;
 struct Attempt {
     a: proto::TaskAssignment,
     task_id: String,
+    /// `{workdir}`: the agent's, or a fresh one when the orchestrator asked
+    /// for an environment reset.
+    workdir: PathBuf,
     dir: PathBuf,
     artifacts: PathBuf,
     metrics_file: PathBuf,
@@ -70,18 +74,18 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn fill(&self, ctx: &Context, s: &str) -> String {
-        s.replace("{workdir}", &ctx.workdir.display().to_string())
+    fn fill(&self, s: &str) -> String {
+        s.replace("{workdir}", &self.workdir.display().to_string())
             .replace("{artifacts_dir}", &self.artifacts.display().to_string())
             .replace("{metrics_file}", &self.metrics_file.display().to_string())
     }
 
     /// A path the template names: relative ones are under the artifacts dir.
-    fn artifact_path(&self, ctx: &Context, p: &str) -> Option<PathBuf> {
+    fn artifact_path(&self, p: &str) -> Option<PathBuf> {
         if p.is_empty() {
             return None;
         }
-        let p = PathBuf::from(self.fill(ctx, p));
+        let p = PathBuf::from(self.fill(p));
         Some(if p.is_absolute() {
             p
         } else {
@@ -109,9 +113,16 @@ pub async fn run(
             }
         })
         .collect();
-    let dir = ctx.workdir.join("attempts").join(safe_id);
+    let dir = ctx.workdir.join("attempts").join(&safe_id);
     let artifacts = dir.join("artifacts");
+    let reset = a.execution.as_ref().is_some_and(|e| e.reset_environment);
+    let workdir = if reset {
+        ctx.workdir.join("fresh").join(&safe_id)
+    } else {
+        ctx.workdir.clone()
+    };
     let attempt = Attempt {
+        workdir,
         task_id: details.task_id.clone(),
         metrics_file: artifacts.join("metrics.json"),
         artifacts,
@@ -131,6 +142,7 @@ pub async fn run(
 
     if let Err(e) = std::fs::create_dir_all(&attempt.artifacts)
         .and_then(|_| std::fs::create_dir_all(attempt.dir.join("tmp")))
+        .and_then(|_| std::fs::create_dir_all(&attempt.workdir))
     {
         let msg = format!("cannot create {}: {e}", attempt.artifacts.display());
         let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -140,35 +152,80 @@ pub async fn run(
         };
         return report_failure(&ctx, &attempt, kind, msg, None).await;
     }
-    if let Err((kind, msg)) = setup(&ctx, &attempt).await {
+    if let Err((kind, msg)) = setup(&ctx, &attempt, false).await {
         return report_failure(&ctx, &attempt, kind, msg, None).await;
     }
-    let outcome = match execute(&ctx, &attempt, &mut cancel).await {
-        Ok(o) => o,
-        Err(e) => {
-            let msg = format!("could not run the command: {e:#}");
-            return report_failure(&ctx, &attempt, ErrorType::SystemError, msg, None).await;
-        }
-    };
-    if let Some(reason) = outcome.cancelled.clone() {
-        tracing::info!(
-            task_id = attempt.task_id,
-            reason,
-            "attempt cancelled; its process group is gone"
-        );
-        let ack = proto::CancelAck {
-            task_id: attempt.task_id.clone(),
-            attempt_id: attempt.a.attempt_id.clone(),
+    let mut level1 = recovery::Level1::default();
+    let mut tweaks = Tweaks::default();
+    loop {
+        let outcome = match execute(&ctx, &attempt, &mut cancel, &tweaks).await {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = format!("could not run the command: {e:#}");
+                return report_failure(&ctx, &attempt, ErrorType::SystemError, msg, None).await;
+            }
         };
-        let _ = ctx
-            .outbox
-            .send(AgentMessage {
-                body: Some(agent_message::Body::CancelAck(ack)),
-            })
-            .await;
-        return;
+        if let Some(reason) = outcome.cancelled.clone() {
+            tracing::info!(
+                task_id = attempt.task_id,
+                reason,
+                "attempt cancelled; its process group is gone"
+            );
+            let ack = proto::CancelAck {
+                task_id: attempt.task_id.clone(),
+                attempt_id: attempt.a.attempt_id.clone(),
+            };
+            let _ = ctx
+                .outbox
+                .send(AgentMessage {
+                    body: Some(agent_message::Body::CancelAck(ack)),
+                })
+                .await;
+            return;
+        }
+        let judged = judge(&attempt, &outcome);
+        level1.settle_last(judged.success);
+        let step = if judged.success {
+            None
+        } else {
+            level1.next(judged.classified.error_type)
+        };
+        let Some(step) = step else {
+            return report(&ctx, &attempt, &outcome, judged, level1.attempts).await;
+        };
+        tracing::info!(task_id = attempt.task_id, action = step.action(), error = %judged.classified.message, "level-1 recovery");
+        level1.record(step);
+        keep_output_log(&attempt, level1.attempts.len());
+        match step {
+            recovery::Step::ReinstallDependencies => {
+                if let Err((_, msg)) = setup(&ctx, &attempt, true).await {
+                    level1.settle_last(false);
+                    let mut judged = judged;
+                    judged.classified.message = format!(
+                        "{}; reinstalling failed too: {msg}",
+                        judged.classified.message
+                    );
+                    return report(&ctx, &attempt, &outcome, judged, level1.attempts).await;
+                }
+            }
+            recovery::Step::RestorePermissions => {
+                for dir in [&attempt.workdir, &attempt.dir] {
+                    if let Err(e) = recovery::restore_permissions(dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not restore permissions");
+                    }
+                }
+            }
+            recovery::Step::ReduceDataset => tweaks.reduced = true,
+            recovery::Step::ExtendTimeout => tweaks.timeout_factor = 1.5,
+            recovery::Step::RetryWithBackoff => {
+                let wait = level1.backoff();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.changed() => {}
+                }
+            }
+        }
     }
-    finish(&ctx, &attempt, outcome).await;
 }
 
 fn setup_key(cmd: &str, cwd: &str) -> u64 {
@@ -179,17 +236,21 @@ fn setup_key(cmd: &str, cwd: &str) -> u64 {
 
 /// The template's setup command, once per workdir: later attempts (and
 /// later agent runs on the same workdir) find its marker and skip it.
-async fn setup(ctx: &Context, at: &Attempt) -> Result<(), (ErrorType, String)> {
+/// The template's setup command, once per workdir (`force`: again anyway,
+/// for level-1 recovery of an import error).
+async fn setup(ctx: &Context, at: &Attempt, force: bool) -> Result<(), (ErrorType, String)> {
     let exec = at.a.execution.clone().unwrap_or_default();
     if exec.setup_command.trim().is_empty() {
         return Ok(());
     }
-    let command = at.fill(ctx, &exec.setup_command);
+    let command = at.fill(&exec.setup_command);
     let key = setup_key(&command, &exec.working_directory);
-    let marker = ctx.workdir.join(".setup").join(format!("{key:016x}.done"));
+    let marker = at.workdir.join(".setup").join(format!("{key:016x}.done"));
     let lock = ctx.setups.lock().await.entry(key).or_default().clone();
     let _held = lock.lock().await;
-    if marker.exists() {
+    if force {
+        let _ = std::fs::remove_file(&marker);
+    } else if marker.exists() {
         return Ok(());
     }
     send_progress(
@@ -268,8 +329,35 @@ fn task_env(ctx: &Context, at: &Attempt) -> Vec<(String, String)> {
     if let Some(tp) = at.a.trace_context.get("traceparent") {
         env.push(("TRACEPARENT".into(), tp.clone()));
     }
-    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), at.fill(ctx, v))));
+    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), at.fill(v))));
     env
+}
+
+/// What level-1 recovery changes for a rerun.
+#[derive(Debug, Clone)]
+struct Tweaks {
+    timeout_factor: f64,
+    /// Sets TESTFLEET_REDUCED=1: run with the task's smaller data set.
+    reduced: bool,
+}
+
+impl Default for Tweaks {
+    fn default() -> Self {
+        Tweaks {
+            timeout_factor: 1.0,
+            reduced: false,
+        }
+    }
+}
+
+/// A rerun writes a new output log; the old one is kept as evidence.
+fn keep_output_log(at: &Attempt, try_number: usize) {
+    let log = at.artifacts.join(format!("{}_output.log", at.task_id));
+    let _ = std::fs::rename(
+        &log,
+        at.artifacts
+            .join(format!("{}_output.try{try_number}.log", at.task_id)),
+    );
 }
 
 struct Outcome {
@@ -308,12 +396,14 @@ async fn execute(
     ctx: &Context,
     at: &Attempt,
     cancel: &mut watch::Receiver<Option<String>>,
+    tweaks: &Tweaks,
 ) -> anyhow::Result<Outcome> {
     let details = at.a.task_details.clone().unwrap_or_default();
     let exec = at.a.execution.clone().unwrap_or_default();
-    let command = at.fill(ctx, &exec.command);
+    let command = at.fill(&exec.command);
     let memory_limit = details.resources.as_ref().map_or(0, |r| r.memory_mb);
-    let timeout = Duration::from_secs(details.timeout_seconds.max(1));
+    let timeout =
+        Duration::from_secs(details.timeout_seconds.max(1)).mul_f64(tweaks.timeout_factor);
     let grace = Duration::from_secs(exec.grace_period_seconds);
     let kind = progress::Kind::parse(&exec.progress_parser);
 
@@ -322,6 +412,7 @@ async fn execute(
         .arg(&command)
         .current_dir(&exec.working_directory)
         .envs(task_env(ctx, at))
+        .envs(tweaks.reduced.then_some(("TESTFLEET_REDUCED", "1")))
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -480,11 +571,11 @@ struct Results {
     notes: Vec<String>,
 }
 
-fn read_results(ctx: &Context, at: &Attempt) -> Results {
+fn read_results(at: &Attempt) -> Results {
     let exec = at.a.execution.clone().unwrap_or_default();
     let mut notes = Vec::new();
     let junit =
-        at.artifact_path(ctx, &exec.junit_path)
+        at.artifact_path(&exec.junit_path)
             .and_then(|p| match std::fs::read_to_string(&p) {
                 Ok(xml) => match junit::parse(&xml) {
                     Ok(s) => Some(s),
@@ -498,7 +589,7 @@ fn read_results(ctx: &Context, at: &Attempt) -> Results {
                     None
                 }
             });
-    let coverage = at.artifact_path(ctx, &exec.coverage_path).and_then(|p| {
+    let coverage = at.artifact_path(&exec.coverage_path).and_then(|p| {
         let parsed = std::fs::read_to_string(&p)
             .ok()
             .and_then(|t| coverage::parse(&t));
@@ -559,8 +650,18 @@ fn test_results(r: &Results, o: Option<&progress::Observed>) -> proto::TestResul
     t
 }
 
-async fn finish(ctx: &Context, at: &Attempt, o: Outcome) {
-    let results = read_results(ctx, at);
+/// How an attempt's run went, read from its exit and its files.
+struct Judged {
+    success: bool,
+    classified: classify::Classified,
+    results: Results,
+    tests: proto::TestResults,
+    summary: proto::ExecutionSummary,
+    peak: proto::ResourceUsage,
+}
+
+fn judge(at: &Attempt, o: &Outcome) -> Judged {
+    let results = read_results(at);
     let tests = test_results(&results, Some(&o.observed));
     let tail: String = o.tail.iter().map(|l| format!("{l}\n")).collect();
     let summary = proto::ExecutionSummary {
@@ -604,49 +705,67 @@ async fn finish(ctx: &Context, at: &Attempt, o: Outcome) {
             classified.error_type,
             ErrorType::LogicError | ErrorType::CalculationError
         );
-    let success = clean_exit || tolerated;
+    Judged {
+        success: clean_exit || tolerated,
+        classified,
+        results,
+        tests,
+        summary,
+        peak,
+    }
+}
 
+/// Writes the attempt's artifacts, uploads them, and sends the one message
+/// that says how the attempt ended.
+async fn report(
+    ctx: &Context,
+    at: &Attempt,
+    o: &Outcome,
+    j: Judged,
+    recoveries: Vec<proto::RecoveryAttempt>,
+) {
     write_artifacts(
         ctx,
         at,
-        &o,
-        &results,
-        &tests,
-        &peak,
-        &summary,
-        (!success).then_some(&classified),
+        o,
+        &j.results,
+        &j.tests,
+        &j.peak,
+        &j.summary,
+        (!j.success).then_some(&j.classified),
     );
     let artifacts = ctx
         .uploader
         .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts)
         .await;
-
-    let msg = if success {
+    let msg = if j.success {
         agent_message::Body::Completion(proto::TaskCompletion {
             message_id: uuid::Uuid::new_v4().to_string(),
             timestamp: Some(now_timestamp()),
             agent_id: ctx.agent_id.clone(),
             task_id: at.task_id.clone(),
             final_status: FinalStatus::Success as i32,
-            execution_summary: Some(summary),
-            test_results: Some(tests),
+            execution_summary: Some(j.summary),
+            test_results: Some(j.tests),
             artifacts,
             next_actions: Vec::new(),
             attempt_id: at.a.attempt_id.clone(),
-            metrics: results.metrics,
-            peak_resources: Some(peak),
-            recovery_attempts: Vec::new(),
+            metrics: j.results.metrics,
+            peak_resources: Some(j.peak),
+            recovery_attempts: recoveries,
         })
     } else {
-        agent_message::Body::Failure(failure_message(
+        let mut f = failure_message(
             ctx,
             at,
-            &classified,
-            Some(summary),
-            Some(tests),
+            &j.classified,
+            Some(j.summary),
+            Some(j.tests),
             artifacts,
-            Some(peak),
-        ))
+            Some(j.peak),
+        );
+        f.recovery_attempts = recoveries;
+        agent_message::Body::Failure(f)
     };
     let _ = ctx.outbox.send(AgentMessage { body: Some(msg) }).await;
 }
@@ -754,7 +873,7 @@ fn write_artifacts(
                 "host": ctx.host,
                 "task_id": t,
                 "attempt_id": at.a.attempt_id,
-                "command": at.a.execution.as_ref().map(|e| at.fill(ctx, &e.command)),
+                "command": at.a.execution.as_ref().map(|e| at.fill(&e.command)),
                 "working_directory": at.a.execution.as_ref().map(|e| e.working_directory.clone()),
                 "execution_summary": summary,
                 "timed_out": o.timed_out,

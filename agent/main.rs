@@ -4,6 +4,7 @@ mod classify;
 mod connection;
 mod executor;
 mod parsers;
+mod recovery;
 mod sampler;
 mod uploader;
 

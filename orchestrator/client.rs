@@ -270,7 +270,10 @@ pub async fn escalations(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
     for e in r.escalations {
         if json {
             let report: Value = serde_json::from_str(&e.report_json)?;
-            println!("{}", serde_json::json!({"escalation_id": e.escalation_id, "state": e.state, "report": report}));
+            println!(
+                "{}",
+                serde_json::json!({"escalation_id": e.escalation_id, "state": e.state, "report": report})
+            );
         } else {
             println!(
                 "{:<28} {:<6} {:<8} {:<18} {:<7} blocks [{}]",

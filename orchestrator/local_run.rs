@@ -17,6 +17,7 @@ use testfleet::proto::{suite_event, ExecuteSuiteRequest};
 use tokio::process::{Child, Command};
 
 use crate::engine::ReportDir;
+use crate::scheduler::Resolution;
 use crate::server;
 
 #[derive(clap::Args)]
@@ -46,6 +47,110 @@ pub struct RunArgs {
     /// The agent binary. Default: `agent` beside this executable.
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// What to do when a task is escalated to a person: `prompt` asks on the
+    /// terminal (and aborts when there is none, as in CI); `wait` waits for
+    /// `orchestrator escalations resolve`; or always retry, skip or abort.
+    #[arg(long, value_enum, default_value_t = OnEscalation::Prompt)]
+    pub on_escalation: OnEscalation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnEscalation {
+    Prompt,
+    Wait,
+    Retry,
+    Skip,
+    Abort,
+}
+
+/// Answers new escalations by the run's policy.
+async fn handle_escalations(
+    running: &server::Running,
+    policy: OnEscalation,
+    endpoint: &str,
+    handled: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    let open = running
+        .engine
+        .query(|s| {
+            s.suite()
+                .map(|suite| {
+                    suite
+                        .escalations
+                        .iter()
+                        .filter(|e| e.resolution.is_none())
+                        .map(|e| {
+                            (
+                                e.escalation_id.clone(),
+                                e.task_id.clone(),
+                                e.issue_type.clone(),
+                                e.report["context"]["reason"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_string(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .await?;
+    for (id, task, issue, why) in open {
+        if !handled.insert(id.clone()) {
+            continue;
+        }
+        eprintln!("escalation {id}: task {task} ({issue}) needs a person: {why}");
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        let resolution = match policy {
+            OnEscalation::Retry => Some(Resolution::Retry),
+            OnEscalation::Skip => Some(Resolution::Skip),
+            OnEscalation::Abort => Some(Resolution::Abort),
+            OnEscalation::Prompt if !interactive => {
+                eprintln!(
+                    "  no terminal to ask on: aborting (use --on-escalation to choose otherwise)"
+                );
+                Some(Resolution::Abort)
+            }
+            OnEscalation::Wait => None,
+            OnEscalation::Prompt => {
+                let engine = running.engine.clone();
+                let id = id.clone();
+                // Ask off the event loop, so progress keeps flowing.
+                tokio::task::spawn_blocking(move || {
+                    let resolution = ask(&id);
+                    engine.send(crate::scheduler::Event::ResolveEscalation {
+                        escalation_id: id,
+                        resolution,
+                    });
+                });
+                None
+            }
+        };
+        match resolution {
+            Some(r) => running.engine.send(crate::scheduler::Event::ResolveEscalation { escalation_id: id, resolution: r }),
+            None if policy == OnEscalation::Wait => eprintln!(
+                "  resolve with: orchestrator escalations resolve {id} --action retry|skip|abort --insecure --endpoint {endpoint}"
+            ),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn ask(id: &str) -> Resolution {
+    loop {
+        eprint!("  {id}: [r]etry, [s]kip, [a]bort? ");
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+            return Resolution::Abort;
+        }
+        match line.trim() {
+            "r" | "retry" => return Resolution::Retry,
+            "s" | "skip" => return Resolution::Skip,
+            "a" | "abort" => return Resolution::Abort,
+            _ => {}
+        }
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -123,14 +228,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut display = Display::new(&plan);
+    let mut handled = HashSet::new();
     let status = loop {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(e) => {
                     let Some(body) = e.body else { continue };
                     display.show(&body);
-                    if let suite_event::Body::SuiteFinished(f) = body {
-                        if f.suite_id == suite_id { break f.status; }
+                    match body {
+                        suite_event::Body::SuiteFinished(f) if f.suite_id == suite_id => break f.status,
+                        suite_event::Body::TaskState(s) if s.status == "escalated" => {
+                            handle_escalations(&running, args.on_escalation, &endpoint, &mut handled).await?;
+                        }
+                        _ => {}
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

@@ -173,9 +173,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Escalations { command, conn } => match command {
             None => client::escalations(&conn, false).await,
             Some(EscalationCommand::List { json }) => client::escalations(&conn, json).await,
-            Some(EscalationCommand::Resolve { escalation_id, action }) => {
-                client::resolve(&conn, &escalation_id, &action).await
-            }
+            Some(EscalationCommand::Resolve {
+                escalation_id,
+                action,
+            }) => client::resolve(&conn, &escalation_id, &action).await,
         },
     }
 }

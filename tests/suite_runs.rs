@@ -165,34 +165,51 @@ fn a_task_past_its_timeout_is_killed_with_its_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = run_suite(&fixture("timeout.yaml"), 1, dir.path(), &[]);
     assert!(!out.status.success(), "the suite must fail");
+    assert_eq!(report["status"], "failed");
     let hang = task(&report, "HANG");
-    assert_eq!(hang["status"], "failed");
     let attempts = hang["attempts"].as_array().unwrap();
-    assert_eq!(
-        attempts.len(),
-        1,
-        "a timeout is not retried as if it were infrastructure"
-    );
-    let attempt = &attempts[0];
-    assert_eq!(
-        attempt["failure"]["failure_details"]["error_type"],
-        "timeout_error"
-    );
-    // It ignored SIGTERM, so the grace period ran out and SIGKILL ended it.
-    assert_eq!(attempt["signal"], 9, "{attempt}");
-    assert!(
-        attempt["duration_seconds"].as_f64().unwrap() >= 3.0,
-        "timeout 2 s + grace 1 s"
-    );
-    let pids = std::fs::read_to_string(dir.path().join("artifacts/HANG/1/pids"))
-        .expect("the task's pids were uploaded");
-    let pids: Vec<i32> = pids.lines().map(|l| l.trim().parse().unwrap()).collect();
-    assert_eq!(pids.len(), 3, "the shell and both children");
-    for pid in pids {
-        wait_for(
-            &format!("process {pid} to be gone"),
-            std::time::Duration::from_secs(10),
-            || process_gone(pid).then_some(()),
+    // Level 1: the agent extended the timeout once within each attempt.
+    // Level 2: the orchestrator gave a second attempt 1.5× the time and 2× the cores.
+    // Level 3: still timing out, it went to a person; with no terminal, `run` aborted.
+    assert_eq!(attempts.len(), 2, "{hang}");
+    for a in attempts {
+        let failure = &a["failure"];
+        assert_eq!(
+            failure["failure_details"]["error_type"], "timeout_error",
+            "{a}"
         );
+        let l1 = &failure["recovery_attempts"][0];
+        assert_eq!(
+            (l1["action"].as_str(), l1["result"].as_str()),
+            (Some("extend_timeout"), Some("failed")),
+            "{a}"
+        );
+        // It ignored SIGTERM, so the grace period ran out and SIGKILL ended it.
+        assert_eq!(a["signal"], 9, "{a}");
+    }
+    assert_eq!(attempts[1]["reserved"]["cpu_cores"], 2.0);
+    assert_eq!(hang["recoveries"][0]["action"], "resource_reallocation");
+    let escalation = &report["escalations"][0];
+    assert_eq!(escalation["issue_type"], "timeout_error");
+    assert_eq!(escalation["state"], "abort");
+    assert_eq!(hang["status"], "cancelled");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no terminal to ask on: aborting"));
+
+    for n in [1, 2] {
+        let pids = std::fs::read_to_string(dir.path().join(format!("artifacts/HANG/{n}/pids")))
+            .expect("the task's pids were uploaded");
+        let pids: Vec<i32> = pids.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(
+            pids.len(),
+            6,
+            "the shell and both children, in each of two runs"
+        );
+        for pid in pids {
+            wait_for(
+                &format!("process {pid} to be gone"),
+                std::time::Duration::from_secs(10),
+                || process_gone(pid).then_some(()),
+            );
+        }
     }
 }

@@ -195,7 +195,6 @@ pub(crate) fn traceparent(suite_id: &str, attempt_id: &str) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 /// What an attempt runs with: the config's values, or recovery's.
 struct Effective {
     resources: ResourceSpec,
@@ -203,6 +202,7 @@ struct Effective {
     reset_environment: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_assignment(
     plan: &SuitePlan,
     t: usize,

@@ -30,6 +30,7 @@ impl Scheduler {
         seen.into_iter().collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn escalate(
         &mut self,
         t: usize,

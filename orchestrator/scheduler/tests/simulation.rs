@@ -150,6 +150,7 @@ impl World {
             73 => self.step(Event::CancelSuite {
                 reason: "operator".into(),
             }),
+            74..=77 => self.resolve_one(),
             _ => {
                 self.sim.now += self.rng.random_range(100..4_000);
                 let awake: Vec<String> = self

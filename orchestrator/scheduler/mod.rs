@@ -119,6 +119,9 @@ pub struct Scheduler {
     pub(crate) attempt_index: BTreeMap<AttemptId, usize>,
     /// Results refused since start, for the edge's logs and metrics.
     pub rejections: Vec<(AgentId, AttemptId, Rejection)>,
+    /// Cancels not yet confirmed: attempt -> (agent, deadline). An agent that
+    /// misses a deadline is wedged and is evicted.
+    pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
 }
 
 impl Scheduler {
@@ -129,6 +132,7 @@ impl Scheduler {
             suite: None,
             attempt_index: BTreeMap::new(),
             rejections: Vec::new(),
+            pending_cancels: BTreeMap::new(),
         }
     }
 
@@ -320,7 +324,7 @@ impl Scheduler {
             if !self.agents[&agent_id].running.contains(&attempt_id) {
                 let task_id = self.task_id_of_attempt(&attempt_id).unwrap_or_default();
                 let why = "superseded: the task was reassigned while this agent was away";
-                out.push(cancel(&agent_id, task_id, attempt_id, why));
+                self.request_cancel(&agent_id, task_id, attempt_id, why, now, out);
             }
         }
     }
@@ -366,12 +370,62 @@ impl Scheduler {
             let Some((t, attempt_id)) = newest else { break };
             let task_id = self.task_id_of_attempt(&attempt_id).unwrap_or_default();
             let why = "the agent came back with less capacity than this attempt needs";
-            out.push(cancel(agent_id, task_id, attempt_id, why));
+            self.request_cancel(agent_id, task_id, attempt_id.clone(), why, now, out);
             self.requeue_lost(t, format!("agent {agent_id} shrank"), now, out);
         }
     }
 
+    /// Tells the agent to stop an attempt and expects a confirmation in time.
+    fn request_cancel(
+        &mut self,
+        agent_id: &str,
+        task_id: String,
+        attempt_id: AttemptId,
+        reason: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if self.agents.get(agent_id).is_some_and(|a| a.connected) {
+            let timeout = self
+                .suite
+                .as_ref()
+                .map_or(30_000, |s| s.plan.cancel_ack_timeout_ms);
+            self.pending_cancels
+                .insert(attempt_id.clone(), (agent_id.to_string(), now + timeout));
+        }
+        out.push(cancel(agent_id, task_id, attempt_id, reason));
+    }
+
+    /// Agents still heartbeating but deaf to cancels are evicted.
+    fn evict_wedged_agents(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        let wedged: BTreeSet<AgentId> = self
+            .pending_cancels
+            .iter()
+            .filter(|(_, (agent, deadline))| {
+                now >= *deadline && self.agents.get(agent).is_some_and(|a| a.connected)
+            })
+            .map(|(_, (agent, _))| agent.clone())
+            .collect();
+        for agent_id in wedged {
+            let why = "did not confirm a cancel within recovery.cancel_ack_timeout";
+            let conn = self.agents[&agent_id].conn;
+            self.lose_agent(&agent_id, why, now, out);
+            out.push(Action::DropAgent {
+                agent_id,
+                conn,
+                reason: why.into(),
+            });
+        }
+    }
+
     fn cancel_acked(&mut self, agent_id: &str, attempt_id: &str) {
+        if self
+            .pending_cancels
+            .get(attempt_id)
+            .is_some_and(|(a, _)| a == agent_id)
+        {
+            self.pending_cancels.remove(attempt_id);
+        }
         let Some(&t) = self.attempt_index.get(attempt_id) else {
             return;
         };
@@ -394,6 +448,7 @@ impl Scheduler {
     }
 
     fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        self.evict_wedged_agents(now, out);
         let timeout = self
             .suite
             .as_ref()
@@ -431,6 +486,8 @@ impl Scheduler {
             return;
         };
         agent.connected = false;
+        // Its stream is gone: a reconnect re-announces what still runs there.
+        self.pending_cancels.retain(|_, (a, _)| a != agent_id);
         let attempts: Vec<AttemptId> = agent.running.iter().cloned().collect();
         for attempt_id in attempts {
             let Some(&t) = self.attempt_index.get(&attempt_id) else {
@@ -458,7 +515,8 @@ impl Scheduler {
             let suite = self.suite.as_ref().expect("suite");
             if let Some(a) = suite.tasks[t].live_attempt() {
                 let task_id = suite.plan.tasks[t].id.clone();
-                out.push(cancel(&a.agent_id, task_id, a.attempt_id.clone(), reason));
+                let (agent_id, attempt_id) = (a.agent_id.clone(), a.attempt_id.clone());
+                self.request_cancel(&agent_id, task_id, attempt_id, reason, now, out);
                 self.end_live_attempt(t, AttemptOutcome::Cancelled, now);
             }
             if !self.suite.as_ref().expect("suite").tasks[t]

@@ -173,3 +173,46 @@ fn infrastructure_failures_wait_retry_delay_then_go_elsewhere() {
         "moved away from the agent with the system error"
     );
 }
+
+#[test]
+fn an_agent_that_heartbeats_but_never_confirms_a_cancel_is_evicted() {
+    let mut sim = Sim::new();
+    sim.submit(plan(
+        "recovery: {cancel_ack_timeout: 5}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: T, template: t}\n",
+    ));
+    sim.join("a", cap(1, 1024));
+    let first = sim.running()[0].clone();
+    // It drops away and comes back still running the attempt that was
+    // requeued meanwhile; it is told to stop it.
+    sim.disconnect("a");
+    sim.join("b", cap(1, 1024));
+    sim.join_with("a", cap(1, 1024), vec![first.attempt.clone()]);
+    assert!(sim.s.pending_cancels.contains_key(&first.attempt));
+    for _ in 0..3 {
+        sim.advance(2_000);
+        sim.heartbeat("a");
+        sim.heartbeat("b");
+    }
+    let dropped = sim.log.iter().any(|a| matches!(a, Action::DropAgent { agent_id, reason, .. } if agent_id == "a" && reason.contains("cancel")));
+    assert!(dropped, "a wedged agent is evicted");
+    assert!(!sim.s.agents().any(|a| a.id == "a" && a.connected));
+}
+
+#[test]
+fn a_confirmed_cancel_is_settled() {
+    let mut sim = one_task();
+    let first = sim.running()[0].clone();
+    sim.disconnect("a");
+    sim.join_with("a", cap(1, 1024), vec![first.attempt.clone()]);
+    sim.step(Event::CancelAcked {
+        agent_id: "a".into(),
+        attempt_id: first.attempt.clone(),
+    });
+    assert!(sim.s.pending_cancels.is_empty());
+    assert!(sim.s.suite().unwrap().tasks[0].attempts[0].cancel_acknowledged);
+    sim.advance(60_000);
+    assert!(!sim
+        .log
+        .iter()
+        .any(|a| matches!(a, Action::DropAgent { reason, .. } if reason.contains("cancel"))));
+}

@@ -151,6 +151,7 @@ impl World {
                 reason: "operator".into(),
             }),
             74..=77 => self.resolve_one(),
+            78..=81 => self.confirm_a_cancel(),
             _ => {
                 self.sim.now += self.rng.random_range(100..4_000);
                 let awake: Vec<String> = self
@@ -166,6 +167,24 @@ impl World {
                 }
                 self.step(Event::Tick);
             }
+        }
+    }
+
+    /// An awake agent confirms one of the cancels it was sent.
+    fn confirm_a_cancel(&mut self) {
+        let pending: Vec<(String, String)> = self
+            .sim
+            .s
+            .pending_cancels
+            .iter()
+            .filter(|(_, (agent, _))| !self.silent.get(agent).copied().unwrap_or(false))
+            .map(|(attempt, (agent, _))| (attempt.clone(), agent.clone()))
+            .collect();
+        if let Some((attempt_id, agent_id)) = pending.first().cloned() {
+            self.step(Event::CancelAcked {
+                agent_id,
+                attempt_id,
+            });
         }
     }
 

@@ -10,7 +10,7 @@ use testfleet::config::ResourceSpec;
 use testfleet::proto::agent_gateway_server::AgentGateway;
 use testfleet::proto::{
     agent_message, artifact_chunk, orchestrator_message, AgentMessage, ArtifactChunk, HelloAck,
-    OrchestratorMessage, UploadArtifactResponse,
+    OrchestratorMessage, Rejection, UploadArtifactResponse,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -102,6 +102,7 @@ impl AgentGateway for AgentGatewayService {
         }))
         .await
         .map_err(|_| Status::internal("stream closed"))?;
+        let replies = tx.clone();
         self.engine.attach(agent_id.clone(), conn, tx);
         self.engine.send(Event::AgentConnected {
             agent_id: agent_id.clone(),
@@ -121,8 +122,23 @@ impl AgentGateway for AgentGatewayService {
             loop {
                 match inbound.message().await {
                     Ok(Some(msg)) => {
-                        if let Err(why) = forward(&engine, &agent_id, conn, msg) {
-                            tracing::warn!(agent_id, why, "ignored a message from the agent");
+                        let message_id = frame_message_id(&msg);
+                        if let Err((code, why)) = forward(&engine, &agent_id, conn, msg) {
+                            tracing::warn!(
+                                agent_id,
+                                message_id,
+                                why,
+                                "refused a frame from the agent"
+                            );
+                            let rejection = Rejection {
+                                message_id,
+                                attempt_id: String::new(),
+                                code: code as i32,
+                                message: why,
+                            };
+                            let _ = replies.try_send(Ok(OrchestratorMessage {
+                                body: Some(orchestrator_message::Body::Rejection(rejection)),
+                            }));
                         }
                     }
                     Ok(None) => break,
@@ -244,11 +260,29 @@ fn check_artifact_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
+fn frame_message_id(msg: &AgentMessage) -> String {
+    match &msg.body {
+        Some(agent_message::Body::Progress(p)) => p.message_id.clone(),
+        Some(agent_message::Body::Completion(c)) => c.message_id.clone(),
+        Some(agent_message::Body::Failure(f)) => f.message_id.clone(),
+        _ => String::new(),
+    }
+}
+
 /// Turns one frame from an agent into a scheduler event. Frames must be
 /// about the agent that owns the stream.
-fn forward(engine: &Engine, agent_id: &str, conn: u64, msg: AgentMessage) -> Result<(), String> {
-    let mismatch =
-        |claimed: &str| format!("frame claims agent {claimed:?} on {agent_id:?}'s stream");
+fn forward(
+    engine: &Engine,
+    agent_id: &str,
+    conn: u64,
+    msg: AgentMessage,
+) -> Result<(), (tonic::Code, String)> {
+    let mismatch = |claimed: &str| {
+        (
+            tonic::Code::PermissionDenied,
+            format!("frame claims agent {claimed:?} on {agent_id:?}'s stream"),
+        )
+    };
     match msg.body {
         Some(agent_message::Body::Heartbeat(h)) => {
             engine.send(Event::Heartbeat {
@@ -281,8 +315,13 @@ fn forward(engine: &Engine, agent_id: &str, conn: u64, msg: AgentMessage) -> Res
                 attempt_id: a.attempt_id,
             });
         }
-        Some(agent_message::Body::Hello(_)) => return Err("a second hello on one stream".into()),
-        None => return Err("an empty frame".into()),
+        Some(agent_message::Body::Hello(_)) => {
+            return Err((
+                tonic::Code::FailedPrecondition,
+                "a second hello on one stream".into(),
+            ))
+        }
+        None => return Err((tonic::Code::InvalidArgument, "an empty frame".into())),
     }
     Ok(())
 }

@@ -215,6 +215,23 @@ fn carry_out(
             tracing::warn!(agent_id, reason, "agent lost");
             streams.close(&agent_id, conn, Status::unavailable(reason));
         }
+        Action::Reject {
+            agent_id,
+            message_id,
+            attempt_id,
+            rejection,
+        } => {
+            tracing::warn!(agent_id, message_id, attempt_id, code = ?rejection.code(), reason = rejection.describe(), "refused a result");
+            streams.send(
+                &agent_id,
+                orchestrator_message::Body::Rejection(proto::Rejection {
+                    message_id,
+                    attempt_id,
+                    code: rejection.code() as i32,
+                    message: rejection.describe().into(),
+                }),
+            );
+        }
         Action::Escalate {
             escalation_id,
             webhook,

@@ -184,7 +184,7 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
             "tests_failed": failed,
             "pass_rate": if total > 0 { Some(passed as f64 / total as f64) } else { None },
             "stale_results": stale,
-            "rejected_results": suite.rejected_results,
+            "rejected_results": s.rejected_results,
         },
         "agents": agents,
         "escalations": suite.escalations.iter().map(|e| json!({

@@ -89,6 +89,13 @@ pub enum Action {
         conn: u64,
         reason: String,
     },
+    /// Refuse a frame: tell the agent, log it; nothing else changes.
+    Reject {
+        agent_id: AgentId,
+        message_id: String,
+        attempt_id: AttemptId,
+        rejection: Rejection,
+    },
     /// Hand a failure to a person: log it and POST the report.
     Escalate {
         escalation_id: String,
@@ -109,6 +116,27 @@ pub enum Rejection {
     UnknownAttempt,
     /// The result came from an agent that does not hold the attempt.
     NotTheAgentsAttempt,
+    /// The result's task is not the attempt's task.
+    TaskMismatch,
+}
+
+impl Rejection {
+    /// The gRPC status a unary call would have answered.
+    pub fn code(self) -> tonic::Code {
+        match self {
+            Rejection::UnknownAttempt => tonic::Code::NotFound,
+            Rejection::NotTheAgentsAttempt => tonic::Code::PermissionDenied,
+            Rejection::TaskMismatch => tonic::Code::InvalidArgument,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rejection::UnknownAttempt => "no such attempt in the current suite",
+            Rejection::NotTheAgentsAttempt => "the attempt belongs to another agent",
+            Rejection::TaskMismatch => "the attempt belongs to another task",
+        }
+    }
 }
 
 pub struct Scheduler {
@@ -117,8 +145,8 @@ pub struct Scheduler {
     pub(crate) suite: Option<SuiteRun>,
     /// attempt id -> (task index) for the current suite.
     pub(crate) attempt_index: BTreeMap<AttemptId, usize>,
-    /// Results refused since start, for the edge's logs and metrics.
-    pub rejections: Vec<(AgentId, AttemptId, Rejection)>,
+    /// Results refused since start.
+    pub rejected_results: u64,
     /// Cancels not yet confirmed: attempt -> (agent, deadline). An agent that
     /// misses a deadline is wedged and is evicted.
     pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
@@ -131,7 +159,7 @@ impl Scheduler {
             agents: BTreeMap::new(),
             suite: None,
             attempt_index: BTreeMap::new(),
-            rejections: Vec::new(),
+            rejected_results: 0,
             pending_cancels: BTreeMap::new(),
         }
     }
@@ -253,7 +281,6 @@ impl Scheduler {
             running_by_category: BTreeMap::new(),
             reserved_total: ResourceSpec::default(),
             peak_reserved: BTreeMap::new(),
-            rejected_results: 0,
             dependents,
             end_as: None,
             escalations: Vec::new(),

@@ -329,13 +329,20 @@ impl Scheduler {
 
     /// Finds the task of a result and checks the agent holds the attempt.
     /// `Ok(None)` means a known attempt that is no longer live: stale.
+    /// Finds the live attempt a result is about. A known attempt that is
+    /// no longer live is stale: counted, nothing else. A result that names
+    /// no attempt of ours, another agent's attempt, or the wrong task is
+    /// refused: the agent is told why, and nothing changes.
     fn locate_result(
         &mut self,
         agent_id: &str,
+        task_id: &str,
         attempt_id: &str,
-    ) -> Result<Option<usize>, Rejection> {
+        message_id: &str,
+        out: &mut Vec<Action>,
+    ) -> Option<usize> {
         let rejection = match self.attempt_index.get(attempt_id) {
-            None => Some(Rejection::UnknownAttempt),
+            None => Rejection::UnknownAttempt,
             Some(&t) => {
                 let suite = self
                     .suite
@@ -344,28 +351,36 @@ impl Scheduler {
                 let run = &mut suite.tasks[t];
                 match run.attempts.iter().position(|a| a.attempt_id == attempt_id) {
                     Some(i) if run.attempts[i].agent_id != agent_id => {
-                        Some(Rejection::NotTheAgentsAttempt)
+                        Rejection::NotTheAgentsAttempt
                     }
-                    Some(i) if run.live == Some(i) => return Ok(Some(t)),
+                    Some(_) if suite.plan.tasks[t].id != task_id => Rejection::TaskMismatch,
+                    Some(i) if run.live == Some(i) => return Some(t),
                     Some(i) => {
                         run.attempts[i].stale_results += 1;
-                        return Ok(None);
+                        return None;
                     }
-                    None => Some(Rejection::UnknownAttempt),
+                    None => Rejection::UnknownAttempt,
                 }
             }
         };
-        let r = rejection.expect("every other path returned");
-        self.rejections
-            .push((agent_id.to_string(), attempt_id.to_string(), r));
-        if let Some(s) = self.suite.as_mut() {
-            s.rejected_results += 1;
-        }
-        Err(r)
+        self.rejected_results += 1;
+        out.push(Action::Reject {
+            agent_id: agent_id.to_string(),
+            message_id: message_id.to_string(),
+            attempt_id: attempt_id.to_string(),
+            rejection,
+        });
+        None
     }
 
     pub(super) fn progress(&mut self, update: proto::ProgressUpdate, out: &mut Vec<Action>) {
-        let Ok(Some(t)) = self.locate_result(&update.agent_id, &update.attempt_id) else {
+        let Some(t) = self.locate_result(
+            &update.agent_id,
+            &update.task_id,
+            &update.attempt_id,
+            &update.message_id,
+            out,
+        ) else {
             return;
         };
         let run = &mut self.suite.as_mut().expect("suite").tasks[t];
@@ -381,7 +396,9 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Ok(Some(t)) = self.locate_result(&c.agent_id, &c.attempt_id) else {
+        let Some(t) =
+            self.locate_result(&c.agent_id, &c.task_id, &c.attempt_id, &c.message_id, out)
+        else {
             return;
         };
         let success = c.final_status == FinalStatus::Success as i32;
@@ -447,7 +464,9 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Ok(Some(t)) = self.locate_result(&f.agent_id, &f.attempt_id) else {
+        let Some(t) =
+            self.locate_result(&f.agent_id, &f.task_id, &f.attempt_id, &f.message_id, out)
+        else {
             return;
         };
         out.push(Action::Publish(suite_event::Body::Failure(f.clone())));

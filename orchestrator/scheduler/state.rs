@@ -256,8 +256,6 @@ pub struct SuiteRun {
     pub reserved_total: ResourceSpec,
     /// Highest concurrent reservation seen per agent (for the report).
     pub peak_reserved: BTreeMap<AgentId, ResourceSpec>,
-    /// Results refused because they named no attempt of this suite.
-    pub rejected_results: u32,
     /// Reverse of `wait_on`: who waits on each task.
     pub dependents: Vec<Vec<usize>>,
     /// Set when the suite is ended from outside (cancel, deadline).

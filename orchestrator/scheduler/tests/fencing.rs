@@ -53,20 +53,38 @@ fn duplicate_results_are_idempotent() {
 }
 
 #[test]
-fn results_for_attempts_an_agent_does_not_hold_are_refused() {
+fn results_that_do_not_fit_are_refused_and_change_nothing() {
     let mut sim = one_task();
     sim.join("b", cap(0, 0));
-    let mut a = sim.running()[0].clone();
-    a.agent = "b".into();
-    assert!(sim.succeed(&a).is_empty());
-    a.attempt = "nonsense".into();
-    assert!(sim.succeed(&a).is_empty());
-    assert_eq!(sim.state("T"), TaskState::Running);
-    let kinds: Vec<_> = sim.s.rejections.iter().map(|r| r.2).collect();
+    let live = sim.running()[0].clone();
+    let refused = |out: &[Action]| -> Vec<Rejection> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Reject { rejection, .. } => Some(*rejection),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut other_agent = live.clone();
+    other_agent.agent = "b".into();
     assert_eq!(
-        kinds,
-        [Rejection::NotTheAgentsAttempt, Rejection::UnknownAttempt]
+        refused(&sim.succeed(&other_agent)),
+        [Rejection::NotTheAgentsAttempt]
     );
+    let mut unknown = live.clone();
+    unknown.attempt = "nonsense".into();
+    assert_eq!(refused(&sim.succeed(&unknown)), [Rejection::UnknownAttempt]);
+    let mut wrong_task = live.clone();
+    wrong_task.task = "NOPE".into();
+    assert_eq!(
+        refused(&sim.succeed(&wrong_task)),
+        [Rejection::TaskMismatch]
+    );
+    assert_eq!(sim.state("T"), TaskState::Running);
+    assert_eq!(sim.running(), std::slice::from_ref(&live));
+    assert_eq!(sim.s.rejected_results, 3);
+    sim.succeed(&live);
+    assert_eq!(sim.suite_state(), SuiteState::Completed);
 }
 
 #[test]

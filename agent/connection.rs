@@ -140,6 +140,7 @@ impl Agent {
         };
         *backoff = BACKOFF_START;
         tracing::info!(orchestrator = ack.orchestrator_id, "connected");
+        let mut host = sysinfo::System::new().ok();
         let mut heartbeat = tokio::time::interval(Duration::from_millis(
             ack.heartbeat_interval_ms.max(100) as u64,
         ));
@@ -157,7 +158,8 @@ impl Agent {
                 }
                 _ = heartbeat.tick() => {
                     let running: Vec<String> = self.running.lock().await.keys().cloned().collect();
-                    let hb = proto::Heartbeat { agent_id: self.id.agent_id.clone(), timestamp: Some(now_timestamp()), usage: None, running_attempt_ids: running };
+                    let usage = host_usage(&mut host);
+                    let hb = proto::Heartbeat { agent_id: self.id.agent_id.clone(), timestamp: Some(now_timestamp()), usage, running_attempt_ids: running };
                     if tx.send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).await.is_err() {
                         return End::Lost("the stream closed while sending".into());
                     }
@@ -230,6 +232,18 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The host's memory and CPU in use, for the fleet's memory alert.
+fn host_usage(host: &mut Option<sysinfo::System>) -> Option<proto::ResourceUsage> {
+    let sys = host.as_mut()?;
+    sys.refresh_memory();
+    sys.refresh_cpu_usage();
+    Some(proto::ResourceUsage {
+        memory_usage_mb: sys.used_memory() / (1024 * 1024),
+        cpu_utilization: f64::from(sys.global_cpu_usage()),
+        disk_usage_mb: 0,
+    })
 }
 
 fn classify_status(s: tonic::Status) -> End {

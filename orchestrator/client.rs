@@ -113,6 +113,7 @@ fn message_type(body: &suite_event::Body) -> &'static str {
         suite_event::Body::Failure(_) => "failure_notification",
         suite_event::Body::TaskState(_) => "task_state",
         suite_event::Body::SuiteFinished(_) => "suite_finished",
+        suite_event::Body::Alert(_) => "alert",
     }
 }
 
@@ -126,6 +127,7 @@ pub fn event_json(body: &suite_event::Body) -> anyhow::Result<Value> {
         suite_event::Body::Failure(m) => serde_json::to_value(m)?,
         suite_event::Body::TaskState(m) => serde_json::to_value(m)?,
         suite_event::Body::SuiteFinished(m) => serde_json::to_value(m)?,
+        suite_event::Body::Alert(m) => serde_json::to_value(m)?,
     };
     let mut out = serde_json::Map::new();
     out.insert("message_type".into(), message_type(body).into());
@@ -164,6 +166,11 @@ pub fn describe_event(body: &suite_event::Body) -> Option<String> {
         }
         suite_event::Body::TaskState(s) => format!("{} is {} ({})", s.task_id, s.status, s.detail),
         suite_event::Body::SuiteFinished(s) => format!("suite {} {}", s.suite_id, s.status),
+        suite_event::Body::Alert(a) if a.active => format!(
+            "ALERT {} ({}): {} -> {}",
+            a.name, a.severity, a.detail, a.action
+        ),
+        suite_event::Body::Alert(a) => format!("alert {} cleared", a.name),
     })
 }
 

@@ -232,6 +232,31 @@ fn carry_out(
                 }),
             );
         }
+        Action::Alert(alert) => {
+            if alert.active && alert.severity == "critical" {
+                tracing::error!(
+                    event = "alert",
+                    alert = alert.name,
+                    action = alert.action,
+                    detail = alert.detail,
+                    "alert raised"
+                );
+            } else if alert.active {
+                tracing::warn!(
+                    event = "alert",
+                    alert = alert.name,
+                    action = alert.action,
+                    detail = alert.detail,
+                    "alert raised"
+                );
+            } else {
+                tracing::info!(event = "alert", alert = alert.name, "alert cleared");
+            }
+            let _ = events.send(SuiteEvent {
+                timestamp: Some(now_timestamp()),
+                body: Some(proto::suite_event::Body::Alert(alert)),
+            });
+        }
         Action::Escalate {
             escalation_id,
             webhook,

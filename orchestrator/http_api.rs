@@ -80,6 +80,9 @@ async fn status(State(c): State<ControlService>) -> Response {
             "suite_id": s.suite_id,
             "suite_name": s.suite_name,
             "status": s.status,
+            "alerts": s.alerts.iter().map(|a| json!({
+                "name": a.name, "severity": a.severity, "action": a.action, "detail": a.detail,
+            })).collect::<Vec<_>>(),
             "tasks": s.tasks.iter().map(|t| json!({
                 "task_id": t.task_id, "status": t.status, "agent_id": t.agent_id,
                 "attempt_id": t.attempt_id, "attempts": t.attempts,

@@ -2,6 +2,7 @@
 //! client commands.
 
 mod agent_gateway_server;
+mod alerts;
 mod client;
 mod control_server;
 mod criteria;

@@ -187,6 +187,7 @@ fn build_suite(s: &Scheduler, suite: &SuiteRun) -> Value {
             "rejected_results": s.rejected_results,
         },
         "agents": agents,
+        "alerts": s.alert_history(),
         "escalations": suite.escalations.iter().map(|e| json!({
             "escalation_id": e.escalation_id,
             "task_id": e.task_id,
@@ -252,6 +253,7 @@ pub fn status(s: &Scheduler) -> proto::SuiteStatus {
                 }
             })
             .collect(),
+        alerts: s.active_alerts(),
         started_at: Some(testfleet::time::to_timestamp(suite.started_at)),
         finished_at: suite.finished_at.map(testfleet::time::to_timestamp),
     }

@@ -127,6 +127,8 @@ pub struct SuitePlan {
     pub min_agents: u32,
     /// Where escalation reports go.
     pub webhook: Option<String>,
+    pub alerts: super::AlertsConfig,
+    pub metrics_interval_ms: u64,
     pub cancel_ack_timeout_ms: u64,
 }
 
@@ -292,6 +294,8 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
         phases,
         retry: config.retry_policy(),
         agent_timeout_ms: secs_to_ms(config.agent_pool.agent_timeout),
+        alerts: config.alerts.clone(),
+        metrics_interval_ms: secs_to_ms(config.monitoring.metrics_interval),
         webhook: config
             .recovery
             .human_notification_webhook

@@ -30,6 +30,9 @@ impl Scheduler {
             .collect();
         ready.sort_by_key(|&t| (std::cmp::Reverse(suite.plan.tasks[t].priority), t));
         for t in ready {
+            if !self.alerts_allow_dispatch(now) {
+                break;
+            }
             if let Some(agent_id) = self.place(t) {
                 self.assign(t, agent_id, now, out);
             }

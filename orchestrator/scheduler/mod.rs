@@ -3,6 +3,7 @@
 //! and spawns nothing, which is what lets tests drive every failure path
 //! deterministically (see `tests/simulation.rs`).
 
+pub(crate) mod alerting;
 pub(crate) mod dispatch;
 mod escalation;
 mod invariants;
@@ -96,6 +97,8 @@ pub enum Action {
         attempt_id: AttemptId,
         rejection: Rejection,
     },
+    /// An alert raised or cleared: logged and shown to watchers.
+    Alert(proto::AlertEvent),
     /// Hand a failure to a person: log it and POST the report.
     Escalate {
         escalation_id: String,
@@ -150,6 +153,7 @@ pub struct Scheduler {
     /// Cancels not yet confirmed: attempt -> (agent, deadline). An agent that
     /// misses a deadline is wedged and is evicted.
     pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
+    pub(crate) alerting: alerting::Alerting,
 }
 
 impl Scheduler {
@@ -161,6 +165,7 @@ impl Scheduler {
             attempt_index: BTreeMap::new(),
             rejected_results: 0,
             pending_cancels: BTreeMap::new(),
+            alerting: alerting::Alerting::default(),
         }
     }
 
@@ -261,6 +266,12 @@ impl Scheduler {
             // The edge refuses this before it gets here; never replace a live suite.
             return;
         }
+        // Alerts are per suite; the duration baselines carry over.
+        let baselines = std::mem::take(&mut self.alerting.baselines);
+        self.alerting = alerting::Alerting {
+            baselines,
+            ..Default::default()
+        };
         self.attempt_index.clear();
         let tasks = plan.tasks.iter().map(|_| TaskRun::new()).collect();
         let mut dependents = vec![Vec::new(); plan.tasks.len()];
@@ -476,6 +487,7 @@ impl Scheduler {
 
     fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
         self.evict_wedged_agents(now, out);
+        self.evaluate_alerts(now, out);
         let timeout = self
             .suite
             .as_ref()

@@ -318,6 +318,7 @@ impl Scheduler {
         };
         suite.finished_at = Some(now);
         let (suite_id, state) = (suite.suite_id.clone(), suite.state);
+        self.remember_durations();
         out.push(Action::Publish(suite_event::Body::SuiteFinished(
             proto::SuiteFinished {
                 suite_id: suite_id.clone(),

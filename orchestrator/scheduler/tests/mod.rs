@@ -1,6 +1,7 @@
 //! Drives the scheduler with events and checks what it does. `harness`
 //! holds the helpers every topic uses.
 
+mod alerts;
 mod dag;
 mod fencing;
 mod harness;

@@ -59,6 +59,9 @@ static NUMERIC_ASSERTION: LazyLock<Regex> = LazyLock::new(|| {
 });
 static ASSERTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bassert").expect("regex"));
 
+static OUTPUT_ASSERTION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?m)^\S*AssertionError\b.*$").expect("regex"));
+
 fn numeric_assertion(text: &str) -> bool {
     ASSERTION.is_match(text) && NUMERIC_ASSERTION.is_match(text)
 }
@@ -117,6 +120,17 @@ pub fn classify(e: &Ending) -> Classified {
                 ErrorType::LogicError
             },
             msg,
+        )
+    } else if let Some(m) = OUTPUT_ASSERTION.find(e.output_tail) {
+        // No JUnit, but the output shows a failed assertion.
+        let line = line_of(e.output_tail, m.start());
+        (
+            if numeric_assertion(&line) {
+                ErrorType::CalculationError
+            } else {
+                ErrorType::LogicError
+            },
+            line,
         )
     } else if let Some(sig) = e.signal {
         (
@@ -316,6 +330,58 @@ mod tests {
             kind(Ending {
                 exit_code: Some(1),
                 junit: Some(&j),
+                ..Default::default()
+            }),
+            ErrorType::LogicError
+        );
+    }
+
+    #[test]
+    fn numeric_comparisons_and_output_assertions() {
+        let numeric = [
+            "assert 2083.34 == 2083.33",
+            "AssertionError: assert 3 < 2",
+            "AssertionError: got 1.5, expected 1.25",
+        ];
+        for text in numeric {
+            let j = summary(text, "");
+            assert_eq!(
+                kind(Ending {
+                    exit_code: Some(1),
+                    junit: Some(&j),
+                    ..Default::default()
+                }),
+                ErrorType::CalculationError,
+                "{text}"
+            );
+        }
+        for text in ["assert None is not None", "KeyError: 'x'"] {
+            let j = summary(text, "");
+            assert_eq!(
+                kind(Ending {
+                    exit_code: Some(1),
+                    junit: Some(&j),
+                    ..Default::default()
+                }),
+                ErrorType::LogicError,
+                "{text}"
+            );
+        }
+        let out =
+            "Traceback (most recent call last):\nAssertionError: Expected 2083.34, got 2083.33\n";
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                output_tail: out,
+                ..Default::default()
+            }),
+            ErrorType::CalculationError
+        );
+        let out = "AssertionError: status should be active\n";
+        assert_eq!(
+            kind(Ending {
+                exit_code: Some(1),
+                output_tail: out,
                 ..Default::default()
             }),
             ErrorType::LogicError

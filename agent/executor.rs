@@ -55,6 +55,44 @@ impl Context {
     }
 }
 
+/// Where a running attempt records its process group, for reaping after a crash.
+const PGID_FILE: &str = "pgid";
+
+/// Kills what a previous run of an agent on this workdir left behind: the
+/// process groups of attempts it never saw end. A group is killed only if one
+/// of its processes still carries that attempt's TESTFLEET_ATTEMPT_ID.
+pub fn reap_orphans(workdir: &Path) -> usize {
+    let Ok(attempts) = std::fs::read_dir(workdir.join("attempts")) else {
+        return 0;
+    };
+    let mut reaped = 0;
+    for dir in attempts.flatten().map(|e| e.path()) {
+        let file = dir.join(PGID_FILE);
+        let Some(pgid) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let attempt = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let marker = format!("TESTFLEET_ATTEMPT_DIR={}", dir.display());
+        if sampler::group_has_env(pgid, &marker) {
+            tracing::warn!(
+                pgid,
+                attempt,
+                "killing a process group left by an earlier run of this agent"
+            );
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            reaped += 1;
+        }
+        let _ = std::fs::remove_file(file);
+    }
+    reaped
+}
+
 /// How often usage is sampled and progress sent while nothing else happens.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Output lines kept for classification.
@@ -194,7 +232,7 @@ pub async fn run(
             return report(&ctx, &attempt, &outcome, judged, level1.attempts).await;
         };
         tracing::info!(task_id = attempt.task_id, action = step.action(), error = %judged.classified.message, "level-1 recovery");
-        level1.record(step);
+        level1.record(step, judged.classified.error_type);
         keep_output_log(&attempt, level1.attempts.len());
         match step {
             recovery::Step::ReinstallDependencies => {
@@ -310,6 +348,7 @@ fn task_env(ctx: &Context, at: &Attempt) -> Vec<(String, String)> {
         ("TESTFLEET_TASK_ID".to_string(), at.task_id.clone()),
         ("TESTFLEET_ROLE".into(), details.role.clone()),
         ("TESTFLEET_ATTEMPT_ID".into(), at.a.attempt_id.clone()),
+        ("TESTFLEET_ATTEMPT_DIR".into(), at.dir.display().to_string()),
         ("TESTFLEET_AGENT_ID".into(), ctx.agent_id.clone()),
         (
             "TESTFLEET_ARTIFACTS".into(),
@@ -407,8 +446,8 @@ async fn execute(
     let grace = Duration::from_secs(exec.grace_period_seconds);
     let kind = progress::Kind::parse(&exec.progress_parser);
 
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(&command)
         .current_dir(&exec.working_directory)
         .envs(task_env(ctx, at))
@@ -417,10 +456,20 @@ async fn execute(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // If the agent dies (kill -9), the task's leader dies with it; the rest
+    // of its group is reaped when an agent starts on this workdir again.
+    // SAFETY: prctl is async-signal-safe and touches only this process.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("spawning `{command}` in {}", exec.working_directory))?;
     let pgid = child.id().context("the child has no pid")? as i32;
+    let _ = std::fs::write(at.dir.join(PGID_FILE), pgid.to_string());
     tracing::info!(task_id = at.task_id, pgid, command, "command started");
 
     let (line_tx, mut lines) = mpsc::channel::<String>(1024);
@@ -495,6 +544,7 @@ async fn execute(
         k.abort();
     }
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    let _ = std::fs::remove_file(at.dir.join(PGID_FILE));
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
     while let Ok(Some(line)) = tokio::time::timeout_at(drain_until, lines.recv()).await {
         use std::io::Write;

@@ -104,6 +104,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     executor::workdir_ok(&args.workdir)?;
     let workdir = std::fs::canonicalize(&args.workdir)?;
+    let reaped = executor::reap_orphans(&workdir);
+    if reaped > 0 {
+        tracing::warn!(
+            reaped,
+            "killed tasks an earlier run of this agent left running"
+        );
+    }
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());

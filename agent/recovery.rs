@@ -74,12 +74,13 @@ impl Level1 {
         base + base.mul_f64(rand::rng().random_range(0.0..0.5))
     }
 
-    pub fn record(&mut self, step: Step) {
+    pub fn record(&mut self, step: Step, error: ErrorType) {
         self.attempts.push(RecoveryAttempt {
             attempt: self.attempts.len() as u32 + 1,
             action: step.action().into(),
             result: "pending".into(),
             timestamp: Some(now_timestamp()),
+            error_type: testfleet::wire_json::error_type_name(error as i32),
         });
     }
 
@@ -167,7 +168,7 @@ mod tests {
     #[test]
     fn attempts_record_their_results() {
         let mut l = Level1::default();
-        l.record(Step::ExtendTimeout);
+        l.record(Step::ExtendTimeout, ErrorType::TimeoutError);
         assert_eq!(l.attempts[0].result, "pending");
         l.settle_last(true);
         assert_eq!(

@@ -70,6 +70,30 @@ struct Stat {
     cpu_ticks: u64,
 }
 
+/// Whether some process of group `pgid` has `entry` (`KEY=value`) in its
+/// environment.
+pub fn group_has_env(pgid: i32, entry: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| parse_stat(&s))
+                .is_some_and(|(g, _)| g == pgid)
+        })
+        .any(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+        })
+}
+
 /// `/proc/<pid>/stat` of every process in group `pgid`.
 fn group_stats(pgid: i32) -> Vec<Stat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

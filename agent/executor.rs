@@ -348,6 +348,7 @@ fn task_env(ctx: &Context, at: &Attempt) -> Vec<(String, String)> {
         ("TESTFLEET_TASK_ID".to_string(), at.task_id.clone()),
         ("TESTFLEET_ROLE".into(), details.role.clone()),
         ("TESTFLEET_ATTEMPT_ID".into(), at.a.attempt_id.clone()),
+        ("TESTFLEET_SUITE_ID".into(), exec.suite_id.clone()),
         ("TESTFLEET_ATTEMPT_DIR".into(), at.dir.display().to_string()),
         ("TESTFLEET_AGENT_ID".into(), ctx.agent_id.clone()),
         (
@@ -555,7 +556,13 @@ async fn execute(
     {
         use std::os::unix::process::ExitStatusExt;
         o.exit_code = status.code();
-        o.signal = status.signal();
+        // `sh -c` reports a child killed by signal N as exit status 128+N.
+        o.signal = status.signal().or_else(|| {
+            status
+                .code()
+                .filter(|c| (129..=192).contains(c))
+                .map(|c| c - 128)
+        });
     }
     o.end_ms = now_millis();
     // The last word on progress, however fast the run was.

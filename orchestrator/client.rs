@@ -14,12 +14,13 @@ pub struct Conn {
     /// The orchestrator's gRPC address.
     #[arg(
         long,
+        global = true,
         env = "TESTFLEET_ENDPOINT",
         default_value = "http://127.0.0.1:8080"
     )]
     pub endpoint: String,
     /// Allow a plaintext (http://) endpoint.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub insecure: bool,
 }
 

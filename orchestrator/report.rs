@@ -79,6 +79,13 @@ fn attempt_json(a: &Attempt) -> Value {
         "test_results": tests,
         "metrics": a.completion.as_ref().map(|c| c.metrics.clone()),
         "peak_resources": peak,
+        // Level 1: what the agent tried within this attempt.
+        "recovery_attempts": a
+            .completion
+            .as_ref()
+            .map(|c| c.recovery_attempts.clone())
+            .or_else(|| a.failure.as_ref().map(|f| f.recovery_attempts.clone()))
+            .unwrap_or_default(),
         "failure": a.failure.as_ref().map(|f| json!({
             "failure_details": f.failure_details,
             "recovery_attempts": f.recovery_attempts,

@@ -164,6 +164,7 @@ impl Scheduler {
                 run.failures = 0;
                 run.app_retries = 0;
                 run.infra_retries = 0;
+                run.flaky_from = run.attempts.len();
                 run.state = TaskState::Ready;
                 run.not_before = now;
                 run.reason = why.clone();

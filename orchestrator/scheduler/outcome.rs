@@ -441,18 +441,22 @@ impl Scheduler {
     /// A pass after a failed test run is flaky, never a silent pass.
     fn success_state(&self, t: usize) -> (TaskState, String) {
         let run = &self.suite.as_ref().expect("suite").tasks[t];
-        let earlier = run.attempts.iter().rev().skip(1).find_map(|a| {
-            let d = a.failure.as_ref()?.failure_details.as_ref()?;
-            let e = ErrorType::try_from(d.error_type).ok()?;
-            matches!(e, ErrorType::CalculationError | ErrorType::LogicError).then(|| {
-                format!(
-                    "attempt {} failed ({}: {})",
-                    a.number,
-                    testfleet::wire_json::error_type_name(d.error_type),
-                    d.error_message
-                )
-            })
-        });
+        let earlier = run.attempts[run.flaky_from.min(run.attempts.len())..]
+            .iter()
+            .rev()
+            .skip(1)
+            .find_map(|a| {
+                let d = a.failure.as_ref()?.failure_details.as_ref()?;
+                let e = ErrorType::try_from(d.error_type).ok()?;
+                matches!(e, ErrorType::CalculationError | ErrorType::LogicError).then(|| {
+                    format!(
+                        "attempt {} failed ({}: {})",
+                        a.number,
+                        testfleet::wire_json::error_type_name(d.error_type),
+                        d.error_message
+                    )
+                })
+            });
         match earlier {
             Some(f) => (TaskState::Flaky, format!("passed on retry after {f}")),
             None => (TaskState::CompletedSuccess, "all criteria met".into()),

@@ -142,6 +142,9 @@ pub struct TaskRun {
     pub recoveries: Vec<Recovery>,
     /// An operator skipped it: dependents may go on.
     pub waived: bool,
+    /// Attempts before this index predate a person's "retry": their failures
+    /// do not make a later pass flaky.
+    pub flaky_from: usize,
     pub criteria: Vec<CriterionResult>,
     /// Why it ended as it did, for the report.
     pub reason: String,
@@ -166,6 +169,7 @@ impl TaskRun {
             reset_environment: false,
             recoveries: Vec::new(),
             waived: false,
+            flaky_from: 0,
             criteria: Vec::new(),
             reason: String::new(),
             started_at: None,

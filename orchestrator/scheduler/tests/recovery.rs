@@ -235,3 +235,20 @@ fn a_completion_reporting_failure_fails_the_task() {
     assert_eq!(sim.state("A"), TaskState::Failed);
     assert_eq!(sim.state("C"), TaskState::Skipped);
 }
+
+#[test]
+fn a_pass_after_a_person_chose_retry_is_not_flaky() {
+    let mut sim = chain();
+    for _ in 0..2 {
+        let a = sim.running()[0].clone();
+        sim.fail(&a, ErrorType::CalculationError);
+    }
+    let id = escalations(&sim)[0].0.clone();
+    sim.step(Event::ResolveEscalation {
+        escalation_id: id,
+        resolution: Resolution::Retry,
+    });
+    let a = sim.running()[0].clone();
+    sim.succeed(&a);
+    assert_eq!(sim.state("A"), TaskState::CompletedSuccess);
+}

@@ -206,7 +206,7 @@ fn final_report(server: &Server) -> Value {
 fn a_task_whose_agent_is_killed_finishes_on_another() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&fixture("long_task.yaml"), dir.path());
-    let mut agents = vec![
+    let mut agents = [
         start_agent(&server.endpoint(), "agent_a", dir.path(), &[]),
         start_agent(&server.endpoint(), "agent_b", dir.path(), &[]),
     ];

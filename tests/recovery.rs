@@ -514,3 +514,68 @@ async fn wire_input_that_does_not_fit_is_refused_and_changes_nothing() {
         "refusals are logged"
     );
 }
+
+#[test]
+fn cancelling_the_suite_kills_every_task_and_ends_it_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let config = dir.path().join("suite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"failure_handling: {{timeout_grace_period: 1}}
+templates:
+  stubborn:
+    command: "trap '' TERM; echo $$ >> {pids}; (sleep 300) & echo $! >> {pids}; sh -c 'sleep 300' & echo $! >> {pids}; wait"
+orchestrator:
+  name: cancel
+  task_definitions:
+    unit_tests:
+      - {{id: "ONE", template: stubborn, resources: {{memory_mb: 64, timeout: 600}}}}
+      - {{id: "TWO", template: stubborn, resources: {{memory_mb: 64, timeout: 600}}}}
+      - {{id: "AFTER", template: stubborn, dependencies: ["ONE"], resources: {{memory_mb: 64, timeout: 600}}}}
+"#,
+            pids = pids.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config, dir.path());
+    let _a = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    let _b = start_agent(&server.endpoint(), "agent_b", dir.path(), &[]);
+    server.wait_for_agents(2);
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    let started: Vec<i32> = wait_for(
+        "both tasks to start their processes",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&pids).unwrap_or_default();
+            let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            (pids.len() == 6).then_some(pids)
+        },
+    );
+    let out = server.client(&["cancel"]);
+    assert!(out.status.success(), "{}", show(&out));
+    server.wait_for_status(&["cancelled"], Duration::from_secs(10));
+    for pid in started {
+        wait_for(
+            &format!("process {pid} to be gone"),
+            Duration::from_secs(10),
+            || process_gone(pid).then_some(()),
+        );
+    }
+    let report = wait_for(
+        "both cancels to be confirmed",
+        Duration::from_secs(10),
+        || {
+            let r = final_report(&server);
+            ["ONE", "TWO"]
+                .iter()
+                .all(|id| attempts(task(&r, id))[0]["cancel_acknowledged"] == true)
+                .then_some(r)
+        },
+    );
+    for id in ["ONE", "TWO", "AFTER"] {
+        assert_eq!(task(&report, id)["status"], "cancelled", "{id}");
+    }
+    assert_eq!(attempts(task(&report, "AFTER")).len(), 0);
+}

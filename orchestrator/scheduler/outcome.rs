@@ -48,12 +48,15 @@ impl Scheduler {
             dep.state.is_terminal() && !dep.satisfies_dependents()
         });
         if let Some(&d) = blocked {
-            let why = format!(
-                "{} ended {}",
-                suite.plan.tasks[d].id,
-                suite.tasks[d].state.as_str()
-            );
-            return self.set_terminal(t, TaskState::Skipped, why, now, out);
+            let dep = suite.tasks[d].state;
+            let why = format!("{} ended {}", suite.plan.tasks[d].id, dep.as_str());
+            // What waits on a cancelled task is cancelled with it, not skipped.
+            let end = if dep == TaskState::Cancelled {
+                TaskState::Cancelled
+            } else {
+                TaskState::Skipped
+            };
+            return self.set_terminal(t, end, why, now, out);
         }
         if task
             .wait_on

@@ -167,6 +167,24 @@ fn every_failure_type_takes_its_recovery_path() {
     );
     assert_eq!(report["summary"]["flaky"], 1);
 
+    // So many failures raise the seed's high_failure_rate alert.
+    let alert = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "high_failure_rate")
+        .expect("alert raised");
+    assert_eq!(
+        (alert["severity"].as_str(), alert["action"].as_str()),
+        (Some("critical"), Some("pause_new_tasks"))
+    );
+    let log = std::fs::read_to_string(dir.path().join("report/orchestrator.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"alert\":\"high_failure_rate\"")),
+        "logged"
+    );
+
     // Every task ended exactly once.
     for t in report["tasks"].as_array().unwrap() {
         assert!(
@@ -578,4 +596,92 @@ orchestrator:
         assert_eq!(task(&report, id)["status"], "cancelled", "{id}");
     }
     assert_eq!(attempts(task(&report, "AFTER")).len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_heartbeats_but_ignores_a_cancel_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("suite.yaml");
+    std::fs::write(
+        &config,
+        "recovery: {cancel_ack_timeout: 2}\ntemplates:\n  t: {command: \"sleep 30\"}\norchestrator:\n  task_definitions:\n    u:\n      - {id: \"T\", template: t, resources: {memory_mb: 64, timeout: 60}}\n",
+    )
+    .unwrap();
+    let server = Server::start(&config, dir.path());
+    let channel = testfleet::transport::connect(&server.endpoint())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let hello = proto::AgentHello {
+        agent_id: "wedged".into(),
+        host: "h".into(),
+        capacity: Some(proto::Resources {
+            memory_mb: 1024,
+            cpu_cores: 1.0,
+            disk_mb: 1024,
+        }),
+        ..Default::default()
+    };
+    tx.send(AgentMessage {
+        body: Some(agent_message::Body::Hello(hello)),
+    })
+    .await
+    .unwrap();
+    let mut inbound = AgentGatewayClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // Keeps heartbeating, like a live agent whose executor is stuck.
+    let beats = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            let hb = proto::Heartbeat {
+                agent_id: "wedged".into(),
+                ..Default::default()
+            };
+            if beats
+                .send(AgentMessage {
+                    body: Some(agent_message::Body::Heartbeat(hb)),
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    let mut cancelled = false;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(15), inbound.message())
+            .await
+            .expect("the orchestrator acts in time")
+        {
+            Ok(Some(m)) => match m.body {
+                Some(orchestrator_message::Body::Assignment(_)) => {
+                    let cancel = server.client(&["cancel"]);
+                    assert!(cancel.status.success(), "{}", show(&cancel));
+                }
+                // Received, and never confirmed.
+                Some(orchestrator_message::Body::Cancel(_)) => cancelled = true,
+                _ => {}
+            },
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    assert!(cancelled, "the cancel reached the agent");
+    let status = ended.expect("the stream ends with a status");
+    assert!(
+        status.message().contains("did not confirm a cancel"),
+        "{status:?}"
+    );
+    let agents = server.client(&["agents"]);
+    assert!(
+        String::from_utf8_lossy(&agents.stdout).contains("wedged       lost"),
+        "{}",
+        show(&agents)
+    );
 }

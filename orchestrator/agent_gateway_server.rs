@@ -285,6 +285,9 @@ fn forward(
     };
     match msg.body {
         Some(agent_message::Body::Heartbeat(h)) => {
+            engine
+                .metrics
+                .observe_heartbeat(agent_id, h.timestamp.as_ref());
             engine.send(Event::Heartbeat {
                 agent_id: agent_id.to_string(),
                 conn,

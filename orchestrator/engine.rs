@@ -157,7 +157,7 @@ async fn run(
     let mut streams = Streams {
         by_agent: HashMap::new(),
     };
-    let mut next_refresh = 0;
+    let mut last_refresh = 0;
     while let Some(input) = rx.recv().await {
         let event = match input {
             Input::Event(e) => e,
@@ -183,12 +183,14 @@ async fn run(
             metrics.observe(&scheduler, &action);
             carry_out(action, &scheduler, &mut streams, &events, &report_dir);
         }
-        if now >= next_refresh {
+        // Gauges follow the current suite's metrics_interval (10 s when idle).
+        let interval = scheduler
+            .suite()
+            .map_or(10_000, |s| s.plan.metrics_interval_ms)
+            .max(100);
+        if now.saturating_sub(last_refresh) >= interval {
             metrics.refresh(&scheduler);
-            let interval = scheduler
-                .suite()
-                .map_or(10_000, |s| s.plan.metrics_interval_ms);
-            next_refresh = now + interval.max(100);
+            last_refresh = now;
         }
     }
 }

@@ -199,12 +199,111 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
     let (code, report) = server.http_get("/api/v1/final-report");
     assert_eq!(code, 200);
     assert_eq!(report["summary"]["completed_success"], 2);
-    assert!(server
+    let suite_dir = server
         .data_dir
         .join("reports")
-        .join(report["suite_id"].as_str().unwrap())
-        .join("report.json")
-        .is_file());
+        .join(report["suite_id"].as_str().unwrap());
+    assert!(suite_dir.join("report.json").is_file());
+
+    // The task ran with its environment.
+    let env = std::fs::read_to_string(suite_dir.join("artifacts/SLOW/1/env.txt"))
+        .expect("SLOW uploaded env.txt");
+    for line in [
+        "TESTFLEET_TASK_ID=SLOW",
+        "TESTFLEET_ROLE=Patience Specialist",
+        "TESTFLEET_AGENT_ID=agent_001",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
+    }
+    for var in [
+        "TESTFLEET_ARTIFACTS=/",
+        "TESTFLEET_METRICS=/",
+        "TRACEPARENT=00-",
+    ] {
+        assert!(
+            env.lines().any(|l| l.starts_with(var)),
+            "{var} missing:\n{env}"
+        );
+    }
+
+    // Metrics parse as Prometheus text, and agree with the report.
+    // Gauges refresh every metrics_interval (1 s here): wait for one.
+    let metrics = wait_for(
+        "the gauges to refresh",
+        std::time::Duration::from_secs(10),
+        || {
+            let m = parse_prometheus(&server.metrics_text());
+            (m.get("testfleet_active_agents") == Some(&1.0)).then_some(m)
+        },
+    );
+    let sample = |name: &str| {
+        metrics
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {metrics:?}"))
+    };
+    assert_eq!(
+        sample("testfleet_completed_tasks_total"),
+        report["summary"]["completed_success"].as_f64().unwrap()
+    );
+    assert_eq!(
+        sample("testfleet_failed_tasks_total"),
+        report["summary"]["failed"].as_f64().unwrap()
+    );
+    assert_eq!(sample("testfleet_active_agents"), 1.0);
+    assert_eq!(
+        sample("testfleet_agent_health_status{agent_id=agent_001}"),
+        1.0
+    );
+    assert_eq!(
+        sample("testfleet_agent_tasks_total{agent_id=agent_001}"),
+        report["summary"]["attempts"].as_f64().unwrap()
+    );
+    assert_eq!(
+        sample("testfleet_task_execution_seconds_count{category=unit_tests}"),
+        report["summary"]["attempts"].as_f64().unwrap()
+    );
+    assert_eq!(
+        sample("testfleet_test_coverage_percentage{task_id=A1}"),
+        task_field(&report, "A1", "coverage_percentage")
+    );
+
+    // One JSON log line per assignment and per completion, with the seed's fields.
+    let logs: Vec<Value> = std::fs::read_to_string(&server.log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let assigned: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["event"] == "task_assigned")
+        .collect();
+    let completed: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["event"] == "task_completed")
+        .collect();
+    assert_eq!((assigned.len(), completed.len()), (2, 2));
+    for l in &assigned {
+        for key in ["task_id", "agent_id", "memory_mb", "cpu_cores", "timestamp"] {
+            assert!(l.get(key).is_some(), "task_assigned lacks {key}: {l}");
+        }
+    }
+    let a1 = completed.iter().find(|l| l["task_id"] == "A1").unwrap();
+    for key in [
+        "task_id",
+        "agent_id",
+        "duration_seconds",
+        "status",
+        "test_pass_rate",
+        "coverage",
+        "timestamp",
+    ] {
+        assert!(a1.get(key).is_some(), "task_completed lacks {key}: {a1}");
+    }
+    assert_eq!(
+        (a1["status"].as_str(), a1["test_pass_rate"].as_f64()),
+        (Some("success"), Some(1.0))
+    );
 }
 
 fn task_field(report: &Value, id: &str, field: &str) -> f64 {

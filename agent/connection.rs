@@ -27,6 +27,8 @@ pub struct Identity {
 type Running = Arc<Mutex<HashMap<String, (String, watch::Sender<Option<String>>)>>>;
 
 pub struct Agent {
+    /// Whether the stream runs over mTLS (for clearer errors).
+    tls: bool,
     id: Identity,
     channel: Channel,
     ctx: Arc<Context>,
@@ -50,8 +52,10 @@ impl Agent {
         channel: Channel,
         ctx: Arc<Context>,
         outbox: mpsc::Receiver<AgentMessage>,
+        tls: bool,
     ) -> Self {
         Agent {
+            tls,
             id,
             channel,
             ctx,
@@ -129,14 +133,14 @@ impl Agent {
         let mut client = AgentGatewayClient::new(self.channel.clone());
         let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => return classify_status(s),
+            Err(s) => return classify_status(s, self.tls),
         };
         let ack = match inbound.message().await {
             Ok(Some(proto::OrchestratorMessage {
                 body: Some(orchestrator_message::Body::HelloAck(ack)),
             })) => ack,
             Ok(_) => return End::Lost("the orchestrator did not acknowledge our hello".into()),
-            Err(s) => return classify_status(s),
+            Err(s) => return classify_status(s, self.tls),
         };
         *backoff = BACKOFF_START;
         tracing::info!(orchestrator = ack.orchestrator_id, "connected");
@@ -149,7 +153,7 @@ impl Agent {
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => self.on_message(m).await,
                     Ok(None) => return End::Lost("the orchestrator closed the stream".into()),
-                    Err(s) => return classify_status(s),
+                    Err(s) => return classify_status(s, self.tls),
                 },
                 Some(out) = self.outbox.recv() => {
                     if tx.send(out).await.is_err() {
@@ -246,8 +250,22 @@ fn host_usage(host: &mut Option<sysinfo::System>) -> Option<proto::ResourceUsage
     })
 }
 
-fn classify_status(s: tonic::Status) -> End {
+fn classify_status(s: tonic::Status, tls: bool) -> End {
     use tonic::Code;
+    // Under TLS 1.3 a refused client certificate surfaces as a transport
+    // error on the first call; say what it most likely means.
+    if tls
+        && matches!(
+            s.code(),
+            Code::Unknown | Code::Unavailable | Code::Cancelled
+        )
+        && s.message().contains("transport error")
+    {
+        return End::Refused(format!(
+            "the orchestrator refused our certificate, or its own is not signed by our CA ({})",
+            s.message()
+        ));
+    }
     match s.code() {
         Code::InvalidArgument
         | Code::ResourceExhausted

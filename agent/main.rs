@@ -51,9 +51,28 @@ struct Args {
     /// Disk offered, MB. Default: free space under the workdir.
     #[arg(long)]
     disk_mb: Option<u64>,
+    /// CA that signed the orchestrator's certificate (mTLS).
+    #[arg(long, env = "TESTFLEET_CA")]
+    ca: Option<PathBuf>,
+    /// This agent's certificate: its name is the agent's id.
+    #[arg(long, env = "TESTFLEET_CERT")]
+    cert: Option<PathBuf>,
+    #[arg(long, env = "TESTFLEET_KEY")]
+    key: Option<PathBuf>,
     /// Exit when the process that started this agent exits.
     #[arg(long)]
     exit_with_parent: bool,
+}
+
+/// The common name of a PEM certificate.
+fn certificate_name(path: &std::path::Path) -> anyhow::Result<String> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .with_context(|| format!("{} holds no certificate", path.display()))??;
+    testfleet::tls::identity_of(&der)
+        .map(|i| i.name)
+        .with_context(|| format!("{} has no common name", path.display()))
 }
 
 fn parse_labels(s: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -96,10 +115,26 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.orchestrator_endpoint.starts_with("http://") && !args.insecure {
+    let tls = testfleet::transport::tls_flags(
+        args.ca.as_deref(),
+        args.cert.as_deref(),
+        args.key.as_deref(),
+    )?;
+    if tls.is_none() && !args.insecure {
         anyhow::bail!(
-            "{} is plaintext: pass --insecure to connect without TLS",
+            "{} needs --ca, --cert and --key (mTLS), or --insecure to connect without TLS",
             args.orchestrator_endpoint
+        );
+    }
+    // Under mTLS the certificate names the agent.
+    let certified = match &tls {
+        Some(files) => Some(certificate_name(&files.cert)?),
+        None => None,
+    };
+    if let (Some(name), Some(claimed)) = (&certified, &args.agent_id) {
+        anyhow::ensure!(
+            name == claimed,
+            "--agent-id {claimed} does not match the certificate's name {name}"
         );
     }
     executor::workdir_ok(&args.workdir)?;
@@ -117,6 +152,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let agent_id = args
         .agent_id
         .clone()
+        .or(certified)
         .unwrap_or_else(|| format!("agent-{host}"));
     let hc = testfleet::host::capacity(&workdir);
     let capacity = proto::Resources {
@@ -132,7 +168,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     tracing::info!(agent_id, host, ?capacity, workdir = %workdir.display(), endpoint = args.orchestrator_endpoint, "agent starting");
 
-    let channel = testfleet::transport::endpoint(&args.orchestrator_endpoint)?.connect_lazy();
+    let channel = testfleet::transport::secure_endpoint(&args.orchestrator_endpoint, tls.as_ref())?
+        .connect_lazy();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(1024);
     let ctx = Arc::new(executor::Context::new(
         agent_id,
@@ -141,7 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outbox_tx,
         uploader::Uploader::new(channel.clone()),
     ));
-    let agent = connection::Agent::new(identity, channel, ctx, outbox_rx);
+    let agent = connection::Agent::new(identity, channel, ctx, outbox_rx, tls.is_some());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -15,5 +15,6 @@ pub mod config;
 pub mod host;
 pub mod logging;
 pub mod time;
+pub mod tls;
 pub mod transport;
 pub mod wire_json;

@@ -28,3 +28,39 @@ pub async fn connect(url: &str) -> anyhow::Result<Channel> {
         .await
         .with_context(|| format!("cannot reach the orchestrator at {url}"))
 }
+
+/// An endpoint using mTLS with `files` (the URL must be https://), or
+/// plaintext when `files` is None.
+pub fn secure_endpoint(
+    url: &str,
+    files: Option<&crate::tls::TlsFiles>,
+) -> anyhow::Result<Endpoint> {
+    let ep = endpoint(url)?;
+    match files {
+        Some(f) => {
+            anyhow::ensure!(
+                !url.starts_with("http://"),
+                "{url} is plaintext but TLS files were given: use https://"
+            );
+            Ok(ep.tls_config(f.client_config()?)?)
+        }
+        None => Ok(ep),
+    }
+}
+
+/// `TlsFiles` from the three flags: all or none.
+pub fn tls_flags(
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+    match (ca, cert, key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        _ => anyhow::bail!("--ca, --cert and --key go together"),
+    }
+}

@@ -17,9 +17,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, Mode};
 use crate::engine::Engine;
 use crate::report::artifact_dir;
 use crate::scheduler::Event;
+use testfleet::tls::Role;
 
 /// Largest artifact accepted, bytes.
 pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
@@ -30,14 +32,16 @@ pub struct AgentGatewayService {
     engine: Engine,
     orchestrator_id: String,
     next_conn: AtomicU64,
+    mode: Mode,
 }
 
 impl AgentGatewayService {
-    pub fn new(engine: Engine, orchestrator_id: String) -> Self {
+    pub fn new(engine: Engine, orchestrator_id: String, mode: Mode) -> Self {
         AgentGatewayService {
             engine,
             orchestrator_id,
             next_conn: AtomicU64::new(1),
+            mode,
         }
     }
 }
@@ -68,7 +72,8 @@ impl AgentGateway for AgentGatewayService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<OutStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = auth::peer(&request).and_then(|p| p.remote_addr);
+        let certified = auth::require(self.mode, auth::peer(&request), Role::Agent)?;
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             Status::invalid_argument("the stream ended before the agent said hello")
@@ -80,6 +85,18 @@ impl AgentGateway for AgentGatewayService {
         };
         if hello.agent_id.trim().is_empty() {
             return Err(Status::invalid_argument("AgentHello.agent_id is empty"));
+        }
+        if let Some(name) = certified.filter(|n| *n != hello.agent_id) {
+            tracing::warn!(
+                ?peer,
+                certificate = name,
+                claimed = hello.agent_id,
+                "refused a hello for another agent"
+            );
+            return Err(Status::permission_denied(format!(
+                "this certificate is for agent {name:?}, not {:?}",
+                hello.agent_id
+            )));
         }
         let capacity = capacity_of(&hello.capacity)?;
         let agent_id = hello.agent_id.clone();
@@ -157,6 +174,7 @@ impl AgentGateway for AgentGatewayService {
         &self,
         request: Request<Streaming<ArtifactChunk>>,
     ) -> Result<Response<UploadArtifactResponse>, Status> {
+        let certified = auth::require(self.mode, auth::peer(&request), Role::Agent)?;
         let mut chunks = request.into_inner();
         let header = match chunks.next().await.transpose()?.and_then(|c| c.body) {
             Some(artifact_chunk::Body::Header(h)) => h,
@@ -187,17 +205,24 @@ impl AgentGateway for AgentGatewayService {
                                 suite.suite_id.clone(),
                                 suite.plan.tasks[t].id.clone(),
                                 a.number,
+                                a.agent_id.clone(),
                             )
                         })
                 })
             })
             .await?;
-        let (suite_id, task_id, number) = located.ok_or_else(|| {
+        let (suite_id, task_id, number, owner) = located.ok_or_else(|| {
             Status::not_found(format!(
                 "no attempt {} in the current suite",
                 header.attempt_id
             ))
         })?;
+        if certified.is_some_and(|name| name != owner) {
+            return Err(Status::permission_denied(format!(
+                "attempt {} belongs to agent {owner:?}",
+                header.attempt_id
+            )));
+        }
         let dir = artifact_dir(
             &self.engine.report_dir.for_suite(&suite_id),
             &task_id,

@@ -22,16 +22,33 @@ pub struct Conn {
     /// Allow a plaintext (http://) endpoint.
     #[arg(long, global = true)]
     pub insecure: bool,
+    /// CA that signed the orchestrator's certificate (mTLS).
+    #[arg(long, global = true, env = "TESTFLEET_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This client's certificate (an admin one for control calls).
+    #[arg(long, global = true, env = "TESTFLEET_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// This client's private key.
+    #[arg(long, global = true, env = "TESTFLEET_KEY")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 pub async fn control(conn: &Conn) -> anyhow::Result<ControlClient<Channel>> {
-    if conn.endpoint.starts_with("http://") && !conn.insecure {
+    let tls = testfleet::transport::tls_flags(
+        conn.ca.as_deref(),
+        conn.cert.as_deref(),
+        conn.key.as_deref(),
+    )?;
+    if tls.is_none() && !conn.insecure {
         anyhow::bail!(
-            "{} is plaintext: pass --insecure to use it anyway",
+            "{} needs --ca, --cert and --key (mTLS), or --insecure for plaintext",
             conn.endpoint
         );
     }
-    let channel = testfleet::transport::connect(&conn.endpoint).await?;
+    let channel = testfleet::transport::secure_endpoint(&conn.endpoint, tls.as_ref())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the orchestrator at {}", conn.endpoint))?;
     Ok(ControlClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 

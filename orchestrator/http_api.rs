@@ -10,16 +10,28 @@ use serde::Deserialize;
 use serde_json::json;
 use testfleet::proto::{ExecuteSuiteRequest, ResourceLimits};
 
+use crate::auth::{self, Mode};
 use crate::control_server::ControlService;
+use crate::listener::PeerInfo;
 use crate::report;
+use testfleet::tls::Role;
 
-pub fn router(control: ControlService) -> Router {
+pub fn router(control: ControlService, mode: Mode) -> Router {
     Router::new()
         .route("/api/v1/execute-suite", post(execute_suite))
         .route("/api/v1/status", get(status))
         .route("/api/v1/progress", get(progress))
         .route("/api/v1/final-report", get(final_report))
         .with_state(control)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                // Under mTLS the HTTP API, like Control, needs an admin certificate.
+                match auth::require(mode, req.extensions().get::<PeerInfo>(), Role::Admin) {
+                    Ok(_) => next.run(req).await,
+                    Err(status) => error(status),
+                }
+            },
+        ))
 }
 
 /// The seed script's body; every field optional.
@@ -44,6 +56,8 @@ fn error(status: tonic::Status) -> Response {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (code, Json(json!({"error": status.message()}))).into_response()

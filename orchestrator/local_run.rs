@@ -183,6 +183,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config_path: args.file.clone(),
         bind: "127.0.0.1:0".parse()?,
         metrics_bind: Some("127.0.0.1:0".parse()?),
+        // Loopback only, between this process and its own children.
+        tls: None,
         report_dir: ReportDir::Flat(report_dir.clone()),
     })
     .await?;

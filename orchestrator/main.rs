@@ -3,12 +3,14 @@
 
 mod agent_gateway_server;
 mod alerts;
+mod auth;
 mod client;
 mod control_server;
 mod criteria;
 mod engine;
 mod http_api;
 mod junit_merge;
+mod listener;
 mod local_run;
 mod metrics;
 mod recovery;
@@ -105,12 +107,36 @@ enum Command {
         #[command(flatten)]
         conn: client::Conn,
     },
+    /// Development certificates for mTLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// List escalations, or resolve one.
     Escalations {
         #[command(subcommand)]
         command: Option<EscalationCommand>,
         #[command(flatten)]
         conn: client::Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a dev CA, a server certificate, agent certificates
+    /// (agent_001...) and an admin certificate.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        agents: u32,
+        /// Names and addresses the server certificate is valid for.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "localhost,127.0.0.1,orchestrator"
+        )]
+        names: Vec<String>,
     },
 }
 
@@ -186,6 +212,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Report { conn } => client::report(&conn).await,
         Command::Agents { conn } => client::agents(&conn).await,
         Command::Cancel { conn } => client::cancel(&conn).await,
+        Command::Certs {
+            command: CertsCommand::Init { out, agents, names },
+        } => {
+            let files = testfleet::tls::init_dev_pki(&out, agents, &names)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Escalations { command, conn } => match command {
             None => client::escalations(&conn, false).await,
             Some(EscalationCommand::List { json }) => client::escalations(&conn, json).await,
@@ -245,16 +280,26 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     testfleet::logging::init(&config.orchestrator.log_level, log_file)?;
-    if !insecure {
-        anyhow::bail!(
-            "refusing to serve without TLS: pass --insecure to accept plaintext connections (mTLS is configured with `tls:`)"
-        );
-    }
-    tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
+    let tls = match &config.tls {
+        Some(files) => {
+            let files = files.relative_to(&testfleet::config::config_dir(config_path));
+            let server = files.server_config().context("loading the `tls:` files")?;
+            tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "serving mTLS: peers need a certificate from the CA");
+            Some(server)
+        }
+        None if insecure => {
+            tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
+            None
+        }
+        None => anyhow::bail!(
+            "refusing to serve without TLS: configure `tls:` (see `orchestrator certs init`) or pass --insecure to accept plaintext"
+        ),
+    };
     let bind =
         listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
     let config_metrics_port = config.orchestrator.metrics_port;
     let running = server::start(server::ServeOptions {
+        tls,
         config: Arc::new(config),
         config_path: config_path.to_path_buf(),
         bind,

@@ -9,10 +9,13 @@ use anyhow::Context;
 use testfleet::config::SuiteConfig;
 use testfleet::proto::agent_gateway_server::AgentGatewayServer;
 use testfleet::proto::control_server::ControlServer;
+use testfleet::tls::Role;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::auth::{self, Mode};
 
 use crate::agent_gateway_server::AgentGatewayService;
 use crate::control_server::{ControlService, SuiteSource};
@@ -24,6 +27,8 @@ pub struct ServeOptions {
     pub bind: SocketAddr,
     /// Where Prometheus metrics are served; None: not served.
     pub metrics_bind: Option<SocketAddr>,
+    /// mTLS; None: plaintext (`--insecure`, or the embedded run on loopback).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub report_dir: ReportDir,
 }
 
@@ -92,26 +97,45 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let routes = tonic::service::Routes::from(crate::http_api::router(control.clone()))
+    let mode = if opts.tls.is_some() {
+        Mode::Mtls
+    } else {
+        Mode::Open
+    };
+    // Every control call needs an admin certificate under mTLS.
+    let admin_only = move |req: tonic::Request<()>| {
+        auth::require(
+            mode,
+            req.extensions().get::<crate::listener::PeerInfo>(),
+            Role::Admin,
+        )?;
+        Ok(req)
+    };
+    let routes = tonic::service::Routes::from(crate::http_api::router(control.clone(), mode))
         .add_service(AgentGatewayServer::new(AgentGatewayService::new(
             engine.clone(),
             orchestrator_id,
+            mode,
         )))
-        .add_service(ControlServer::new(control.clone()))
+        .add_service(ControlServer::with_interceptor(control.clone(), admin_only))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
     let (tx, rx) = oneshot::channel::<()>();
+    let tls = opts.tls.clone();
     let join = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = rx.await;
-            })
+            .serve_with_incoming_shutdown(
+                ReceiverStream::new(crate::listener::accept(listener, tls)),
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .context("gRPC server")
     });

@@ -57,6 +57,11 @@ pub struct SuiteConfig {
     /// with the seed's thresholds.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// mTLS: the CA that signs agents and operators, and the orchestrator's
+    /// certificate and key (paths relative to this file). Default: none,
+    /// which needs `serve --insecure`.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Phases for `scheduling: phased`. Default: one phase per
     /// `task_definitions` category, in file order, with the seed's strategies
     /// (`unit_tests` parallel, `integration_tests` sequential with parallel

@@ -187,6 +187,18 @@ impl DevCa {
         })
     }
 
+    /// An existing CA (its PEM certificate and key), to issue more from.
+    pub fn load(cert_pem: &str, key_pem: &str) -> anyhow::Result<DevCa> {
+        let key = KeyPair::from_pem(key_pem).context("the CA key is not a PEM private key")?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
+            .context("the CA certificate is not a PEM certificate")?;
+        Ok(DevCa {
+            issuer,
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        })
+    }
+
     /// The orchestrator's certificate, valid for `names` (DNS names or IPs).
     pub fn server(&self, names: &[String]) -> anyhow::Result<Issued> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;

@@ -93,18 +93,23 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: &Path, dir: &Path) -> Server {
+        Server::start_with(config, dir, true)
+    }
+
+    /// With `insecure` false, the config's `tls:` section decides.
+    pub fn start_with(config: &Path, dir: &Path, insecure: bool) -> Server {
         let data_dir = dir.join("data");
         let log = dir.join("orchestrator.log");
         let mut child = Command::new(orchestrator_bin())
             .args([
                 "serve",
-                "--insecure",
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
-                "--config",
             ])
+            .args(insecure.then_some("--insecure"))
+            .arg("--config")
             .arg(config)
             .arg("--data-dir")
             .arg(&data_dir)

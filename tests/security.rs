@@ -1,0 +1,382 @@
+//! mTLS with certificates from `orchestrator certs init`: the suite runs,
+//! every refusal the issue names is refused (and changes nothing), and
+//! grpcurl works with certificates and fails without.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+use testfleet::proto::agent_gateway_client::AgentGatewayClient;
+use testfleet::proto::control_client::ControlClient;
+use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
+use testfleet::tls::{DevCa, Role};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn init(dir: &Path) -> Pki {
+        let out = Command::new(orchestrator_bin())
+            .args(["certs", "init", "--agents", "3", "--out"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+    fn flags(&self, who: &str) -> Vec<String> {
+        vec![
+            "--ca".into(),
+            self.path("ca.pem"),
+            "--cert".into(),
+            self.path(&format!("{who}.pem")),
+            "--key".into(),
+            self.path(&format!("{who}.key")),
+        ]
+    }
+}
+
+/// The suite config with a `tls:` section pointing at the PKI.
+fn with_tls(config: &Path, pki: &Pki, out: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap();
+    let body = format!(
+        "tls: {{ca: {}, cert: {}, key: {}}}\n{text}",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    std::fs::write(out, body).unwrap();
+    out.to_path_buf()
+}
+
+fn https(server: &Server) -> String {
+    format!("https://localhost:{}", server.addr.port())
+}
+
+fn tls_agent(server: &Server, pki: &Pki, who: &str, dir: &Path) -> Proc {
+    let child = Command::new(agent_bin())
+        .args([
+            "--orchestrator-endpoint",
+            &https(server),
+            "--cpu-cores",
+            "4",
+            "--memory-mb",
+            "8192",
+        ])
+        .args(pki.flags(who))
+        .arg("--workdir")
+        .arg(dir.join(who))
+        .arg("--log-file")
+        .arg(dir.join(format!("{who}.log")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        name: who.into(),
+    }
+}
+
+fn admin(server: &Server, pki: &Pki, args: &[&str]) -> Output {
+    Command::new(orchestrator_bin())
+        .args(args)
+        .args(["--endpoint", &https(server)])
+        .args(pki.flags("admin"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cashcow_suite_runs_over_mtls_on_three_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("certs"));
+    // The suite's own directory, so its relative paths still resolve.
+    let config = with_tls(
+        &repo_root().join("examples/cashcow/orchestrator_config.yaml"),
+        &pki,
+        &repo_root().join(format!(
+            "examples/cashcow/.mtls-test-{}.yaml",
+            std::process::id()
+        )),
+    );
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Remove(config.clone());
+    let server = Server::start_with(&config, dir.path(), false);
+    let _agents: Vec<Proc> = ["agent_001", "agent_002", "agent_003"]
+        .iter()
+        .map(|a| tls_agent(&server, &pki, a, dir.path()))
+        .collect();
+    wait_for("three agents over mTLS", Duration::from_secs(20), || {
+        let out = admin(&server, &pki, &["agents"]);
+        (String::from_utf8_lossy(&out.stdout)
+            .matches(" connected ")
+            .count()
+            == 3)
+            .then_some(())
+    });
+    let run = admin(&server, &pki, &["submit", "--wait"]);
+    assert!(run.status.success(), "{}", show(&run));
+    let report: Value = serde_json::from_slice(&admin(&server, &pki, &["report"]).stdout).unwrap();
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["summary"]["completed_success"], 12);
+    let ids: Vec<&str> = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["agent_001", "agent_002", "agent_003"],
+        "ids come from the certificates"
+    );
+}
+
+async fn channel(
+    server: &Server,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(https(server))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn status(
+    ch: Result<tonic::transport::Channel, tonic::transport::Error>,
+) -> Result<proto::SuiteStatus, String> {
+    let ch = ch.map_err(|e| format!("connect: {e}"))?;
+    ControlClient::new(ch)
+        .get_status(proto::GetStatusRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_unauthorised_peer_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("certs"));
+    let config = with_tls(
+        &fixture("long_task.yaml"),
+        &pki,
+        &dir.path().join("suite.yaml"),
+    );
+    let server = Server::start_with(&config, dir.path(), false);
+    let _a = tls_agent(&server, &pki, "agent_001", dir.path());
+    let read = |name: &str| std::fs::read_to_string(pki.dir.join(name)).unwrap();
+    let ca = read("ca.pem");
+    let admin_id = (read("admin.pem"), read("admin.key"));
+    let started = admin(&server, &pki, &["submit"]);
+    assert!(started.status.success(), "{}", show(&started));
+    let before = wait_for("SLEEPY to run", Duration::from_secs(10), || {
+        let s = futures::executor::block_on(status(futures::executor::block_on(channel(
+            &server,
+            &ca,
+            Some((&admin_id.0, &admin_id.1)),
+        ))));
+        s.ok().filter(|s| {
+            s.tasks
+                .iter()
+                .any(|t| t.task_id == "SLEEPY" && t.status == "running")
+        })
+    });
+
+    // No client certificate.
+    assert!(status(channel(&server, &ca, None).await).await.is_err());
+    // A certificate from another CA.
+    let other = DevCa::new("someone else's CA").unwrap();
+    let stranger = other.client("admin", Role::Admin).unwrap();
+    assert!(
+        status(channel(&server, &ca, Some((&stranger.cert_pem, &stranger.key_pem))).await)
+            .await
+            .is_err()
+    );
+    // An expired certificate from the right CA.
+    let expired = DevCa::load(&ca, &read("ca.key"))
+        .unwrap()
+        .client_valid(
+            "admin",
+            Role::Admin,
+            Some((
+                rcgen::date_time_ymd(2020, 1, 1),
+                rcgen::date_time_ymd(2021, 1, 1),
+            )),
+        )
+        .unwrap();
+    let expired = (expired.cert_pem, expired.key_pem);
+    assert!(
+        status(channel(&server, &ca, Some((&expired.0, &expired.1))).await)
+            .await
+            .is_err()
+    );
+    // An agent's certificate calling Control.
+    let agent2 = (read("agent_002.pem"), read("agent_002.key"));
+    let refused = status(channel(&server, &ca, Some((&agent2.0, &agent2.1))).await)
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with("PermissionDenied"), "{refused}");
+
+    // Agent A's certificate saying hello as agent B.
+    let agent_a = channel(&server, &ca, Some((&agent2.0, &agent2.1)))
+        .await
+        .unwrap();
+    let hello = |id: &str| AgentMessage {
+        body: Some(agent_message::Body::Hello(proto::AgentHello {
+            agent_id: id.into(),
+            capacity: Some(proto::Resources {
+                memory_mb: 1,
+                cpu_cores: 0.001,
+                disk_mb: 1,
+            }),
+            ..Default::default()
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("agent_001")).await.unwrap();
+    let err = AgentGatewayClient::new(agent_a.clone())
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    // Agent A (as itself) reporting on B's attempt.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("agent_002")).await.unwrap();
+    let mut inbound = AgentGatewayClient::new(agent_a)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    inbound.message().await.unwrap().unwrap();
+    let live = before
+        .tasks
+        .iter()
+        .find(|t| t.task_id == "SLEEPY")
+        .unwrap()
+        .attempt_id
+        .clone();
+    let completion = proto::TaskCompletion {
+        message_id: "m".into(),
+        agent_id: "agent_002".into(),
+        task_id: "SLEEPY".into(),
+        attempt_id: live.clone(),
+        final_status: proto::FinalStatus::Success as i32,
+        ..Default::default()
+    };
+    tx.send(AgentMessage {
+        body: Some(agent_message::Body::Completion(completion)),
+    })
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match reply.body {
+        Some(orchestrator_message::Body::Rejection(r)) => {
+            assert_eq!(tonic::Code::from_i32(r.code), tonic::Code::PermissionDenied)
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    // Nothing changed.
+    let after = status(channel(&server, &ca, Some((&admin_id.0, &admin_id.1))).await)
+        .await
+        .unwrap();
+    let sleepy = after.tasks.iter().find(|t| t.task_id == "SLEEPY").unwrap();
+    assert_eq!(
+        (
+            sleepy.status.as_str(),
+            sleepy.agent_id.as_str(),
+            sleepy.attempt_id.as_str()
+        ),
+        ("running", "agent_001", live.as_str())
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.matches("refused a TLS handshake").count() >= 3,
+        "handshakes refused and logged at WARN:\n{log}"
+    );
+}
+
+#[test]
+fn grpcurl_works_with_certificates_and_fails_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("certs"));
+    let config = with_tls(
+        &fixture("long_task.yaml"),
+        &pki,
+        &dir.path().join("suite.yaml"),
+    );
+    let server = Server::start_with(&config, dir.path(), false);
+    let addr = format!("localhost:{}", server.addr.port());
+    let certs = [
+        "-cacert".to_string(),
+        pki.path("ca.pem"),
+        "-cert".into(),
+        pki.path("admin.pem"),
+        "-key".into(),
+        pki.path("admin.key"),
+    ];
+    let grpcurl = |args: &[&str]| {
+        let out = Command::new("grpcurl")
+            .args(args)
+            .output()
+            .expect("grpcurl on PATH");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let with = |rest: &[&str]| {
+        let mut a: Vec<&str> = certs.iter().map(String::as_str).collect();
+        a.push(&addr);
+        a.extend_from_slice(rest);
+        grpcurl(&a)
+    };
+    let (ok, list) = with(&["list"]);
+    assert!(
+        ok && list.contains("testfleet.v1.Control") && list.contains("grpc.health.v1.Health"),
+        "{list}"
+    );
+    let (ok, d) = with(&["describe", "testfleet.v1.TaskCompletion"]);
+    assert!(ok && d.contains("message TaskCompletion"), "{d}");
+    let (ok, h) = with(&["grpc.health.v1.Health/Check"]);
+    assert!(ok && h.contains("SERVING"), "{h}");
+    let (ok, st) = with(&["testfleet.v1.Control/GetStatus"]);
+    assert!(ok && st.contains("\"status\": \"idle\""), "{st}");
+    let (ok, out) = grpcurl(&["-cacert", &pki.path("ca.pem"), &addr, "list"]);
+    assert!(!ok, "without a client certificate grpcurl must fail: {out}");
+}

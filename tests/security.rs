@@ -379,4 +379,45 @@ fn grpcurl_works_with_certificates_and_fails_without() {
     assert!(ok && st.contains("\"status\": \"idle\""), "{st}");
     let (ok, out) = grpcurl(&["-cacert", &pki.path("ca.pem"), &addr, "list"]);
     assert!(!ok, "without a client certificate grpcurl must fail: {out}");
+
+    // An agent with a certificate from another CA says so in a sentence.
+    let stranger = Pki::init(&dir.path().join("other"));
+    let mut agent = Command::new(agent_bin())
+        .args([
+            "--orchestrator-endpoint",
+            &https(&server),
+            "--ca",
+            &pki.path("ca.pem"),
+        ])
+        .args([
+            "--cert",
+            &stranger.path("agent_001.pem"),
+            "--key",
+            &stranger.path("agent_001.key"),
+        ])
+        .arg("--workdir")
+        .arg(dir.path().join("stranger"))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(agent.stderr.take().unwrap());
+    // A read blocks: a watchdog ends the agent, so the test cannot hang.
+    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
+    let line = wait_for("the agent's complaint", Duration::from_secs(15), || {
+        let mut l = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut l).ok()?;
+        assert!(n > 0, "the agent exited without saying why");
+        l.contains("refused").then_some(l)
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        line.contains("the orchestrator refused our certificate"),
+        "{line}"
+    );
 }

@@ -25,6 +25,8 @@ use crate::parsers::{coverage, junit, progress};
 use crate::recovery;
 use crate::sampler::{self, GroupSampler};
 use crate::uploader::Uploader;
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _};
+use opentelemetry::{Context as OtelContext, KeyValue};
 
 /// What every attempt on this agent shares.
 pub struct Context {
@@ -169,15 +171,34 @@ pub async fn run(
         started: Instant::now(),
         start_ms: now_millis(),
     };
-    let span = tracing::info_span!(
-        "execute",
+    tracing::info!(
         task_id = attempt.task_id,
-        attempt_id = attempt.a.attempt_id
+        attempt_id = attempt.a.attempt_id,
+        "attempt starting"
     );
-    let _entered = span.enter();
-    tracing::info!("attempt starting");
-    drop(_entered);
+    // The orchestrator's task span is the parent, across processes.
+    let parent = testfleet::telemetry::extract(&attempt.a.trace_context);
+    let mut span = testfleet::telemetry::tracer().start_with_context("execute", &parent);
+    span.set_attribute(KeyValue::new("task.id", attempt.task_id.clone()));
+    span.set_attribute(KeyValue::new("attempt.id", attempt.a.attempt_id.clone()));
+    span.set_attribute(KeyValue::new("agent.id", ctx.agent_id.clone()));
+    let cx = parent.with_span(span);
+    execute_attempt(ctx, attempt, &mut cancel, &cx).await;
+    cx.span().end();
+}
 
+/// A child span of the attempt's `execute` span.
+fn child(cx: &OtelContext, name: &'static str) -> OtelContext {
+    let span = testfleet::telemetry::tracer().start_with_context(name, cx);
+    cx.with_span(span)
+}
+
+async fn execute_attempt(
+    ctx: Arc<Context>,
+    attempt: Attempt,
+    cancel: &mut watch::Receiver<Option<String>>,
+    cx: &OtelContext,
+) {
     if let Err(e) = std::fs::create_dir_all(&attempt.artifacts)
         .and_then(|_| std::fs::create_dir_all(attempt.dir.join("tmp")))
         .and_then(|_| std::fs::create_dir_all(&attempt.workdir))
@@ -190,13 +211,19 @@ pub async fn run(
         };
         return report_failure(&ctx, &attempt, kind, msg, None).await;
     }
-    if let Err((kind, msg)) = setup(&ctx, &attempt, false).await {
+    let setup_cx = child(cx, "setup");
+    let set_up = setup(&ctx, &attempt, false).await;
+    setup_cx.span().end();
+    if let Err((kind, msg)) = set_up {
         return report_failure(&ctx, &attempt, kind, msg, None).await;
     }
     let mut level1 = recovery::Level1::default();
     let mut tweaks = Tweaks::default();
     loop {
-        let outcome = match execute(&ctx, &attempt, &mut cancel, &tweaks).await {
+        let run_cx = child(cx, "run");
+        let ran = execute(&ctx, &attempt, cancel, &tweaks, &run_cx).await;
+        run_cx.span().end();
+        let outcome = match ran {
             Ok(o) => o,
             Err(e) => {
                 let msg = format!("could not run the command: {e:#}");
@@ -221,7 +248,9 @@ pub async fn run(
                 .await;
             return;
         }
+        let parse_cx = child(cx, "parse");
         let judged = judge(&attempt, &outcome);
+        parse_cx.span().end();
         level1.settle_last(judged.success);
         let step = if judged.success {
             None
@@ -229,10 +258,17 @@ pub async fn run(
             level1.next(judged.classified.error_type)
         };
         let Some(step) = step else {
-            return report(&ctx, &attempt, &outcome, judged, level1.attempts).await;
+            return report(&ctx, &attempt, &outcome, judged, level1.attempts, cx).await;
         };
         tracing::info!(task_id = attempt.task_id, action = step.action(), error = %judged.classified.message, "level-1 recovery");
         level1.record(step, judged.classified.error_type);
+        cx.span().add_event(
+            "recovery",
+            vec![
+                KeyValue::new("action", step.action()),
+                KeyValue::new("error", judged.classified.message.clone()),
+            ],
+        );
         keep_output_log(&attempt, level1.attempts.len());
         match step {
             recovery::Step::ReinstallDependencies => {
@@ -243,7 +279,7 @@ pub async fn run(
                         "{}; reinstalling failed too: {msg}",
                         judged.classified.message
                     );
-                    return report(&ctx, &attempt, &outcome, judged, level1.attempts).await;
+                    return report(&ctx, &attempt, &outcome, judged, level1.attempts, cx).await;
                 }
             }
             recovery::Step::RestorePermissions => {
@@ -437,6 +473,7 @@ async fn execute(
     at: &Attempt,
     cancel: &mut watch::Receiver<Option<String>>,
     tweaks: &Tweaks,
+    cx: &OtelContext,
 ) -> anyhow::Result<Outcome> {
     let details = at.a.task_details.clone().unwrap_or_default();
     let exec = at.a.execution.clone().unwrap_or_default();
@@ -507,6 +544,10 @@ async fn execute(
                 let changed = progress::feed(kind, &mut o.observed, &line);
                 push_tail(&mut o.tail, line);
                 if changed && last_progress.elapsed() >= Duration::from_millis(200) {
+                    cx.span().add_event("progress", vec![
+                        KeyValue::new("tests_completed", o.observed.completed as i64),
+                        KeyValue::new("current_test", o.observed.current_test.clone()),
+                    ]);
                     send_progress(ctx, at, &o.observed, usage, TaskStatus::Running).await;
                     last_progress = Instant::now();
                 }
@@ -780,6 +821,7 @@ async fn report(
     o: &Outcome,
     j: Judged,
     recoveries: Vec<proto::RecoveryAttempt>,
+    cx: &OtelContext,
 ) {
     write_artifacts(
         ctx,
@@ -791,10 +833,15 @@ async fn report(
         &j.summary,
         (!j.success).then_some(&j.classified),
     );
+    let upload_cx = child(cx, "upload");
     let artifacts = ctx
         .uploader
         .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts)
         .await;
+    upload_cx
+        .span()
+        .set_attribute(KeyValue::new("artifacts", artifacts.len() as i64));
+    upload_cx.span().end();
     let msg = if j.success {
         agent_message::Body::Completion(proto::TaskCompletion {
             message_id: uuid::Uuid::new_v4().to_string(),

@@ -59,6 +59,9 @@ struct Args {
     cert: Option<PathBuf>,
     #[arg(long, env = "TESTFLEET_KEY")]
     key: Option<PathBuf>,
+    /// OTLP/gRPC collector for traces. Default: OTEL_EXPORTER_OTLP_ENDPOINT, else none.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// Exit when the process that started this agent exits.
     #[arg(long)]
     exit_with_parent: bool,
@@ -154,6 +157,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .or(certified)
         .unwrap_or_else(|| format!("agent-{host}"));
+    let telemetry = testfleet::telemetry::init(
+        "agent",
+        vec![
+            opentelemetry::KeyValue::new("agent.id", agent_id.clone()),
+            opentelemetry::KeyValue::new("host.name", host.clone()),
+        ],
+        testfleet::telemetry::endpoint(args.otlp_endpoint.as_deref()),
+    )?;
     let hc = testfleet::host::capacity(&workdir);
     let capacity = proto::Resources {
         memory_mb: args.memory_mb.unwrap_or(hc.memory_mb),
@@ -195,5 +206,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     agent.run(stop_rx).await;
+    telemetry.shutdown();
     Ok(())
 }

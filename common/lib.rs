@@ -14,6 +14,7 @@ pub mod proto {
 pub mod config;
 pub mod host;
 pub mod logging;
+pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod transport;

@@ -15,6 +15,7 @@ use tonic::Status;
 use crate::metrics::Metrics;
 use crate::report;
 use crate::scheduler::{Action, Event, Scheduler, SuiteState};
+use crate::traces::Traces;
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;
@@ -158,6 +159,7 @@ async fn run(
         by_agent: HashMap::new(),
     };
     let mut last_refresh = 0;
+    let mut traces = Traces::default();
     while let Some(input) = rx.recv().await {
         let event = match input {
             Input::Event(e) => e,
@@ -171,6 +173,7 @@ async fn run(
             }
         };
         let now = now_millis();
+        traces.before(&event);
         let actions = scheduler.handle(event, now);
         // Debug builds (every test run) check DESIGN.md's invariants after
         // every real event too, not only in the simulation.
@@ -179,10 +182,12 @@ async fn run(
             tracing::error!(broken, "scheduler invariant broken");
             panic!("scheduler invariant broken: {broken}");
         }
-        for action in actions {
+        for mut action in actions {
             metrics.observe(&scheduler, &action);
+            traces.on_action(&mut action);
             carry_out(action, &scheduler, &mut streams, &events, &report_dir);
         }
+        traces.after(&scheduler);
         // Gauges follow the current suite's metrics_interval (10 s when idle).
         let interval = scheduler
             .suite()

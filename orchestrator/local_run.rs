@@ -176,6 +176,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(&report_dir.join("orchestrator.log")),
     )?;
 
+    let telemetry = crate::start_telemetry(&config)?;
+    let otlp = testfleet::telemetry::endpoint(config.telemetry.otlp_endpoint.as_deref());
     let (cpu, memory) = agent_capacity(&config, &args);
     let config = Arc::new(config);
     let running = server::start(server::ServeOptions {
@@ -208,6 +210,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cpu,
             memory,
             &report_dir,
+            otlp.as_deref(),
         )?);
     }
     wait_for_agents(&running, args.local_agents).await?;
@@ -266,6 +269,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
     stop_agents(agents).await;
     let _ = running.stop().await;
+    telemetry.shutdown();
     print_summary(&report);
     eprintln!(
         "report: {}",
@@ -299,6 +303,7 @@ fn spawn_agent(
     cpu: f64,
     memory: u64,
     report_dir: &Path,
+    otlp: Option<&str>,
 ) -> anyhow::Result<Child> {
     let id = format!("agent_{i:03}");
     let dir = report_dir.join("agents");
@@ -317,6 +322,7 @@ fn spawn_agent(
         .arg("--memory-mb")
         .arg(memory.to_string())
         .arg("--exit-with-parent")
+        .args(otlp.map(|e| ["--otlp-endpoint", e]).into_iter().flatten())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     cmd.spawn()

@@ -17,6 +17,7 @@ mod recovery;
 mod report;
 mod scheduler;
 mod server;
+mod traces;
 mod webhook;
 
 use std::net::SocketAddr;
@@ -232,6 +233,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Traces over OTLP when the config or the environment names a collector.
+pub fn start_telemetry(config: &SuiteConfig) -> anyhow::Result<testfleet::telemetry::Telemetry> {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let endpoint = testfleet::telemetry::endpoint(config.telemetry.otlp_endpoint.as_deref());
+    testfleet::telemetry::init(
+        "orchestrator",
+        vec![opentelemetry::KeyValue::new("host.name", host)],
+        endpoint,
+    )
+}
+
 pub fn load_config(path: &Path) -> anyhow::Result<SuiteConfig> {
     SuiteConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -280,6 +294,7 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
     testfleet::logging::init(&config.orchestrator.log_level, log_file)?;
+    let telemetry = start_telemetry(&config)?;
     let tls = match &config.tls {
         Some(files) => {
             let files = files.relative_to(&testfleet::config::config_dir(config_path));
@@ -322,5 +337,6 @@ async fn serve(
         r = shutdown => { r?; tracing::info!("shutting down"); }
         r = running.wait() => { r?; }
     }
+    telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
 }

@@ -62,6 +62,9 @@ pub struct SuiteConfig {
     /// which needs `serve --insecure`.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Where traces go. Default: OTEL_EXPORTER_OTLP_ENDPOINT, else nowhere.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Phases for `scheduling: phased`. Default: one phase per
     /// `task_definitions` category, in file order, with the seed's strategies
     /// (`unit_tests` parallel, `integration_tests` sequential with parallel
@@ -263,6 +266,13 @@ impl Default for Monitoring {
             log_retention_days: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. http://jaeger:4317. Default: none.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Alert rules, evaluated every `monitoring.metrics_interval`.

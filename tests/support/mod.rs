@@ -98,6 +98,11 @@ impl Server {
 
     /// With `insecure` false, the config's `tls:` section decides.
     pub fn start_with(config: &Path, dir: &Path, insecure: bool) -> Server {
+        Server::start_env(config, dir, insecure, &[])
+    }
+
+    /// With extra environment for the orchestrator.
+    pub fn start_env(config: &Path, dir: &Path, insecure: bool, env: &[(&str, &str)]) -> Server {
         let data_dir = dir.join("data");
         let log = dir.join("orchestrator.log");
         let mut child = Command::new(orchestrator_bin())
@@ -114,6 +119,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

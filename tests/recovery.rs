@@ -9,7 +9,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::*;
-use testfleet::proto::agent_gateway_client::AgentGatewayClient;
 use testfleet::proto::control_client::ControlClient;
 use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
 
@@ -435,27 +434,9 @@ async fn wire_input_that_does_not_fit_is_refused_and_changes_nothing() {
     let channel = testfleet::transport::connect(&server.endpoint())
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let hello = proto::AgentHello {
-        agent_id: "intruder".into(),
-        host: "h".into(),
-        capacity: Some(proto::Resources {
-            memory_mb: 1,
-            cpu_cores: 0.001,
-            disk_mb: 1,
-        }),
-        ..Default::default()
-    };
-    tx.send(AgentMessage {
-        body: Some(agent_message::Body::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = AgentGatewayClient::new(channel.clone())
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let (tx, mut inbound) = raw_agent(channel.clone(), "intruder", (1, 0.001))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(matches!(
         inbound.message().await.unwrap().unwrap().body,
         Some(orchestrator_message::Body::HelloAck(_))
@@ -611,27 +592,7 @@ async fn an_agent_that_heartbeats_but_ignores_a_cancel_is_evicted() {
     let channel = testfleet::transport::connect(&server.endpoint())
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let hello = proto::AgentHello {
-        agent_id: "wedged".into(),
-        host: "h".into(),
-        capacity: Some(proto::Resources {
-            memory_mb: 1024,
-            cpu_cores: 1.0,
-            disk_mb: 1024,
-        }),
-        ..Default::default()
-    };
-    tx.send(AgentMessage {
-        body: Some(agent_message::Body::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = AgentGatewayClient::new(channel)
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut inbound) = raw_agent(channel, "wedged", (1024, 1.0)).await.unwrap();
     // Keeps heartbeating, like a live agent whose executor is stuck.
     let beats = tx.clone();
     tokio::spawn(async move {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-use testfleet::proto::agent_gateway_client::AgentGatewayClient;
 use testfleet::proto::control_client::ControlClient;
 use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
 use testfleet::tls::{DevCa, Role};
@@ -247,33 +246,13 @@ async fn every_unauthorised_peer_is_refused_and_changes_nothing() {
     let agent_a = channel(&server, &ca, Some((&agent2.0, &agent2.1)))
         .await
         .unwrap();
-    let hello = |id: &str| AgentMessage {
-        body: Some(agent_message::Body::Hello(proto::AgentHello {
-            agent_id: id.into(),
-            capacity: Some(proto::Resources {
-                memory_mb: 1,
-                cpu_cores: 0.001,
-                disk_mb: 1,
-            }),
-            ..Default::default()
-        })),
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(hello("agent_001")).await.unwrap();
-    let err = AgentGatewayClient::new(agent_a.clone())
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let err = raw_agent(agent_a.clone(), "agent_001", (1, 0.001))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 
     // Agent A (as itself) reporting on B's attempt.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(hello("agent_002")).await.unwrap();
-    let mut inbound = AgentGatewayClient::new(agent_a)
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut inbound) = raw_agent(agent_a, "agent_002", (1, 0.001)).await.unwrap();
     inbound.message().await.unwrap().unwrap();
     let live = before
         .tasks

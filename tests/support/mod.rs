@@ -356,3 +356,40 @@ pub fn process_gone(pid: i32) -> bool {
 pub fn python() -> String {
     std::env::var("TESTFLEET_PYTHON").unwrap_or_else(|_| "python3".into())
 }
+
+/// A hand-driven agent stream, for wire tests: says `hello` as `agent_id`
+/// with the given capacity, and returns the sender and what comes back.
+pub async fn raw_agent(
+    channel: tonic::transport::Channel,
+    agent_id: &str,
+    capacity: (u64, f64),
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<testfleet::proto::AgentMessage>,
+        tonic::Streaming<testfleet::proto::OrchestratorMessage>,
+    ),
+    tonic::Status,
+> {
+    use testfleet::proto::{self, agent_message, AgentMessage};
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let hello = proto::AgentHello {
+        agent_id: agent_id.into(),
+        host: "h".into(),
+        capacity: Some(proto::Resources {
+            memory_mb: capacity.0,
+            cpu_cores: capacity.1,
+            disk_mb: 1024,
+        }),
+        ..Default::default()
+    };
+    tx.send(AgentMessage {
+        body: Some(agent_message::Body::Hello(hello)),
+    })
+    .await
+    .expect("the stream is open");
+    let inbound = testfleet::proto::agent_gateway_client::AgentGatewayClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, inbound))
+}

@@ -17,6 +17,14 @@ fn chain() -> Sim {
     sim
 }
 
+/// A test failure, then the same on the automatic retry: escalated.
+fn fail_twice(sim: &mut Sim, error: ErrorType) {
+    for _ in 0..2 {
+        let a = sim.running()[0].clone();
+        sim.fail(&a, error);
+    }
+}
+
 fn last_assignment(sim: &Sim) -> testfleet::proto::TaskAssignment {
     sim.log
         .iter()
@@ -75,10 +83,7 @@ fn a_test_failure_that_passes_on_retry_is_flaky_not_a_silent_pass() {
 #[test]
 fn a_repeated_calculation_error_escalates_and_pauses_dependents() {
     let mut sim = chain();
-    for _ in 0..2 {
-        let a = sim.running()[0].clone();
-        sim.fail(&a, ErrorType::CalculationError);
-    }
+    fail_twice(&mut sim, ErrorType::CalculationError);
     assert_eq!(sim.state("A"), TaskState::Escalated);
     assert_eq!(sim.state("B"), TaskState::Paused);
     assert_eq!(sim.state("C"), TaskState::Paused);
@@ -119,10 +124,7 @@ fn a_repeated_calculation_error_escalates_and_pauses_dependents() {
 #[test]
 fn skipping_an_escalation_lets_dependents_run_but_the_suite_fails() {
     let mut sim = chain();
-    for _ in 0..2 {
-        let a = sim.running()[0].clone();
-        sim.fail(&a, ErrorType::LogicError);
-    }
+    fail_twice(&mut sim, ErrorType::LogicError);
     let id = escalations(&sim)[0].0.clone();
     sim.step(Event::ResolveEscalation {
         escalation_id: id.clone(),
@@ -143,10 +145,7 @@ fn skipping_an_escalation_lets_dependents_run_but_the_suite_fails() {
 #[test]
 fn aborting_an_escalation_ends_the_suite() {
     let mut sim = chain();
-    for _ in 0..2 {
-        let a = sim.running()[0].clone();
-        sim.fail(&a, ErrorType::LogicError);
-    }
+    fail_twice(&mut sim, ErrorType::LogicError);
     let id = escalations(&sim)[0].0.clone();
     sim.step(Event::ResolveEscalation {
         escalation_id: id,
@@ -239,10 +238,7 @@ fn a_completion_reporting_failure_fails_the_task() {
 #[test]
 fn a_pass_after_a_person_chose_retry_is_not_flaky() {
     let mut sim = chain();
-    for _ in 0..2 {
-        let a = sim.running()[0].clone();
-        sim.fail(&a, ErrorType::CalculationError);
-    }
+    fail_twice(&mut sim, ErrorType::CalculationError);
     let id = escalations(&sim)[0].0.clone();
     sim.step(Event::ResolveEscalation {
         escalation_id: id,

@@ -28,7 +28,15 @@ impl Scheduler {
                     && is_runnable(&suite.plan, t)
             })
             .collect();
-        ready.sort_by_key(|&t| (std::cmp::Reverse(suite.plan.tasks[t].priority), t));
+        // Critical path first, then priority, then file order.
+        ready.sort_by_key(|&t| {
+            let rank = suite.rank.get(t).copied().unwrap_or(0);
+            (
+                std::cmp::Reverse(rank),
+                std::cmp::Reverse(suite.plan.tasks[t].priority),
+                t,
+            )
+        });
         for t in ready {
             if !self.alerts_allow_dispatch(now) {
                 break;

@@ -4,6 +4,7 @@
 //! deterministically (see `tests/simulation.rs`).
 
 pub(crate) mod alerting;
+mod critical_path;
 pub(crate) mod dispatch;
 mod escalation;
 mod invariants;
@@ -295,8 +296,13 @@ impl Scheduler {
             dependents,
             end_as: None,
             escalations: Vec::new(),
+            rank: Vec::new(),
             plan,
         });
+        if let Some(suite) = self.suite.as_mut() {
+            suite.rank =
+                critical_path::ranks(&suite.plan, &suite.dependents, &self.alerting.baselines);
+        }
         let n = self.suite.as_ref().map_or(0, |s| s.tasks.len());
         for i in 0..n {
             self.promote_if_ready(i, now, out);

@@ -265,4 +265,7 @@ pub struct SuiteRun {
     /// Set when the suite is ended from outside (cancel, deadline).
     pub end_as: Option<SuiteState>,
     pub escalations: Vec<Escalation>,
+    /// Critical-path rank of each task: ready tasks with the longest
+    /// remaining path go first.
+    pub rank: Vec<u64>,
 }

@@ -105,8 +105,7 @@ fn an_unresponsive_agent_has_its_tasks_reassigned() {
 fn slower_than_twice_the_baseline_is_a_warning() {
     let mut sim = Sim::new();
     sim.join("a", cap(1, 1024));
-    let run_once = |sim: &mut Sim, seconds: f64| {
-        sim.submit(suite(1, ""));
+    let finish = |sim: &mut Sim, seconds: f64| {
         let r = sim.running()[0].clone();
         let mut c = completion(&r, proto::FinalStatus::Success, 1, 1);
         c.execution_summary = Some(proto::ExecutionSummary {
@@ -115,15 +114,13 @@ fn slower_than_twice_the_baseline_is_a_warning() {
         });
         sim.step(Event::Completed(c));
     };
-    run_once(&mut sim, 1.0);
+    // A first suite sets the baseline: 1 s per task.
     sim.submit(suite(2, ""));
-    let r = sim.running()[0].clone();
-    let mut c = completion(&r, proto::FinalStatus::Success, 1, 1);
-    c.execution_summary = Some(proto::ExecutionSummary {
-        duration_seconds: 5.0,
-        ..Default::default()
-    });
-    sim.step(Event::Completed(c));
+    finish(&mut sim, 1.0);
+    finish(&mut sim, 1.0);
+    // In the next, a task takes 5 s.
+    sim.submit(suite(2, ""));
+    finish(&mut sim, 5.0);
     sim.advance(1_000);
     sim.heartbeat("a");
     assert!(alerts_raised(&sim).contains(&"performance_degradation".to_string()));

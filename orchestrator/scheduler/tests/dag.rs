@@ -181,3 +181,32 @@ fn assignments_carry_a_w3c_traceparent() {
         "non-uuid suite ids still give a valid trace id"
     );
 }
+
+#[test]
+fn the_longest_remaining_path_goes_first() {
+    // Two slots; five short independent tasks listed before a chain of three.
+    let mut yaml =
+        "templates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n".to_string();
+    for i in 1..=5 {
+        yaml += &format!("      - {{id: X{i}, template: t, resources: {{timeout: 20}}}}\n");
+    }
+    yaml += "      - {id: A, template: t, resources: {timeout: 20}}\n      - {id: B, template: t, dependencies: [A], resources: {timeout: 20}}\n      - {id: C, template: t, dependencies: [B], resources: {timeout: 20}}\n";
+    let mut sim = Sim::new();
+    sim.submit(plan(&yaml));
+    sim.join("a", cap(2, 8192));
+    assert!(
+        sim.running_ids().contains(&"A".to_string()),
+        "the chain's head starts first: {:?}",
+        sim.running_ids()
+    );
+    // Every task takes 10 s: the chain sets the pace, and 8 tasks on 2 slots
+    // finish in 4 rounds (file order would need 5).
+    let start = sim.now;
+    while sim.suite_state() == SuiteState::Running {
+        sim.now += 10_000;
+        for a in sim.running() {
+            sim.succeed(&a);
+        }
+    }
+    assert_eq!(sim.now - start, 40_000);
+}

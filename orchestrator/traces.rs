@@ -59,7 +59,10 @@ impl Traces {
                 if !carried.is_empty() {
                     assignment.trace_context = carried;
                 }
-                self.attempts.insert(assignment.attempt_id.clone(), cx);
+                // Only real spans need closing: with no exporter, keep nothing.
+                if cx.span().span_context().is_valid() {
+                    self.attempts.insert(assignment.attempt_id.clone(), cx);
+                }
             }
             Action::Publish(suite_event::Body::Failure(f)) => {
                 if let Some(cx) = self.attempts.get(&f.attempt_id) {
@@ -122,14 +125,8 @@ impl Traces {
         if self.attempts.is_empty() {
             return;
         }
-        let Some(suite) = s.suite() else { return };
         self.attempts.retain(|attempt_id, cx| {
-            let outcome = suite
-                .tasks
-                .iter()
-                .flat_map(|t| &t.attempts)
-                .find(|a| &a.attempt_id == attempt_id)
-                .map(|a| a.outcome.clone());
+            let outcome = s.attempt(attempt_id).map(|a| a.outcome.clone());
             match outcome {
                 Some(AttemptOutcome::Running) => true,
                 Some(o) => {

@@ -13,38 +13,57 @@ use testfleet::config::{ResourceSpec, SuitePlan};
 use testfleet::proto::{self, suite_event, Priority};
 use testfleet::time::{to_timestamp, UnixMillis};
 
+use std::ops::Bound::{Excluded, Unbounded};
+
+use super::state::ReadyKey;
 use super::{is_runnable, Action, Attempt, AttemptOutcome, Scheduler, TaskState};
 use testfleet::config::PriorityName;
 
 impl Scheduler {
+    /// Walks the ready set in dispatch order, dropping stale entries, until
+    /// no connected agent has room left.
     pub(super) fn dispatch(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.running_suite() else {
-            return;
-        };
-        let mut ready: Vec<usize> = (0..suite.tasks.len())
-            .filter(|&t| {
-                suite.tasks[t].state == TaskState::Ready
-                    && suite.tasks[t].not_before <= now
-                    && is_runnable(&suite.plan, t)
-            })
-            .collect();
-        // Critical path first, then priority, then file order.
-        ready.sort_by_key(|&t| {
-            let rank = suite.rank.get(t).copied().unwrap_or(0);
-            (
-                std::cmp::Reverse(rank),
-                std::cmp::Reverse(suite.plan.tasks[t].priority),
-                t,
-            )
-        });
-        for t in ready {
-            if !self.alerts_allow_dispatch(now) {
-                break;
+        let mut after: Option<ReadyKey> = None;
+        loop {
+            let Some(suite) = self.running_suite_mut() else {
+                return;
+            };
+            let next = match after {
+                None => suite.ready.iter().next().copied(),
+                Some(k) => suite.ready.range((Excluded(k), Unbounded)).next().copied(),
+            };
+            let Some(key) = next else { return };
+            after = Some(key);
+            let t = key.2;
+            if suite.tasks[t].state != TaskState::Ready {
+                suite.ready.remove(&key);
+                continue;
             }
-            if let Some(agent_id) = self.place(t) {
-                self.assign(t, agent_id, now, out);
+            if suite.tasks[t].not_before > now || !is_runnable(&suite.plan, t) {
+                continue;
+            }
+            if !self.alerts_allow_dispatch(now) {
+                return;
+            }
+            match self.place(t) {
+                Some(agent_id) => {
+                    self.assign(t, agent_id, now, out);
+                    if let Some(suite) = self.suite.as_mut() {
+                        suite.ready.remove(&key);
+                    }
+                }
+                None if !self.fleet_has_room() => return,
+                None => {}
             }
         }
+    }
+
+    /// Whether any connected agent could take any more work at all.
+    fn fleet_has_room(&self) -> bool {
+        self.agents.values().any(|a| {
+            let free = a.free();
+            a.connected && free.cpu_millis > 0 && free.memory_mb > 0
+        })
     }
 
     fn place(&self, t: usize) -> Option<String> {

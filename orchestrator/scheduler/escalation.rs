@@ -165,9 +165,8 @@ impl Scheduler {
                 run.app_retries = 0;
                 run.infra_retries = 0;
                 run.flaky_from = run.attempts.len();
-                run.state = TaskState::Ready;
-                run.not_before = now;
                 run.reason = why.clone();
+                suite.queue(t, now);
                 self.publish_state(t, &why, out);
                 self.unpause(&blocking, now, out);
             }

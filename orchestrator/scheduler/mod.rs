@@ -190,6 +190,15 @@ impl Scheduler {
             .filter(|s| s.state == SuiteState::Running)
     }
 
+    /// An attempt of the current suite, by id.
+    pub fn attempt(&self, attempt_id: &str) -> Option<&Attempt> {
+        let &t = self.attempt_index.get(attempt_id)?;
+        self.suite.as_ref()?.tasks[t]
+            .attempts
+            .iter()
+            .find(|a| a.attempt_id == attempt_id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.running_suite().is_some()
     }
@@ -297,6 +306,8 @@ impl Scheduler {
             end_as: None,
             escalations: Vec::new(),
             rank: Vec::new(),
+            ready: Default::default(),
+            ended: 0,
             plan,
         });
         if let Some(suite) = self.suite.as_mut() {

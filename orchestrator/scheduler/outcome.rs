@@ -70,8 +70,7 @@ impl Scheduler {
         let suite = self.suite.as_mut().expect("suite");
         match kind {
             TaskKind::Runnable => {
-                suite.tasks[t].state = TaskState::Ready;
-                suite.tasks[t].not_before = now;
+                suite.queue(t, now);
                 self.publish_state(t, "dependencies met", out);
             }
             TaskKind::Group => {
@@ -130,9 +129,8 @@ impl Scheduler {
             return self.set_terminal(t, TaskState::Failed, reason, now, out);
         }
         run.infra_retries += 1;
-        run.state = TaskState::Ready;
-        run.not_before = now;
         run.reason = why.clone();
+        suite.queue(t, now);
         self.publish_state(t, &format!("requeued: {why}"), out);
     }
 
@@ -178,10 +176,9 @@ impl Scheduler {
             action: plan.action.to_string(),
             at: millis_to_rfc3339(now),
         });
-        run.state = TaskState::Ready;
-        run.not_before = now + plan.delay_ms;
         run.reason = format!("{error}: recovering by {}", plan.action);
         let detail = run.reason.clone();
+        suite.queue(t, now + plan.delay_ms);
         self.publish_state(t, &detail, out);
     }
 
@@ -226,6 +223,7 @@ impl Scheduler {
         if suite.tasks[t].state.is_terminal() {
             return;
         }
+        suite.ended += 1;
         let run = &mut suite.tasks[t];
         run.state = state;
         run.reason = reason.clone();
@@ -305,7 +303,7 @@ impl Scheduler {
         let Some(suite) = self.running_suite_mut() else {
             return;
         };
-        if !suite.tasks.iter().all(|t| t.state.is_terminal()) {
+        if suite.ended < suite.tasks.len() {
             return;
         }
         suite.state = if let Some(forced) = suite.end_as.take() {

@@ -268,4 +268,35 @@ pub struct SuiteRun {
     /// Critical-path rank of each task: ready tasks with the longest
     /// remaining path go first.
     pub rank: Vec<u64>,
+    /// Ready tasks in dispatch order. Entries go stale when a task leaves
+    /// Ready and are dropped when dispatch meets them, so every transition
+    /// into Ready only has to insert.
+    pub ready: std::collections::BTreeSet<ReadyKey>,
+    /// How many tasks have ended (the suite ends when all have).
+    pub ended: usize,
+}
+
+/// Dispatch order: critical path, then priority, then file order.
+pub type ReadyKey = (
+    std::cmp::Reverse<u64>,
+    std::cmp::Reverse<testfleet::config::PriorityName>,
+    usize,
+);
+
+impl SuiteRun {
+    pub fn ready_key(&self, t: usize) -> ReadyKey {
+        (
+            std::cmp::Reverse(self.rank.get(t).copied().unwrap_or(0)),
+            std::cmp::Reverse(self.plan.tasks[t].priority),
+            t,
+        )
+    }
+
+    /// Makes task `t` ready to be placed, no earlier than `not_before`.
+    pub fn queue(&mut self, t: usize, not_before: UnixMillis) {
+        self.tasks[t].state = TaskState::Ready;
+        self.tasks[t].not_before = not_before;
+        let key = self.ready_key(t);
+        self.ready.insert(key);
+    }
 }

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""The same workloads on Dask distributed and on testfleet, back to back.
+
+    python3 benches/dask_compare.py [--bench target/release/testfleet-bench] [--scale 1.0]
+
+Dask: a LocalCluster of one-thread worker processes over TCP on loopback,
+as many workers as testfleet has agents. Each workload prints the two
+figures and the ratio testfleet/Dask. Needs `pip install dask distributed`.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+
+from dask.distributed import Client, LocalCluster
+
+
+def noop(*_deps):
+    return None
+
+
+def dask_throughput(client, n):
+    start = time.perf_counter()
+    client.gather([client.submit(noop, pure=False) for _ in range(n)])
+    return n / (time.perf_counter() - start)
+
+
+def dask_layered(client, layers, width):
+    start = time.perf_counter()
+    prev = [client.submit(noop, pure=False) for _ in range(width)]
+    for _ in range(1, layers):
+        prev = [client.submit(noop, prev[w], prev[(w * 7 + 3) % width], pure=False) for w in range(width)]
+    client.gather(prev)
+    return layers * width / (time.perf_counter() - start)
+
+
+def dask_chain_latency_ms(client, n):
+    start = time.perf_counter()
+    f = client.submit(noop, pure=False)
+    for _ in range(1, n):
+        f = client.submit(noop, f, pure=False)
+    f.result()
+    return (time.perf_counter() - start) * 1000 / n
+
+
+def testfleet(bench, *args):
+    out = subprocess.run([bench, *args], check=True, capture_output=True, text=True).stdout
+    return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bench", default="target/release/testfleet-bench")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the full task counts")
+    a = p.parse_args()
+    n = int(20_000 * a.scale)
+    layers, width = max(2, int(50 * a.scale)), 200
+    chain = int(2_000 * a.scale)
+    rows = []
+    for workers in (4, 100):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
+            d = dask_throughput(client, n)
+            t = testfleet(a.bench, "throughput", "--tasks", str(n), "--agents", str(workers))[f"throughput_{n}_tasks_{workers}_agents"]
+            rows.append((f"throughput {n} no-op tasks, {workers} workers", t, d, "tasks/s"))
+            if workers == 100:
+                d = dask_layered(client, layers, width)
+                t = testfleet(a.bench, "dag", "--layers", str(layers), "--width", str(width), "--agents", "100")[f"layered_dag_{layers}x{width}_100_agents"]
+                rows.append((f"layered DAG {layers}x{width}, 100 workers", t, d, "tasks/s"))
+                d = dask_chain_latency_ms(client, chain)
+                t = testfleet(a.bench, "dispatch", "--tasks", str(chain), "--agents", "100")["dispatch_latency_p50_100_agents"]
+                rows.append((f"chain of {chain}: dispatch per hop, 100 workers", t, d, "ms (testfleet p50, Dask mean)"))
+    for name, t, d, unit in rows:
+        print(f"{name}: testfleet {t:.3f}, dask {d:.3f} {unit}, ratio {t / d:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

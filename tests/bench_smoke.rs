@@ -1,0 +1,32 @@
+//! The benchmark harness's smoke run: tiny versions of its workloads, so CI
+//! keeps it working. The figures come from running it for real
+//! (BENCHMARKS.md), never from tests.
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_harness_runs_every_workload() {
+    let out = Command::new(env!("CARGO_BIN_EXE_testfleet-bench"))
+        .arg("smoke")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "throughput_200_tasks_4_agents",
+        "layered_dag_5x20_10_agents",
+        "dispatch_latency_p50_10_agents",
+        "dispatch_latency_p99_10_agents",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"));
+        let value: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(value.is_finite() && value > 0.0, "{line}");
+    }
+}

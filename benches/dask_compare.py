@@ -53,26 +53,30 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bench", default="target/release/testfleet-bench")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the full task counts")
+    p.add_argument("--workers", type=int, nargs="+", default=[4, 100], help="worker counts (the DAG and chain run at 100)")
     a = p.parse_args()
     n = int(20_000 * a.scale)
     layers, width = max(2, int(50 * a.scale)), 200
     chain = int(2_000 * a.scale)
     rows = []
-    for workers in (4, 100):
+
+    def show(name, t, d, unit):
+        rows.append((name, t, d, unit))
+        print(f"{name}: testfleet {t:.3f}, dask {d:.3f} {unit}, ratio {t / d:.2f}", flush=True)
+
+    for workers in a.workers:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
             d = dask_throughput(client, n)
             t = testfleet(a.bench, "throughput", "--tasks", str(n), "--agents", str(workers))[f"throughput_{n}_tasks_{workers}_agents"]
-            rows.append((f"throughput {n} no-op tasks, {workers} workers", t, d, "tasks/s"))
+            show(f"throughput {n} no-op tasks, {workers} workers", t, d, "tasks/s")
             if workers == 100:
                 d = dask_layered(client, layers, width)
                 t = testfleet(a.bench, "dag", "--layers", str(layers), "--width", str(width), "--agents", "100")[f"layered_dag_{layers}x{width}_100_agents"]
-                rows.append((f"layered DAG {layers}x{width}, 100 workers", t, d, "tasks/s"))
+                show(f"layered DAG {layers}x{width}, 100 workers", t, d, "tasks/s")
                 d = dask_chain_latency_ms(client, chain)
                 t = testfleet(a.bench, "dispatch", "--tasks", str(chain), "--agents", "100")["dispatch_latency_p50_100_agents"]
-                rows.append((f"chain of {chain}: dispatch per hop, 100 workers", t, d, "ms (testfleet p50, Dask mean)"))
-    for name, t, d, unit in rows:
-        print(f"{name}: testfleet {t:.3f}, dask {d:.3f} {unit}, ratio {t / d:.2f}")
-    return 0
+                show(f"chain of {chain}: dispatch per hop, 100 workers", t, d, "ms (testfleet p50, Dask mean)")
+    return 0 if rows else 1
 
 
 if __name__ == "__main__":

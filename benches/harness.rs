@@ -60,6 +60,14 @@ enum Workload {
     /// Makespan over its lower bound, dag and phased, for the seed's suite
     /// with known durations.
     Makespan,
+    /// N agents heartbeating every second: the orchestrator's RSS and CPU,
+    /// and heartbeat lag (age when it reached the orchestrator) p99.
+    Fleet {
+        #[arg(long, default_value_t = 1_000)]
+        agents: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// All of the above, tiny, so CI keeps the harness working.
     Smoke,
 }
@@ -187,6 +195,7 @@ fn seed_suite(mode: &str) -> (Suite, f64) {
 struct Orchestrator {
     child: Child,
     endpoint: String,
+    metrics: String,
     _dir: tempfile::TempDir,
 }
 
@@ -215,28 +224,36 @@ fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn,orchestrator::server=info")
+        .env(
+            "RUST_LOG",
+            "warn,orchestrator::server=info,orchestrator::metrics=info",
+        )
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let stderr = child.stderr.take().context("stderr")?;
     let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
+    let (mut addr, mut metrics) = (None, None);
+    while addr.is_none() || metrics.is_none() {
         let line = lines
             .next()
             .context("the orchestrator exited before listening")??;
-        if let Some(addr) = serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v["addr"].as_str().map(str::to_string))
-        {
-            break addr;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(a) = v["addr"].as_str() {
+            addr = Some(a.to_string());
         }
-    };
+        if let Some(a) = v["metrics_addr"].as_str() {
+            metrics = Some(a.to_string());
+        }
+    }
     std::thread::spawn(move || for _ in lines.by_ref() {});
     Ok(Orchestrator {
         child,
-        endpoint: format!("http://{addr}"),
+        endpoint: format!("http://{}", addr.expect("set above")),
+        metrics: metrics.expect("set above"),
         _dir: dir,
     })
 }
@@ -414,6 +431,129 @@ async fn run(suite: &Suite, agents: usize) -> anyhow::Result<(f64, Clock)> {
     Ok((seconds, clock))
 }
 
+/// Agents that only say hello and heartbeat, one connection per 100.
+async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
+    let orch = start_orchestrator(&independent(1))?;
+    let mut channels = Vec::new();
+    for _ in 0..agents.div_ceil(100) {
+        channels.push(
+            testfleet::transport::endpoint(&orch.endpoint)?
+                .connect()
+                .await?,
+        );
+    }
+    for i in 0..agents {
+        tokio::spawn(heartbeat_only(channels[i / 100].clone(), i));
+    }
+    let mut control = ControlClient::new(channels[0].clone()).max_decoding_message_size(1 << 30);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while control
+        .list_agents(proto::ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents
+        .len()
+        < agents
+    {
+        anyhow::ensure!(Instant::now() < deadline, "agents did not all connect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = orch.child.id();
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid)?);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let cpu = (cpu_ticks(pid)? - c0) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("VmRSS")?
+        .parse()?;
+    let text = reqwest::get(format!("http://{}/metrics", orch.metrics))
+        .await?
+        .text()
+        .await?;
+    let mut lag: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("testfleet_agent_communication_latency_seconds{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|s| s * 1000.0)
+        .collect();
+    lag.sort_by(f64::total_cmp);
+    println!(
+        "fleet_{agents}_agents_orchestrator_rss {:.0} MB",
+        rss_kb / 1024.0
+    );
+    println!("fleet_{agents}_agents_orchestrator_cpu {cpu:.1} percent_of_one_core");
+    println!(
+        "fleet_{agents}_agents_heartbeat_lag_p99 {:.1} ms",
+        percentile(&lag, 0.99)
+    );
+    Ok(())
+}
+
+/// A simulated agent that only says hello and heartbeats every second.
+async fn heartbeat_only(channel: Channel, i: usize) {
+    let id = format!("fleet_{i:05}");
+    let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(16);
+    let hello = proto::AgentHello {
+        agent_id: id.clone(),
+        host: "sim".into(),
+        capacity: Some(proto::Resources {
+            memory_mb: 1024,
+            cpu_cores: 1.0,
+            disk_mb: 1024,
+        }),
+        ..Default::default()
+    };
+    let _ = tx
+        .send(AgentMessage {
+            body: Some(agent_message::Body::Hello(hello)),
+        })
+        .await;
+    let client = proto::agent_gateway_client::AgentGatewayClient::new(channel);
+    let Ok(response) = client
+        .clone()
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        return;
+    };
+    let mut inbound = response.into_inner();
+    tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+    // Spread the beats over the second, as independent agents would be.
+    tokio::time::sleep(Duration::from_millis((i as u64 * 7919) % 1000)).await;
+    loop {
+        let hb = proto::Heartbeat {
+            agent_id: id.clone(),
+            timestamp: Some(testfleet::time::now_timestamp()),
+            ..Default::default()
+        };
+        if tx
+            .send(AgentMessage {
+                body: Some(agent_message::Body::Heartbeat(hb)),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// User plus system CPU ticks of a process.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("a stat line")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -470,6 +610,7 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
                 );
             }
         }
+        Workload::Fleet { agents, seconds } => fleet(agents, seconds).await?,
         Workload::Smoke => {
             Box::pin(workload(Workload::Throughput {
                 tasks: 200,
@@ -485,6 +626,11 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
             Box::pin(workload(Workload::Dispatch {
                 tasks: 50,
                 agents: 10,
+            }))
+            .await?;
+            Box::pin(workload(Workload::Fleet {
+                agents: 50,
+                seconds: 2,
             }))
             .await?;
         }

@@ -21,6 +21,8 @@ fn the_benchmark_harness_runs_every_workload() {
         "layered_dag_5x20_10_agents",
         "dispatch_latency_p50_10_agents",
         "dispatch_latency_p99_10_agents",
+        "fleet_50_agents_orchestrator_rss",
+        "fleet_50_agents_heartbeat_lag_p99",
     ] {
         let line = stdout
             .lines()

@@ -7,6 +7,8 @@ pub(crate) mod alerting;
 mod critical_path;
 pub(crate) mod dispatch;
 mod escalation;
+// Checked by tests and, in debug builds, after every real event.
+#[cfg(any(test, debug_assertions))]
 mod invariants;
 mod outcome;
 pub mod state;
@@ -585,6 +587,7 @@ impl Scheduler {
         self.finish_suite_if_done(now, out);
     }
 
+    #[cfg(any(test, debug_assertions))]
     pub fn check_invariants(&self) -> Result<(), String> {
         invariants::check(self)
     }

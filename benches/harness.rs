@@ -272,46 +272,8 @@ async fn simulated_agent(
     durations: Arc<HashMap<String, u64>>,
     clock: Arc<Mutex<Clock>>,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(1024);
-    let hello = proto::AgentHello {
-        agent_id: id.clone(),
-        host: "sim".into(),
-        capacity: Some(proto::Resources {
-            memory_mb: 1024,
-            cpu_cores: 4.0,
-            disk_mb: 1024,
-        }),
-        ..Default::default()
-    };
-    tx.send(AgentMessage {
-        body: Some(agent_message::Body::Hello(hello)),
-    })
-    .await?;
-    let mut inbound = proto::agent_gateway_client::AgentGatewayClient::new(channel)
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let beats = tx.clone();
-    let beat_id = id.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let hb = proto::Heartbeat {
-                agent_id: beat_id.clone(),
-                timestamp: Some(testfleet::time::now_timestamp()),
-                ..Default::default()
-            };
-            if beats
-                .send(AgentMessage {
-                    body: Some(agent_message::Body::Heartbeat(hb)),
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
+    let (tx, mut inbound) = connect_simulated(channel, &id, 4.0).await?;
+    tokio::spawn(heartbeat(tx.clone(), id.clone(), Duration::from_secs(1)));
     while let Some(msg) = inbound.message().await? {
         let Some(orchestrator_message::Body::Assignment(a)) = msg.body else {
             continue;
@@ -499,34 +461,48 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
 /// A simulated agent that only says hello and heartbeats every second.
 async fn heartbeat_only(channel: Channel, i: usize) {
     let id = format!("fleet_{i:05}");
-    let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(16);
+    let Ok((tx, mut inbound)) = connect_simulated(channel, &id, 1.0).await else {
+        return;
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+    // Spread the beats over the second, as independent agents would be.
+    heartbeat(tx, id, Duration::from_millis((i as u64 * 7919) % 1000)).await;
+}
+
+/// Opens a simulated agent's stream: hello with `cores`, then the replies.
+async fn connect_simulated(
+    channel: Channel,
+    id: &str,
+    cores: f64,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Sender<AgentMessage>,
+    tonic::Streaming<proto::OrchestratorMessage>,
+)> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(1024);
     let hello = proto::AgentHello {
-        agent_id: id.clone(),
+        agent_id: id.to_string(),
         host: "sim".into(),
         capacity: Some(proto::Resources {
             memory_mb: 1024,
-            cpu_cores: 1.0,
+            cpu_cores: cores,
             disk_mb: 1024,
         }),
         ..Default::default()
     };
-    let _ = tx
-        .send(AgentMessage {
-            body: Some(agent_message::Body::Hello(hello)),
-        })
-        .await;
-    let client = proto::agent_gateway_client::AgentGatewayClient::new(channel);
-    let Ok(response) = client
-        .clone()
+    tx.send(AgentMessage {
+        body: Some(agent_message::Body::Hello(hello)),
+    })
+    .await?;
+    let inbound = proto::agent_gateway_client::AgentGatewayClient::new(channel)
         .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-    else {
-        return;
-    };
-    let mut inbound = response.into_inner();
-    tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
-    // Spread the beats over the second, as independent agents would be.
-    tokio::time::sleep(Duration::from_millis((i as u64 * 7919) % 1000)).await;
+        .await?
+        .into_inner();
+    Ok((tx, inbound))
+}
+
+/// Heartbeats every second after `first`, until the stream closes.
+async fn heartbeat(tx: tokio::sync::mpsc::Sender<AgentMessage>, id: String, first: Duration) {
+    tokio::time::sleep(first).await;
     loop {
         let hb = proto::Heartbeat {
             agent_id: id.clone(),

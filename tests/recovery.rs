@@ -219,19 +219,26 @@ fn final_report(server: &Server) -> Value {
     server.http_get("/api/v1/final-report").1
 }
 
-#[test]
-fn a_task_whose_agent_is_killed_finishes_on_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&fixture("long_task.yaml"), dir.path());
-    let mut agents = [
-        start_agent(&server.endpoint(), "agent_a", dir.path(), &[]),
-        start_agent(&server.endpoint(), "agent_b", dir.path(), &[]),
+/// Two agents, the long_task suite started, and SLEEPY running: returns
+/// the agent running it and its attempt.
+fn two_agents_running_sleepy(dir: &std::path::Path) -> (Server, [Proc; 2], String, String) {
+    let server = Server::start(&fixture("long_task.yaml"), dir);
+    let agents = [
+        start_agent(&server.endpoint(), "agent_a", dir, &[]),
+        start_agent(&server.endpoint(), "agent_b", dir, &[]),
     ];
     server.wait_for_agents(2);
     assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
     let (victim, first) = wait_for("SLEEPY to run", Duration::from_secs(10), || {
         running_on(&server, "SLEEPY")
     });
+    (server, agents, victim, first)
+}
+
+#[test]
+fn a_task_whose_agent_is_killed_finishes_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut agents, victim, first) = two_agents_running_sleepy(dir.path());
     let i = agents.iter().position(|a| a.name == victim).unwrap();
     agents[i].signal(Signal::SIGKILL);
     agents[i].wait_exit(Duration::from_secs(5));
@@ -251,16 +258,7 @@ fn a_task_whose_agent_is_killed_finishes_on_another() {
 #[test]
 fn a_stopped_agent_is_detected_and_its_late_result_is_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&fixture("long_task.yaml"), dir.path());
-    let agents = [
-        start_agent(&server.endpoint(), "agent_a", dir.path(), &[]),
-        start_agent(&server.endpoint(), "agent_b", dir.path(), &[]),
-    ];
-    server.wait_for_agents(2);
-    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
-    let (victim, first) = wait_for("SLEEPY to run", Duration::from_secs(10), || {
-        running_on(&server, "SLEEPY")
-    });
+    let (server, agents, victim, first) = two_agents_running_sleepy(dir.path());
     let stopped = agents.iter().find(|a| a.name == victim).unwrap();
     stopped.signal(Signal::SIGSTOP);
     // agent_timeout is 2 s: the attempt moves to the other agent.

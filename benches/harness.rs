@@ -7,6 +7,7 @@
 //!   testfleet-bench dag --layers 50 --width 200 --agents 100
 //!   testfleet-bench dispatch --tasks 2000 --agents 100
 //!   testfleet-bench makespan
+//!   testfleet-bench detection --trials 5 --agent-timeout 3
 //!   testfleet-bench smoke            # tiny versions of all, for CI
 
 use std::collections::HashMap;
@@ -58,8 +59,15 @@ enum Workload {
         agents: usize,
     },
     /// Makespan over its lower bound, dag and phased, for the seed's suite
-    /// with known durations.
-    Makespan,
+    /// and a random DAG with known durations. The random DAG runs twice on
+    /// one orchestrator: first with durations estimated from timeouts, then
+    /// with the first run's durations as history.
+    Makespan {
+        #[arg(long, default_value_t = 500)]
+        tasks: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// N agents heartbeating every second: the orchestrator's RSS and CPU,
     /// and heartbeat lag (age when it reached the orchestrator) p99.
     Fleet {
@@ -67,6 +75,15 @@ enum Workload {
         agents: usize,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+    /// An agent dies while running a task: time until the task is assigned
+    /// to another agent, after a stream reset and after going silent.
+    Detection {
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// agent_timeout in the suite's config, seconds.
+        #[arg(long, default_value_t = 3)]
+        agent_timeout: u64,
     },
     /// All of the above, tiny, so CI keeps the harness working.
     Smoke,
@@ -137,8 +154,147 @@ fn header(name: &str) -> String {
     )
 }
 
-/// The seed's nine tasks and three subtasks, with these durations (ms).
-fn seed_suite(mode: &str) -> (Suite, f64) {
+/// A suite's shape for its makespan's lower bounds: each runnable task's
+/// duration, cores, category and what it waits on.
+struct Shape {
+    tasks: Vec<ShapeTask>,
+    capacity_cores: f64,
+    max_parallel: HashMap<&'static str, u32>,
+}
+
+struct ShapeTask {
+    ms: f64,
+    cores: f64,
+    category: &'static str,
+    after: Vec<usize>,
+}
+
+impl Shape {
+    /// Longest path (ms) ending where each task starts, and starting where
+    /// it ends. Tasks are in dependency order.
+    fn heads_and_tails(&self) -> (Vec<f64>, Vec<f64>) {
+        let n = self.tasks.len();
+        let mut head = vec![0.0f64; n];
+        for i in 0..n {
+            for &d in &self.tasks[i].after {
+                head[i] = head[i].max(head[d] + self.tasks[d].ms);
+            }
+        }
+        let mut tail = vec![0.0f64; n];
+        for i in (0..n).rev() {
+            for &d in &self.tasks[i].after {
+                tail[d] = tail[d].max(tail[i] + self.tasks[i].ms);
+            }
+        }
+        (head, tail)
+    }
+
+    /// The bound: max(critical path, total work / capacity).
+    fn bound(&self) -> f64 {
+        let (critical, spread) = self.bound_parts();
+        critical.max(spread)
+    }
+
+    /// The critical path and the total work spread over the capacity, ms.
+    fn bound_parts(&self) -> (f64, f64) {
+        let (head, _) = self.heads_and_tails();
+        let critical = (0..self.tasks.len())
+            .map(|i| head[i] + self.tasks[i].ms)
+            .fold(0.0, f64::max);
+        let work: f64 = self.tasks.iter().map(|t| t.ms * t.cores).sum();
+        (critical, work / self.capacity_cores)
+    }
+
+    /// The makespan the scheduler's policy reaches with no control plane at
+    /// all: an offline list schedule in virtual time, ready tasks by longest
+    /// remaining path (exact durations), each on the agent with the most
+    /// free cores that fits it, smaller tasks filling in behind a big one.
+    /// Ignores max_parallel. The gap between this and the bound is the
+    /// policy's (or the bound's); the gap between a measured run and this is
+    /// the control plane's.
+    fn offline_list_schedule(&self, agents: usize, cores_each: f64) -> f64 {
+        let n = self.tasks.len();
+        let (_, tail) = self.heads_and_tails();
+        let rank: Vec<f64> = (0..n).map(|i| self.tasks[i].ms + tail[i]).collect();
+        let mut waiting: Vec<usize> = self.tasks.iter().map(|t| t.after.len()).collect();
+        let mut dependents = vec![Vec::new(); n];
+        for (i, t) in self.tasks.iter().enumerate() {
+            for &d in &t.after {
+                dependents[d].push(i);
+            }
+        }
+        let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+        let mut free = vec![cores_each; agents];
+        let mut running: Vec<(f64, usize, usize)> = Vec::new();
+        let mut now = 0.0f64;
+        while !ready.is_empty() || !running.is_empty() {
+            ready.sort_by(|&a, &b| rank[b].total_cmp(&rank[a]).then(a.cmp(&b)));
+            ready.retain(|&t| {
+                let cores = self.tasks[t].cores;
+                let best = (0..agents)
+                    .filter(|&a| free[a] >= cores)
+                    .max_by(|&a, &b| free[a].total_cmp(&free[b]).then(b.cmp(&a)));
+                match best {
+                    Some(a) => {
+                        free[a] -= cores;
+                        running.push((now + self.tasks[t].ms, a, t));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            let Some(next) = running.iter().map(|r| r.0).min_by(f64::total_cmp) else {
+                break;
+            };
+            now = next;
+            running.retain(|&(end, a, t)| {
+                if end > now {
+                    return true;
+                }
+                free[a] += self.tasks[t].cores;
+                for &d in &dependents[t] {
+                    waiting[d] -= 1;
+                    if waiting[d] == 0 {
+                        ready.push(d);
+                    }
+                }
+                false
+            });
+        }
+        now
+    }
+
+    /// Also counting each category's max_parallel: its tasks cannot start
+    /// before the earliest of them can, run at most k at a time, and leave
+    /// the shortest of their tails after them.
+    fn bound_with_max_parallel(&self) -> f64 {
+        let (head, tail) = self.heads_and_tails();
+        let mut bound = self.bound();
+        for (cat, k) in &self.max_parallel {
+            let members: Vec<usize> = (0..self.tasks.len())
+                .filter(|&i| self.tasks[i].category == *cat)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let first = members
+                .iter()
+                .map(|&i| head[i])
+                .fold(f64::INFINITY, f64::min);
+            let last = members
+                .iter()
+                .map(|&i| tail[i])
+                .fold(f64::INFINITY, f64::min);
+            let work: f64 = members.iter().map(|&i| self.tasks[i].ms).sum();
+            bound = bound.max(first + work / f64::from(*k) + last);
+        }
+        bound
+    }
+}
+
+/// The seed's nine tasks and three subtasks, with these durations (ms), on
+/// 3 agents of 4 cores.
+fn seed_suite(mode: &str) -> (Suite, Shape) {
     let durations: &[(&str, u64, &[&str], u32)] = &[
         ("A1", 300, &[], 1),
         ("A2", 500, &[], 1),
@@ -174,20 +330,91 @@ fn seed_suite(mode: &str) -> (Suite, f64) {
         .iter()
         .map(|(id, ms, _, _)| (id.to_string(), *ms))
         .collect();
-    // Lower bound: the critical path (A2 500 + B1a 400 + B2 600 + C1 500 + C2 400)
-    // against total work over capacity (3 agents × 4 cores).
-    let critical = 500.0 + 400.0 + 600.0 + 500.0 + 400.0;
-    let work: f64 = durations
+    let index = |id: &str| durations.iter().position(|d| d.0 == id);
+    let tasks = durations
         .iter()
-        .map(|(_, ms, _, cpu)| (*ms as f64) * f64::from(*cpu))
-        .sum();
-    let bound = f64::max(critical, work / 12.0);
+        .map(|(id, ms, deps, cpu)| ShapeTask {
+            ms: *ms as f64,
+            cores: f64::from(*cpu),
+            category: match &id[..1] {
+                "A" => "unit_tests",
+                "B" => "integration_tests",
+                _ => "performance_tests",
+            },
+            // Waiting on the group B1 is waiting on each of its subtasks.
+            after: deps
+                .iter()
+                .flat_map(|d| match index(d) {
+                    Some(i) => vec![i],
+                    None => (3..6).collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    let shape = Shape {
+        tasks,
+        capacity_cores: 12.0,
+        max_parallel: [
+            ("unit_tests", 3),
+            ("integration_tests", 2),
+            ("performance_tests", 1),
+        ]
+        .into(),
+    };
     (
         Suite {
             yaml: y,
             durations_ms: map,
         },
-        bound,
+        shape,
+    )
+}
+
+/// A random DAG of `n` tasks (seeded): 20-200 ms each, 1 or 2 cores, each
+/// waiting on up to 3 of the 40 tasks before it, on 4 agents of 4 cores.
+fn random_dag(n: usize, seed: u64) -> (Suite, Shape) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut y = header("random");
+    let mut durations = HashMap::new();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let ms: u64 = rng.random_range(20..=200);
+        let cores: u32 = rng.random_range(1..=2);
+        let mut after: Vec<usize> = if i == 0 {
+            Vec::new()
+        } else {
+            (0..rng.random_range(0..=3))
+                .map(|_| rng.random_range(i.saturating_sub(40)..i))
+                .collect()
+        };
+        after.sort_unstable();
+        after.dedup();
+        let deps: Vec<String> = after.iter().map(|d| format!("R{d}")).collect();
+        let _ = writeln!(
+            y,
+            "      - {{id: R{i}, template: sleep, dependencies: [{}], resources: {{cpu_cores: {cores}}}}}",
+            deps.join(", ")
+        );
+        durations.insert(format!("R{i}"), ms);
+        tasks.push(ShapeTask {
+            ms: ms as f64,
+            cores: f64::from(cores),
+            category: "u",
+            after,
+        });
+    }
+    let shape = Shape {
+        tasks,
+        capacity_cores: 16.0,
+        max_parallel: HashMap::new(),
+    };
+    (
+        Suite {
+            yaml: y,
+            durations_ms: durations,
+        },
+        shape,
     )
 }
 
@@ -249,7 +476,16 @@ fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
             metrics = Some(a.to_string());
         }
     }
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    // TESTFLEET_BENCH_LOG=1 shows the orchestrator's log, for debugging a
+    // workload; it is drained either way, so the orchestrator never blocks.
+    let show = std::env::var_os("TESTFLEET_BENCH_LOG").is_some();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if show {
+                eprintln!("{line}");
+            }
+        }
+    });
     Ok(Orchestrator {
         child,
         endpoint: format!("http://{}", addr.expect("set above")),
@@ -263,6 +499,18 @@ fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
 struct Clock {
     assigned: HashMap<String, Instant>,
     completed: HashMap<String, Instant>,
+}
+
+impl Clock {
+    /// From the first assignment received to the last completion sent.
+    fn busy_seconds(&self) -> f64 {
+        let first = self.assigned.values().min();
+        let last = self.completed.values().max();
+        match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(*f).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
 }
 
 /// A simulated agent: a real stream, no processes.
@@ -321,76 +569,111 @@ async fn simulated_agent(
     Ok(())
 }
 
-/// Runs `suite` on `agents` simulated agents; returns seconds from submit
-/// to the final report, and the clock.
-async fn run(suite: &Suite, agents: usize) -> anyhow::Result<(f64, Clock)> {
-    let orch = start_orchestrator(suite)?;
-    let channel = testfleet::transport::endpoint(&orch.endpoint)?
-        .connect()
-        .await?;
-    let clock = Arc::new(Mutex::new(Clock::default()));
-    let durations = Arc::new(suite.durations_ms.clone());
-    for i in 0..agents {
-        tokio::spawn(simulated_agent(
-            channel.clone(),
-            format!("sim_{i:05}"),
-            durations.clone(),
-            clock.clone(),
-        ));
+/// An orchestrator serving one suite, with simulated agents connected.
+struct Fleet {
+    _orch: Orchestrator,
+    control: ControlClient<Channel>,
+    clock: Arc<Mutex<Clock>>,
+}
+
+/// What one run of a suite measured.
+struct Run {
+    /// From submit to the final report in hand.
+    seconds: f64,
+    clock: Clock,
+    /// The suite's own duration, from its report.
+    makespan_ms: f64,
+}
+
+impl Fleet {
+    async fn start(suite: &Suite, agents: usize) -> anyhow::Result<Fleet> {
+        let orch = start_orchestrator(suite)?;
+        let channel = testfleet::transport::endpoint(&orch.endpoint)?
+            .connect()
+            .await?;
+        let clock = Arc::new(Mutex::new(Clock::default()));
+        let durations = Arc::new(suite.durations_ms.clone());
+        for i in 0..agents {
+            tokio::spawn(simulated_agent(
+                channel.clone(),
+                format!("sim_{i:05}"),
+                durations.clone(),
+                clock.clone(),
+            ));
+        }
+        let mut control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while control
+            .list_agents(proto::ListAgentsRequest {})
+            .await?
+            .into_inner()
+            .agents
+            .len()
+            < agents
+        {
+            anyhow::ensure!(Instant::now() < deadline, "agents did not all connect");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Fleet {
+            _orch: orch,
+            control,
+            clock,
+        })
     }
-    let mut control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while control
-        .list_agents(proto::ListAgentsRequest {})
-        .await?
-        .into_inner()
-        .agents
-        .len()
-        < agents
-    {
-        anyhow::ensure!(Instant::now() < deadline, "agents did not all connect");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut events = control
-        .watch_suite(proto::WatchSuiteRequest {})
-        .await?
-        .into_inner();
-    let start = Instant::now();
-    control
-        .execute_suite(proto::ExecuteSuiteRequest::default())
-        .await?;
-    loop {
-        // Lagging watchers drop events; the final state is read below anyway.
-        match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
-            Ok(Ok(Some(e)))
-                if matches!(e.body, Some(proto::suite_event::Body::SuiteFinished(_))) =>
-            {
-                break
-            }
-            Ok(Ok(Some(_))) => {}
-            Ok(_) | Err(_) => {
-                let s = control
-                    .get_status(proto::GetStatusRequest {})
-                    .await?
-                    .into_inner();
-                if s.status != "running" {
-                    break;
+
+    /// Runs the suite once more on the same orchestrator, which keeps the
+    /// durations it saw as history.
+    async fn run(&mut self) -> anyhow::Result<Run> {
+        let control = &mut self.control;
+        let mut events = control
+            .watch_suite(proto::WatchSuiteRequest {
+                kinds: vec!["suite_finished".into()],
+            })
+            .await?
+            .into_inner();
+        let start = Instant::now();
+        control
+            .execute_suite(proto::ExecuteSuiteRequest::default())
+            .await?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), events.message()).await {
+                Ok(Ok(Some(_))) => break,
+                // A dropped watch: the state says whether it has ended.
+                Ok(_) | Err(_) => {
+                    let s = control
+                        .get_status(proto::GetStatusRequest {})
+                        .await?
+                        .into_inner();
+                    if s.status != "running" {
+                        break;
+                    }
                 }
             }
         }
+        let report = control
+            .get_final_report(proto::GetFinalReportRequest {})
+            .await?
+            .into_inner();
+        let seconds = start.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            report.status == "completed",
+            "the suite ended {}",
+            report.status
+        );
+        let doc: serde_json::Value = serde_json::from_str(&report.report_json)?;
+        let makespan_ms = doc["duration_seconds"].as_f64().context("duration")? * 1000.0;
+        let clock = std::mem::take(&mut *self.clock.lock().expect("clock"));
+        Ok(Run {
+            seconds,
+            clock,
+            makespan_ms,
+        })
     }
-    let report = control
-        .get_final_report(proto::GetFinalReportRequest {})
-        .await?
-        .into_inner();
-    let seconds = start.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        report.status == "completed",
-        "the suite ended {}",
-        report.status
-    );
-    let clock = std::mem::take(&mut *clock.lock().expect("clock"));
-    Ok((seconds, clock))
+}
+
+/// Runs `suite` once on `agents` simulated agents and a fresh orchestrator.
+async fn run(suite: &Suite, agents: usize) -> anyhow::Result<Run> {
+    Fleet::start(suite, agents).await?.run().await
 }
 
 /// Agents that only say hello and heartbeat, one connection per 100.
@@ -522,6 +805,165 @@ async fn heartbeat(tx: tokio::sync::mpsc::Sender<AgentMessage>, id: String, firs
     }
 }
 
+/// How an agent dies in the detection workload.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// Its process is gone: the connection closes and the stream ends.
+    StreamReset,
+    /// It stops heartbeating and answering, with its connection left open
+    /// (a frozen process, a partition that drops packets).
+    Silent,
+}
+
+/// An agent that takes one assignment and never finishes it, on its own
+/// connection, so that killing it resets the stream and silencing it stops
+/// every message.
+struct DoomedAgent {
+    task: tokio::task::JoinHandle<()>,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DoomedAgent {
+    async fn start(
+        endpoint: &str,
+        id: String,
+        assigned: tokio::sync::mpsc::UnboundedSender<(String, Instant)>,
+    ) -> anyhow::Result<DoomedAgent> {
+        let channel = testfleet::transport::endpoint(endpoint)?.connect().await?;
+        let (tx, mut inbound) = connect_simulated(channel, &id, 4.0).await?;
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quiet = silent.clone();
+        let task = tokio::spawn(async move {
+            let mut beat = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(m)) if matches!(m.body, Some(orchestrator_message::Body::Assignment(_))) => {
+                            let _ = assigned.send((id.clone(), Instant::now()));
+                        }
+                        Ok(Some(_)) => {}
+                        _ => return,
+                    },
+                    _ = beat.tick() => {
+                        if quiet.load(std::sync::atomic::Ordering::SeqCst) {
+                            // Holds the connection and sends nothing more.
+                            std::future::pending::<()>().await;
+                        }
+                        let hb = proto::Heartbeat {
+                            agent_id: id.clone(),
+                            timestamp: Some(testfleet::time::now_timestamp()),
+                            ..Default::default()
+                        };
+                        let body = Some(agent_message::Body::Heartbeat(hb));
+                        if tx.send(AgentMessage { body }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(DoomedAgent { task, silent })
+    }
+
+    fn die(&self, how: Death) {
+        match how {
+            // Dropping the task drops its channel: the connection closes.
+            Death::StreamReset => self.task.abort(),
+            Death::Silent => self.silent.store(true, std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+}
+
+/// One long task. Each trial starts a spare agent, kills the agent running
+/// the task, and times until the spare receives it.
+async fn detection(trials: usize, agent_timeout: u64) -> anyhow::Result<()> {
+    let mut suite = independent(0);
+    // Each trial loses the task's agent once more; a real suite would fail
+    // the task after max_retries losses.
+    suite.yaml = format!(
+        "recovery: {{max_retries: {}}}\n{}",
+        trials * 2 + 1,
+        suite.yaml.replace(
+            "agent_timeout: 60",
+            &format!("agent_timeout: {agent_timeout}")
+        )
+    );
+    suite.yaml += "      - {id: LONG, template: sleep}\n";
+    let orch = start_orchestrator(&suite)?;
+    let (assigned_tx, mut assigned) = tokio::sync::mpsc::unbounded_channel();
+    let mut control = ControlClient::new(
+        testfleet::transport::endpoint(&orch.endpoint)?
+            .connect()
+            .await?,
+    );
+    let mut holder =
+        DoomedAgent::start(&orch.endpoint, "doomed_0".into(), assigned_tx.clone()).await?;
+    control
+        .execute_suite(proto::ExecuteSuiteRequest::default())
+        .await?;
+    next_assignment(&mut assigned, "doomed_0").await?;
+    let mut results: HashMap<&str, Vec<f64>> = HashMap::new();
+    for trial in 1..=trials * 2 {
+        let how = if trial % 2 == 1 {
+            Death::StreamReset
+        } else {
+            Death::Silent
+        };
+        let id = format!("doomed_{trial}");
+        let spare = DoomedAgent::start(&orch.endpoint, id.clone(), assigned_tx.clone()).await?;
+        wait_connected(&mut control, &id).await?;
+        let died = Instant::now();
+        holder.die(how);
+        let (_, at) = next_assignment(&mut assigned, &id).await?;
+        let name = match how {
+            Death::StreamReset => "stream_reset",
+            Death::Silent => "silent",
+        };
+        results
+            .entry(name)
+            .or_default()
+            .push(at.duration_since(died).as_secs_f64() * 1000.0);
+        holder = spare;
+    }
+    for name in ["stream_reset", "silent"] {
+        let mut ms = results.remove(name).unwrap_or_default();
+        ms.sort_by(f64::total_cmp);
+        println!("detection_{name}_median {:.1} ms", percentile(&ms, 0.5));
+        println!("detection_{name}_max {:.1} ms", percentile(&ms, 1.0));
+    }
+    println!("detection_agent_timeout {} ms", agent_timeout * 1000);
+    Ok(())
+}
+
+async fn wait_connected(control: &mut ControlClient<Channel>, id: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = control
+            .list_agents(proto::ListAgentsRequest {})
+            .await?
+            .into_inner()
+            .agents;
+        if agents.iter().any(|a| a.agent_id == id && a.state != "lost") {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{id} did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The next assignment, which must go to `to`.
+async fn next_assignment(
+    assigned: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+    to: &str,
+) -> anyhow::Result<(String, Instant)> {
+    let got = tokio::time::timeout(Duration::from_secs(120), assigned.recv())
+        .await
+        .context("no reassignment within 120 s")?
+        .context("agents gone")?;
+    anyhow::ensure!(got.0 == to, "the task went to {}, not {to}", got.0);
+    Ok(got)
+}
+
 /// User plus system CPU ticks of a process.
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -540,10 +982,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn workload(w: Workload) -> anyhow::Result<()> {
     match w {
         Workload::Throughput { tasks, agents } => {
-            let (s, _) = run(&independent(tasks), agents).await?;
+            let Run {
+                seconds: s, clock, ..
+            } = run(&independent(tasks), agents).await?;
             println!(
                 "throughput_{tasks}_tasks_{agents}_agents {:.0} tasks/s",
                 tasks as f64 / s
+            );
+            // The same run without parsing the suite at submit and the final
+            // report at the end: the rate of dispatch and completion alone.
+            println!(
+                "throughput_{tasks}_tasks_{agents}_agents_steady {:.0} tasks/s",
+                tasks as f64 / clock.busy_seconds()
             );
         }
         Workload::Dag {
@@ -551,14 +1001,14 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
             width,
             agents,
         } => {
-            let (s, _) = run(&layered(layers, width), agents).await?;
+            let s = run(&layered(layers, width), agents).await?.seconds;
             println!(
                 "layered_dag_{layers}x{width}_{agents}_agents {:.0} tasks/s",
                 (layers * width) as f64 / s
             );
         }
         Workload::Dispatch { tasks, agents } => {
-            let (_, clock) = run(&chain(tasks), agents).await?;
+            let clock = run(&chain(tasks), agents).await?.clock;
             let mut lat: Vec<f64> = (1..tasks)
                 .filter_map(|i| {
                     let done = clock.completed.get(&format!("C{}", i - 1))?;
@@ -576,17 +1026,47 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
                 percentile(&lat, 0.99)
             );
         }
-        Workload::Makespan => {
+        Workload::Makespan { tasks, seed } => {
             for mode in ["dag", "phased"] {
-                let (suite, bound_ms) = seed_suite(mode);
-                let (s, _) = run(&suite, 3).await?;
+                let (suite, shape) = seed_suite(mode);
+                let r = run(&suite, 3).await?;
                 println!(
                     "makespan_seed_{mode} {:.3} ratio_to_lower_bound",
-                    s * 1000.0 / bound_ms
+                    r.makespan_ms / shape.bound()
+                );
+                println!(
+                    "makespan_seed_{mode}_counting_max_parallel {:.3} ratio_to_lower_bound",
+                    r.makespan_ms / shape.bound_with_max_parallel()
+                );
+            }
+            for mode in ["dag", "phased"] {
+                let (mut suite, shape) = random_dag(tasks, seed);
+                suite.yaml = format!("scheduling: {mode}\n{}", suite.yaml);
+                let (critical, spread) = shape.bound_parts();
+                println!("makespan_random_{tasks}_critical_path {critical:.0} ms");
+                println!("makespan_random_{tasks}_work_over_capacity {spread:.0} ms");
+                println!(
+                    "makespan_random_{tasks}_offline_list_schedule {:.3} ratio_to_lower_bound",
+                    shape.offline_list_schedule(4, 4.0) / shape.bound()
+                );
+                let mut fleet = Fleet::start(&suite, 4).await?;
+                let first = fleet.run().await?;
+                let again = fleet.run().await?;
+                println!(
+                    "makespan_random_{tasks}_{mode}_no_history {:.3} ratio_to_lower_bound",
+                    first.makespan_ms / shape.bound()
+                );
+                println!(
+                    "makespan_random_{tasks}_{mode}_with_history {:.3} ratio_to_lower_bound",
+                    again.makespan_ms / shape.bound()
                 );
             }
         }
         Workload::Fleet { agents, seconds } => fleet(agents, seconds).await?,
+        Workload::Detection {
+            trials,
+            agent_timeout,
+        } => detection(trials, agent_timeout).await?,
         Workload::Smoke => {
             Box::pin(workload(Workload::Throughput {
                 tasks: 200,
@@ -607,6 +1087,12 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
             Box::pin(workload(Workload::Fleet {
                 agents: 50,
                 seconds: 2,
+            }))
+            .await?;
+            Box::pin(workload(Workload::Makespan { tasks: 30, seed: 1 })).await?;
+            Box::pin(workload(Workload::Detection {
+                trials: 1,
+                agent_timeout: 1,
             }))
             .await?;
         }

@@ -72,7 +72,7 @@ pub async fn submit(
     // Subscribe before starting, so no event of this suite is missed.
     let events = if wait {
         Some(
-            c.watch_suite(proto::WatchSuiteRequest {})
+            c.watch_suite(proto::WatchSuiteRequest::default())
                 .await
                 .map_err(status_error)?
                 .into_inner(),
@@ -211,10 +211,14 @@ async fn follow(mut events: tonic::Streaming<SuiteEvent>, json: bool) -> anyhow:
     anyhow::bail!("the orchestrator closed the event stream before the suite ended")
 }
 
-pub async fn watch(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn watch(conn: &Conn, json: bool, mut kinds: Vec<String>) -> anyhow::Result<ExitCode> {
+    // The watch ends with the suite, so its end is always asked for.
+    if !kinds.is_empty() && !kinds.iter().any(|k| k == "suite_finished") {
+        kinds.push("suite_finished".into());
+    }
     let mut c = control(conn).await?;
     let events = c
-        .watch_suite(proto::WatchSuiteRequest {})
+        .watch_suite(proto::WatchSuiteRequest { kinds })
         .await
         .map_err(status_error)?
         .into_inner();

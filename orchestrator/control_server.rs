@@ -90,7 +90,7 @@ impl ControlService {
         })
     }
 
-    pub async fn report_json(&self) -> Result<serde_json::Value, Status> {
+    pub async fn report_json(&self) -> Result<report::ReportJson, Status> {
         self.engine
             .query(report::build)
             .await?
@@ -127,10 +127,20 @@ impl Control for ControlService {
 
     async fn watch_suite(
         &self,
-        _: Request<WatchSuiteRequest>,
+        r: Request<WatchSuiteRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(|e| match e {
-            Ok(event) => Some(Ok(event)),
+        let kinds = event_kinds(&r.into_inner().kinds)?;
+        let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(move |e| match e {
+            Ok(event)
+                if kinds.is_empty()
+                    || event
+                        .body
+                        .as_ref()
+                        .is_some_and(|b| kinds.contains(&event_kind(b))) =>
+            {
+                Some(Ok(Arc::unwrap_or_clone(event)))
+            }
+            Ok(_) => None,
             // A watcher that fell behind misses events rather than slowing the
             // scheduler; it can re-read GetStatus.
             Err(_) => None,
@@ -144,9 +154,9 @@ impl Control for ControlService {
     ) -> Result<Response<FinalReport>, Status> {
         let report = self.report_json().await?;
         Ok(Response::new(FinalReport {
-            suite_id: report["suite_id"].as_str().unwrap_or_default().into(),
-            status: report["status"].as_str().unwrap_or_default().into(),
-            report_json: report.to_string(),
+            suite_id: report.suite_id,
+            status: report.status.into(),
+            report_json: report.json.to_string(),
         }))
     }
 
@@ -289,4 +299,47 @@ fn resources(r: &testfleet::config::ResourceSpec) -> Resources {
         cpu_cores: r.cpu_cores(),
         disk_mb: r.disk_mb,
     }
+}
+
+const EVENT_KINDS: [&str; 7] = [
+    "assignment",
+    "progress",
+    "completion",
+    "failure",
+    "task_state",
+    "suite_finished",
+    "alert",
+];
+
+/// A suite event's kind: the name of its body field in SuiteEvent.
+fn event_kind(body: &suite_event::Body) -> &'static str {
+    use suite_event::Body;
+    match body {
+        Body::Assignment(_) => "assignment",
+        Body::Progress(_) => "progress",
+        Body::Completion(_) => "completion",
+        Body::Failure(_) => "failure",
+        Body::TaskState(_) => "task_state",
+        Body::SuiteFinished(_) => "suite_finished",
+        Body::Alert(_) => "alert",
+    }
+}
+
+/// The kinds a watcher asked for, each checked against the known ones.
+fn event_kinds(asked: &[String]) -> Result<Vec<&'static str>, Status> {
+    asked
+        .iter()
+        .map(|k| {
+            EVENT_KINDS
+                .iter()
+                .copied()
+                .find(|known| known == k)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown event kind {k:?} in WatchSuiteRequest.kinds (known: {})",
+                        EVENT_KINDS.join(", ")
+                    ))
+                })
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use testfleet::proto::{self, orchestrator_message, OrchestratorMessage, SuiteEvent};
@@ -37,7 +38,7 @@ pub enum Input {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::UnboundedSender<Input>,
-    events: broadcast::Sender<SuiteEvent>,
+    events: broadcast::Sender<Arc<SuiteEvent>>,
     pub report_dir: ReportDir,
     pub metrics: Metrics,
 }
@@ -117,7 +118,9 @@ impl Engine {
             .map_err(|_| Status::internal("the scheduler dropped a query"))
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<SuiteEvent> {
+    /// Events are shared, not copied, among watchers: one that filters an
+    /// event out pays for a reference count, not a message.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SuiteEvent>> {
         self.events.subscribe()
     }
 }
@@ -151,7 +154,7 @@ impl Streams {
 async fn run(
     mut scheduler: Scheduler,
     mut rx: mpsc::UnboundedReceiver<Input>,
-    events: broadcast::Sender<SuiteEvent>,
+    events: broadcast::Sender<Arc<SuiteEvent>>,
     report_dir: ReportDir,
     metrics: Metrics,
 ) {
@@ -204,7 +207,7 @@ fn carry_out(
     action: Action,
     scheduler: &Scheduler,
     streams: &mut Streams,
-    events: &broadcast::Sender<SuiteEvent>,
+    events: &broadcast::Sender<Arc<SuiteEvent>>,
     report_dir: &ReportDir,
 ) {
     match action {
@@ -280,10 +283,7 @@ fn carry_out(
             } else {
                 tracing::info!(event = "alert", alert = alert.name, "alert cleared");
             }
-            let _ = events.send(SuiteEvent {
-                timestamp: Some(now_timestamp()),
-                body: Some(proto::suite_event::Body::Alert(alert)),
-            });
+            publish(events, proto::suite_event::Body::Alert(alert));
         }
         Action::Escalate {
             escalation_id,
@@ -308,16 +308,15 @@ fn carry_out(
             if let proto::suite_event::Body::Completion(c) = &body {
                 log_completion(c);
             }
-            let _ = events.send(SuiteEvent {
-                timestamp: Some(now_timestamp()),
-                body: Some(body),
-            });
+            publish(events, body);
         }
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
+            let started = std::time::Instant::now();
             match report::write(scheduler, &dir) {
                 Ok(path) => {
-                    tracing::info!(suite_id, status = state.as_str(), report = %path.display(), "suite finished")
+                    let write_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    tracing::info!(suite_id, status = state.as_str(), report = %path.display(), write_ms, "suite finished")
                 }
                 Err(e) => tracing::error!(
                     suite_id,
@@ -329,6 +328,15 @@ fn carry_out(
                 tracing::warn!(suite_id, status = state.as_str(), "suite did not succeed");
             }
         }
+    }
+}
+
+fn publish(events: &broadcast::Sender<Arc<SuiteEvent>>, body: proto::suite_event::Body) {
+    if events.receiver_count() > 0 {
+        let _ = events.send(Arc::new(SuiteEvent {
+            timestamp: Some(now_timestamp()),
+            body: Some(body),
+        }));
     }
 }
 

@@ -126,7 +126,11 @@ async fn progress(State(c): State<ControlService>) -> Response {
 
 async fn final_report(State(c): State<ControlService>) -> Response {
     match c.report_json().await {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r.json.to_string(),
+        )
+            .into_response(),
         Err(s) => error(s),
     }
 }

@@ -239,7 +239,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             event = events.recv() => match event {
                 Ok(e) => {
-                    let Some(body) = e.body else { continue };
+                    let Some(body) = Arc::unwrap_or_clone(e).body else { continue };
                     display.show(&body);
                     match body {
                         suite_event::Body::SuiteFinished(f) if f.suite_id == suite_id => break f.status,
@@ -270,6 +270,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     stop_agents(agents).await;
     let _ = running.stop().await;
     telemetry.shutdown();
+    let report: serde_json::Value =
+        serde_json::from_str(&report.json).context("reading back the report")?;
     print_summary(&report);
     eprintln!(
         "report: {}",

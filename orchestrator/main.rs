@@ -92,6 +92,11 @@ enum Command {
         /// One JSON object per event, with the seed's field names.
         #[arg(long)]
         json: bool,
+        /// Only these kinds of event, comma-separated: assignment, progress,
+        /// completion, failure, task_state, suite_finished, alert. The
+        /// suite's end is always shown. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
     },
     /// Print the final report (JSON).
     Report {
@@ -209,7 +214,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             wait,
         } => client::submit(&conn, file.as_deref(), timeout, wait).await,
         Command::Status { conn, json } => client::status(&conn, json).await,
-        Command::Watch { conn, json } => client::watch(&conn, json).await,
+        Command::Watch { conn, json, kinds } => client::watch(&conn, json, kinds).await,
         Command::Report { conn } => client::report(&conn).await,
         Command::Agents { conn } => client::agents(&conn).await,
         Command::Cancel { conn } => client::cancel(&conn).await,

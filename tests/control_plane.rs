@@ -25,6 +25,29 @@ fn grpcurl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `orchestrator watch --json` with `extra` arguments, once it has said it is
+/// waiting for a suite.
+fn start_watch(server: &Server, extra: &[&str]) -> std::process::Child {
+    let mut watch = Command::new(orchestrator_bin())
+        .args([
+            "watch",
+            "--json",
+            "--insecure",
+            "--endpoint",
+            &server.endpoint(),
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watch_err = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    watch_err.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "waiting for a suite to start");
+    watch
+}
+
 #[test]
 fn grpcurl_watch_and_http_see_one_suite_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,23 +89,21 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
     let (ok, health) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(ok && health.contains("\"SERVING\""), "{health}");
 
-    // A watcher started before the suite follows it to the end.
-    let mut watch = Command::new(orchestrator_bin())
-        .args([
-            "watch",
-            "--json",
-            "--insecure",
-            "--endpoint",
-            &server.endpoint(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut watch_err = BufReader::new(watch.stderr.take().unwrap());
-    let mut line = String::new();
-    watch_err.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "waiting for a suite to start");
+    // Watchers started before the suite follow it to the end: one sees
+    // everything, one asked the server for completions only.
+    let watch = start_watch(&server, &[]);
+    let completions_only = start_watch(&server, &["--kinds", "completion"]);
+    let (ok, refused) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        "{\"kinds\": [\"completions\"]}",
+        &addr,
+        "testfleet.v1.Control/WatchSuite",
+    ]);
+    assert!(
+        !ok && refused.contains("InvalidArgument") && refused.contains("\"completions\""),
+        "an unknown event kind is refused by name: {refused}"
+    );
 
     let (ok, started) = grpcurl(&[
         "-plaintext",
@@ -188,6 +209,28 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
         |e| e["message_type"] == "task_assignment" && e["task_details"]["priority"] == "medium"
     ));
     assert_eq!(events.last().unwrap()["message_type"], "suite_finished");
+
+    let out = completions_only.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["message_type"].to_string())
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| *k == "\"task_completion\"").count()
+            == events
+                .iter()
+                .filter(|e| e["message_type"] == "task_completion")
+                .count()
+            && kinds.last().is_some_and(|k| k == "\"suite_finished\"")
+            && kinds.len()
+                == events
+                    .iter()
+                    .filter(|e| e["message_type"] == "task_completion")
+                    .count()
+                    + 1,
+        "the filtered watcher got every completion and the end, nothing else: {kinds:?}"
+    );
 
     // The seed's HTTP API on the same port.
     let status = server.status();

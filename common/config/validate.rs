@@ -162,11 +162,15 @@ fn check_dependencies(c: &mut Checker) {
 }
 
 fn positive(c: &mut Checker, value: Option<f64>, what: &str, line: Option<usize>) {
-    if let Some(v) = value {
-        if v <= 0.0 || !v.is_finite() {
-            c.report(line, format!("{what} must be greater than zero, got {v}"));
-        }
+    if let Some(v) = value.filter(|_| !is_positive(value)) {
+        c.report(line, format!("{what} must be greater than zero, got {v}"));
     }
+}
+
+/// Absent, or a finite number above zero. Checked before looking up a line:
+/// finding lines scans the text, which is quadratic over a large suite.
+fn is_positive(value: Option<f64>) -> bool {
+    value.is_none_or(|v| v > 0.0 && v.is_finite())
 }
 
 fn check_limits(c: &mut Checker) {
@@ -235,6 +239,9 @@ fn check_task_resources(c: &mut Checker) {
                 ("disk_mb", r.disk_mb),
                 ("timeout", r.timeout),
             ] {
+                if is_positive(v) {
+                    continue;
+                }
                 let line = locate::task_key(c.text, &d.id, "resources");
                 positive(c, v, &format!("task \"{}\" resources.{key}", d.id), line);
             }
@@ -247,6 +254,17 @@ fn check_task_resources(c: &mut Checker) {
     let plan = cfg.plan(std::path::Path::new("."));
     for t in plan.tasks.iter().filter(|t| t.kind == TaskKind::Runnable) {
         let top = t.parent.map_or(t, |p| &plan.tasks[p]);
+        let fits_memory = plan
+            .limits
+            .total_memory_mb
+            .is_none_or(|m| t.resources.memory_mb <= m);
+        let fits_cpu = plan
+            .limits
+            .total_cpu_millis
+            .is_none_or(|m| t.resources.cpu_millis <= m);
+        if fits_memory && fits_cpu {
+            continue;
+        }
         let line = locate::task_key(c.text, &top.id, "resources");
         if let Some(total) = plan
             .limits

@@ -13,7 +13,12 @@ import subprocess
 import sys
 import time
 
+import dask
 from dask.distributed import Client, LocalCluster
+
+# 100 worker processes starting at once on two cores take minutes; Dask's
+# default 30 s connect timeout then fails the cluster before it is up.
+dask.config.set({"distributed.comm.timeouts.connect": "600s", "distributed.comm.timeouts.tcp": "600s"})
 
 
 def noop(*_deps):
@@ -65,17 +70,22 @@ def main():
         print(f"{name}: testfleet {t:.3f}, dask {d:.3f} {unit}, ratio {t / d:.2f}", flush=True)
 
     for workers in a.workers:
+        # testfleet first, then Dask: neither runs beside the other's idle
+        # processes.
+        t_throughput = testfleet(a.bench, "throughput", "--tasks", str(n), "--agents", str(workers))[f"throughput_{n}_tasks_{workers}_agents"]
+        print(f"testfleet: throughput {n} no-op tasks, {workers} agents: {t_throughput:.0f} tasks/s", flush=True)
+        if workers == 100:
+            t_layered = testfleet(a.bench, "dag", "--layers", str(layers), "--width", str(width), "--agents", "100")[f"layered_dag_{layers}x{width}_100_agents"]
+            t_chain = testfleet(a.bench, "dispatch", "--tasks", str(chain), "--agents", "100")["dispatch_latency_p50_100_agents"]
+            print(f"testfleet: layered DAG {t_layered:.0f} tasks/s, chain p50 {t_chain:.3f} ms", flush=True)
+        started = time.perf_counter()
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
-            d = dask_throughput(client, n)
-            t = testfleet(a.bench, "throughput", "--tasks", str(n), "--agents", str(workers))[f"throughput_{n}_tasks_{workers}_agents"]
-            show(f"throughput {n} no-op tasks, {workers} workers", t, d, "tasks/s")
+            client.wait_for_workers(workers)
+            print(f"dask: {workers} workers up in {time.perf_counter() - started:.1f} s", flush=True)
+            show(f"throughput {n} no-op tasks, {workers} workers", t_throughput, dask_throughput(client, n), "tasks/s")
             if workers == 100:
-                d = dask_layered(client, layers, width)
-                t = testfleet(a.bench, "dag", "--layers", str(layers), "--width", str(width), "--agents", "100")[f"layered_dag_{layers}x{width}_100_agents"]
-                show(f"layered DAG {layers}x{width}, 100 workers", t, d, "tasks/s")
-                d = dask_chain_latency_ms(client, chain)
-                t = testfleet(a.bench, "dispatch", "--tasks", str(chain), "--agents", "100")["dispatch_latency_p50_100_agents"]
-                show(f"chain of {chain}: dispatch per hop, 100 workers", t, d, "ms (testfleet p50, Dask mean)")
+                show(f"layered DAG {layers}x{width}, 100 workers", t_layered, dask_layered(client, layers, width), "tasks/s")
+                show(f"chain of {chain}: dispatch per hop, 100 workers", t_chain, dask_chain_latency_ms(client, chain), "ms (testfleet p50, Dask mean)")
     return 0 if rows else 1
 
 

@@ -23,6 +23,12 @@ fn the_benchmark_harness_runs_every_workload() {
         "dispatch_latency_p99_10_agents",
         "fleet_50_agents_orchestrator_rss",
         "fleet_50_agents_heartbeat_lag_p99",
+        "throughput_200_tasks_4_agents_steady",
+        "makespan_seed_dag",
+        "makespan_random_30_dag_with_history",
+        "makespan_random_30_offline_list_schedule",
+        "detection_stream_reset_median",
+        "detection_silent_median",
     ] {
         let line = stdout
             .lines()

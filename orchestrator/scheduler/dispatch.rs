@@ -102,7 +102,7 @@ impl Scheduler {
             .values()
             .filter(|a| a.connected && need.fits_within(&a.free()))
             .filter(|a| !(others_exist && run.avoid.contains(&a.id)))
-            .min_by_key(|a| (load_after(a, &need), a.id.clone()))
+            .min_by_key(|a| (load_after(a, &need), a.id.as_str()))
             .map(|a| a.id.clone())
     }
 

@@ -17,4 +17,11 @@ export PATH="$PWD/$venv/bin:$PATH"
 export TESTFLEET_PYTHON="$PWD/$venv/bin/python"
 
 cargo build --locked --all-targets
-cargo test --locked -- "$@"
+# Every test binary runs even after a failure, and one line sums them all.
+log=$(mktemp)
+status=0
+cargo test --locked --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ {p += $4; f += $6; i += $8}
+     END {printf "\nsummary: %d passed, %d failed, %d ignored\n", p, f, i}' "$log"
+rm -f "$log"
+exit "$status"

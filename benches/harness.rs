@@ -623,18 +623,13 @@ impl Fleet {
             ));
         }
         let mut control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while control
-            .list_agents(proto::ListAgentsRequest {})
-            .await?
-            .into_inner()
-            .agents
-            .len()
-            < agents
-        {
-            anyhow::ensure!(Instant::now() < deadline, "agents did not all connect");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_agents(
+            &mut control,
+            Duration::from_secs(60),
+            "every agent to connect",
+            |a| a.len() >= agents,
+        )
+        .await?;
         Ok(Fleet {
             _orch: orch,
             control,
@@ -712,18 +707,13 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
         tokio::spawn(heartbeat_only(channels[i / 100].clone(), i));
     }
     let mut control = ControlClient::new(channels[0].clone()).max_decoding_message_size(1 << 30);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while control
-        .list_agents(proto::ListAgentsRequest {})
-        .await?
-        .into_inner()
-        .agents
-        .len()
-        < agents
-    {
-        anyhow::ensure!(Instant::now() < deadline, "agents did not all connect");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_agents(
+        &mut control,
+        Duration::from_secs(120),
+        "every agent to connect",
+        |a| a.len() >= agents,
+    )
+    .await?;
     let pid = orch.child.id();
     let (t0, c0) = (Instant::now(), cpu_ticks(pid)?);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -804,22 +794,23 @@ async fn connect_simulated(
     Ok((tx, inbound))
 }
 
+/// A heartbeat from agent `id`, stamped now.
+fn heartbeat_message(id: &str) -> AgentMessage {
+    let hb = proto::Heartbeat {
+        agent_id: id.to_string(),
+        timestamp: Some(testfleet::time::now_timestamp()),
+        ..Default::default()
+    };
+    AgentMessage {
+        body: Some(agent_message::Body::Heartbeat(hb)),
+    }
+}
+
 /// Heartbeats every second after `first`, until the stream closes.
 async fn heartbeat(tx: tokio::sync::mpsc::Sender<AgentMessage>, id: String, first: Duration) {
     tokio::time::sleep(first).await;
     loop {
-        let hb = proto::Heartbeat {
-            agent_id: id.clone(),
-            timestamp: Some(testfleet::time::now_timestamp()),
-            ..Default::default()
-        };
-        if tx
-            .send(AgentMessage {
-                body: Some(agent_message::Body::Heartbeat(hb)),
-            })
-            .await
-            .is_err()
-        {
+        if tx.send(heartbeat_message(&id)).await.is_err() {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -870,13 +861,7 @@ impl DoomedAgent {
                             // Holds the connection and sends nothing more.
                             std::future::pending::<()>().await;
                         }
-                        let hb = proto::Heartbeat {
-                            agent_id: id.clone(),
-                            timestamp: Some(testfleet::time::now_timestamp()),
-                            ..Default::default()
-                        };
-                        let body = Some(agent_message::Body::Heartbeat(hb));
-                        if tx.send(AgentMessage { body }).await.is_err() {
+                        if tx.send(heartbeat_message(&id)).await.is_err() {
                             return;
                         }
                     }
@@ -932,7 +917,10 @@ async fn detection(trials: usize, agent_timeout: u64) -> anyhow::Result<()> {
         };
         let id = format!("doomed_{trial}");
         let spare = DoomedAgent::start(&orch.endpoint, id.clone(), assigned_tx.clone()).await?;
-        wait_connected(&mut control, &id).await?;
+        wait_for_agents(&mut control, Duration::from_secs(30), &id, |a| {
+            a.iter().any(|a| a.agent_id == id && a.state != "lost")
+        })
+        .await?;
         let died = Instant::now();
         holder.die(how);
         let (_, at) = next_assignment(&mut assigned, &id).await?;
@@ -956,18 +944,24 @@ async fn detection(trials: usize, agent_timeout: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_connected(control: &mut ControlClient<Channel>, id: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Polls ListAgents until `ready` holds for the agents it lists.
+async fn wait_for_agents(
+    control: &mut ControlClient<Channel>,
+    limit: Duration,
+    what: &str,
+    ready: impl Fn(&[proto::AgentInfo]) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
     loop {
         let agents = control
             .list_agents(proto::ListAgentsRequest {})
             .await?
             .into_inner()
             .agents;
-        if agents.iter().any(|a| a.agent_id == id && a.state != "lost") {
+        if ready(&agents) {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "{id} did not connect");
+        anyhow::ensure!(Instant::now() < deadline, "gave up waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

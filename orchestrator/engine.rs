@@ -216,6 +216,9 @@ fn carry_out(
             assignment,
         } => {
             log_assignment(&assignment);
+            publish(events, || {
+                proto::suite_event::Body::Assignment(assignment.clone())
+            });
             streams.send(
                 &agent_id,
                 orchestrator_message::Body::Assignment(assignment),
@@ -283,7 +286,7 @@ fn carry_out(
             } else {
                 tracing::info!(event = "alert", alert = alert.name, "alert cleared");
             }
-            publish(events, proto::suite_event::Body::Alert(alert));
+            publish(events, || proto::suite_event::Body::Alert(alert));
         }
         Action::Escalate {
             escalation_id,
@@ -308,7 +311,7 @@ fn carry_out(
             if let proto::suite_event::Body::Completion(c) = &body {
                 log_completion(c);
             }
-            publish(events, body);
+            publish(events, || body);
         }
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
@@ -331,21 +334,26 @@ fn carry_out(
     }
 }
 
-fn publish(events: &broadcast::Sender<Arc<SuiteEvent>>, body: proto::suite_event::Body) {
+/// Builds the event only when someone watches.
+fn publish(
+    events: &broadcast::Sender<Arc<SuiteEvent>>,
+    body: impl FnOnce() -> proto::suite_event::Body,
+) {
     if events.receiver_count() > 0 {
         let _ = events.send(Arc::new(SuiteEvent {
             timestamp: Some(now_timestamp()),
-            body: Some(body),
+            body: Some(body()),
         }));
     }
 }
 
 fn log_assignment(a: &proto::TaskAssignment) {
-    let d = a.task_details.clone().unwrap_or_default();
-    let r = d.resources.unwrap_or_default();
+    // Borrowed, not cloned: this runs for every assignment, logged or not.
+    let d = a.task_details.as_ref();
+    let r = d.and_then(|d| d.resources).unwrap_or_default();
     tracing::info!(
         event = "task_assigned",
-        task_id = d.task_id,
+        task_id = d.map_or("", |d| d.task_id.as_str()),
         agent_id = a.target_agent,
         attempt_id = a.attempt_id,
         memory_mb = r.memory_mb,

@@ -465,18 +465,7 @@ async fn wire_input_that_does_not_fit_is_refused_and_changes_nothing() {
         ),
     ];
     for (msg, code) in cases {
-        tx.send(msg).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), inbound.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match reply.body {
-            Some(orchestrator_message::Body::Rejection(r)) => {
-                assert_eq!(tonic::Code::from_i32(r.code), code, "{r:?}")
-            }
-            other => panic!("expected a rejection, got {other:?}"),
-        }
+        expect_rejection(&tx, &mut inbound, msg, code).await;
     }
     // An oversized call is refused by its size.
     let mut control = ControlClient::new(channel);

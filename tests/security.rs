@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 use testfleet::proto::control_client::ControlClient;
-use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
+use testfleet::proto::{self, agent_message, AgentMessage};
 use testfleet::tls::{DevCa, Role};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -269,22 +269,10 @@ async fn every_unauthorised_peer_is_refused_and_changes_nothing() {
         final_status: proto::FinalStatus::Success as i32,
         ..Default::default()
     };
-    tx.send(AgentMessage {
+    let msg = AgentMessage {
         body: Some(agent_message::Body::Completion(completion)),
-    })
-    .await
-    .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), inbound.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    match reply.body {
-        Some(orchestrator_message::Body::Rejection(r)) => {
-            assert_eq!(tonic::Code::from_i32(r.code), tonic::Code::PermissionDenied)
-        }
-        other => panic!("expected a rejection, got {other:?}"),
-    }
+    };
+    expect_rejection(&tx, &mut inbound, msg, tonic::Code::PermissionDenied).await;
 
     // Nothing changed.
     let after = status(channel(&server, &ca, Some((&admin_id.0, &admin_id.1))).await)

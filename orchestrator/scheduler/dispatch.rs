@@ -164,26 +164,26 @@ impl Scheduler {
         peak.disk_mb = peak.disk_mb.max(agent.reserved.disk_mb);
         self.attempt_index.insert(attempt_id.clone(), t);
 
-        out.push(Action::Publish(suite_event::Body::Assignment(
-            assignment.clone(),
-        )));
+        let task_id = assignment
+            .task_details
+            .as_ref()
+            .map(|d| d.task_id.clone())
+            .unwrap_or_default();
+        // Watchers see the assignment from this action too: the engine
+        // copies it for them only when someone watches.
+        out.push(Action::Assign {
+            agent_id: agent_id.clone(),
+            assignment,
+        });
         out.push(Action::Publish(suite_event::Body::TaskState(
             proto::TaskStateChanged {
-                task_id: assignment
-                    .task_details
-                    .as_ref()
-                    .map(|d| d.task_id.clone())
-                    .unwrap_or_default(),
+                task_id,
                 status: TaskState::Running.as_str().into(),
-                agent_id: agent_id.clone(),
+                agent_id,
                 attempt_id,
                 detail: format!("attempt {number} assigned"),
             },
         )));
-        out.push(Action::Assign {
-            agent_id,
-            assignment,
-        });
     }
 }
 

@@ -73,6 +73,8 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Send the assignment to the agent; watchers see it as an assignment
+    /// event.
     Assign {
         agent_id: AgentId,
         assignment: proto::TaskAssignment,

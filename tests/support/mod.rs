@@ -393,3 +393,25 @@ pub async fn raw_agent(
         .into_inner();
     Ok((tx, inbound))
 }
+
+/// Sends `msg` on a hand-driven agent stream and asserts that the next reply
+/// is a rejection with `code`.
+pub async fn expect_rejection(
+    tx: &tokio::sync::mpsc::Sender<testfleet::proto::AgentMessage>,
+    inbound: &mut tonic::Streaming<testfleet::proto::OrchestratorMessage>,
+    msg: testfleet::proto::AgentMessage,
+    code: tonic::Code,
+) {
+    tx.send(msg).await.expect("the stream is open");
+    let reply = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .expect("a reply within 5 s")
+        .expect("the stream is healthy")
+        .expect("the stream is open");
+    match reply.body {
+        Some(testfleet::proto::orchestrator_message::Body::Rejection(r)) => {
+            assert_eq!(tonic::Code::from_i32(r.code), code, "{r:?}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}

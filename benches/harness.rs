@@ -89,6 +89,14 @@ enum Workload {
     Smoke,
 }
 
+/// The agent with the most free cores that fits `cores` (lowest index on a
+/// tie).
+fn most_free_fitting(free: &[f64], cores: f64) -> Option<usize> {
+    (0..free.len())
+        .filter(|&a| free[a] >= cores)
+        .max_by(|&a, &b| free[a].total_cmp(&free[b]).then(b.cmp(&a)))
+}
+
 /// A suite: its YAML and, for sleeps, each task's duration.
 struct Suite {
     yaml: String,
@@ -222,8 +230,8 @@ impl Shape {
 
     /// The makespan the scheduler's policy reaches with no control plane at
     /// all: an offline list schedule in virtual time, ready tasks by longest
-    /// remaining path (exact durations), each on the agent with the most
-    /// free cores that fits it, smaller tasks filling in behind a big one.
+    /// remaining path (exact durations), placed as the scheduler places
+    /// them, smaller tasks filling in behind a big one.
     /// Ignores max_parallel. The gap between this and the bound is the
     /// policy's (or the bound's); the gap between a measured run and this is
     /// the control plane's.
@@ -244,11 +252,31 @@ impl Shape {
         let mut now = 0.0f64;
         while !ready.is_empty() || !running.is_empty() {
             ready.sort_by(|&a, &b| rank[b].total_cmp(&rank[a]).then(a.cmp(&b)));
+            // The scheduler's placement: spread to the agent with the most
+            // free cores, unless that would leave a ready task waiting; then
+            // best fit.
+            let pack = {
+                let mut trial = free.clone();
+                ready.iter().any(|&t| {
+                    let cores = self.tasks[t].cores;
+                    match most_free_fitting(&trial, cores) {
+                        Some(a) => {
+                            trial[a] -= cores;
+                            false
+                        }
+                        None => true,
+                    }
+                })
+            };
             ready.retain(|&t| {
                 let cores = self.tasks[t].cores;
-                let best = (0..agents)
-                    .filter(|&a| free[a] >= cores)
-                    .max_by(|&a, &b| free[a].total_cmp(&free[b]).then(b.cmp(&a)));
+                let best = if pack {
+                    (0..agents)
+                        .filter(|&a| free[a] >= cores)
+                        .min_by(|&a, &b| free[a].total_cmp(&free[b]).then(a.cmp(&b)))
+                } else {
+                    most_free_fitting(&free, cores)
+                };
                 match best {
                     Some(a) => {
                         free[a] -= cores;
@@ -562,7 +590,13 @@ async fn simulated_agent(
         let (clock, agent_id) = (clock.clone(), id.clone());
         tokio::spawn(async move {
             if wait > 0 {
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                // tokio's timer fires on a 1 ms wheel, late by about a
+                // millisecond per task; a blocking thread's sleep is late by
+                // tens of microseconds, so the task takes what the suite says.
+                let _ = tokio::task::spawn_blocking(move || {
+                    std::thread::sleep(Duration::from_millis(wait));
+                })
+                .await;
             }
             let c = proto::TaskCompletion {
                 agent_id,
@@ -1054,6 +1088,23 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
                     r.makespan_ms / shape.bound_with_max_parallel()
                 );
             }
+            // One seed's DAG may be kind or unkind to the policy: its offline
+            // schedule over the next 30 seeds' DAGs too.
+            let mut ratios: Vec<f64> = (seed..seed + 30)
+                .map(|sd| {
+                    let (_, shape) = random_dag(tasks, sd);
+                    shape.offline_list_schedule(4, 4.0) / shape.bound()
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "makespan_random_{tasks}_offline_list_schedule_30_seeds_median {:.3} ratio_to_lower_bound",
+                ratios[ratios.len() / 2]
+            );
+            println!(
+                "makespan_random_{tasks}_offline_list_schedule_30_seeds_max {:.3} ratio_to_lower_bound",
+                ratios[ratios.len() - 1]
+            );
             for mode in ["dag", "phased"] {
                 let (mut suite, shape) = random_dag(tasks, seed);
                 suite.yaml = format!("scheduling: {mode}\n{}", suite.yaml);

@@ -107,7 +107,6 @@ impl Scheduler {
         }
     }
 
-    /// The attempt's agent is gone (or no longer runs it): requeue at once.
     /// The attempt's agent is gone (or no longer runs it): requeue at once,
     /// up to `max_retries` + 1 times; a task that keeps losing its agents fails.
     pub(super) fn requeue_lost(

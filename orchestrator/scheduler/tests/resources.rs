@@ -42,6 +42,31 @@ fn tasks_spread_to_the_least_loaded_agent() {
 }
 
 #[test]
+fn small_tasks_pack_when_spreading_them_would_strand_a_large_one() {
+    let mut sim = Sim::new();
+    for a in ["a", "b"] {
+        sim.join(a, cap(2, 8192));
+    }
+    // Spread, T1 and T2 would take one core on each agent and BIG, needing
+    // two, could start on neither.
+    sim.submit(plan(&tasks_yaml(
+        "",
+        &[("T1", 1, 100), ("T2", 1, 100), ("BIG", 2, 100)],
+    )));
+    let placed: Vec<(String, String)> = sim
+        .running()
+        .into_iter()
+        .map(|r| (r.task, r.agent))
+        .collect();
+    let expected = [("BIG", "b"), ("T1", "a"), ("T2", "a")];
+    assert_eq!(
+        placed,
+        expected.map(|(t, a)| (t.to_string(), a.to_string())),
+        "best fit keeps b whole for BIG"
+    );
+}
+
+#[test]
 fn a_large_task_goes_where_it_fits_and_a_small_one_fills_in() {
     let mut sim = Sim::new();
     sim.join("large", cap(4, 8192));

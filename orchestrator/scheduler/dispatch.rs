@@ -91,15 +91,9 @@ impl Scheduler {
         let Some(suite) = self.suite.as_ref() else {
             return false;
         };
-        let mut agents: Vec<(ResourceSpec, ResourceSpec)> = self
-            .agents
-            .values()
-            .filter(|a| a.connected)
-            .map(|a| (a.reserved, a.capacity))
-            .collect();
         let mut free = ResourceSpec::default();
-        for (reserved, capacity) in &agents {
-            free.add(&capacity.saturating_minus(reserved));
+        for agent in self.agents.values().filter(|a| a.connected) {
+            free.add(&agent.free());
         }
         // The total first: it stops after a fleet's worth of tasks, however
         // many are ready.
@@ -118,6 +112,12 @@ impl Scheduler {
             }
             needs.push(need);
         }
+        let mut agents: Vec<(ResourceSpec, ResourceSpec)> = self
+            .agents
+            .values()
+            .filter(|a| a.connected)
+            .map(|a| (a.reserved, a.capacity))
+            .collect();
         needs.iter().any(|need| {
             let spread_to = agents
                 .iter_mut()

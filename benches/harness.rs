@@ -496,7 +496,9 @@ fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
         .arg(dir.path().join("data"))
         .env(
             "RUST_LOG",
-            "warn,orchestrator::server=info,orchestrator::metrics=info",
+            std::env::var("TESTFLEET_BENCH_RUST_LOG").unwrap_or_else(|_| {
+                "warn,orchestrator::server=info,orchestrator::metrics=info".into()
+            }),
         )
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -580,48 +582,69 @@ async fn simulated_agent(
             .as_ref()
             .map(|d| d.task_id.clone())
             .unwrap_or_default();
-        clock
-            .lock()
-            .expect("clock")
-            .assigned
-            .insert(task_id.clone(), Instant::now());
         let wait = durations.get(&task_id).copied().unwrap_or(0);
-        let tx = tx.clone();
-        let (clock, agent_id) = (clock.clone(), id.clone());
+        let assigned = Instant::now();
+        let done = Done {
+            agent_id: id.clone(),
+            task_id,
+            attempt_id: a.attempt_id,
+            wait,
+            assigned,
+        };
+        if wait == 0 {
+            // A no-op completes at once, without a task of its own: the load
+            // generator should cost as little as a real agent's stream does.
+            done.send(&tx, &clock).await;
+            continue;
+        }
+        let (tx, clock) = (tx.clone(), clock.clone());
         tokio::spawn(async move {
-            if wait > 0 {
-                // tokio's timer fires on a 1 ms wheel, late by about a
-                // millisecond per task; a blocking thread's sleep is late by
-                // tens of microseconds, so the task takes what the suite says.
-                let _ = tokio::task::spawn_blocking(move || {
-                    std::thread::sleep(Duration::from_millis(wait));
-                })
-                .await;
-            }
-            let c = proto::TaskCompletion {
-                agent_id,
-                task_id: task_id.clone(),
-                attempt_id: a.attempt_id,
-                final_status: proto::FinalStatus::Success as i32,
-                execution_summary: Some(proto::ExecutionSummary {
-                    duration_seconds: wait as f64 / 1000.0,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            clock
-                .lock()
-                .expect("clock")
-                .completed
-                .insert(task_id, Instant::now());
-            let _ = tx
-                .send(AgentMessage {
-                    body: Some(agent_message::Body::Completion(c)),
-                })
-                .await;
+            // tokio's timer fires on a 1 ms wheel, late by about a
+            // millisecond per task; a blocking thread's sleep is late by
+            // tens of microseconds, so the task takes what the suite says.
+            let _ = tokio::task::spawn_blocking(move || {
+                std::thread::sleep(Duration::from_millis(wait));
+            })
+            .await;
+            done.send(&tx, &clock).await;
         });
     }
     Ok(())
+}
+
+/// A simulated task that has finished.
+struct Done {
+    agent_id: String,
+    task_id: String,
+    attempt_id: String,
+    wait: u64,
+    assigned: Instant,
+}
+
+impl Done {
+    async fn send(self, tx: &tokio::sync::mpsc::Sender<AgentMessage>, clock: &Mutex<Clock>) {
+        let c = proto::TaskCompletion {
+            agent_id: self.agent_id,
+            task_id: self.task_id.clone(),
+            attempt_id: self.attempt_id,
+            final_status: proto::FinalStatus::Success as i32,
+            execution_summary: Some(proto::ExecutionSummary {
+                duration_seconds: self.wait as f64 / 1000.0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        {
+            let mut clock = clock.lock().expect("clock");
+            clock.completed.insert(self.task_id.clone(), Instant::now());
+            clock.assigned.insert(self.task_id, self.assigned);
+        }
+        let _ = tx
+            .send(AgentMessage {
+                body: Some(agent_message::Body::Completion(c)),
+            })
+            .await;
+    }
 }
 
 /// An orchestrator serving one suite, with simulated agents connected.
@@ -700,11 +723,26 @@ impl Fleet {
                 }
             }
         }
+        let fin = Instant::now();
         let report = control
             .get_final_report(proto::GetFinalReportRequest {})
             .await?
             .into_inner();
         let seconds = start.elapsed().as_secs_f64();
+        {
+            let c = self.clock.lock().expect("clock");
+            let f = c
+                .assigned
+                .values()
+                .min()
+                .map(|i| i.duration_since(start).as_secs_f64());
+            let l = c
+                .completed
+                .values()
+                .max()
+                .map(|i| i.duration_since(start).as_secs_f64());
+            eprintln!("DIAG first_assign {f:?} last_complete {l:?} finished_evt {:.3} report {seconds:.3} bytes {}", fin.duration_since(start).as_secs_f64(), report.report_json.len());
+        }
         anyhow::ensure!(
             report.status == "completed",
             "the suite ended {}",

@@ -15,12 +15,22 @@ use tonic::{Request, Response, Status};
 use crate::engine::Engine;
 use crate::report;
 use crate::scheduler::{Event, Resolution};
+use crate::watchers::{Kind, Watch, EVENT_KINDS};
 
 /// The suite the server was started with.
 #[derive(Clone)]
 pub struct SuiteSource {
-    pub config: Arc<SuiteConfig>,
     pub path: PathBuf,
+    /// Planned once, when the server starts: the config cannot change
+    /// under a running server, and planning 20,000 tasks takes tens of ms.
+    plan: Arc<testfleet::config::SuitePlan>,
+}
+
+impl SuiteSource {
+    pub fn new(config: Arc<SuiteConfig>, path: PathBuf) -> Self {
+        let plan = Arc::new(config.plan(&testfleet::config::config_dir(&path)));
+        SuiteSource { path, plan }
+    }
 }
 
 #[derive(Clone)]
@@ -40,20 +50,15 @@ impl ControlService {
 
     /// Starts a suite; shared with the HTTP API.
     pub async fn execute(&self, req: ExecuteSuiteRequest) -> Result<ExecuteSuiteResponse, Status> {
-        let (config, path) = if req.config_yaml.trim().is_empty() {
-            (self.source.config.clone(), self.source.path.clone())
+        let (plan, path) = if req.config_yaml.trim().is_empty() {
+            (self.source.plan.clone(), self.source.path.clone())
         } else {
             let path = PathBuf::from("<submitted config>");
             let cfg = SuiteConfig::parse(&req.config_yaml, &path)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            (Arc::new(cfg), path)
+            let dir = std::env::current_dir().unwrap_or_default();
+            (Arc::new(cfg.plan(&dir)), path)
         };
-        let config_dir = if req.config_yaml.trim().is_empty() {
-            testfleet::config::config_dir(&path)
-        } else {
-            std::env::current_dir().unwrap_or_default()
-        };
-        let plan = config.plan(&config_dir);
         if let Some(t) = plan
             .tasks
             .iter()
@@ -81,7 +86,7 @@ impl ControlService {
         self.engine.send(Event::SubmitSuite {
             suite_id: suite_id.clone(),
             suite_name,
-            plan: Arc::new(plan),
+            plan,
             timeout_ms: (req.timeout_seconds > 0).then_some(req.timeout_seconds * 1000),
         });
         Ok(ExecuteSuiteResponse {
@@ -130,20 +135,25 @@ impl Control for ControlService {
         r: Request<WatchSuiteRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let kinds = event_kinds(&r.into_inner().kinds)?;
-        let stream = BroadcastStream::new(self.engine.subscribe()).filter_map(move |e| match e {
-            Ok(event)
-                if kinds.is_empty()
-                    || event
-                        .body
-                        .as_ref()
-                        .is_some_and(|b| kinds.contains(&event_kind(b))) =>
-            {
-                Some(Ok(Arc::unwrap_or_clone(event)))
+        let Watch { events, interest } = self.engine.subscribe(&kinds);
+        let stream = BroadcastStream::new(events).filter_map(move |e| {
+            // The stream holds the interest: it ends when the watcher goes.
+            let _ = &interest;
+            match e {
+                Ok(event)
+                    if kinds.is_empty()
+                        || event
+                            .body
+                            .as_ref()
+                            .is_some_and(|b| kinds.contains(&Kind::of(b))) =>
+                {
+                    Some(Ok(Arc::unwrap_or_clone(event)))
+                }
+                Ok(_) => None,
+                // A watcher that fell behind misses events rather than slowing
+                // the scheduler; it can re-read GetStatus.
+                Err(_) => None,
             }
-            Ok(_) => None,
-            // A watcher that fell behind misses events rather than slowing the
-            // scheduler; it can re-read GetStatus.
-            Err(_) => None,
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -301,45 +311,17 @@ fn resources(r: &testfleet::config::ResourceSpec) -> Resources {
     }
 }
 
-const EVENT_KINDS: [&str; 7] = [
-    "assignment",
-    "progress",
-    "completion",
-    "failure",
-    "task_state",
-    "suite_finished",
-    "alert",
-];
-
-/// A suite event's kind: the name of its body field in SuiteEvent.
-fn event_kind(body: &suite_event::Body) -> &'static str {
-    use suite_event::Body;
-    match body {
-        Body::Assignment(_) => "assignment",
-        Body::Progress(_) => "progress",
-        Body::Completion(_) => "completion",
-        Body::Failure(_) => "failure",
-        Body::TaskState(_) => "task_state",
-        Body::SuiteFinished(_) => "suite_finished",
-        Body::Alert(_) => "alert",
-    }
-}
-
 /// The kinds a watcher asked for, each checked against the known ones.
-fn event_kinds(asked: &[String]) -> Result<Vec<&'static str>, Status> {
+fn event_kinds(asked: &[String]) -> Result<Vec<Kind>, Status> {
     asked
         .iter()
         .map(|k| {
-            EVENT_KINDS
-                .iter()
-                .copied()
-                .find(|known| known == k)
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "unknown event kind {k:?} in WatchSuiteRequest.kinds (known: {})",
-                        EVENT_KINDS.join(", ")
-                    ))
-                })
+            Kind::named(k).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown event kind {k:?} in WatchSuiteRequest.kinds (known: {})",
+                    EVENT_KINDS.join(", ")
+                ))
+            })
         })
         .collect()
 }

@@ -5,18 +5,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use testfleet::proto::{self, orchestrator_message, OrchestratorMessage, SuiteEvent};
-use testfleet::time::{now_millis, now_timestamp};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use testfleet::proto::{self, orchestrator_message, OrchestratorMessage};
+use testfleet::time::now_millis;
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::metrics::Metrics;
 use crate::report;
 use crate::scheduler::{Action, Event, Scheduler, SuiteState};
 use crate::traces::Traces;
+use crate::watchers::{Kind, Watch, Watchers};
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;
@@ -38,7 +38,7 @@ pub enum Input {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::UnboundedSender<Input>,
-    events: broadcast::Sender<Arc<SuiteEvent>>,
+    watchers: Watchers,
     pub report_dir: ReportDir,
     pub metrics: Metrics,
 }
@@ -64,12 +64,12 @@ impl ReportDir {
 impl Engine {
     pub fn start(orchestrator_id: String, report_dir: ReportDir, tick: Duration) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
+        let watchers = Watchers::new(4096);
         let metrics = Metrics::new();
         let engine = Engine {
             tx,
             metrics: metrics.clone(),
-            events: events.clone(),
+            watchers: watchers.clone(),
             report_dir: report_dir.clone(),
         };
         let ticker = engine.tx.clone();
@@ -86,7 +86,7 @@ impl Engine {
         tokio::spawn(run(
             Scheduler::new(orchestrator_id),
             rx,
-            events,
+            watchers,
             report_dir,
             metrics,
         ));
@@ -118,10 +118,10 @@ impl Engine {
             .map_err(|_| Status::internal("the scheduler dropped a query"))
     }
 
-    /// Events are shared, not copied, among watchers: one that filters an
-    /// event out pays for a reference count, not a message.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SuiteEvent>> {
-        self.events.subscribe()
+    /// The suite's events of `kinds` (all when empty). Events are shared,
+    /// not copied, among watchers, and built only when one wants their kind.
+    pub fn subscribe(&self, kinds: &[Kind]) -> Watch {
+        self.watchers.subscribe(kinds)
     }
 }
 
@@ -154,7 +154,7 @@ impl Streams {
 async fn run(
     mut scheduler: Scheduler,
     mut rx: mpsc::UnboundedReceiver<Input>,
-    events: broadcast::Sender<Arc<SuiteEvent>>,
+    watchers: Watchers,
     report_dir: ReportDir,
     metrics: Metrics,
 ) {
@@ -188,7 +188,7 @@ async fn run(
         for mut action in actions {
             metrics.observe(&scheduler, &action);
             traces.on_action(&mut action);
-            carry_out(action, &scheduler, &mut streams, &events, &report_dir);
+            carry_out(action, &scheduler, &mut streams, &watchers, &report_dir);
         }
         traces.after(&scheduler);
         // Gauges follow the current suite's metrics_interval (10 s when idle).
@@ -207,7 +207,7 @@ fn carry_out(
     action: Action,
     scheduler: &Scheduler,
     streams: &mut Streams,
-    events: &broadcast::Sender<Arc<SuiteEvent>>,
+    watchers: &Watchers,
     report_dir: &ReportDir,
 ) {
     match action {
@@ -216,12 +216,12 @@ fn carry_out(
             assignment,
         } => {
             log_assignment(&assignment);
-            publish(events, || {
-                proto::suite_event::Body::Assignment(assignment.clone())
+            watchers.publish(Kind::ASSIGNMENT, || {
+                proto::suite_event::Body::Assignment((*assignment).clone())
             });
             streams.send(
                 &agent_id,
-                orchestrator_message::Body::Assignment(assignment),
+                orchestrator_message::Body::Assignment(*assignment),
             );
         }
         Action::Cancel { agent_id, cancel } => {
@@ -286,7 +286,7 @@ fn carry_out(
             } else {
                 tracing::info!(event = "alert", alert = alert.name, "alert cleared");
             }
-            publish(events, || proto::suite_event::Body::Alert(alert));
+            watchers.publish(Kind::ALERT, || proto::suite_event::Body::Alert(alert));
         }
         Action::Escalate {
             escalation_id,
@@ -308,10 +308,10 @@ fn carry_out(
             }
         }
         Action::Publish(body) => {
-            if let proto::suite_event::Body::Completion(c) = &body {
+            if let proto::suite_event::Body::Completion(c) = &*body {
                 log_completion(c);
             }
-            publish(events, || body);
+            watchers.publish(Kind::of(&body), || *body);
         }
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
@@ -335,18 +335,6 @@ fn carry_out(
 }
 
 /// Builds the event only when someone watches.
-fn publish(
-    events: &broadcast::Sender<Arc<SuiteEvent>>,
-    body: impl FnOnce() -> proto::suite_event::Body,
-) {
-    if events.receiver_count() > 0 {
-        let _ = events.send(Arc::new(SuiteEvent {
-            timestamp: Some(now_timestamp()),
-            body: Some(body()),
-        }));
-    }
-}
-
 fn log_assignment(a: &proto::TaskAssignment) {
     // Borrowed, not cloned: this runs for every assignment, logged or not.
     let d = a.task_details.as_ref();

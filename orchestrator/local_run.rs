@@ -215,7 +215,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     wait_for_agents(&running, args.local_agents).await?;
 
-    let mut events = running.engine.subscribe();
+    let mut watch = running.engine.subscribe(&[]);
     let plan = config.plan(&testfleet::config::config_dir(&args.file));
     let submitted = running
         .control
@@ -237,7 +237,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut handled = HashSet::new();
     let status = loop {
         tokio::select! {
-            event = events.recv() => match event {
+            event = watch.events.recv() => match event {
                 Ok(e) => {
                     let Some(body) = Arc::unwrap_or_clone(e).body else { continue };
                     display.show(&body);

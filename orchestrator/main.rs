@@ -18,6 +18,7 @@ mod report;
 mod scheduler;
 mod server;
 mod traces;
+mod watchers;
 mod webhook;
 
 use std::net::SocketAddr;

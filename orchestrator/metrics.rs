@@ -190,7 +190,7 @@ impl Metrics {
         let Action::Publish(body) = action else {
             return;
         };
-        let duration = match body {
+        let duration = match &**body {
             suite_event::Body::Completion(c) => c
                 .execution_summary
                 .map(|e| (c.task_id.as_str(), e.duration_seconds)),
@@ -208,7 +208,7 @@ impl Metrics {
                     .observe(seconds);
             }
         }
-        match body {
+        match &**body {
             suite_event::Body::TaskState(s) => match s.status.as_str() {
                 "completed_success" | "flaky" => {
                     self.completed_tasks.inc();

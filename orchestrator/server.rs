@@ -75,10 +75,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     }
     let control = ControlService::new(
         engine.clone(),
-        SuiteSource {
-            config: opts.config.clone(),
-            path: opts.config_path,
-        },
+        SuiteSource::new(opts.config.clone(), opts.config_path),
     );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();

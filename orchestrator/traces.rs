@@ -38,15 +38,28 @@ impl Traces {
     /// For each action, before it is carried out: may rewrite the
     /// assignment's trace context to the real span's.
     pub fn on_action(&mut self, action: &mut Action) {
+        // With no collector the spans are no-ops: skip building their
+        // attributes for every task.
+        let recording = self
+            .suite
+            .as_ref()
+            .is_some_and(|cx| cx.span().span_context().is_valid());
+        if !recording && !matches!(action, Action::SuiteFinished { .. }) {
+            return;
+        }
         match action {
             Action::Assign {
                 agent_id,
                 assignment,
             } => {
                 let parent = self.suite.clone().unwrap_or_default();
-                let d = assignment.task_details.clone().unwrap_or_default();
+                let task_id = assignment
+                    .task_details
+                    .as_ref()
+                    .map(|d| d.task_id.clone())
+                    .unwrap_or_default();
                 let mut span = testfleet::telemetry::tracer().start_with_context("task", &parent);
-                span.set_attribute(KeyValue::new("task.id", d.task_id));
+                span.set_attribute(KeyValue::new("task.id", task_id));
                 span.set_attribute(KeyValue::new("attempt.id", assignment.attempt_id.clone()));
                 span.set_attribute(KeyValue::new(
                     "attempt.number",
@@ -64,33 +77,7 @@ impl Traces {
                     self.attempts.insert(assignment.attempt_id.clone(), cx);
                 }
             }
-            Action::Publish(suite_event::Body::Failure(f)) => {
-                if let Some(cx) = self.attempts.get(&f.attempt_id) {
-                    let d = f.failure_details.clone().unwrap_or_default();
-                    cx.span().add_event(
-                        "failure",
-                        vec![
-                            KeyValue::new(
-                                "error.type",
-                                testfleet::wire_json::error_type_name(d.error_type),
-                            ),
-                            KeyValue::new("error.message", d.error_message),
-                        ],
-                    );
-                }
-            }
-            Action::Publish(suite_event::Body::TaskState(s)) => {
-                if let Some(cx) = &self.suite {
-                    cx.span().add_event(
-                        "task_state",
-                        vec![
-                            KeyValue::new("task.id", s.task_id.clone()),
-                            KeyValue::new("status", s.status.clone()),
-                            KeyValue::new("detail", s.detail.clone()),
-                        ],
-                    );
-                }
-            }
+            Action::Publish(body) => self.on_publish(body),
             Action::Escalate {
                 escalation_id,
                 report,
@@ -114,6 +101,39 @@ impl Traces {
                     cx.span()
                         .set_attribute(KeyValue::new("suite.status", state.as_str()));
                     cx.span().end();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_publish(&mut self, body: &suite_event::Body) {
+        match body {
+            suite_event::Body::Failure(f) => {
+                if let Some(cx) = self.attempts.get(&f.attempt_id) {
+                    let d = f.failure_details.clone().unwrap_or_default();
+                    cx.span().add_event(
+                        "failure",
+                        vec![
+                            KeyValue::new(
+                                "error.type",
+                                testfleet::wire_json::error_type_name(d.error_type),
+                            ),
+                            KeyValue::new("error.message", d.error_message),
+                        ],
+                    );
+                }
+            }
+            suite_event::Body::TaskState(s) => {
+                if let Some(cx) = &self.suite {
+                    cx.span().add_event(
+                        "task_state",
+                        vec![
+                            KeyValue::new("task.id", s.task_id.clone()),
+                            KeyValue::new("status", s.status.clone()),
+                            KeyValue::new("detail", s.detail.clone()),
+                        ],
+                    );
                 }
             }
             _ => {}

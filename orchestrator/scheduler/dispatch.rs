@@ -254,9 +254,9 @@ impl Scheduler {
         // copies it for them only when someone watches.
         out.push(Action::Assign {
             agent_id: agent_id.clone(),
-            assignment,
+            assignment: Box::new(assignment),
         });
-        out.push(Action::Publish(suite_event::Body::TaskState(
+        out.push(Action::publish(suite_event::Body::TaskState(
             proto::TaskStateChanged {
                 task_id,
                 status: TaskState::Running.as_str().into(),

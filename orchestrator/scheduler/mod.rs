@@ -77,7 +77,9 @@ pub enum Action {
     /// event.
     Assign {
         agent_id: AgentId,
-        assignment: proto::TaskAssignment,
+        // Boxed, as is `Publish`'s body: a submit returns an action per
+        // task, and unboxed these made every action 700 bytes.
+        assignment: Box<proto::TaskAssignment>,
     },
     Cancel {
         agent_id: AgentId,
@@ -111,11 +113,18 @@ pub enum Action {
         report: serde_json::Value,
     },
     /// For watchers.
-    Publish(suite_event::Body),
+    Publish(Box<suite_event::Body>),
     SuiteFinished {
         suite_id: String,
         state: SuiteState,
     },
+}
+
+impl Action {
+    /// An event for watchers.
+    pub fn publish(body: suite_event::Body) -> Action {
+        Action::Publish(Box::new(body))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

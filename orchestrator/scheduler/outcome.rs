@@ -15,7 +15,7 @@ impl Scheduler {
         let suite = self.suite.as_ref().expect("suite");
         let run = &suite.tasks[t];
         let live = run.live_attempt();
-        out.push(Action::Publish(suite_event::Body::TaskState(
+        out.push(Action::publish(suite_event::Body::TaskState(
             proto::TaskStateChanged {
                 task_id: suite.plan.tasks[t].id.clone(),
                 status: run.state.as_str().into(),
@@ -319,7 +319,7 @@ impl Scheduler {
         suite.finished_at = Some(now);
         let (suite_id, state) = (suite.suite_id.clone(), suite.state);
         self.remember_durations();
-        out.push(Action::Publish(suite_event::Body::SuiteFinished(
+        out.push(Action::publish(suite_event::Body::SuiteFinished(
             proto::SuiteFinished {
                 suite_id: suite_id.clone(),
                 status: state.as_str().into(),
@@ -388,7 +388,7 @@ impl Scheduler {
         if let Some(i) = run.live {
             run.attempts[i].last_progress = Some(update.clone());
         }
-        out.push(Action::Publish(suite_event::Body::Progress(update)));
+        out.push(Action::publish(suite_event::Body::Progress(update)));
     }
 
     pub(super) fn completed(
@@ -408,7 +408,7 @@ impl Scheduler {
         let results = criteria::evaluate(&suite.plan.tasks[t].criteria, &facts);
         let met = success && results.iter().all(|r| r.passed);
         c.next_actions = next_actions(suite, t, met);
-        out.push(Action::Publish(suite_event::Body::Completion(c.clone())));
+        out.push(Action::publish(suite_event::Body::Completion(c.clone())));
 
         let outcome = if met {
             AttemptOutcome::Succeeded
@@ -474,7 +474,7 @@ impl Scheduler {
         else {
             return;
         };
-        out.push(Action::Publish(suite_event::Body::Failure(f.clone())));
+        out.push(Action::publish(suite_event::Body::Failure(f.clone())));
         let details = f.failure_details.clone().unwrap_or_default();
         let error = ErrorType::try_from(details.error_type).unwrap_or_default();
         let error_name = testfleet::wire_json::error_type_name(details.error_type);

@@ -150,9 +150,10 @@ fn completion_tells_what_can_proceed() {
     let c = out
         .iter()
         .find_map(|a| match a {
-            crate::scheduler::Action::Publish(testfleet::proto::suite_event::Body::Completion(
-                c,
-            )) => Some(c.clone()),
+            crate::scheduler::Action::Publish(body) => match &**body {
+                testfleet::proto::suite_event::Body::Completion(c) => Some(c.clone()),
+                _ => None,
+            },
             _ => None,
         })
         .unwrap();

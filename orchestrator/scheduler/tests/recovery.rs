@@ -30,7 +30,7 @@ fn last_assignment(sim: &Sim) -> testfleet::proto::TaskAssignment {
         .iter()
         .rev()
         .find_map(|a| match a {
-            Action::Assign { assignment, .. } => Some(assignment.clone()),
+            Action::Assign { assignment, .. } => Some((**assignment).clone()),
             _ => None,
         })
         .expect("an assignment")

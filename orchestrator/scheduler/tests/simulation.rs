@@ -276,7 +276,8 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
     let suite = sim.s.suite().unwrap();
     let mut ends: BTreeMap<String, u32> = BTreeMap::new();
     for a in &sim.log {
-        if let Action::Publish(suite_event::Body::TaskState(s)) = a {
+        let Action::Publish(body) = a else { continue };
+        if let suite_event::Body::TaskState(s) = &**body {
             if matches!(
                 s.status.as_str(),
                 "completed_success" | "flaky" | "failed" | "skipped" | "cancelled"

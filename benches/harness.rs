@@ -553,12 +553,18 @@ impl Clock {
         Some(done.duration_since(*self.assigned.get(task)?).as_secs_f64() * 1000.0)
     }
 
+    fn first_assigned(&self) -> Option<Instant> {
+        self.assigned.values().min().copied()
+    }
+
+    fn last_completed(&self) -> Option<Instant> {
+        self.completed.values().max().copied()
+    }
+
     /// From the first assignment received to the last completion sent.
     fn busy_seconds(&self) -> f64 {
-        let first = self.assigned.values().min();
-        let last = self.completed.values().max();
-        match (first, last) {
-            (Some(f), Some(l)) => l.duration_since(*f).as_secs_f64(),
+        match (self.first_assigned(), self.last_completed()) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
             _ => f64::NAN,
         }
     }
@@ -658,9 +664,22 @@ struct Fleet {
 struct Run {
     /// From submit to the final report in hand.
     seconds: f64,
+    phases: Phases,
     clock: Clock,
     /// The suite's own duration, from its report.
     makespan_ms: f64,
+}
+
+/// When, after submit, a run passed each point, ms.
+struct Phases {
+    first_assignment_ms: Option<f64>,
+    last_completion_ms: Option<f64>,
+    /// The suite_finished event: report.json and junit.xml are written.
+    finished_ms: f64,
+}
+
+fn ms_since(start: Instant, at: Instant) -> f64 {
+    at.duration_since(start).as_secs_f64() * 1000.0
 }
 
 impl Fleet {
@@ -723,26 +742,12 @@ impl Fleet {
                 }
             }
         }
-        let fin = Instant::now();
+        let finished = start.elapsed().as_secs_f64();
         let report = control
             .get_final_report(proto::GetFinalReportRequest {})
             .await?
             .into_inner();
         let seconds = start.elapsed().as_secs_f64();
-        {
-            let c = self.clock.lock().expect("clock");
-            let f = c
-                .assigned
-                .values()
-                .min()
-                .map(|i| i.duration_since(start).as_secs_f64());
-            let l = c
-                .completed
-                .values()
-                .max()
-                .map(|i| i.duration_since(start).as_secs_f64());
-            eprintln!("DIAG first_assign {f:?} last_complete {l:?} finished_evt {:.3} report {seconds:.3} bytes {}", fin.duration_since(start).as_secs_f64(), report.report_json.len());
-        }
         anyhow::ensure!(
             report.status == "completed",
             "the suite ended {}",
@@ -751,8 +756,14 @@ impl Fleet {
         let doc: serde_json::Value = serde_json::from_str(&report.report_json)?;
         let makespan_ms = doc["duration_seconds"].as_f64().context("duration")? * 1000.0;
         let clock = std::mem::take(&mut *self.clock.lock().expect("clock"));
+        let phases = Phases {
+            first_assignment_ms: clock.first_assigned().map(|i| ms_since(start, i)),
+            last_completion_ms: clock.last_completed().map(|i| ms_since(start, i)),
+            finished_ms: finished * 1000.0,
+        };
         Ok(Run {
             seconds,
+            phases,
             clock,
             makespan_ms,
         })
@@ -1070,7 +1081,10 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
     match w {
         Workload::Throughput { tasks, agents } => {
             let Run {
-                seconds: s, clock, ..
+                seconds: s,
+                clock,
+                phases,
+                ..
             } = run(&independent(tasks), agents).await?;
             println!(
                 "throughput_{tasks}_tasks_{agents}_agents {:.0} tasks/s",
@@ -1081,6 +1095,23 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
             println!(
                 "throughput_{tasks}_tasks_{agents}_agents_steady {:.0} tasks/s",
                 tasks as f64 / clock.busy_seconds()
+            );
+            // Where the rest of the time goes: submit to the first
+            // assignment; the last completion to the report written (the
+            // suite_finished event); and fetching it (GetFinalReport).
+            let name = format!("throughput_{tasks}_tasks_{agents}_agents");
+            let nan = f64::NAN;
+            println!(
+                "{name}_submit_to_first_assignment {:.0} ms",
+                phases.first_assignment_ms.unwrap_or(nan)
+            );
+            println!(
+                "{name}_last_completion_to_report_written {:.0} ms",
+                phases.finished_ms - phases.last_completion_ms.unwrap_or(nan)
+            );
+            println!(
+                "{name}_report_fetch {:.0} ms",
+                s * 1000.0 - phases.finished_ms
             );
         }
         Workload::Dag {

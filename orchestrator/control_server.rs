@@ -166,7 +166,7 @@ impl Control for ControlService {
         Ok(Response::new(FinalReport {
             suite_id: report.suite_id,
             status: report.status.into(),
-            report_json: report.json.to_string(),
+            report_json: report.json,
         }))
     }
 

@@ -698,14 +698,7 @@ impl Fleet {
                 clock.clone(),
             ));
         }
-        let mut control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
-        wait_for_agents(
-            &mut control,
-            Duration::from_secs(60),
-            "every agent to connect",
-            |a| a.len() >= agents,
-        )
-        .await?;
+        let control = control_once_connected(channel, agents, Duration::from_secs(60)).await?;
         Ok(Fleet {
             _orch: orch,
             control,
@@ -775,6 +768,20 @@ async fn run(suite: &Suite, agents: usize) -> anyhow::Result<Run> {
     Fleet::start(suite, agents).await?.run().await
 }
 
+/// A control client, once `agents` agents have connected.
+async fn control_once_connected(
+    channel: Channel,
+    agents: usize,
+    within: Duration,
+) -> anyhow::Result<ControlClient<Channel>> {
+    let mut control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
+    wait_for_agents(&mut control, within, "every agent to connect", |a| {
+        a.len() >= agents
+    })
+    .await?;
+    Ok(control)
+}
+
 /// Agents that only say hello and heartbeat, one connection per 100.
 async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
     let orch = start_orchestrator(&independent(1))?;
@@ -789,14 +796,7 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
     for i in 0..agents {
         tokio::spawn(heartbeat_only(channels[i / 100].clone(), i));
     }
-    let mut control = ControlClient::new(channels[0].clone()).max_decoding_message_size(1 << 30);
-    wait_for_agents(
-        &mut control,
-        Duration::from_secs(120),
-        "every agent to connect",
-        |a| a.len() >= agents,
-    )
-    .await?;
+    control_once_connected(channels[0].clone(), agents, Duration::from_secs(120)).await?;
     let pid = orch.child.id();
     let (t0, c0) = (Instant::now(), cpu_ticks(pid)?);
     tokio::time::sleep(Duration::from_secs(seconds)).await;

@@ -27,7 +27,7 @@ use testfleet::time::{to_timestamp, UnixMillis};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use super::state::ReadyKey;
-use super::{is_runnable, Action, Attempt, AttemptOutcome, Scheduler, TaskState};
+use super::{Action, Attempt, AttemptOutcome, Scheduler, TaskState};
 use testfleet::config::PriorityName;
 
 impl Scheduler {
@@ -53,7 +53,7 @@ impl Scheduler {
                 suite.ready.remove(&key);
                 continue;
             }
-            if suite.tasks[t].not_before > now || !is_runnable(&suite.plan, t) {
+            if !suite.may_start(t, now) {
                 continue;
             }
             if !self.alerts_allow_dispatch(now) {
@@ -100,12 +100,10 @@ impl Scheduler {
         let mut demand = ResourceSpec::default();
         let mut needs = Vec::new();
         for &(_, _, t) in &suite.ready {
-            let run = &suite.tasks[t];
-            if run.state != TaskState::Ready || run.not_before > now || !is_runnable(&suite.plan, t)
-            {
+            if suite.tasks[t].state != TaskState::Ready || !suite.may_start(t, now) {
                 continue;
             }
-            let need = run.resources.unwrap_or(suite.plan.tasks[t].resources);
+            let need = suite.needs(t);
             demand.add(&need);
             if !demand.fits_within(&free) {
                 return true;
@@ -141,7 +139,7 @@ impl Scheduler {
         let suite = self.suite.as_ref()?;
         let task = &suite.plan.tasks[t];
         let run = &suite.tasks[t];
-        let need = run.resources.unwrap_or(task.resources);
+        let need = suite.needs(t);
         if let Some(&max) = suite.plan.max_parallel.get(&task.category) {
             if suite
                 .running_by_category

@@ -292,6 +292,20 @@ impl SuiteRun {
         )
     }
 
+    /// What task `t` reserves on an agent: recovery's override, else the
+    /// plan's.
+    pub fn needs(&self, t: usize) -> testfleet::config::ResourceSpec {
+        self.tasks[t]
+            .resources
+            .unwrap_or(self.plan.tasks[t].resources)
+    }
+
+    /// Whether ready task `t` may be placed at `now`: not waiting out a
+    /// retry's backoff, and a command rather than a group.
+    pub fn may_start(&self, t: usize, now: UnixMillis) -> bool {
+        self.tasks[t].not_before <= now && super::is_runnable(&self.plan, t)
+    }
+
     /// Makes task `t` ready to be placed, no earlier than `not_before`.
     pub fn queue(&mut self, t: usize, not_before: UnixMillis) {
         self.tasks[t].state = TaskState::Ready;

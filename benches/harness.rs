@@ -691,8 +691,14 @@ impl Fleet {
         let clock = Arc::new(Mutex::new(Clock::default()));
         let durations = Arc::new(suite.durations_ms.clone());
         for i in 0..agents {
+            // A connection each, as real agents on their own hosts have:
+            // streams sharing one HTTP/2 connection share its one task on
+            // each side.
+            let own = testfleet::transport::endpoint(&orch.endpoint)?
+                .connect()
+                .await?;
             tokio::spawn(simulated_agent(
-                channel.clone(),
+                own,
                 format!("sim_{i:05}"),
                 durations.clone(),
                 clock.clone(),

@@ -95,9 +95,9 @@ impl ControlService {
         })
     }
 
-    pub async fn report_json(&self) -> Result<report::ReportJson, Status> {
+    pub async fn report_json(&self) -> Result<Arc<report::ReportJson>, Status> {
         self.engine
-            .query(report::build)
+            .report()
             .await?
             .ok_or_else(|| Status::not_found("no suite has run yet"))
     }
@@ -163,10 +163,12 @@ impl Control for ControlService {
         _: Request<GetFinalReportRequest>,
     ) -> Result<Response<FinalReport>, Status> {
         let report = self.report_json().await?;
+        // The engine keeps the report; this copy is made here, off the
+        // scheduler's task.
         Ok(Response::new(FinalReport {
-            suite_id: report.suite_id,
+            suite_id: report.suite_id.clone(),
             status: report.status.into(),
-            report_json: report.json,
+            report_json: report.json.clone(),
         }))
     }
 

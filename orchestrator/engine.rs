@@ -5,15 +5,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use testfleet::proto::{self, orchestrator_message, OrchestratorMessage};
 use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::metrics::Metrics;
-use crate::report;
+use crate::report::{self, ReportJson};
 use crate::scheduler::{Action, Event, Scheduler, SuiteState};
 use crate::traces::Traces;
 use crate::watchers::{Kind, Watch, Watchers};
@@ -33,6 +35,9 @@ pub enum Input {
         tx: AgentSender,
     },
     Query(Query),
+    /// The current suite's report, built only if the scheduler has changed
+    /// since the last one.
+    Report(oneshot::Sender<Option<Arc<ReportJson>>>),
 }
 
 #[derive(Clone)]
@@ -118,6 +123,16 @@ impl Engine {
             .map_err(|_| Status::internal("the scheduler dropped a query"))
     }
 
+    /// The current (or last) suite's report; None before any suite has run.
+    pub async fn report(&self) -> Result<Option<Arc<ReportJson>>, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Report(reply))
+            .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::internal("the scheduler dropped a query"))
+    }
+
     /// The suite's events of `kinds` (all when empty). Events are shared,
     /// not copied, among watchers, and built only when one wants their kind.
     pub fn subscribe(&self, kinds: &[Kind]) -> Watch {
@@ -163,6 +178,7 @@ async fn run(
     };
     let mut last_refresh = 0;
     let mut traces = Traces::default();
+    let mut reports = Reports::default();
     while let Some(input) = rx.recv().await {
         let event = match input {
             Input::Event(e) => e,
@@ -172,6 +188,10 @@ async fn run(
             }
             Input::Query(q) => {
                 q(&scheduler);
+                continue;
+            }
+            Input::Report(reply) => {
+                let _ = reply.send(reports.current(&scheduler));
                 continue;
             }
         };
@@ -188,7 +208,14 @@ async fn run(
         for mut action in actions {
             metrics.observe(&scheduler, &action);
             traces.on_action(&mut action);
-            carry_out(action, &scheduler, &mut streams, &watchers, &report_dir);
+            carry_out(
+                action,
+                &scheduler,
+                &mut streams,
+                &watchers,
+                &report_dir,
+                &mut reports,
+            );
         }
         traces.after(&scheduler);
         // Gauges follow the current suite's metrics_interval (10 s when idle).
@@ -209,6 +236,7 @@ fn carry_out(
     streams: &mut Streams,
     watchers: &Watchers,
     report_dir: &ReportDir,
+    reports: &mut Reports,
 ) {
     match action {
         Action::Assign {
@@ -316,7 +344,11 @@ fn carry_out(
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
             let started = std::time::Instant::now();
-            match report::write(scheduler, &dir) {
+            let written = reports
+                .current(scheduler)
+                .context("a finished suite has a report")
+                .and_then(|r| report::write(scheduler, &r, &dir));
+            match written {
                 Ok(path) => {
                     let write_ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::info!(suite_id, status = state.as_str(), report = %path.display(), write_ms, "suite finished")
@@ -334,7 +366,32 @@ fn carry_out(
     }
 }
 
-/// Builds the event only when someone watches.
+/// The last report built, and the scheduler revision it describes.
+#[derive(Default)]
+struct Reports {
+    last: Option<(u64, Arc<ReportJson>)>,
+}
+
+impl Reports {
+    fn current(&mut self, scheduler: &Scheduler) -> Option<Arc<ReportJson>> {
+        let revision = scheduler.revision();
+        if let Some((at, report)) = &self.last {
+            if *at == revision {
+                #[cfg(debug_assertions)]
+                assert_eq!(
+                    report::build(scheduler).as_ref(),
+                    Some(&**report),
+                    "the scheduler changed the report without a new revision"
+                );
+                return Some(report.clone());
+            }
+        }
+        let report = Arc::new(report::build(scheduler)?);
+        self.last = Some((revision, report.clone()));
+        Some(report)
+    }
+}
+
 fn log_assignment(a: &proto::TaskAssignment) {
     // Borrowed, not cloned: this runs for every assignment, logged or not.
     let d = a.task_details.as_ref();

@@ -128,7 +128,7 @@ async fn final_report(State(c): State<ControlService>) -> Response {
     match c.report_json().await {
         Ok(r) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            r.json,
+            r.json.clone(),
         )
             .into_response(),
         Err(s) => error(s),

@@ -368,26 +368,25 @@ fn report_size_hint(suite: &SuiteRun) -> usize {
     4096 + 1280 * suite.tasks.len()
 }
 
-/// A report as text, ready to serve. It is moved into the reply, not
-/// copied: it can be tens of MB.
-#[derive(Debug)]
+/// A report as text, ready to serve and to write. It can be tens of MB, so
+/// the engine keeps the one it built until the scheduler changes (see
+/// `Scheduler::revision`) rather than building it again for every reader.
+#[derive(Debug, PartialEq)]
 pub struct ReportJson {
     pub suite_id: String,
     pub status: &'static str,
     pub json: String,
 }
 
-/// Writes report.json and the merged junit.xml into `dir`. The JSON is
-/// compact: a 20,000-task suite's report is 20 MB this way and 33 MB
-/// indented, and indenting doubles the time the scheduler spends writing it.
-/// `jq . report.json` shows it indented.
-pub fn write(s: &Scheduler, dir: &Path) -> anyhow::Result<PathBuf> {
+/// Writes `report` as report.json, and the merged junit.xml, into `dir`.
+/// The JSON is compact: a 20,000-task suite's report is 20 MB this way and
+/// 33 MB indented, and indenting doubles the time the scheduler spends
+/// writing it. `jq . report.json` shows it indented.
+pub fn write(s: &Scheduler, report: &ReportJson, dir: &Path) -> anyhow::Result<PathBuf> {
     let suite = s.suite().context("no suite to report on")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(REPORT_FILE);
-    let mut text = Vec::with_capacity(report_size_hint(suite));
-    serde_json::to_writer(&mut text, &suite_report(s, suite))?;
-    write_atomically(&path, &text)?;
+    write_atomically(&path, report.json.as_bytes())?;
     let junit = crate::junit_merge::merge(suite, dir)?;
     write_atomically(&dir.join(JUNIT_FILE), junit.as_bytes())?;
     Ok(path)

@@ -126,6 +126,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .initial_stream_window_size(testfleet::transport::STREAM_WINDOW)
+            .initial_connection_window_size(testfleet::transport::CONNECTION_WINDOW)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 ReceiverStream::new(crate::listener::accept(listener, tls)),

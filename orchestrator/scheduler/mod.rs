@@ -168,6 +168,8 @@ pub struct Scheduler {
     /// misses a deadline is wedged and is evicted.
     pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
     pub(crate) alerting: alerting::Alerting,
+    /// Bumped by every event that may have changed what a report shows.
+    revision: u64,
 }
 
 impl Scheduler {
@@ -180,7 +182,17 @@ impl Scheduler {
             rejected_results: 0,
             pending_cancels: BTreeMap::new(),
             alerting: alerting::Alerting::default(),
+            revision: 0,
         }
+    }
+
+    /// Changes when anything a report shows may have changed: every event
+    /// but a heartbeat or a tick that led to no action. A report built at
+    /// one revision is still true at the same revision, so the engine builds
+    /// a 20,000-task suite's 20 MB report once, not once per reader. (Debug
+    /// builds check that claim on every reuse.)
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub fn agents(&self) -> impl Iterator<Item = &AgentState> {
@@ -218,6 +230,9 @@ impl Scheduler {
 
     pub fn handle(&mut self, event: Event, now: UnixMillis) -> Vec<Action> {
         let mut out = Vec::new();
+        // A heartbeat only moves the agent's last-seen time and usage, which
+        // no report shows; a quiet tick found nothing due.
+        let quiet_unless_acted = matches!(event, Event::Heartbeat { .. } | Event::Tick);
         match event {
             Event::SubmitSuite {
                 suite_id,
@@ -273,6 +288,9 @@ impl Scheduler {
             }
         }
         self.dispatch(now, &mut out);
+        if !(quiet_unless_acted && out.is_empty()) {
+            self.revision += 1;
+        }
         out
     }
 

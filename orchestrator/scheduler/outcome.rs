@@ -319,13 +319,18 @@ impl Scheduler {
         suite.finished_at = Some(now);
         let (suite_id, state) = (suite.suite_id.clone(), suite.state);
         self.remember_durations();
+        // The report is written first: a watcher told the suite finished can
+        // read report.json at once.
+        out.push(Action::SuiteFinished {
+            suite_id: suite_id.clone(),
+            state,
+        });
         out.push(Action::publish(suite_event::Body::SuiteFinished(
             proto::SuiteFinished {
-                suite_id: suite_id.clone(),
+                suite_id,
                 status: state.as_str().into(),
             },
         )));
-        out.push(Action::SuiteFinished { suite_id, state });
     }
 
     /// Finds the task of a result and checks the agent holds the attempt.

@@ -43,6 +43,30 @@ fn a_late_result_of_a_superseded_attempt_is_stale_and_changes_nothing() {
 }
 
 #[test]
+fn after_the_finish_only_a_late_result_changes_the_report_revision() {
+    let mut sim = one_task();
+    sim.join("b", cap(1, 1024));
+    let first = sim.running()[0].clone();
+    sim.disconnect(&first.agent);
+    let second = sim.running()[0].clone();
+    sim.succeed(&second);
+    assert_eq!(sim.suite_state(), SuiteState::Completed);
+    let finished = sim.s.revision();
+    let report = crate::report::build(&sim.s);
+    sim.heartbeat(&second.agent);
+    sim.advance(1);
+    assert_eq!(sim.s.revision(), finished, "a heartbeat and a quiet tick");
+    assert_eq!(crate::report::build(&sim.s), report);
+    sim.succeed(&first);
+    assert_ne!(
+        sim.s.revision(),
+        finished,
+        "a stale result is in the report"
+    );
+    assert_ne!(crate::report::build(&sim.s), report);
+}
+
+#[test]
 fn duplicate_results_are_idempotent() {
     let mut sim = one_task();
     let a = sim.running()[0].clone();

@@ -1,7 +1,8 @@
 //! Deterministic simulation: seeded random schedules of agents joining,
 //! dying, going silent and reconnecting, and of results delayed, duplicated,
 //! reordered and misaddressed, with DESIGN.md's invariants checked after
-//! every step (`Sim::step`).
+//! every step (`Sim::step`), and, in some schedules, that a report built
+//! at one scheduler revision stays true until the next.
 //!
 //! `TESTFLEET_SIM_SCHEDULES=N` runs N schedules (default 10,000);
 //! `TESTFLEET_SIM_SEED=S` replays one and prints its trace.
@@ -13,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
 
 use super::harness::*;
+use crate::report::{build, ReportJson};
 use crate::scheduler::{Action, Event, Resolution, SuiteState};
 
 const ERRORS: [ErrorType; 9] = [
@@ -37,6 +39,9 @@ struct World {
     agents: Vec<String>,
     silent: BTreeMap<String, bool>,
     trace: Vec<String>,
+    /// Set in some schedules: the last report built and its revision, to
+    /// check that a report stays true while the revision stands.
+    report: Option<(u64, Option<ReportJson>)>,
 }
 
 impl World {
@@ -49,6 +54,23 @@ impl World {
         );
         let out = self.sim.step(e);
         self.issued.extend(assigned(&out));
+        self.check_report_revision();
+    }
+
+    fn check_report_revision(&mut self) {
+        let Some((revision, report)) = &mut self.report else {
+            return;
+        };
+        let now = self.sim.s.revision();
+        if now == *revision {
+            assert_eq!(
+                build(&self.sim.s),
+                *report,
+                "the report changed without a new revision"
+            );
+        } else {
+            (*revision, *report) = (now, build(&self.sim.s));
+        }
     }
 
     fn random_agent(&mut self) -> String {
@@ -315,6 +337,9 @@ fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
         agents: (0..4).map(|i| format!("agent_{i}")).collect(),
         silent: BTreeMap::new(),
         trace: Vec::new(),
+        // Building a report every step is slow in a debug build; one
+        // schedule in 16 checks it.
+        report: (seed % 16 == 0).then_some((u64::MAX, None)),
     };
     let mode = if seed % 2 == 0 { "dag" } else { "phased" };
     let yaml = seed_yaml(mode)

@@ -1,8 +1,8 @@
 //! `orchestrator`: the daemon, the embedded local run, config checks and the
 //! client commands.
 
-// mimalloc: the scheduler's hot path is small allocations, and a suite's
-// throughput rose about a fifth over glibc's malloc. Built without
+// mimalloc: the scheduler's hot path is small allocations, and steady-state
+// throughput rose about 30% over glibc's malloc. Built without
 // transparent huge pages (feature `no_thp`): on a VM, first touches of 2 MB
 // pages made writing a 20 MB report three times slower in some runs
 // (BENCHMARKS.md). `MIMALLOC_ALLOW_THP=1` turns them back on.

@@ -293,7 +293,8 @@ impl World {
     }
 }
 
-/// Each task reaches exactly one terminal state, announced exactly once.
+/// Each task reaches exactly one terminal state, announced exactly once; the
+/// suite finishes once, and its report is written before that is announced.
 fn check_terminal_once(sim: &Sim) -> Result<(), String> {
     let suite = sim.s.suite().unwrap();
     let mut ends: BTreeMap<String, u32> = BTreeMap::new();
@@ -325,7 +326,20 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
     if finished != 1 {
         return Err(format!("suite finished {finished} times"));
     }
-    Ok(())
+    // The report is written (SuiteFinished) before the finish is announced.
+    let written = sim
+        .log
+        .iter()
+        .position(|a| matches!(a, Action::SuiteFinished { .. }));
+    let announced = sim.log.iter().position(
+        |a| matches!(a, Action::Publish(b) if matches!(**b, suite_event::Body::SuiteFinished(_))),
+    );
+    match (written, announced) {
+        (Some(w), Some(a)) if w < a => Ok(()),
+        _ => Err(format!(
+            "the report written at action {written:?}, suite_finished announced at {announced:?}"
+        )),
+    }
 }
 
 fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {

@@ -136,24 +136,13 @@ impl Control for ControlService {
     ) -> Result<Response<EventStream>, Status> {
         let kinds = event_kinds(&r.into_inner().kinds)?;
         let Watch { events, interest } = self.engine.subscribe(&kinds);
-        let stream = BroadcastStream::new(events).filter_map(move |e| {
-            // The stream holds the interest: it ends when the watcher goes.
-            let _ = &interest;
-            match e {
-                Ok(event)
-                    if kinds.is_empty()
-                        || event
-                            .body
-                            .as_ref()
-                            .is_some_and(|b| kinds.contains(&Kind::of(b))) =>
-                {
-                    Some(Ok(Arc::unwrap_or_clone(event)))
-                }
-                Ok(_) => None,
-                // A watcher that fell behind misses events rather than slowing
-                // the scheduler; it can re-read GetStatus.
-                Err(_) => None,
-            }
+        // The stream holds the interest: it ends when the watcher goes.
+        let stream = BroadcastStream::new(events).filter_map(move |e| match e {
+            Ok(event) if interest.covers(&event) => Some(Ok(Arc::unwrap_or_clone(event))),
+            Ok(_) => None,
+            // A watcher that fell behind misses events rather than slowing the
+            // scheduler; it can re-read GetStatus.
+            Err(_) => None,
         });
         Ok(Response::new(Box::pin(stream)))
     }

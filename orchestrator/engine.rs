@@ -112,22 +112,25 @@ impl Engine {
         &self,
         f: impl FnOnce(&Scheduler) -> R + Send + 'static,
     ) -> Result<R, Status> {
-        let (reply, rx) = oneshot::channel();
-        let q: Query = Box::new(move |s| {
-            let _ = reply.send(f(s));
-        });
-        self.tx
-            .send(Input::Query(q))
-            .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
-        rx.await
-            .map_err(|_| Status::internal("the scheduler dropped a query"))
+        self.ask(|reply| {
+            Input::Query(Box::new(move |s| {
+                let _ = reply.send(f(s));
+            }))
+        })
+        .await
     }
 
     /// The current (or last) suite's report; None before any suite has run.
     pub async fn report(&self) -> Result<Option<Arc<ReportJson>>, Status> {
+        self.ask(Input::Report).await
+    }
+
+    /// Sends the input `ask` makes around a reply channel, and waits for
+    /// the reply.
+    async fn ask<R>(&self, ask: impl FnOnce(oneshot::Sender<R>) -> Input) -> Result<R, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Input::Report(reply))
+            .send(ask(reply))
             .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
         rx.await
             .map_err(|_| Status::internal("the scheduler dropped a query"))

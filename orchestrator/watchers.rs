@@ -67,6 +67,17 @@ pub struct Interest {
     kinds: Vec<Kind>,
 }
 
+impl Interest {
+    /// Whether `event` is of a kind this watcher asked for: the channel is
+    /// shared, so it also carries other watchers' kinds.
+    pub fn covers(&self, event: &SuiteEvent) -> bool {
+        event
+            .body
+            .as_ref()
+            .is_some_and(|b| self.kinds.contains(&Kind::of(b)))
+    }
+}
+
 impl Drop for Interest {
     fn drop(&mut self) {
         for k in &self.kinds {
@@ -87,7 +98,8 @@ impl Watchers {
     }
 
     /// Events of `kinds` (all kinds when empty), from now on. Watchers that
-    /// share the channel may also see other kinds; filter with [`Kind::of`].
+    /// share the channel may also see other kinds; filter with
+    /// [`Interest::covers`].
     pub fn subscribe(&self, kinds: &[Kind]) -> Watch {
         let kinds = if kinds.is_empty() {
             (0..EVENT_KINDS.len()).map(Kind).collect()
@@ -148,6 +160,7 @@ mod tests {
         w.publish(Kind::ALERT, || suite_event::Body::Alert(Default::default()));
         let got = watch.events.try_recv().expect("the alert");
         assert_eq!(got.body.as_ref().map(Kind::of), Some(Kind::ALERT));
+        assert!(watch.interest.covers(&got));
         assert!(watch.events.try_recv().is_err(), "nothing else was sent");
     }
 

@@ -8,13 +8,20 @@ fn one_task() -> Sim {
     sim
 }
 
-#[test]
-fn a_closed_stream_requeues_at_once_elsewhere() {
+/// One task whose first attempt was lost with agent `a`; the second runs on
+/// `b`. Returns the first attempt and the second.
+fn superseded() -> (Sim, Assigned, Assigned) {
     let mut sim = one_task();
     sim.join("b", cap(1, 1024));
     let first = sim.running()[0].clone();
     sim.disconnect(&first.agent);
     let second = sim.running()[0].clone();
+    (sim, first, second)
+}
+
+#[test]
+fn a_closed_stream_requeues_at_once_elsewhere() {
+    let (sim, first, second) = superseded();
     assert_ne!(second.agent, first.agent);
     assert_ne!(second.attempt, first.attempt);
     let suite = sim.s.suite().unwrap();
@@ -26,11 +33,7 @@ fn a_closed_stream_requeues_at_once_elsewhere() {
 
 #[test]
 fn a_late_result_of_a_superseded_attempt_is_stale_and_changes_nothing() {
-    let mut sim = one_task();
-    sim.join("b", cap(1, 1024));
-    let first = sim.running()[0].clone();
-    sim.disconnect(&first.agent);
-    let second = sim.running()[0].clone();
+    let (mut sim, first, second) = superseded();
     sim.succeed(&first);
     assert_eq!(
         sim.state("T"),
@@ -44,11 +47,7 @@ fn a_late_result_of_a_superseded_attempt_is_stale_and_changes_nothing() {
 
 #[test]
 fn after_the_finish_only_a_late_result_changes_the_report_revision() {
-    let mut sim = one_task();
-    sim.join("b", cap(1, 1024));
-    let first = sim.running()[0].clone();
-    sim.disconnect(&first.agent);
-    let second = sim.running()[0].clone();
+    let (mut sim, first, second) = superseded();
     sim.succeed(&second);
     assert_eq!(sim.suite_state(), SuiteState::Completed);
     let finished = sim.s.revision();

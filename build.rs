@@ -37,7 +37,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `Connect` RPC. Clients are built from a `Channel` instead.
     let mut builder = tonic_prost_build::configure()
         .build_transport(false)
-        .type_attribute(".testfleet.v1", "#[derive(serde::Serialize)]");
+        .type_attribute(".testfleet.v1", "#[derive(serde::Serialize)]")
+        // Written by hand so the report's tens of MB are shared, not copied
+        // (common/report_text.rs); the wire format is the proto's.
+        .extern_path(
+            ".testfleet.v1.FinalReport",
+            "crate::report_text::FinalReport",
+        );
     for field in TIMESTAMP_FIELDS {
         builder = builder.field_attribute(
             field,

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """The same workloads on Dask distributed and on testfleet, back to back.
 
-    python3 benches/dask_compare.py [--bench target/release/testfleet-bench] [--scale 1.0]
+    python3 benches/dask_compare.py [--bench target/release/testfleet-bench] [--scale 1.0] [--repeat 3]
 
 Dask: a LocalCluster of one-thread worker processes over TCP on loopback,
 as many workers as testfleet has agents. Each workload prints the two
-figures and the ratio testfleet/Dask. Needs `pip install dask distributed`.
+figures and the ratio testfleet/Dask. Throughput figures are the median of
+`--repeat` runs on each side: on a shared 2-core machine one run of either can
+be off by a third. Needs `pip install dask distributed`.
 """
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
@@ -59,6 +62,7 @@ def main():
     p.add_argument("--bench", default="target/release/testfleet-bench")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the full task counts")
     p.add_argument("--workers", type=int, nargs="+", default=[4, 100], help="worker counts (the DAG and chain run at 100)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each throughput figure, on each side; their medians are compared")
     a = p.parse_args()
     n = int(20_000 * a.scale)
     layers, width = max(2, int(50 * a.scale)), 200
@@ -72,8 +76,9 @@ def main():
     for workers in a.workers:
         # testfleet first, then Dask: neither runs beside the other's idle
         # processes.
-        t_throughput = testfleet(a.bench, "throughput", "--tasks", str(n), "--agents", str(workers))[f"throughput_{n}_tasks_{workers}_agents"]
-        print(f"testfleet: throughput {n} no-op tasks, {workers} agents: {t_throughput:.0f} tasks/s", flush=True)
+        runs = [testfleet(a.bench, "throughput", "--tasks", str(n), "--agents", str(workers))[f"throughput_{n}_tasks_{workers}_agents"] for _ in range(a.repeat)]
+        t_throughput = statistics.median(runs)
+        print(f"testfleet: throughput {n} no-op tasks, {workers} agents: {t_throughput:.0f} tasks/s (median of {[round(r) for r in runs]})", flush=True)
         if workers == 100:
             t_layered = testfleet(a.bench, "dag", "--layers", str(layers), "--width", str(width), "--agents", "100")[f"layered_dag_{layers}x{width}_100_agents"]
             t_chain = testfleet(a.bench, "dispatch", "--tasks", str(chain), "--agents", "100")["dispatch_latency_p50_100_agents"]
@@ -82,7 +87,9 @@ def main():
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
             client.wait_for_workers(workers)
             print(f"dask: {workers} workers up in {time.perf_counter() - started:.1f} s", flush=True)
-            show(f"throughput {n} no-op tasks, {workers} workers", t_throughput, dask_throughput(client, n), "tasks/s")
+            runs = [dask_throughput(client, n) for _ in range(a.repeat)]
+            print(f"dask: throughput {n} no-op tasks, {workers} workers: {[round(r) for r in runs]} tasks/s", flush=True)
+            show(f"throughput {n} no-op tasks, {workers} workers", t_throughput, statistics.median(runs), "tasks/s")
             if workers == 100:
                 show(f"layered DAG {layers}x{width}, 100 workers", t_layered, dask_layered(client, layers, width), "tasks/s")
                 show(f"chain of {chain}: dispatch per hop, 100 workers", t_chain, dask_chain_latency_ms(client, chain), "ms (testfleet p50, Dask mean)")

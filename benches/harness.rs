@@ -539,6 +539,17 @@ fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
     })
 }
 
+/// A simulated task: when its assignment arrived and its completion left.
+struct Record {
+    task_id: String,
+    assigned: Instant,
+    completed: Instant,
+}
+
+/// What the simulated agents record as they go: a push a task, so the load
+/// generator spends its time on the streams, not on bookkeeping.
+type Records = Arc<Mutex<Vec<Record>>>;
+
 /// When each assignment arrived, and when each completion left.
 #[derive(Default)]
 struct Clock {
@@ -547,6 +558,15 @@ struct Clock {
 }
 
 impl Clock {
+    fn from_records(records: Vec<Record>) -> Clock {
+        let mut clock = Clock::default();
+        for r in records {
+            clock.completed.insert(r.task_id.clone(), r.completed);
+            clock.assigned.insert(r.task_id, r.assigned);
+        }
+        clock
+    }
+
     /// From the task's assignment received to its completion sent.
     fn took_ms(&self, task: &str) -> Option<f64> {
         let done = self.completed.get(task)?;
@@ -575,7 +595,7 @@ async fn simulated_agent(
     channel: Channel,
     id: String,
     durations: Arc<HashMap<String, u64>>,
-    clock: Arc<Mutex<Clock>>,
+    records: Records,
 ) -> anyhow::Result<()> {
     let (tx, mut inbound) = connect_simulated(channel, &id, 4.0).await?;
     tokio::spawn(heartbeat(tx.clone(), id.clone(), Duration::from_secs(1)));
@@ -600,10 +620,10 @@ async fn simulated_agent(
         if wait == 0 {
             // A no-op completes at once, without a task of its own: the load
             // generator should cost as little as a real agent's stream does.
-            done.send(&tx, &clock).await;
+            done.send(&tx, &records).await;
             continue;
         }
-        let (tx, clock) = (tx.clone(), clock.clone());
+        let (tx, records) = (tx.clone(), records.clone());
         tokio::spawn(async move {
             // tokio's timer fires on a 1 ms wheel, late by about a
             // millisecond per task; a blocking thread's sleep is late by
@@ -612,7 +632,7 @@ async fn simulated_agent(
                 std::thread::sleep(Duration::from_millis(wait));
             })
             .await;
-            done.send(&tx, &clock).await;
+            done.send(&tx, &records).await;
         });
     }
     Ok(())
@@ -628,7 +648,11 @@ struct Done {
 }
 
 impl Done {
-    async fn send(self, tx: &tokio::sync::mpsc::Sender<AgentMessage>, clock: &Mutex<Clock>) {
+    async fn send(
+        self,
+        tx: &tokio::sync::mpsc::Sender<AgentMessage>,
+        records: &Mutex<Vec<Record>>,
+    ) {
         let c = proto::TaskCompletion {
             agent_id: self.agent_id,
             task_id: self.task_id.clone(),
@@ -640,11 +664,11 @@ impl Done {
             }),
             ..Default::default()
         };
-        {
-            let mut clock = clock.lock().expect("clock");
-            clock.completed.insert(self.task_id.clone(), Instant::now());
-            clock.assigned.insert(self.task_id, self.assigned);
-        }
+        records.lock().expect("records").push(Record {
+            task_id: self.task_id,
+            assigned: self.assigned,
+            completed: Instant::now(),
+        });
         let _ = tx
             .send(AgentMessage {
                 body: Some(agent_message::Body::Completion(c)),
@@ -657,7 +681,7 @@ impl Done {
 struct Fleet {
     _orch: Orchestrator,
     control: ControlClient<Channel>,
-    clock: Arc<Mutex<Clock>>,
+    records: Records,
 }
 
 /// What one run of a suite measured.
@@ -688,7 +712,7 @@ impl Fleet {
         let channel = testfleet::transport::endpoint(&orch.endpoint)?
             .connect()
             .await?;
-        let clock = Arc::new(Mutex::new(Clock::default()));
+        let records = Records::default();
         let durations = Arc::new(suite.durations_ms.clone());
         for i in 0..agents {
             // A connection each, as real agents on their own hosts have:
@@ -701,14 +725,14 @@ impl Fleet {
                 own,
                 format!("sim_{i:05}"),
                 durations.clone(),
-                clock.clone(),
+                records.clone(),
             ));
         }
         let control = control_once_connected(channel, agents, Duration::from_secs(60)).await?;
         Ok(Fleet {
             _orch: orch,
             control,
-            clock,
+            records,
         })
     }
 
@@ -752,9 +776,10 @@ impl Fleet {
             "the suite ended {}",
             report.status
         );
-        let doc: serde_json::Value = serde_json::from_str(&report.report_json)?;
+        let doc: serde_json::Value = serde_json::from_str(&report.report_json.to_str()?)?;
         let makespan_ms = doc["duration_seconds"].as_f64().context("duration")? * 1000.0;
-        let clock = std::mem::take(&mut *self.clock.lock().expect("clock"));
+        let clock =
+            Clock::from_records(std::mem::take(&mut *self.records.lock().expect("records")));
         let phases = Phases {
             first_assignment_ms: clock.first_assigned().map(|i| ms_since(start, i)),
             last_completion_ms: clock.last_completed().map(|i| ms_since(start, i)),

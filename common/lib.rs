@@ -6,6 +6,9 @@ pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("testfleet.v1");
 
+    /// Written by hand, for the report's size: see `report_text`.
+    pub use crate::report_text::FinalReport;
+
     /// Encoded descriptor set for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("testfleet_descriptor");
@@ -14,6 +17,7 @@ pub mod proto {
 pub mod config;
 pub mod host;
 pub mod logging;
+pub mod report_text;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

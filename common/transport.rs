@@ -8,8 +8,8 @@ use tonic::transport::{Channel, Endpoint};
 
 /// HTTP/2 flow-control windows, both ways: how much one stream, and one
 /// connection, may send before the reader acknowledges it.
-pub const STREAM_WINDOW: u32 = 4 << 20;
-pub const CONNECTION_WINDOW: u32 = 8 << 20;
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// Accepts `host:port`, `http://host:port` or `https://host:port`.
 pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {

@@ -248,7 +248,11 @@ pub async fn report(conn: &Conn) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let v: Value = serde_json::from_str(&r.report_json)?;
+    let text = r
+        .report_json
+        .to_str()
+        .context("the report is not UTF-8 text")?;
+    let v: Value = serde_json::from_str(&text)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -152,8 +152,7 @@ impl Control for ControlService {
         _: Request<GetFinalReportRequest>,
     ) -> Result<Response<FinalReport>, Status> {
         let report = self.report_json().await?;
-        // The engine keeps the report; this copy is made here, off the
-        // scheduler's task.
+        // The engine keeps the report; the response shares its pieces.
         Ok(Response::new(FinalReport {
             suite_id: report.suite_id.clone(),
             status: report.status.into(),

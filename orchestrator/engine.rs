@@ -4,7 +4,7 @@
 //! run as closures on this task.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -347,10 +347,7 @@ fn carry_out(
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
             let started = std::time::Instant::now();
-            let written = reports
-                .current(scheduler)
-                .context("a finished suite has a report")
-                .and_then(|r| report::write(scheduler, &r, &dir));
+            let written = reports.write(scheduler, &dir);
             match written {
                 Ok(path) => {
                     let write_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -377,21 +374,39 @@ struct Reports {
 
 impl Reports {
     fn current(&mut self, scheduler: &Scheduler) -> Option<Arc<ReportJson>> {
-        let revision = scheduler.revision();
-        if let Some((at, report)) = &self.last {
-            if *at == revision {
-                #[cfg(debug_assertions)]
-                assert_eq!(
-                    report::build(scheduler).as_ref(),
-                    Some(&**report),
-                    "the scheduler changed the report without a new revision"
-                );
-                return Some(report.clone());
-            }
+        if let Some(kept) = self.kept(scheduler) {
+            return Some(kept);
         }
         let report = Arc::new(report::build(scheduler)?);
-        self.last = Some((revision, report.clone()));
+        self.last = Some((scheduler.revision(), report.clone()));
         Some(report)
+    }
+
+    /// Writes the current report into `dir`, building it as it is written
+    /// unless it is kept already.
+    fn write(&mut self, scheduler: &Scheduler, dir: &Path) -> anyhow::Result<PathBuf> {
+        if let Some(kept) = self.kept(scheduler) {
+            return report::write(scheduler, &kept, dir);
+        }
+        let (report, written) =
+            report::build_and_write(scheduler, dir).context("a finished suite has a report")?;
+        self.last = Some((scheduler.revision(), Arc::new(report)));
+        written
+    }
+
+    /// The report last built, if the scheduler has not changed since.
+    fn kept(&self, scheduler: &Scheduler) -> Option<Arc<ReportJson>> {
+        let (at, report) = self.last.as_ref()?;
+        if *at != scheduler.revision() {
+            return None;
+        }
+        #[cfg(debug_assertions)]
+        assert_eq!(
+            report::build(scheduler).as_ref(),
+            Some(&**report),
+            "the scheduler changed the report without a new revision"
+        );
+        Some(report.clone())
     }
 }
 

@@ -126,11 +126,22 @@ async fn progress(State(c): State<ControlService>) -> Response {
 
 async fn final_report(State(c): State<ControlService>) -> Response {
     match c.report_json().await {
-        Ok(r) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            r.json.clone(),
-        )
-            .into_response(),
+        Ok(r) => {
+            use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+            // The engine's pieces themselves, not a copy of the text.
+            let pieces = r.json.chunks().to_vec();
+            let body = axum::body::Body::from_stream(futures::stream::iter(
+                pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+            ));
+            (
+                [
+                    (CONTENT_TYPE, "application/json".to_string()),
+                    (CONTENT_LENGTH, r.json.len().to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
         Err(s) => error(s),
     }
 }

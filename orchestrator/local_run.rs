@@ -271,7 +271,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = running.stop().await;
     telemetry.shutdown();
     let report: serde_json::Value =
-        serde_json::from_str(&report.json).context("reading back the report")?;
+        serde_json::from_str(&report.json.to_str()?).context("reading back the report")?;
     print_summary(&report);
     eprintln!(
         "report: {}",

@@ -2,12 +2,15 @@
 //! progress views the control API and the HTTP API serve, and a merged JUnit
 //! XML of every task's last attempt.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bytes::Bytes;
 use serde::Serialize;
 use testfleet::config::ResourceSpec;
 use testfleet::proto;
+use testfleet::report_text::{ReportText, ReportTextWriter};
 use testfleet::time::{millis_to_rfc3339, to_rfc3339};
 
 use crate::scheduler::{Attempt, Scheduler, SuiteRun, TaskState};
@@ -348,34 +351,66 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
     }
 }
 
+/// Reports are built in pieces this long: small enough that the file writer
+/// keeps pace with the serialiser, large enough that a 20 MB report is a few
+/// dozen pieces.
+const PIECE_BYTES: usize = 512 * 1024;
+
 /// The current (or last) suite's report as compact JSON, with its id and
 /// status; None before any suite has run.
 pub fn build(s: &Scheduler) -> Option<ReportJson> {
     let suite = s.suite()?;
-    let mut json = Vec::with_capacity(report_size_hint(suite));
-    serde_json::to_writer(&mut json, &suite_report(s, suite)).expect("a report serialises");
-    Some(ReportJson {
-        suite_id: suite.suite_id.clone(),
-        status: suite.state.as_str(),
-        json: String::from_utf8(json).expect("serde_json writes UTF-8"),
-    })
+    Some(serialise(s, suite, |_| {}))
 }
 
-/// About how long a suite's report is: 1.1 KB a task for plain tasks. A
-/// buffer this size is never copied to grow (20 MB each time, for a
-/// 20,000-task suite).
-fn report_size_hint(suite: &SuiteRun) -> usize {
-    4096 + 1280 * suite.tasks.len()
+/// Builds the report and writes it into `dir` (report.json, then the merged
+/// junit.xml) at the same time: a thread writes each piece while the next is
+/// serialised, so a 20 MB report costs the longer of the two rather than
+/// their sum. The report comes back even when writing it failed.
+pub fn build_and_write(s: &Scheduler, dir: &Path) -> Option<(ReportJson, anyhow::Result<PathBuf>)> {
+    let suite = s.suite()?;
+    let path = dir.join(REPORT_FILE);
+    let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
+    let (report, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            // A failed write drops `rx`; the serialiser's sends then fail
+            // quietly and it finishes the report for the API.
+            write_atomically(&path, rx)
+        });
+        let report = serialise(s, suite, move |piece| {
+            let _ = tx.send(piece.clone());
+        });
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the report writer panicked")));
+        (report, written)
+    });
+    let written = written
+        .and_then(|()| write_junit(suite, dir))
+        .map(|()| path);
+    Some((report, written))
+}
+
+fn serialise(s: &Scheduler, suite: &SuiteRun, on_piece: impl FnMut(&Bytes)) -> ReportJson {
+    let mut text = ReportTextWriter::new(PIECE_BYTES, on_piece);
+    serde_json::to_writer(&mut text, &suite_report(s, suite)).expect("a report serialises");
+    ReportJson {
+        suite_id: suite.suite_id.clone(),
+        status: suite.state.as_str(),
+        json: text.finish(),
+    }
 }
 
 /// A report as text, ready to serve and to write. It can be tens of MB, so
 /// the engine keeps the one it built until the scheduler changes (see
-/// `Scheduler::revision`) rather than building it again for every reader.
+/// `Scheduler::revision`) rather than building it again for every reader,
+/// and readers share its pieces rather than copying them.
 #[derive(Debug, PartialEq)]
 pub struct ReportJson {
     pub suite_id: String,
     pub status: &'static str,
-    pub json: String,
+    pub json: ReportText,
 }
 
 /// Writes `report` as report.json, and the merged junit.xml, into `dir`.
@@ -386,18 +421,36 @@ pub fn write(s: &Scheduler, report: &ReportJson, dir: &Path) -> anyhow::Result<P
     let suite = s.suite().context("no suite to report on")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(REPORT_FILE);
-    write_atomically(&path, report.json.as_bytes())?;
-    let junit = crate::junit_merge::merge(suite, dir)?;
-    write_atomically(&dir.join(JUNIT_FILE), junit.as_bytes())?;
+    write_atomically(&path, report.json.chunks())?;
+    write_junit(suite, dir)?;
     Ok(path)
 }
 
-/// A reader never sees half a report: write aside, then rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_junit(suite: &SuiteRun, dir: &Path) -> anyhow::Result<()> {
+    let junit = crate::junit_merge::merge(suite, dir)?;
+    write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])
+}
+
+/// A reader never sees half a file: write aside, then rename. On failure
+/// (a full disk) the part written is removed.
+fn write_atomically<P: AsRef<[u8]>>(
+    path: &Path,
+    pieces: impl IntoIterator<Item = P>,
+) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let written = (|| {
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for piece in pieces {
+            file.write_all(piece.as_ref())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 pub fn status(s: &Scheduler) -> proto::SuiteStatus {

@@ -7,5 +7,6 @@ mod fencing;
 mod harness;
 mod phased;
 mod recovery;
+mod reports;
 mod resources;
 mod simulation;

@@ -1,0 +1,78 @@
+//! The report as the engine writes it at the finish: built and written at
+//! once, in pieces, and the same text as the report the API serves.
+
+use std::fmt::Write;
+
+use super::harness::{cap, plan, Sim};
+use crate::report::{build, build_and_write, JUNIT_FILE, REPORT_FILE};
+use crate::scheduler::SuiteState;
+
+/// A finished suite whose report is about 1 MB: more than one piece.
+fn finished(tasks: usize) -> Sim {
+    let mut y = String::from(
+        "templates:\n  noop: {command: \"true\"}\nresource_allocation:\n  u: {memory_mb: 1, cpu_cores: 1, disk_mb: 1}\norchestrator:\n  name: big\n  task_definitions:\n    u:\n",
+    );
+    for i in 0..tasks {
+        writeln!(y, "      - {{id: T{i}, template: noop}}").unwrap();
+    }
+    let mut sim = Sim::new();
+    sim.join("a", cap(64, 1 << 20));
+    sim.submit(plan(&y));
+    sim.drain_successfully();
+    assert_eq!(sim.suite_state(), SuiteState::Completed);
+    sim
+}
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_report_written_as_it_is_built_is_the_report_served() {
+    let sim = finished(900);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("suite");
+    let (report, written) = build_and_write(&sim.s, &out).unwrap();
+    assert_eq!(written.unwrap(), out.join(REPORT_FILE));
+    assert!(report.json.chunks().len() > 1, "{:?}", report.json);
+    assert_eq!(Some(&report), build(&sim.s).as_ref());
+    let on_disk = std::fs::read_to_string(out.join(REPORT_FILE)).unwrap();
+    assert_eq!(on_disk, report.json.to_str().unwrap());
+    let doc: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
+    assert_eq!(doc["tasks"].as_array().unwrap().len(), 900);
+    assert!(out.join(JUNIT_FILE).is_file());
+    assert_eq!(leftovers(&out), Vec::<String>::new());
+}
+
+#[test]
+fn a_report_that_cannot_be_written_is_still_built_and_the_error_names_the_path() {
+    let sim = finished(3);
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let out = blocker.join("suite");
+    let (report, written) = build_and_write(&sim.s, &out).unwrap();
+    let e = format!("{:#}", written.unwrap_err());
+    assert!(e.contains("not-a-dir"), "{e}");
+    assert_eq!(Some(&report), build(&sim.s).as_ref());
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_write_leaves_no_partial_file() {
+    let sim = finished(3);
+    let dir = tempfile::tempdir().unwrap();
+    // report.json's place is taken by a directory: the rename fails after
+    // the text was written aside.
+    std::fs::create_dir_all(dir.path().join(REPORT_FILE).join("x")).unwrap();
+    let (_, written) = build_and_write(&sim.s, dir.path()).unwrap();
+    let e = format!("{:#}", written.unwrap_err());
+    assert!(e.contains("renaming to"), "{e}");
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}

@@ -247,6 +247,16 @@ fn grpcurl_watch_and_http_see_one_suite_run() {
         .join("reports")
         .join(report["suite_id"].as_str().unwrap());
     assert!(suite_dir.join("report.json").is_file());
+    // One text, three ways: the file, the HTTP API and GetFinalReport (whose
+    // message is written by hand; grpcurl decodes it by reflection).
+    let (ok, fetched) = grpcurl(&["-plaintext", &addr, "testfleet.v1.Control/GetFinalReport"]);
+    assert!(ok, "{fetched}");
+    let fetched: Value = serde_json::from_str(&fetched).unwrap();
+    assert_eq!(fetched["status"], "completed", "{fetched}");
+    let text = fetched["reportJson"].as_str().expect("report_json is text");
+    let on_disk = std::fs::read_to_string(suite_dir.join("report.json")).unwrap();
+    assert_eq!(text, on_disk);
+    assert_eq!(serde_json::from_str::<Value>(text).unwrap(), report);
 
     // The task ran with its environment.
     let env = std::fs::read_to_string(suite_dir.join("artifacts/SLOW/1/env.txt"))

@@ -18,17 +18,17 @@ use prost::DecodeError;
 /// character, so the text is checked as a whole, by [`ReportText::to_str`].
 #[derive(Clone, Default)]
 pub struct ReportText {
+    /// Never an empty piece.
     chunks: Vec<Bytes>,
-    len: usize,
 }
 
 impl ReportText {
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks.iter().map(Bytes::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     pub fn chunks(&self) -> &[Bytes] {
@@ -41,13 +41,9 @@ impl ReportText {
         match self.chunks.as_slice() {
             [] => Ok(Cow::Borrowed("")),
             [one] => std::str::from_utf8(one).map(Cow::Borrowed),
-            many => {
-                let joined = many.concat();
-                std::str::from_utf8(&joined)?;
-                Ok(Cow::Owned(
-                    String::from_utf8(joined).expect("checked just above"),
-                ))
-            }
+            many => String::from_utf8(many.concat())
+                .map(Cow::Owned)
+                .map_err(|e| e.utf8_error()),
         }
     }
 }
@@ -61,7 +57,6 @@ impl From<String> for ReportText {
 impl From<Bytes> for ReportText {
     fn from(b: Bytes) -> Self {
         ReportText {
-            len: b.len(),
             chunks: if b.is_empty() { Vec::new() } else { vec![b] },
         }
     }
@@ -70,7 +65,7 @@ impl From<Bytes> for ReportText {
 /// Equal text, however it is cut into pieces.
 impl PartialEq for ReportText {
     fn eq(&self, other: &Self) -> bool {
-        if self.len != other.len {
+        if self.len() != other.len() {
             return false;
         }
         let (mut a, mut b) = (self.chunks.iter(), other.chunks.iter());
@@ -105,7 +100,7 @@ impl fmt::Debug for ReportText {
         write!(
             f,
             "ReportText({} bytes in {} pieces: {:?}…)",
-            self.len,
+            self.len(),
             self.chunks.len(),
             String::from_utf8_lossy(head)
         )
@@ -159,11 +154,7 @@ impl<F: FnMut(&Bytes)> ReportTextWriter<F> {
         if !last.is_empty() {
             self.hand_over(last);
         }
-        let len = self.done.iter().map(Bytes::len).sum();
-        ReportText {
-            chunks: self.done,
-            len,
-        }
+        ReportText { chunks: self.done }
     }
 }
 

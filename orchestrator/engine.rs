@@ -347,8 +347,7 @@ fn carry_out(
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
             let started = std::time::Instant::now();
-            let written = reports.write(scheduler, &dir);
-            match written {
+            match reports.write(scheduler, &dir) {
                 Ok(path) => {
                     let write_ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::info!(suite_id, status = state.as_str(), report = %path.display(), write_ms, "suite finished")
@@ -377,9 +376,8 @@ impl Reports {
         if let Some(kept) = self.kept(scheduler) {
             return Some(kept);
         }
-        let report = Arc::new(report::build(scheduler)?);
-        self.last = Some((scheduler.revision(), report.clone()));
-        Some(report)
+        let report = report::build(scheduler)?;
+        Some(self.keep(scheduler, report))
     }
 
     /// Writes the current report into `dir`, building it as it is written
@@ -390,8 +388,14 @@ impl Reports {
         }
         let (report, written) =
             report::build_and_write(scheduler, dir).context("a finished suite has a report")?;
-        self.last = Some((scheduler.revision(), Arc::new(report)));
+        self.keep(scheduler, report);
         written
+    }
+
+    fn keep(&mut self, scheduler: &Scheduler, report: ReportJson) -> Arc<ReportJson> {
+        let report = Arc::new(report);
+        self.last = Some((scheduler.revision(), report.clone()));
+        report
     }
 
     /// The report last built, if the scheduler has not changed since.

@@ -2,6 +2,7 @@
 //! works unchanged but for its launch lines.
 
 use axum::extract::State;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -127,7 +128,6 @@ async fn progress(State(c): State<ControlService>) -> Response {
 async fn final_report(State(c): State<ControlService>) -> Response {
     match c.report_json().await {
         Ok(r) => {
-            use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
             // The engine's pieces themselves, not a copy of the text.
             let pieces = r.json.chunks().to_vec();
             let body = axum::body::Body::from_stream(futures::stream::iter(

@@ -369,15 +369,11 @@ pub fn build(s: &Scheduler) -> Option<ReportJson> {
 /// their sum. The report comes back even when writing it failed.
 pub fn build_and_write(s: &Scheduler, dir: &Path) -> Option<(ReportJson, anyhow::Result<PathBuf>)> {
     let suite = s.suite()?;
-    let path = dir.join(REPORT_FILE);
     let (tx, rx) = std::sync::mpsc::channel::<Bytes>();
-    let (report, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            // A failed write drops `rx`; the serialiser's sends then fail
-            // quietly and it finishes the report for the API.
-            write_atomically(&path, rx)
-        });
+    Some(std::thread::scope(|scope| {
+        // A failed write drops `rx`; the serialiser's sends then fail quietly
+        // and it finishes the report for the API.
+        let writer = scope.spawn(|| write_files(suite, rx, dir));
         let report = serialise(s, suite, move |piece| {
             let _ = tx.send(piece.clone());
         });
@@ -385,11 +381,7 @@ pub fn build_and_write(s: &Scheduler, dir: &Path) -> Option<(ReportJson, anyhow:
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the report writer panicked")));
         (report, written)
-    });
-    let written = written
-        .and_then(|()| write_junit(suite, dir))
-        .map(|()| path);
-    Some((report, written))
+    }))
 }
 
 fn serialise(s: &Scheduler, suite: &SuiteRun, on_piece: impl FnMut(&Bytes)) -> ReportJson {
@@ -419,16 +411,21 @@ pub struct ReportJson {
 /// writing it. `jq . report.json` shows it indented.
 pub fn write(s: &Scheduler, report: &ReportJson, dir: &Path) -> anyhow::Result<PathBuf> {
     let suite = s.suite().context("no suite to report on")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(REPORT_FILE);
-    write_atomically(&path, report.json.chunks())?;
-    write_junit(suite, dir)?;
-    Ok(path)
+    write_files(suite, report.json.chunks(), dir)
 }
 
-fn write_junit(suite: &SuiteRun, dir: &Path) -> anyhow::Result<()> {
+/// report.json from the report's pieces, then junit.xml.
+fn write_files<P: AsRef<[u8]>>(
+    suite: &SuiteRun,
+    report: impl IntoIterator<Item = P>,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(REPORT_FILE);
+    write_atomically(&path, report)?;
     let junit = crate::junit_merge::merge(suite, dir)?;
-    write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])
+    write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])?;
+    Ok(path)
 }
 
 /// A reader never sees half a file: write aside, then rename. On failure

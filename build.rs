@@ -37,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `Connect` RPC. Clients are built from a `Channel` instead.
     let mut builder = tonic_prost_build::configure()
         .build_transport(false)
+        // Prost's codec, with each message's buffer sized before it is written
+        // (common/codec.rs).
+        .codec_path("crate::codec::Codec")
         .type_attribute(".testfleet.v1", "#[derive(serde::Serialize)]")
         // Written by hand so the report's tens of MB are shared, not copied
         // (common/report_text.rs); the wire format is the proto's.

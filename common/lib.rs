@@ -14,6 +14,7 @@ pub mod proto {
         tonic::include_file_descriptor_set!("testfleet_descriptor");
 }
 
+pub mod codec;
 pub mod config;
 pub mod host;
 pub mod logging;

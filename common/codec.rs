@@ -92,7 +92,10 @@ mod tests {
         let wire = on_the_wire(msg.clone()).await;
         let expected = msg.encode_to_vec();
         assert_eq!(wire[0], 0, "not compressed");
-        assert_eq!(u32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize, expected.len());
+        assert_eq!(
+            u32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize,
+            expected.len()
+        );
         assert_eq!(&wire[5..], &expected[..]);
     }
 }

@@ -130,7 +130,10 @@ impl<F: FnMut(&Bytes)> ReportTextWriter<F> {
     }
 
     fn hand_over(&mut self, piece: Vec<u8>) {
-        let piece = Bytes::from(piece);
+        self.hand_over_shared(Bytes::from(piece));
+    }
+
+    fn hand_over_shared(&mut self, piece: Bytes) {
         (self.on_piece)(&piece);
         self.done.push(piece);
     }
@@ -146,6 +149,18 @@ impl<F: FnMut(&Bytes)> ReportTextWriter<F> {
             data = rest;
         }
         self.current.extend_from_slice(data);
+    }
+
+    /// Appends `text` as it is cut: the piece being built is handed over
+    /// as it stands (shorter than the others), then each of `text`'s.
+    pub fn append(&mut self, text: ReportText) {
+        if !self.current.is_empty() {
+            let partial = std::mem::replace(&mut self.current, Vec::with_capacity(self.piece));
+            self.hand_over(partial);
+        }
+        for piece in text.chunks {
+            self.hand_over_shared(piece);
+        }
     }
 
     /// The text, its last piece handed over too.
@@ -305,6 +320,23 @@ mod tests {
         // A piece may end inside "é"; the whole is still the text.
         assert_eq!(t.to_str().unwrap(), text);
         assert_eq!(t, ReportText::from(text));
+    }
+
+    #[test]
+    fn appended_text_follows_the_partial_piece_and_keeps_its_pieces() {
+        let (tail, _) = pieces(&"t".repeat(100), 40);
+        let mut handed = Vec::new();
+        let mut w = ReportTextWriter::new(64, |p: &Bytes| handed.push(p.clone()));
+        w.write_all(&[b'h'; 70]).unwrap();
+        w.append(tail.clone());
+        w.write_all(b"!").unwrap();
+        let t = w.finish();
+        assert_eq!(t.to_str().unwrap(), "h".repeat(70) + &"t".repeat(100) + "!");
+        let sizes: Vec<usize> = handed.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [64, 6, 40, 40, 20, 1]);
+        // Shared, not copied.
+        assert_eq!(handed[2].as_ptr(), tail.chunks()[0].as_ptr());
+        assert_eq!(t.chunks(), &handed[..]);
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub fn artifact_dir(suite_dir: &Path, task_id: &str, attempt_number: u32) -> Pat
 }
 
 /// The final report, serialised straight from the scheduler's state: no
-/// intermediate JSON tree, so a 20,000-task report costs milliseconds.
+/// intermediate JSON tree, so a 20,000-task report costs milliseconds. This
+/// is all of it but `tasks`, which comes last and is serialised in ranges,
+/// on several threads for a large suite (see `serialise`).
 #[derive(Serialize)]
 struct SuiteReport<'a> {
     suite_id: &'a str,
@@ -43,7 +45,6 @@ struct SuiteReport<'a> {
     agents: Vec<AgentReport<'a>>,
     alerts: &'a [crate::scheduler::alerting::AlertRecord],
     escalations: Vec<EscalationReport<'a>>,
-    tasks: Vec<TaskReport<'a>>,
 }
 
 #[derive(Serialize)]
@@ -345,9 +346,6 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
         agents,
         alerts: s.alert_history(),
         escalations,
-        tasks: (0..suite.tasks.len())
-            .map(|i| task_report(suite, i))
-            .collect(),
     }
 }
 
@@ -356,11 +354,27 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
 /// dozen pieces.
 const PIECE_BYTES: usize = 512 * 1024;
 
+/// A suite's tasks are serialised on up to one thread per core, each taking
+/// at least this many: below it, starting a thread costs more than it saves.
+const TASKS_PER_THREAD: usize = 2_000;
+
 /// The current (or last) suite's report as compact JSON, with its id and
 /// status; None before any suite has run.
 pub fn build(s: &Scheduler) -> Option<ReportJson> {
     let suite = s.suite()?;
-    Some(serialise(s, suite, |_| {}))
+    Some(serialise(s, suite, threads_for(suite), |_| {}))
+}
+
+/// `build`, with the tasks serialised on exactly `threads` threads.
+#[cfg(test)]
+pub fn build_on(s: &Scheduler, threads: usize) -> Option<ReportJson> {
+    let suite = s.suite()?;
+    Some(serialise(s, suite, threads, |_| {}))
+}
+
+fn threads_for(suite: &SuiteRun) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(suite.tasks.len() / TASKS_PER_THREAD).max(1)
 }
 
 /// Builds the report and writes it into `dir` (report.json, then the merged
@@ -374,7 +388,7 @@ pub fn build_and_write(s: &Scheduler, dir: &Path) -> Option<(ReportJson, anyhow:
         // A failed write drops `rx`; the serialiser's sends then fail quietly
         // and it finishes the report for the API.
         let writer = scope.spawn(|| write_files(suite, rx, dir));
-        let report = serialise(s, suite, move |piece| {
+        let report = serialise(s, suite, threads_for(suite), move |piece| {
             let _ = tx.send(piece.clone());
         });
         let written = writer
@@ -384,14 +398,71 @@ pub fn build_and_write(s: &Scheduler, dir: &Path) -> Option<(ReportJson, anyhow:
     }))
 }
 
-fn serialise(s: &Scheduler, suite: &SuiteRun, on_piece: impl FnMut(&Bytes)) -> ReportJson {
+/// The report's text, handed to `on_piece` piece by piece in order. The
+/// first range of tasks is serialised on this thread, straight after the
+/// rest of the report, so its pieces go out (to the file) at once; the other
+/// ranges are serialised meanwhile on their own threads and follow it.
+fn serialise(
+    s: &Scheduler,
+    suite: &SuiteRun,
+    threads: usize,
+    on_piece: impl FnMut(&Bytes),
+) -> ReportJson {
     let mut text = ReportTextWriter::new(PIECE_BYTES, on_piece);
-    serde_json::to_writer(&mut text, &suite_report(s, suite)).expect("a report serialises");
+    write_all_but_tasks(&mut text, s, suite);
+    text.write_all(br#","tasks":["#).expect("writes to memory");
+    let ranges = task_ranges(suite.tasks.len(), threads);
+    std::thread::scope(|scope| {
+        let later: Vec<_> = ranges[1..]
+            .iter()
+            .map(|range| {
+                let range = range.clone();
+                scope.spawn(move || {
+                    let mut part = ReportTextWriter::new(PIECE_BYTES, |_| {});
+                    write_tasks(&mut part, suite, range);
+                    part.finish()
+                })
+            })
+            .collect();
+        write_tasks(&mut text, suite, ranges[0].clone());
+        for part in later {
+            let part = part.join().expect("a report's tasks serialise");
+            text.write_all(b",").expect("writes to memory");
+            text.append(part);
+        }
+    });
+    text.write_all(b"]}").expect("writes to memory");
     ReportJson {
         suite_id: suite.suite_id.clone(),
         status: suite.state.as_str(),
         json: text.finish(),
     }
+}
+
+/// The report up to its last field, `tasks`: the object without its `}`.
+fn write_all_but_tasks(text: &mut impl Write, s: &Scheduler, suite: &SuiteRun) {
+    let mut head = serde_json::to_vec(&suite_report(s, suite)).expect("a report serialises");
+    assert_eq!(head.pop(), Some(b'}'), "a report is a JSON object");
+    text.write_all(&head).expect("writes to memory");
+}
+
+/// Tasks `range`, comma-separated.
+fn write_tasks(text: &mut impl Write, suite: &SuiteRun, range: std::ops::Range<usize>) {
+    for i in range.clone() {
+        if i != range.start {
+            text.write_all(b",").expect("writes to memory");
+        }
+        serde_json::to_writer(&mut *text, &task_report(suite, i)).expect("a task serialises");
+    }
+}
+
+/// `tasks` tasks cut into `parts` consecutive ranges of near-equal size,
+/// none empty (but one when there are no tasks).
+fn task_ranges(tasks: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.clamp(1, tasks.max(1));
+    (0..parts)
+        .map(|p| tasks * p / parts..tasks * (p + 1) / parts)
+        .collect()
 }
 
 /// A report as text, ready to serve and to write. It can be tens of MB, so

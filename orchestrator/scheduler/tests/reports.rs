@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::harness::{cap, plan, Sim};
-use crate::report::{build, build_and_write, JUNIT_FILE, REPORT_FILE};
+use crate::report::{build, build_and_write, build_on, JUNIT_FILE, REPORT_FILE};
 use crate::scheduler::SuiteState;
 
 /// A finished suite whose report is about 1 MB: more than one piece.
@@ -48,6 +48,26 @@ fn a_report_written_as_it_is_built_is_the_report_served() {
     assert_eq!(doc["tasks"].as_array().unwrap().len(), 900);
     assert!(out.join(JUNIT_FILE).is_file());
     assert_eq!(leftovers(&out), Vec::<String>::new());
+}
+
+#[test]
+fn a_report_serialised_on_several_threads_is_the_same_text() {
+    let sim = finished(900);
+    let one = build_on(&sim.s, 1).unwrap();
+    for threads in [2, 3, 7] {
+        let several = build_on(&sim.s, threads).unwrap();
+        assert_eq!(several, one, "{threads} threads");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&one.json.to_str().unwrap()).unwrap();
+    let ids: Vec<&str> = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..900).map(|i| format!("T{i}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(doc["summary"]["total_tasks"], 900);
 }
 
 #[test]

@@ -16,7 +16,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use testfleet::config::{ResourceSpec, SuitePlan, TaskKind};
@@ -161,7 +161,10 @@ pub struct Scheduler {
     pub(crate) agents: BTreeMap<AgentId, AgentState>,
     pub(crate) suite: Option<SuiteRun>,
     /// attempt id -> (task index) for the current suite.
-    pub(crate) attempt_index: BTreeMap<AttemptId, usize>,
+    /// Only looked up, never walked, so its order cannot leak into a
+    /// decision: hashed, as ids that share the suite id as a prefix make
+    /// a tree's comparisons long.
+    pub(crate) attempt_index: HashMap<AttemptId, usize>,
     /// Results refused since start.
     pub rejected_results: u64,
     /// Cancels not yet confirmed: attempt -> (agent, deadline). An agent that
@@ -178,7 +181,7 @@ impl Scheduler {
             orchestrator_id: orchestrator_id.into(),
             agents: BTreeMap::new(),
             suite: None,
-            attempt_index: BTreeMap::new(),
+            attempt_index: HashMap::new(),
             rejected_results: 0,
             pending_cancels: BTreeMap::new(),
             alerting: alerting::Alerting::default(),
@@ -229,7 +232,9 @@ impl Scheduler {
     }
 
     pub fn handle(&mut self, event: Event, now: UnixMillis) -> Vec<Action> {
-        let mut out = Vec::new();
+        // A result and the assignment it frees room for make about five
+        // actions: room for them up front, not grown twice per event.
+        let mut out = Vec::with_capacity(8);
         // A heartbeat only moves the agent's last-seen time and usage, which
         // no report shows; a quiet tick found nothing due.
         let quiet_unless_acted = matches!(event, Event::Heartbeat { .. } | Event::Tick);

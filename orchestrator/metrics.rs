@@ -193,14 +193,14 @@ impl Metrics {
         let duration = match &**body {
             suite_event::Body::Completion(c) => c
                 .execution_summary
-                .map(|e| (c.task_id.as_str(), e.duration_seconds)),
+                .map(|e| (c.attempt_id.as_str(), e.duration_seconds)),
             suite_event::Body::Failure(f) => f
                 .execution_summary
-                .map(|e| (f.task_id.as_str(), e.duration_seconds)),
+                .map(|e| (f.attempt_id.as_str(), e.duration_seconds)),
             _ => None,
         };
-        if let Some((task_id, seconds)) = duration {
-            if let Some(task) = s.suite().and_then(|suite| suite.plan.task(task_id)) {
+        if let Some((attempt_id, seconds)) = duration {
+            if let Some(task) = s.task_of_attempt(attempt_id) {
                 self.task_duration
                     .get_or_create(&CategoryLabel {
                         category: task.category.clone(),

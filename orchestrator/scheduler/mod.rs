@@ -19,7 +19,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use testfleet::config::{ResourceSpec, SuitePlan, TaskKind};
+use testfleet::config::{PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 use testfleet::proto::{self, suite_event};
 use testfleet::time::UnixMillis;
 
@@ -533,9 +533,15 @@ impl Scheduler {
     }
 
     fn task_id_of_attempt(&self, attempt_id: &str) -> Option<String> {
-        let suite = self.suite.as_ref()?;
+        self.task_of_attempt(attempt_id).map(|t| t.id.clone())
+    }
+
+    /// The planned task an attempt of the current suite runs. Cheaper than
+    /// finding it by task id when the attempt is recent: its entry in the
+    /// attempt index is still in cache, the plan's index is not.
+    pub fn task_of_attempt(&self, attempt_id: &str) -> Option<&PlannedTask> {
         let &t = self.attempt_index.get(attempt_id)?;
-        Some(suite.plan.tasks[t].id.clone())
+        Some(&self.suite.as_ref()?.plan.tasks[t])
     }
 
     fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {

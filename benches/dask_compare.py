@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The same workloads on Dask distributed and on testfleet, back to back.
 
-    python3 benches/dask_compare.py [--bench target/release/testfleet-bench] [--scale 1.0] [--repeat 3]
+    python3 benches/dask_compare.py [--bench target/release/testfleet-bench] [--scale 1.0] [--repeat 5]
 
 Dask: a LocalCluster of one-thread worker processes over TCP on loopback,
 as many workers as testfleet has agents. Each workload prints the two
@@ -62,7 +62,7 @@ def main():
     p.add_argument("--bench", default="target/release/testfleet-bench")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the full task counts")
     p.add_argument("--workers", type=int, nargs="+", default=[4, 100], help="worker counts (the DAG and chain run at 100)")
-    p.add_argument("--repeat", type=int, default=3, help="runs of each throughput figure, on each side; their medians are compared")
+    p.add_argument("--repeat", type=int, default=5, help="runs of each throughput figure, on each side; their medians are compared")
     a = p.parse_args()
     n = int(20_000 * a.scale)
     layers, width = max(2, int(50 * a.scale)), 200

@@ -361,13 +361,11 @@ const TASKS_PER_THREAD: usize = 2_000;
 /// The current (or last) suite's report as compact JSON, with its id and
 /// status; None before any suite has run.
 pub fn build(s: &Scheduler) -> Option<ReportJson> {
-    let suite = s.suite()?;
-    Some(serialise(s, suite, threads_for(suite), |_| {}))
+    build_on(s, threads_for(s.suite()?))
 }
 
 /// `build`, with the tasks serialised on exactly `threads` threads.
-#[cfg(test)]
-pub fn build_on(s: &Scheduler, threads: usize) -> Option<ReportJson> {
+pub(crate) fn build_on(s: &Scheduler, threads: usize) -> Option<ReportJson> {
     let suite = s.suite()?;
     Some(serialise(s, suite, threads, |_| {}))
 }

@@ -232,12 +232,17 @@ impl Scheduler {
     }
 
     pub fn handle(&mut self, event: Event, now: UnixMillis) -> Vec<Action> {
-        // A result and the assignment it frees room for make about five
-        // actions: room for them up front, not grown twice per event.
-        let mut out = Vec::with_capacity(8);
         // A heartbeat only moves the agent's last-seen time and usage, which
         // no report shows; a quiet tick found nothing due.
         let quiet_unless_acted = matches!(event, Event::Heartbeat { .. } | Event::Tick);
+        // A result and the assignment it frees room for make about five
+        // actions: room for them up front, not grown twice per event. The
+        // events that seldom act (a fleet's heartbeats) allocate nothing.
+        let mut out = if quiet_unless_acted {
+            Vec::new()
+        } else {
+            Vec::with_capacity(8)
+        };
         match event {
             Event::SubmitSuite {
                 suite_id,

@@ -9,25 +9,18 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod agent_gateway_server;
-mod alerts;
-mod auth;
-mod client;
-mod control_server;
-mod criteria;
+// The layers, from the outside in: the command line, the edges that speak to
+// peers, the engine that owns the scheduler, and what it shows and writes.
+mod cli;
+mod edge;
 mod engine;
-mod http_api;
-mod junit_merge;
-mod listener;
-mod local_run;
-mod metrics;
-mod recovery;
-mod report;
+mod observe;
+mod output;
 mod scheduler;
-mod server;
-mod traces;
-mod watchers;
-mod webhook;
+mod views;
+
+use cli::{client, local_run};
+use edge::server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@ use testfleet::proto;
 use testfleet::time::{millis_to_rfc3339, UnixMillis};
 
 use super::{Action, AttemptOutcome, Scheduler};
-use crate::alerts::{self, Firing, Readings, Rule};
+use crate::scheduler::policy::alerts::{self, Firing, Readings, Rule};
 
 /// An alert's life, for the report.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -11,6 +11,7 @@ mod escalation;
 #[cfg(any(test, debug_assertions))]
 mod invariants;
 mod outcome;
+pub mod policy;
 pub mod state;
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use testfleet::time::{millis_to_rfc3339, UnixMillis};
 
 use super::state::Recovery;
 use super::{Action, AttemptOutcome, Rejection, Scheduler, SuiteState, TaskState};
-use crate::criteria::{self, Facts};
-use crate::recovery::{self, Budget, Decision, History, RetryPlan};
+use crate::scheduler::policy::criteria::{self, Facts};
+use crate::scheduler::policy::recovery::{self, Budget, Decision, History, RetryPlan};
 
 impl Scheduler {
     pub(super) fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {

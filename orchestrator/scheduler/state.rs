@@ -9,7 +9,7 @@ use testfleet::config::{ResourceSpec, SuitePlan};
 use testfleet::proto;
 use testfleet::time::UnixMillis;
 
-use crate::criteria::CriterionResult;
+use crate::scheduler::policy::criteria::CriterionResult;
 
 pub type AgentId = String;
 pub type AttemptId = String;

@@ -51,18 +51,18 @@ fn after_the_finish_only_a_late_result_changes_the_report_revision() {
     sim.succeed(&second);
     assert_eq!(sim.suite_state(), SuiteState::Completed);
     let finished = sim.s.revision();
-    let report = crate::report::build(&sim.s);
+    let report = crate::output::report::build(&sim.s);
     sim.heartbeat(&second.agent);
     sim.advance(1);
     assert_eq!(sim.s.revision(), finished, "a heartbeat and a quiet tick");
-    assert_eq!(crate::report::build(&sim.s), report);
+    assert_eq!(crate::output::report::build(&sim.s), report);
     sim.succeed(&first);
     assert_ne!(
         sim.s.revision(),
         finished,
         "a stale result is in the report"
     );
-    assert_ne!(crate::report::build(&sim.s), report);
+    assert_ne!(crate::output::report::build(&sim.s), report);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::harness::{cap, plan, Sim};
-use crate::report::{build, build_and_write, build_on, JUNIT_FILE, REPORT_FILE};
+use crate::output::report::{build, build_and_write, build_on, JUNIT_FILE, REPORT_FILE};
 use crate::scheduler::SuiteState;
 
 /// A finished suite whose report is about 1 MB: more than one piece.

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
 
 use super::harness::*;
-use crate::report::{build, ReportJson};
+use crate::output::report::{build, ReportJson};
 use crate::scheduler::{Action, Event, Resolution, SuiteState};
 
 const ERRORS: [ErrorType; 9] = [

@@ -13,9 +13,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
-use crate::report;
+use crate::observe::watchers::{Kind, Watch, EVENT_KINDS};
+use crate::output::report;
 use crate::scheduler::{Event, Resolution};
-use crate::watchers::{Kind, Watch, EVENT_KINDS};
+use crate::views::status;
 
 /// The suite the server was started with.
 #[derive(Clone)]
@@ -118,14 +119,14 @@ impl Control for ControlService {
         &self,
         _: Request<GetStatusRequest>,
     ) -> Result<Response<SuiteStatus>, Status> {
-        Ok(Response::new(self.engine.query(report::status).await?))
+        Ok(Response::new(self.engine.query(status::status).await?))
     }
 
     async fn get_progress(
         &self,
         _: Request<GetProgressRequest>,
     ) -> Result<Response<SuiteProgress>, Status> {
-        Ok(Response::new(self.engine.query(report::progress).await?))
+        Ok(Response::new(self.engine.query(status::progress).await?))
     }
 
     type WatchSuiteStream = EventStream;

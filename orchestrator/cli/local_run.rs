@@ -16,9 +16,9 @@ use testfleet::config::{SchedulingMode, SuitePlan, TaskKind};
 use testfleet::proto::{suite_event, ExecuteSuiteRequest};
 use tokio::process::{Child, Command};
 
+use crate::edge::server;
 use crate::engine::ReportDir;
 use crate::scheduler::Resolution;
-use crate::server;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -275,11 +275,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     print_summary(&report);
     eprintln!(
         "report: {}",
-        report_dir.join(crate::report::REPORT_FILE).display()
+        report_dir
+            .join(crate::output::report::REPORT_FILE)
+            .display()
     );
     eprintln!(
         "junit:  {}",
-        report_dir.join(crate::report::JUNIT_FILE).display()
+        report_dir.join(crate::output::report::JUNIT_FILE).display()
     );
     Ok(if status == "completed" {
         ExitCode::SUCCESS
@@ -410,7 +412,7 @@ impl Display {
 
     fn show(&mut self, body: &suite_event::Body) {
         let Some(multi) = &self.multi else {
-            if let Some(line) = crate::client::describe_event(body) {
+            if let Some(line) = crate::cli::client::describe_event(body) {
                 eprintln!("{line}");
             }
             return;

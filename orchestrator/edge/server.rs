@@ -15,10 +15,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::auth::{self, Mode};
+use crate::edge::auth::{self, Mode};
 
-use crate::agent_gateway_server::AgentGatewayService;
-use crate::control_server::{ControlService, SuiteSource};
+use crate::edge::agent_gateway_server::AgentGatewayService;
+use crate::edge::control_server::{ControlService, SuiteSource};
 use crate::engine::{Engine, ReportDir};
 
 pub struct ServeOptions {
@@ -103,12 +103,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let admin_only = move |req: tonic::Request<()>| {
         auth::require(
             mode,
-            req.extensions().get::<crate::listener::PeerInfo>(),
+            req.extensions().get::<crate::edge::listener::PeerInfo>(),
             Role::Admin,
         )?;
         Ok(req)
     };
-    let routes = tonic::service::Routes::from(crate::http_api::router(control.clone(), mode))
+    let routes = tonic::service::Routes::from(crate::edge::http_api::router(control.clone(), mode))
         .add_service(AgentGatewayServer::new(AgentGatewayService::new(
             engine.clone(),
             orchestrator_id,
@@ -130,7 +130,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .initial_connection_window_size(testfleet::transport::CONNECTION_WINDOW)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                ReceiverStream::new(crate::listener::accept(listener, tls)),
+                ReceiverStream::new(crate::edge::listener::accept(listener, tls)),
                 async {
                     let _ = rx.await;
                 },

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 use testfleet::proto::{ExecuteSuiteRequest, ResourceLimits};
 
-use crate::auth::{self, Mode};
-use crate::control_server::ControlService;
-use crate::listener::PeerInfo;
-use crate::report;
+use crate::edge::auth::{self, Mode};
+use crate::edge::control_server::ControlService;
+use crate::edge::listener::PeerInfo;
+use crate::views::status;
 use testfleet::tls::Role;
 
 pub fn router(control: ControlService, mode: Mode) -> Router {
@@ -90,7 +90,7 @@ async fn execute_suite(
 }
 
 async fn status(State(c): State<ControlService>) -> Response {
-    match c.engine().query(report::status).await {
+    match c.engine().query(status::status).await {
         Ok(s) => Json(json!({
             "suite_id": s.suite_id,
             "suite_name": s.suite_name,
@@ -109,7 +109,7 @@ async fn status(State(c): State<ControlService>) -> Response {
 }
 
 async fn progress(State(c): State<ControlService>) -> Response {
-    match c.engine().query(report::progress).await {
+    match c.engine().query(status::progress).await {
         Ok(p) => Json(json!({
             "suite_id": p.suite_id,
             "status": p.status,

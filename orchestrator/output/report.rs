@@ -107,7 +107,7 @@ struct TaskReport<'a> {
     ended_at_ms: Option<u64>,
     resources: Resources,
     timeout_seconds: f64,
-    criteria: &'a [crate::criteria::CriterionResult],
+    criteria: &'a [crate::scheduler::policy::criteria::CriterionResult],
     infrastructure_retries: u32,
     application_retries: u32,
     recoveries: &'a [crate::scheduler::state::Recovery],
@@ -492,7 +492,7 @@ fn write_files<P: AsRef<[u8]>>(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(REPORT_FILE);
     write_atomically(&path, report)?;
-    let junit = crate::junit_merge::merge(suite, dir)?;
+    let junit = crate::output::junit_merge::merge(suite, dir)?;
     write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])?;
     Ok(path)
 }
@@ -517,92 +517,4 @@ fn write_atomically<P: AsRef<[u8]>>(
         let _ = std::fs::remove_file(&tmp);
     }
     written
-}
-
-pub fn status(s: &Scheduler) -> proto::SuiteStatus {
-    let Some(suite) = s.suite() else {
-        return proto::SuiteStatus {
-            status: "idle".into(),
-            ..Default::default()
-        };
-    };
-    proto::SuiteStatus {
-        suite_id: suite.suite_id.clone(),
-        suite_name: suite.suite_name.clone(),
-        status: suite.state.as_str().into(),
-        tasks: suite
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, run)| {
-                let live = run.live_attempt();
-                proto::TaskState {
-                    task_id: suite.plan.tasks[i].id.clone(),
-                    status: run.state.as_str().into(),
-                    agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
-                    attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
-                    attempts: run.attempts.len() as u32,
-                    parent: suite.plan.tasks[i]
-                        .parent
-                        .map(|p| suite.plan.tasks[p].id.clone())
-                        .unwrap_or_default(),
-                }
-            })
-            .collect(),
-        alerts: s.active_alerts(),
-        started_at: Some(testfleet::time::to_timestamp(suite.started_at)),
-        finished_at: suite.finished_at.map(testfleet::time::to_timestamp),
-    }
-}
-
-/// Overall progress counts each runnable task once: ended tasks fully,
-/// running ones by their own reported percentage.
-pub fn progress(s: &Scheduler) -> proto::SuiteProgress {
-    let Some(suite) = s.suite() else {
-        return proto::SuiteProgress {
-            status: "idle".into(),
-            ..Default::default()
-        };
-    };
-    let runnable: Vec<usize> = (0..suite.tasks.len())
-        .filter(|&t| suite.plan.tasks[t].children.is_empty())
-        .collect();
-    let mut done = 0.0;
-    let mut latest = Vec::new();
-    let mut active = Vec::new();
-    for &t in &runnable {
-        let run = &suite.tasks[t];
-        if run.state.is_terminal() {
-            done += 1.0;
-        } else if let Some(a) = run.live_attempt() {
-            active.push(suite.plan.tasks[t].id.clone());
-            if let Some(p) = &a.last_progress {
-                done += p
-                    .progress
-                    .as_ref()
-                    .map_or(0.0, |p| p.percentage / 100.0)
-                    .clamp(0.0, 0.99);
-                latest.push(p.clone());
-            }
-        }
-    }
-    let n = runnable.len().max(1) as f64;
-    proto::SuiteProgress {
-        suite_id: suite.suite_id.clone(),
-        status: suite.state.as_str().into(),
-        overall_progress: (done / n * 1000.0).round() / 10.0,
-        active_tasks: active,
-        completed_tasks: suite
-            .tasks
-            .iter()
-            .filter(|t| t.state == TaskState::CompletedSuccess)
-            .count() as u32,
-        failed_tasks: suite
-            .tasks
-            .iter()
-            .filter(|t| t.state == TaskState::Failed)
-            .count() as u32,
-        total_tasks: suite.tasks.len() as u32,
-        latest,
-    }
 }

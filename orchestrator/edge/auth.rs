@@ -5,7 +5,7 @@
 use testfleet::tls::Role;
 use tonic::Status;
 
-use crate::listener::PeerInfo;
+use crate::edge::listener::PeerInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -14,11 +14,11 @@ use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use crate::metrics::Metrics;
-use crate::report::{self, ReportJson};
+use crate::observe::metrics::Metrics;
+use crate::observe::traces::Traces;
+use crate::observe::watchers::{Kind, Watch, Watchers};
+use crate::output::report::{self, ReportJson};
 use crate::scheduler::{Action, Event, Scheduler, SuiteState};
-use crate::traces::Traces;
-use crate::watchers::{Kind, Watch, Watchers};
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;
@@ -335,7 +335,7 @@ fn carry_out(
             );
             if let Some(url) = webhook {
                 // Never on the scheduler's task: a slow or dead webhook must not stall it.
-                tokio::spawn(crate::webhook::deliver(url, escalation_id, report));
+                tokio::spawn(crate::output::webhook::deliver(url, escalation_id, report));
             }
         }
         Action::Publish(body) => {

@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{self, Mode};
+use crate::edge::auth::{self, Mode};
 use crate::engine::Engine;
-use crate::report::artifact_dir;
+use crate::output::report::artifact_dir;
 use crate::scheduler::Event;
 use testfleet::tls::Role;
 

@@ -1,0 +1,11 @@
+//! Where the world meets the engine: the gRPC services, the seed's HTTP API,
+//! the listener that accepts (and authenticates) connections, and the server
+//! that puts them on one port. Edges turn requests into engine inputs and
+//! never decide anything the scheduler decides.
+
+pub mod agent_gateway_server;
+pub mod auth;
+pub mod control_server;
+pub mod http_api;
+pub mod listener;
+pub mod server;

@@ -1,0 +1,6 @@
+//! What the engine writes and sends: report files, the merged JUnit XML and
+//! the escalation webhook.
+
+pub mod junit_merge;
+pub mod report;
+pub mod webhook;

@@ -18,6 +18,7 @@ mod observe;
 mod output;
 mod scheduler;
 mod views;
+mod wire;
 
 use cli::{client, local_run};
 use edge::server;

@@ -429,3 +429,68 @@ fn http_api_refuses_a_second_suite_and_grpc_needs_no_suite_to_answer() {
     assert!(cancel.status.success(), "{}", show(&cancel));
     server.wait_for_status(&["cancelled"], Duration::from_secs(10));
 }
+
+/// A suite of `n` tasks that never start (no agent joins): large enough that
+/// building its report keeps the scheduler's task busy for a while.
+fn idle_suite(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let mut yaml = String::from(
+        "templates:\n  wait: {command: \"sleep 60\"}\norchestrator:\n  name: idle\n  task_definitions:\n    unit_tests:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!("      - {{id: \"T{i}\", template: wait}}\n"));
+    }
+    let path = dir.join("idle.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_submits_and_cancels_are_each_answered_after_the_scheduler_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&idle_suite(dir.path(), 3000), dir.path());
+    let channel = testfleet::transport::connect(&server.endpoint())
+        .await
+        .unwrap();
+    // A first suite, cancelled: its report is what the slow call builds.
+    let (code, body) = server.http_post("/api/v1/execute-suite", "{}");
+    assert_eq!(code, 202, "{body}");
+    assert!(server.client(&["cancel"]).status.success());
+    server.wait_for_status(&["cancelled"], Duration::from_secs(20));
+
+    // The report call goes first and holds the scheduler's task while the
+    // submits queue behind it: a check made before deciding would pass for
+    // every one of them.
+    let report = tokio::spawn(final_report_call(channel.clone()));
+    // Only orders the calls, so the report is first in the scheduler's queue;
+    // the assertions below hold whatever the timing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let submits = at_once(&channel, 16, |mut c| async move {
+        c.execute_suite(testfleet::proto::ExecuteSuiteRequest::default())
+            .await
+    });
+    let (report, submits) = tokio::join!(report, submits);
+    assert!(report.unwrap().is_ok());
+    let started = exactly_one_ok(submits, tonic::Code::AlreadyExists, "already running");
+    assert_eq!(
+        server.status()["suite_id"],
+        started.suite_id.as_str(),
+        "the suite that runs is the one whose id was returned"
+    );
+
+    let report = tokio::spawn(final_report_call(channel.clone()));
+    // Only orders the calls, so the report is first in the scheduler's queue;
+    // the assertions below hold whatever the timing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cancels = at_once(&channel, 16, |mut c| async move {
+        c.cancel_suite(testfleet::proto::CancelSuiteRequest::default())
+            .await
+    });
+    let (_, cancels) = tokio::join!(report, cancels);
+    let cancelled = exactly_one_ok(
+        cancels,
+        tonic::Code::FailedPrecondition,
+        "no suite is running",
+    );
+    assert_eq!(cancelled.status, "cancelling");
+    server.wait_for_status(&["cancelled"], Duration::from_secs(20));
+}

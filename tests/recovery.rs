@@ -633,3 +633,69 @@ async fn an_agent_that_heartbeats_but_ignores_a_cancel_is_evicted() {
         show(&agents)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_resolves_of_one_escalation_carry_out_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("suite.yaml");
+    // CALC escalates; the tasks waiting on it make the suite's report slow to
+    // build, which holds the scheduler's task while the resolves queue.
+    let mut yaml = String::from(
+        r#"failure_handling: {retry_delay_seconds: 0}
+templates:
+  calc:
+    command: "python3 -c \"assert round(100000 / 48, 2) == 2083.34, 'Expected 2083.34, got 2083.33'\""
+  after: {command: "true"}
+orchestrator:
+  name: racing_resolves
+  task_definitions:
+    unit_tests:
+      - {id: "CALC", template: calc, resources: {memory_mb: 64, timeout: 60}}
+"#,
+    );
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "      - {{id: \"D{i}\", template: after, dependencies: [CALC]}}\n"
+        ));
+    }
+    std::fs::write(&config, yaml).unwrap();
+    let server = Server::start(&config, dir.path());
+    let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    server.wait_for_agents(1);
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    let channel = testfleet::transport::connect(&server.endpoint())
+        .await
+        .unwrap();
+    let mut control = ControlClient::new(channel.clone());
+    let list = proto::ListEscalationsRequest::default();
+    let escalation_id = wait_for("CALC to escalate", Duration::from_secs(30), || {
+        let open = futures::executor::block_on(control.list_escalations(list))
+            .ok()?
+            .into_inner()
+            .escalations;
+        open.first().map(|e| e.escalation_id.clone())
+    });
+
+    let report = tokio::spawn(final_report_call(channel.clone()));
+    // Only orders the calls, so the report is first in the scheduler's queue;
+    // the assertions below hold whatever the timing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let resolves = at_once(&channel, 16, |mut c| {
+        let escalation_id = escalation_id.clone();
+        async move {
+            c.resolve_escalation(proto::ResolveEscalationRequest {
+                escalation_id,
+                action: "abort".into(),
+            })
+            .await
+        }
+    });
+    let (_, resolves) = tokio::join!(report, resolves);
+    let resolved = exactly_one_ok(
+        resolves,
+        tonic::Code::FailedPrecondition,
+        "already resolved",
+    );
+    assert_eq!(resolved.state, "abort");
+    server.wait_for_status(&["failed"], Duration::from_secs(20));
+}

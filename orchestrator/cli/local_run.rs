@@ -83,11 +83,8 @@ async fn handle_escalations(
                             (
                                 e.escalation_id.clone(),
                                 e.task_id.clone(),
-                                e.issue_type.clone(),
-                                e.report["context"]["reason"]
-                                    .as_str()
-                                    .unwrap_or_default()
-                                    .to_string(),
+                                e.issue_type.as_str(),
+                                e.report.context.reason.clone(),
                             )
                         })
                         .collect::<Vec<_>>()

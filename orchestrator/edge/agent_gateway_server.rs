@@ -20,7 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::edge::auth::{self, Mode};
 use crate::engine::Engine;
 use crate::output::report::artifact_dir;
-use crate::scheduler::Event;
+use crate::scheduler::{AttemptPlace, Event};
+use crate::wire;
 use testfleet::tls::Role;
 
 /// Largest artifact accepted, bytes.
@@ -194,24 +195,14 @@ impl AgentGateway for AgentGatewayService {
         let attempt_id = header.attempt_id.clone();
         let located = self
             .engine
-            .query(move |s| {
-                let suite = s.suite()?;
-                suite.tasks.iter().enumerate().find_map(|(t, run)| {
-                    run.attempts
-                        .iter()
-                        .find(|a| a.attempt_id == attempt_id)
-                        .map(|a| {
-                            (
-                                suite.suite_id.clone(),
-                                suite.plan.tasks[t].id.clone(),
-                                a.number,
-                                a.agent_id.clone(),
-                            )
-                        })
-                })
-            })
+            .query(move |s| s.attempt_place(&attempt_id))
             .await?;
-        let (suite_id, task_id, number, owner) = located.ok_or_else(|| {
+        let AttemptPlace {
+            suite_id,
+            task_id,
+            number,
+            agent_id: owner,
+        } = located.ok_or_else(|| {
             Status::not_found(format!(
                 "no attempt {} in the current suite",
                 header.attempt_id
@@ -316,26 +307,26 @@ fn forward(
             engine.send(Event::Heartbeat {
                 agent_id: agent_id.to_string(),
                 conn,
-                usage: h.usage,
+                usage: h.usage.map(wire::usage),
             });
         }
         Some(agent_message::Body::Progress(p)) => {
             if p.agent_id != agent_id {
                 return Err(mismatch(&p.agent_id));
             }
-            engine.send(Event::Progress(p));
+            engine.send(Event::Progress(wire::progress(p)));
         }
         Some(agent_message::Body::Completion(c)) => {
             if c.agent_id != agent_id {
                 return Err(mismatch(&c.agent_id));
             }
-            engine.send(Event::Completed(c));
+            engine.send(Event::Completed(wire::completion(c)));
         }
         Some(agent_message::Body::Failure(f)) => {
             if f.agent_id != agent_id {
                 return Err(mismatch(&f.agent_id));
             }
-            engine.send(Event::Failed(f));
+            engine.send(Event::Failed(wire::failure(f)));
         }
         Some(agent_message::Body::CancelAck(a)) => {
             engine.send(Event::CancelAcked {

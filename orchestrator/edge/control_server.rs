@@ -15,8 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::engine::Engine;
 use crate::observe::watchers::{Kind, Watch, EVENT_KINDS};
 use crate::output::report;
-use crate::scheduler::{Event, Resolution};
+use crate::scheduler::{Event, Reply, Resolution};
 use crate::views::status;
+use crate::wire;
 
 /// The suite the server was started with.
 #[derive(Clone)]
@@ -72,28 +73,29 @@ impl ControlService {
                 t.template
             )));
         }
-        if self.engine.query(|s| s.is_running()).await? {
-            return Err(Status::failed_precondition(
-                "a suite is already running; cancel it or wait for it to end",
-            ));
-        }
         let suite_id = uuid::Uuid::now_v7().to_string();
         let suite_name = if req.suite_name.is_empty() {
             plan.name.clone()
         } else {
             req.suite_name.clone()
         };
-        tracing::info!(suite_id, suite_name, config = %path.display(), scheduling = plan.mode, "suite submitted");
-        self.engine.send(Event::SubmitSuite {
-            suite_id: suite_id.clone(),
-            suite_name,
+        let scheduling = plan.mode;
+        let submit = Event::SubmitSuite {
+            suite_id,
+            suite_name: suite_name.clone(),
             plan,
             timeout_ms: (req.timeout_seconds > 0).then_some(req.timeout_seconds * 1000),
-        });
-        Ok(ExecuteSuiteResponse {
-            suite_id,
-            status: "running".into(),
-        })
+        };
+        match self.engine.command(submit).await? {
+            Reply::Submitted { suite_id } => {
+                tracing::info!(suite_id, suite_name, config = %path.display(), scheduling, "suite submitted");
+                Ok(ExecuteSuiteResponse {
+                    suite_id,
+                    status: "running".into(),
+                })
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn report_json(&self) -> Result<Arc<report::ReportJson>, Status> {
@@ -165,19 +167,18 @@ impl Control for ControlService {
         &self,
         r: Request<CancelSuiteRequest>,
     ) -> Result<Response<CancelSuiteResponse>, Status> {
-        if !self.engine.query(|s| s.is_running()).await? {
-            return Err(Status::failed_precondition("no suite is running"));
-        }
         let reason = r.into_inner().reason;
         let reason = if reason.is_empty() {
             "cancelled by an operator".to_string()
         } else {
             reason
         };
-        self.engine.send(Event::CancelSuite { reason });
-        Ok(Response::new(CancelSuiteResponse {
-            status: "cancelling".into(),
-        }))
+        match self.engine.command(Event::CancelSuite { reason }).await? {
+            Reply::Cancelling => Ok(Response::new(CancelSuiteResponse {
+                status: "cancelling".into(),
+            })),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn list_escalations(
@@ -210,40 +211,21 @@ impl Control for ControlService {
                 )));
             }
         };
-        let id = r.escalation_id.clone();
-        let open = self
-            .engine
-            .query(move |s| {
-                let suite = s.suite()?;
-                let e = suite.escalations.iter().find(|e| e.escalation_id == id)?;
-                Some(e.resolution.is_none() && s.is_running())
-            })
-            .await?;
-        match open {
-            None => {
-                return Err(Status::not_found(format!(
-                    "no escalation {}",
-                    r.escalation_id
-                )))
-            }
-            Some(false) => {
-                return Err(Status::failed_precondition(format!(
-                    "escalation {} is already resolved",
-                    r.escalation_id
-                )))
-            }
-            Some(true) => {}
-        }
-        tracing::info!(
-            escalation_id = r.escalation_id,
-            action = r.action,
-            "escalation resolved"
-        );
-        self.engine.send(Event::ResolveEscalation {
-            escalation_id: r.escalation_id,
+        let resolve = Event::ResolveEscalation {
+            escalation_id: r.escalation_id.clone(),
             resolution,
-        });
-        Ok(Response::new(ResolveEscalationResponse { state: r.action }))
+        };
+        match self.engine.command(resolve).await? {
+            Reply::Resolved => {
+                tracing::info!(
+                    escalation_id = r.escalation_id,
+                    action = r.action,
+                    "escalation resolved"
+                );
+                Ok(Response::new(ResolveEscalationResponse { state: r.action }))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn list_agents(
@@ -271,26 +253,28 @@ impl Control for ControlService {
     }
 }
 
+/// A refusal as its status; any other answer is the wrong one for the
+/// command that was sent.
+fn unexpected(reply: Reply) -> Status {
+    match reply {
+        Reply::Refused(why) => wire::refusal(&why),
+        other => Status::internal(format!("the scheduler answered {other:?}")),
+    }
+}
+
 fn escalation_info(e: &crate::scheduler::Escalation) -> EscalationInfo {
     EscalationInfo {
         escalation_id: e.escalation_id.clone(),
         task_id: e.task_id.clone(),
-        issue_type: e.issue_type.clone(),
+        issue_type: e.issue_type.as_str().into(),
         severity: e.severity.clone(),
         state: match e.resolution {
             None => "open".into(),
             Some(r) => format!("{r:?}").to_lowercase(),
         },
-        blocking_tasks: e.report["blocking_tasks"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        blocking_tasks: e.report.blocking_tasks.clone(),
         created_at: Some(testfleet::time::to_timestamp(e.created_at)),
-        report_json: e.report.to_string(),
+        report_json: wire::escalation_json(&e.report).to_string(),
     }
 }
 

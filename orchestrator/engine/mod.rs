@@ -18,7 +18,9 @@ use crate::observe::metrics::Metrics;
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
-use crate::scheduler::{Action, Event, Scheduler, SuiteState};
+use crate::scheduler::results::Completion;
+use crate::scheduler::{Action, Event, Notice, Reply, Scheduler, SuiteState};
+use crate::wire;
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;
@@ -28,6 +30,11 @@ type Query = Box<dyn FnOnce(&Scheduler) + Send>;
 #[allow(clippy::large_enum_variant)]
 pub enum Input {
     Event(Event),
+    /// An event that is a command: the scheduler's answer goes to `reply`.
+    Command {
+        event: Event,
+        reply: oneshot::Sender<Reply>,
+    },
     /// A new stream: where to send this agent's assignments from now on.
     Attach {
         agent_id: String,
@@ -101,6 +108,13 @@ impl Engine {
     pub fn send(&self, event: Event) {
         // The loop only stops when the process does.
         let _ = self.tx.send(Input::Event(event));
+    }
+
+    /// Sends a command and waits for the scheduler's answer: the command
+    /// was carried out, or refused with the reason, never dropped unsaid.
+    pub async fn command(&self, event: Event) -> Result<Reply, Status> {
+        debug_assert!(event.is_command(), "not a command: {event:?}");
+        self.ask(|reply| Input::Command { event, reply }).await
     }
 
     pub fn attach(&self, agent_id: String, conn: u64, tx: AgentSender) {
@@ -183,8 +197,9 @@ async fn run(
     let mut traces = Traces::default();
     let mut reports = Reports::default();
     while let Some(input) = rx.recv().await {
-        let event = match input {
-            Input::Event(e) => e,
+        let (event, mut reply) = match input {
+            Input::Event(e) => (e, None),
+            Input::Command { event, reply } => (event, Some(reply)),
             Input::Attach { agent_id, conn, tx } => {
                 streams.by_agent.insert(agent_id, (conn, tx));
                 continue;
@@ -209,6 +224,13 @@ async fn run(
             panic!("scheduler invariant broken: {broken}");
         }
         for mut action in actions {
+            if let Action::Reply(answer) = action {
+                // The caller may have given up waiting; the command stands.
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(answer);
+                }
+                continue;
+            }
             metrics.observe(&scheduler, &action);
             traces.on_action(&mut action);
             carry_out(
@@ -246,13 +268,22 @@ fn carry_out(
             agent_id,
             assignment,
         } => {
+            let Some(suite) = scheduler.suite() else {
+                return;
+            };
+            let route = wire::Route {
+                suite_id: &suite.suite_id,
+                orchestrator_id: scheduler.orchestrator_id(),
+                agent_id: &agent_id,
+            };
+            let assignment = wire::assignment(&assignment, &suite.plan, &route);
             log_assignment(&assignment);
             watchers.publish(Kind::ASSIGNMENT, || {
-                proto::suite_event::Body::Assignment((*assignment).clone())
+                proto::suite_event::Body::Assignment(assignment.clone())
             });
             streams.send(
                 &agent_id,
-                orchestrator_message::Body::Assignment(*assignment),
+                orchestrator_message::Body::Assignment(assignment),
             );
         }
         Action::Cancel { agent_id, cancel } => {
@@ -262,7 +293,10 @@ fn carry_out(
                 reason = cancel.reason,
                 "cancelling attempt"
             );
-            streams.send(&agent_id, orchestrator_message::Body::Cancel(cancel));
+            streams.send(
+                &agent_id,
+                orchestrator_message::Body::Cancel(wire::cancel(cancel)),
+            );
         }
         Action::RefuseAgent {
             agent_id,
@@ -286,13 +320,14 @@ fn carry_out(
             attempt_id,
             rejection,
         } => {
-            tracing::warn!(agent_id, message_id, attempt_id, code = ?rejection.code(), reason = rejection.describe(), "refused a result");
+            let code = wire::rejection_code(rejection);
+            tracing::warn!(agent_id, message_id, attempt_id, code = ?code, reason = rejection.describe(), "refused a result");
             streams.send(
                 &agent_id,
                 orchestrator_message::Body::Rejection(proto::Rejection {
                     message_id,
                     attempt_id,
-                    code: rejection.code() as i32,
+                    code: code as i32,
                     message: rejection.describe().into(),
                 }),
             );
@@ -317,33 +352,34 @@ fn carry_out(
             } else {
                 tracing::info!(event = "alert", alert = alert.name, "alert cleared");
             }
-            watchers.publish(Kind::ALERT, || proto::suite_event::Body::Alert(alert));
+            watchers.publish(Kind::ALERT, || {
+                proto::suite_event::Body::Alert(wire::alert(&alert))
+            });
         }
-        Action::Escalate {
-            escalation_id,
-            webhook,
-            report,
-        } => {
+        Action::Escalate { webhook, report } => {
+            let escalation_id = report.escalation_id.clone();
             tracing::warn!(
                 event = "escalation",
                 escalation_id,
-                task_id = report["task_id"].as_str().unwrap_or_default(),
-                issue_type = report["issue_type"].as_str().unwrap_or_default(),
-                severity = report["severity"].as_str().unwrap_or_default(),
-                blocking_tasks = %report["blocking_tasks"],
+                task_id = report.task_id,
+                issue_type = report.issue_type.as_str(),
+                severity = report.severity,
+                blocking_tasks = %serde_json::json!(report.blocking_tasks),
                 "escalated to a human: resolve with `orchestrator escalations resolve {escalation_id} --action retry|skip|abort`"
             );
             if let Some(url) = webhook {
                 // Never on the scheduler's task: a slow or dead webhook must not stall it.
-                tokio::spawn(crate::output::webhook::deliver(url, escalation_id, report));
+                tokio::spawn(crate::output::webhook::deliver(url, *report));
             }
         }
-        Action::Publish(body) => {
-            if let proto::suite_event::Body::Completion(c) = &*body {
+        Action::Publish(notice) => {
+            if let Notice::Completion(c) = &*notice {
                 log_completion(c);
             }
-            watchers.publish(Kind::of(&body), || *body);
+            watchers.publish(wire::notice_kind(&notice), || wire::notice(&notice));
         }
+        // Answered by the loop, before any other action is carried out.
+        Action::Reply(_) => {}
         Action::SuiteFinished { suite_id, state } => {
             let dir = report_dir.for_suite(&suite_id);
             let started = std::time::Instant::now();
@@ -430,7 +466,7 @@ fn log_assignment(a: &proto::TaskAssignment) {
     );
 }
 
-fn log_completion(c: &proto::TaskCompletion) {
+fn log_completion(c: &Completion) {
     let tr = c.test_results.unwrap_or_default();
     let s = c.execution_summary.unwrap_or_default();
     tracing::info!(
@@ -439,19 +475,10 @@ fn log_completion(c: &proto::TaskCompletion) {
         agent_id = c.agent_id,
         attempt_id = c.attempt_id,
         duration_seconds = s.duration_seconds,
-        status = final_status_name(c.final_status),
+        status = c.final_status.as_str(),
         test_pass_rate = tr.pass_rate,
         coverage = tr.coverage_percentage,
         timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
         "task_completed"
     );
-}
-
-/// `success`, as the seed writes it.
-fn final_status_name(v: i32) -> String {
-    let name = testfleet::proto::FinalStatus::try_from(v)
-        .unwrap_or_default()
-        .as_str_name();
-    name.trim_start_matches("FINAL_STATUS_")
-        .to_ascii_lowercase()
 }

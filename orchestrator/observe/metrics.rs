@@ -12,10 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use testfleet::proto::suite_event;
 use testfleet::time::{from_timestamp, now_millis};
 
-use crate::scheduler::{Action, Scheduler, SuiteState, TaskState};
+use crate::scheduler::{Action, Notice, Scheduler, SuiteState, TaskState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabel {
@@ -187,14 +186,14 @@ impl Metrics {
 
     /// Counts what happened.
     pub fn observe(&self, s: &Scheduler, action: &Action) {
-        let Action::Publish(body) = action else {
+        let Action::Publish(notice) = action else {
             return;
         };
-        let duration = match &**body {
-            suite_event::Body::Completion(c) => c
+        let duration = match &**notice {
+            Notice::Completion(c) => c
                 .execution_summary
                 .map(|e| (c.attempt_id.as_str(), e.duration_seconds)),
-            suite_event::Body::Failure(f) => f
+            Notice::Failure(f) => f
                 .execution_summary
                 .map(|e| (f.attempt_id.as_str(), e.duration_seconds)),
             _ => None,
@@ -208,17 +207,17 @@ impl Metrics {
                     .observe(seconds);
             }
         }
-        match &**body {
-            suite_event::Body::TaskState(s) => match s.status.as_str() {
-                "completed_success" | "flaky" => {
+        match &**notice {
+            Notice::TaskState(s) => match s.status {
+                TaskState::CompletedSuccess | TaskState::Flaky => {
                     self.completed_tasks.inc();
                 }
-                "failed" => {
+                TaskState::Failed => {
                     self.failed_tasks.inc();
                 }
                 _ => {}
             },
-            suite_event::Body::Completion(c) => {
+            Notice::Completion(c) => {
                 self.agent_tasks_total
                     .get_or_create(&AgentLabel {
                         agent_id: c.agent_id.clone(),
@@ -243,7 +242,7 @@ impl Metrics {
                     self.performance_metric.get_or_create(&label).set(*value);
                 }
             }
-            suite_event::Body::Failure(f) => {
+            Notice::Failure(f) => {
                 self.agent_tasks_total
                     .get_or_create(&AgentLabel {
                         agent_id: f.agent_id.clone(),

@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 
+use crate::scheduler::{Action, AttemptOutcome, Event, Notice, Scheduler};
 use opentelemetry::trace::{Span, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use testfleet::proto::suite_event;
-
-use crate::scheduler::{Action, AttemptOutcome, Event, Scheduler};
 
 #[derive(Default)]
 pub struct Traces {
@@ -53,45 +51,34 @@ impl Traces {
                 assignment,
             } => {
                 let parent = self.suite.clone().unwrap_or_default();
-                let task_id = assignment
-                    .task_details
-                    .as_ref()
-                    .map(|d| d.task_id.clone())
-                    .unwrap_or_default();
+                let task_id = assignment.task_id.clone();
                 let mut span = testfleet::telemetry::tracer().start_with_context("task", &parent);
                 span.set_attribute(KeyValue::new("task.id", task_id));
                 span.set_attribute(KeyValue::new("attempt.id", assignment.attempt_id.clone()));
                 span.set_attribute(KeyValue::new(
                     "attempt.number",
-                    i64::from(assignment.attempt_number),
+                    i64::from(assignment.number),
                 ));
                 span.set_attribute(KeyValue::new("agent.id", agent_id.clone()));
                 span.add_event("assigned", vec![]);
                 let cx = parent.with_span(span);
                 let carried = testfleet::telemetry::inject(&cx);
-                if !carried.is_empty() {
-                    assignment.trace_context = carried;
+                if let Some(traceparent) = carried.get("traceparent") {
+                    assignment.traceparent = traceparent.clone();
                 }
                 // Only real spans need closing: with no exporter, keep nothing.
                 if cx.span().span_context().is_valid() {
                     self.attempts.insert(assignment.attempt_id.clone(), cx);
                 }
             }
-            Action::Publish(body) => self.on_publish(body),
-            Action::Escalate {
-                escalation_id,
-                report,
-                ..
-            } => {
+            Action::Publish(notice) => self.on_publish(notice),
+            Action::Escalate { report, .. } => {
                 if let Some(cx) = &self.suite {
                     cx.span().add_event(
                         "escalation",
                         vec![
-                            KeyValue::new("escalation.id", escalation_id.clone()),
-                            KeyValue::new(
-                                "task.id",
-                                report["task_id"].as_str().unwrap_or_default().to_string(),
-                            ),
+                            KeyValue::new("escalation.id", report.escalation_id.clone()),
+                            KeyValue::new("task.id", report.task_id.clone()),
                         ],
                     );
                 }
@@ -107,30 +94,27 @@ impl Traces {
         }
     }
 
-    fn on_publish(&mut self, body: &suite_event::Body) {
-        match body {
-            suite_event::Body::Failure(f) => {
+    fn on_publish(&mut self, notice: &Notice) {
+        match notice {
+            Notice::Failure(f) => {
                 if let Some(cx) = self.attempts.get(&f.attempt_id) {
                     let d = f.failure_details.clone().unwrap_or_default();
                     cx.span().add_event(
                         "failure",
                         vec![
-                            KeyValue::new(
-                                "error.type",
-                                testfleet::wire_json::error_type_name(d.error_type),
-                            ),
+                            KeyValue::new("error.type", d.error_type.as_str()),
                             KeyValue::new("error.message", d.error_message),
                         ],
                     );
                 }
             }
-            suite_event::Body::TaskState(s) => {
+            Notice::TaskState(s) => {
                 if let Some(cx) = &self.suite {
                     cx.span().add_event(
                         "task_state",
                         vec![
                             KeyValue::new("task.id", s.task_id.clone()),
-                            KeyValue::new("status", s.status.clone()),
+                            KeyValue::new("status", s.status.as_str()),
                             KeyValue::new("detail", s.detail.clone()),
                         ],
                     );

@@ -28,19 +28,24 @@ pub struct Kind(usize);
 
 impl Kind {
     pub const ASSIGNMENT: Kind = Kind(0);
+    pub const PROGRESS: Kind = Kind(1);
+    pub const COMPLETION: Kind = Kind(2);
+    pub const FAILURE: Kind = Kind(3);
+    pub const TASK_STATE: Kind = Kind(4);
+    pub const SUITE_FINISHED: Kind = Kind(5);
     pub const ALERT: Kind = Kind(6);
 
     pub fn of(body: &suite_event::Body) -> Kind {
         use suite_event::Body;
-        Kind(match body {
-            Body::Assignment(_) => 0,
-            Body::Progress(_) => 1,
-            Body::Completion(_) => 2,
-            Body::Failure(_) => 3,
-            Body::TaskState(_) => 4,
-            Body::SuiteFinished(_) => 5,
-            Body::Alert(_) => 6,
-        })
+        match body {
+            Body::Assignment(_) => Kind::ASSIGNMENT,
+            Body::Progress(_) => Kind::PROGRESS,
+            Body::Completion(_) => Kind::COMPLETION,
+            Body::Failure(_) => Kind::FAILURE,
+            Body::TaskState(_) => Kind::TASK_STATE,
+            Body::SuiteFinished(_) => Kind::SUITE_FINISHED,
+            Body::Alert(_) => Kind::ALERT,
+        }
     }
 
     pub fn named(name: &str) -> Option<Kind> {

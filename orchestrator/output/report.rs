@@ -9,10 +9,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use serde::Serialize;
 use testfleet::config::ResourceSpec;
-use testfleet::proto;
 use testfleet::report_text::{ReportText, ReportTextWriter};
-use testfleet::time::{millis_to_rfc3339, to_rfc3339};
 
+use crate::scheduler::results::{FailureDetails, RecoveryAttempt, ResourceUsage, TestResults};
+use crate::scheduler::time::{rfc3339, UnixMillis};
 use crate::scheduler::{Attempt, Scheduler, SuiteRun, TaskState};
 
 pub const REPORT_FILE: &str = "report.json";
@@ -85,7 +85,8 @@ struct EscalationReport<'a> {
     state: String,
     created_at: Rfc3339,
     resolved_at: Option<Rfc3339>,
-    report: &'a serde_json::Value,
+    /// Keys sorted, as the webhook's body and `escalations` print it.
+    report: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -131,11 +132,11 @@ struct AttemptReport<'a> {
     duration_seconds: Option<f64>,
     exit_code: Option<i32>,
     signal: Option<i32>,
-    test_results: Option<&'a proto::TestResults>,
+    test_results: Option<&'a TestResults>,
     metrics: Option<&'a std::collections::HashMap<String, f64>>,
-    peak_resources: Option<&'a proto::ResourceUsage>,
+    peak_resources: Option<&'a ResourceUsage>,
     /// Level 1: what the agent tried within this attempt.
-    recovery_attempts: &'a [proto::RecoveryAttempt],
+    recovery_attempts: &'a [RecoveryAttempt],
     failure: Option<FailureReport<'a>>,
     artifacts: &'a [String],
     stale_results: u32,
@@ -144,8 +145,8 @@ struct AttemptReport<'a> {
 
 #[derive(Serialize)]
 struct FailureReport<'a> {
-    failure_details: &'a Option<proto::FailureDetails>,
-    recovery_attempts: &'a [proto::RecoveryAttempt],
+    failure_details: &'a Option<FailureDetails>,
+    recovery_attempts: &'a [RecoveryAttempt],
     escalation_required: bool,
     recommended_actions: &'a [String],
 }
@@ -172,12 +173,12 @@ struct Rfc3339(u64);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&millis_to_rfc3339(self.0))
+        s.serialize_str(&rfc3339(self.0))
     }
 }
 
-fn ts(t: Option<prost_types::Timestamp>) -> Option<String> {
-    t.as_ref().and_then(to_rfc3339)
+fn ts(t: Option<UnixMillis>) -> Option<String> {
+    t.map(rfc3339)
 }
 
 fn attempt_report(a: &Attempt) -> AttemptReport<'_> {
@@ -320,14 +321,14 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
         .map(|e| EscalationReport {
             escalation_id: &e.escalation_id,
             task_id: &e.task_id,
-            issue_type: &e.issue_type,
+            issue_type: e.issue_type.as_str(),
             severity: &e.severity,
             state: e
                 .resolution
                 .map_or("open".to_string(), |r| format!("{r:?}").to_lowercase()),
             created_at: Rfc3339(e.created_at),
             resolved_at: e.resolved_at.map(Rfc3339),
-            report: &e.report,
+            report: crate::wire::escalation_json(&e.report),
         })
         .collect();
     SuiteReport {

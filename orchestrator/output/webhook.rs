@@ -3,10 +3,15 @@
 
 use std::time::Duration;
 
+use crate::scheduler::escalation::EscalationReport;
+use crate::wire;
+
 const TRIES: u32 = 4;
 const PER_TRY: Duration = Duration::from_secs(10);
 
-pub async fn deliver(url: String, escalation_id: String, report: serde_json::Value) {
+pub async fn deliver(url: String, report: EscalationReport) {
+    let escalation_id = report.escalation_id.clone();
+    let report = wire::escalation_json(&report);
     let client = match reqwest::Client::builder().timeout(PER_TRY).build() {
         Ok(c) => c,
         Err(e) => {

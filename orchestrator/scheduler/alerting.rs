@@ -1,10 +1,8 @@
 //! Alert rules evaluated on the scheduler's clock: raise, act, clear.
 
-use testfleet::proto;
-use testfleet::time::{millis_to_rfc3339, UnixMillis};
-
-use super::{Action, AttemptOutcome, Scheduler};
-use crate::scheduler::policy::alerts::{self, Firing, Readings, Rule};
+use super::policy::alerts::{self, Firing, Readings, Rule};
+use super::time::{rfc3339, UnixMillis};
+use super::{Action, Alert, AttemptOutcome, Scheduler};
 
 /// An alert's life, for the report.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -18,10 +16,10 @@ pub struct AlertRecord {
 }
 
 fn event(rule: Rule, active: bool, detail: &str) -> Action {
-    Action::Alert(proto::AlertEvent {
-        name: rule.name().into(),
-        severity: rule.severity().into(),
-        action: rule.action().into(),
+    Action::Alert(Alert {
+        name: rule.name(),
+        severity: rule.severity(),
+        action: rule.action(),
         active,
         detail: detail.into(),
     })
@@ -62,7 +60,7 @@ impl Scheduler {
                 .rev()
                 .find(|h| h.name == rule.name() && h.cleared_at.is_none())
             {
-                rec.cleared_at = Some(millis_to_rfc3339(now));
+                rec.cleared_at = Some(rfc3339(now));
             }
             out.push(event(rule, false, "cleared"));
         }
@@ -75,7 +73,7 @@ impl Scheduler {
             severity: f.rule.severity(),
             action: f.rule.action(),
             detail: f.detail.clone(),
-            raised_at: millis_to_rfc3339(now),
+            raised_at: rfc3339(now),
             cleared_at: None,
         });
         out.push(event(f.rule, true, &f.detail));
@@ -197,14 +195,14 @@ impl Scheduler {
         &self.alerting.history
     }
 
-    pub fn active_alerts(&self) -> Vec<proto::AlertEvent> {
+    pub fn active_alerts(&self) -> Vec<Alert> {
         self.alerting
             .active
             .iter()
-            .map(|(rule, detail)| proto::AlertEvent {
-                name: rule.name().into(),
-                severity: rule.severity().into(),
-                action: rule.action().into(),
+            .map(|(rule, detail)| Alert {
+                name: rule.name(),
+                severity: rule.severity(),
+                action: rule.action(),
                 active: true,
                 detail: detail.clone(),
             })

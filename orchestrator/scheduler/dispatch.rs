@@ -19,17 +19,15 @@
 //!   offline list schedule's median over 30 seeds from 1.039 to 1.027 times
 //!   the lower bound.
 
-use std::collections::HashMap;
-
-use testfleet::config::{ResourceSpec, SuitePlan};
-use testfleet::proto::{self, suite_event, Priority};
-use testfleet::time::{to_timestamp, UnixMillis};
-
 use std::ops::Bound::{Excluded, Unbounded};
 
+use testfleet::config::ResourceSpec;
+
 use super::state::ReadyKey;
-use super::{Action, Attempt, AttemptOutcome, Scheduler, TaskState};
-use testfleet::config::PriorityName;
+use super::time::UnixMillis;
+use super::{
+    Action, Assignment, Attempt, AttemptOutcome, Notice, Scheduler, TaskState, TaskStateChange,
+};
 
 impl Scheduler {
     /// Walks the ready set in dispatch order, dropping stale entries, until
@@ -187,29 +185,23 @@ impl Scheduler {
     }
 
     fn assign(&mut self, t: usize, agent_id: String, now: UnixMillis, out: &mut Vec<Action>) {
-        let orchestrator_id = self.orchestrator_id.clone();
         let suite = self.suite.as_mut().expect("suite");
         let task = &suite.plan.tasks[t];
         let number = suite.tasks[t].attempts.len() as u32 + 1;
         let attempt_id = format!("{}.{}.{}", suite.suite_id, task.id, number);
         let run = &mut suite.tasks[t];
-        let effective = Effective {
+        let assignment = Assignment {
+            task: t,
+            task_id: task.id.clone(),
+            traceparent: traceparent(&suite.suite_id, &attempt_id),
+            attempt_id: attempt_id.clone(),
+            number,
             resources: run.resources.unwrap_or(task.resources),
             timeout_ms: run.timeout_ms.unwrap_or(task.timeout_ms),
             reset_environment: std::mem::take(&mut run.reset_environment),
+            assigned_at: now,
         };
-        let assignment = build_assignment(
-            &suite.plan,
-            t,
-            &effective,
-            &suite.suite_id,
-            &orchestrator_id,
-            &agent_id,
-            &attempt_id,
-            number,
-            now,
-        );
-        let need = effective.resources;
+        let need = assignment.resources;
         let category = task.category.clone();
 
         let run = &mut suite.tasks[t];
@@ -244,26 +236,20 @@ impl Scheduler {
         peak.disk_mb = peak.disk_mb.max(agent.reserved.disk_mb);
         self.attempt_index.insert(attempt_id.clone(), t);
 
-        let task_id = assignment
-            .task_details
-            .as_ref()
-            .map(|d| d.task_id.clone())
-            .unwrap_or_default();
+        let task_id = assignment.task_id.clone();
         // Watchers see the assignment from this action too: the engine
         // copies it for them only when someone watches.
         out.push(Action::Assign {
             agent_id: agent_id.clone(),
             assignment: Box::new(assignment),
         });
-        out.push(Action::publish(suite_event::Body::TaskState(
-            proto::TaskStateChanged {
-                task_id,
-                status: TaskState::Running.as_str().into(),
-                agent_id,
-                attempt_id,
-                detail: format!("attempt {number} assigned"),
-            },
-        )));
+        out.push(Action::publish(Notice::TaskState(TaskStateChange {
+            task_id,
+            status: TaskState::Running,
+            agent_id,
+            attempt_id,
+            detail: format!("attempt {number} assigned"),
+        })));
     }
 }
 
@@ -274,15 +260,6 @@ fn load_after(reserved: &ResourceSpec, capacity: &ResourceSpec, need: &ResourceS
     after.add(need);
     let ratio = |used: u64, cap: u64| (used * 1000).checked_div(cap).unwrap_or(1000);
     ratio(after.cpu_millis, capacity.cpu_millis).max(ratio(after.memory_mb, capacity.memory_mb))
-}
-
-fn priority(p: PriorityName) -> Priority {
-    match p {
-        PriorityName::Low => Priority::Low,
-        PriorityName::Medium => Priority::Medium,
-        PriorityName::High => Priority::High,
-        PriorityName::Critical => Priority::Critical,
-    }
 }
 
 /// A W3C traceparent for the attempt: the suite is the trace, the attempt a
@@ -302,79 +279,4 @@ pub(crate) fn traceparent(suite_id: &str, attempt_id: &str) -> String {
         trace.to_ascii_lowercase(),
         h.finish() | 1
     )
-}
-
-/// What an attempt runs with: the config's values, or recovery's.
-struct Effective {
-    resources: ResourceSpec,
-    timeout_ms: u64,
-    reset_environment: bool,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_assignment(
-    plan: &SuitePlan,
-    t: usize,
-    effective: &Effective,
-    suite_id: &str,
-    orchestrator_id: &str,
-    agent_id: &str,
-    attempt_id: &str,
-    number: u32,
-    now: UnixMillis,
-) -> proto::TaskAssignment {
-    let task = &plan.tasks[t];
-    let mut criteria = proto::SuccessCriteria::default();
-    let mut other = HashMap::new();
-    for (k, &v) in &task.criteria {
-        match k.as_str() {
-            "pass_rate" | "min_pass_rate" => criteria.min_pass_rate = Some(v),
-            "coverage" | "required_coverage" => criteria.required_coverage = Some(v),
-            "max_execution_time" | "execution_time_max" => criteria.max_execution_time = Some(v),
-            _ => {
-                other.insert(k.clone(), v);
-            }
-        }
-    }
-    criteria.other = other;
-    let e = &task.execution;
-    proto::TaskAssignment {
-        message_id: format!("{attempt_id}/assign"),
-        timestamp: Some(to_timestamp(now)),
-        orchestrator_id: orchestrator_id.to_string(),
-        target_agent: agent_id.to_string(),
-        task_details: Some(proto::TaskDetails {
-            task_id: task.id.clone(),
-            task_type: task.category.trim_end_matches('s').to_string(),
-            role: task.role.clone(),
-            priority: priority(task.priority) as i32,
-            timeout_seconds: effective.timeout_ms.div_ceil(1000),
-            resources: Some(proto::Resources {
-                memory_mb: effective.resources.memory_mb,
-                cpu_cores: effective.resources.cpu_cores(),
-                disk_mb: effective.resources.disk_mb,
-            }),
-            execution_template: task.template.clone(),
-            dependencies: task.dependencies.clone(),
-            success_criteria: Some(criteria),
-        }),
-        attempt_id: attempt_id.to_string(),
-        trace_context: HashMap::from([(
-            "traceparent".to_string(),
-            traceparent(suite_id, attempt_id),
-        )]),
-        execution: Some(proto::ExecutionSpec {
-            command: e.command.clone(),
-            setup_command: e.setup.clone(),
-            working_directory: e.working_directory.clone(),
-            env: e.env.iter().cloned().collect(),
-            progress_parser: e.progress_parser.to_string(),
-            junit_path: e.junit.clone(),
-            coverage_path: e.coverage.clone(),
-            grace_period_seconds: plan.retry.grace_period_ms.div_ceil(1000),
-            suite_id: suite_id.to_string(),
-            reset_environment: effective.reset_environment,
-        }),
-        attempt_number: number,
-    }
 }

@@ -4,12 +4,59 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use serde_json::json;
-use testfleet::proto::{self, ErrorType};
-use testfleet::time::{millis_to_rfc3339, UnixMillis};
-use testfleet::wire_json::error_type_name;
+use serde::Serialize;
 
-use super::{Action, Escalation, Resolution, Scheduler, SuiteState, TaskState};
+use super::results::{ErrorContext, ErrorType, Failure, RecoveryAttempt};
+use super::state::Recovery;
+use super::time::{self, UnixMillis};
+use super::{Action, Escalation, Reply, Resolution, Scheduler, SuiteState, TaskState};
+
+/// The seed's escalation report: what a person is sent and shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationReport {
+    pub escalation_id: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub timestamp: UnixMillis,
+    pub task_id: String,
+    pub issue_type: ErrorType,
+    pub severity: String,
+    pub context: EscalationContext,
+    pub system_state: SystemState,
+    pub recommended_actions: Vec<String>,
+    /// Tasks paused while it is open.
+    pub blocking_tasks: Vec<String>,
+    pub resolve_with: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationContext {
+    pub reason: String,
+    pub error_message: String,
+    pub failed_tests: Vec<String>,
+    pub error_context: Option<ErrorContext>,
+    pub agent_id: Option<String>,
+    pub attempts: usize,
+    /// What the orchestrator's recovery did, in order.
+    pub recovery_history: Vec<Recovery>,
+    /// What the agent tried within the failed attempt.
+    pub agent_recovery_attempts: Option<Vec<RecoveryAttempt>>,
+}
+
+/// The suite when the escalation was raised.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SystemState {
+    pub suite_id: String,
+    pub agents_connected: usize,
+    pub tasks_running: usize,
+    pub tasks_queued: usize,
+    pub tasks_completed: usize,
+    pub tasks_failed: usize,
+    pub open_escalations: usize,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&time::rfc3339(*t))
+}
 
 impl Scheduler {
     /// Everything not yet ended that cannot proceed while `t` is stuck: its
@@ -37,12 +84,12 @@ impl Scheduler {
         error: ErrorType,
         severity: &str,
         why: String,
-        failure: Option<&proto::FailureNotification>,
+        failure: Option<&Failure>,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
         let blocking = self.blocked_by(t);
-        let report = self.escalation_report(t, error, severity, &why, failure, &blocking, now);
+        let mut report = self.escalation_report(t, error, severity, &why, failure, &blocking, now);
         let suite = self.suite.as_mut().expect("suite");
         let escalation_id = format!(
             "esc-{}-{}",
@@ -54,8 +101,7 @@ impl Scheduler {
                 .collect::<String>(),
             suite.escalations.len() + 1
         );
-        let mut report = report;
-        report["escalation_id"] = json!(escalation_id);
+        report.escalation_id = escalation_id.clone();
         suite.tasks[t].state = TaskState::Escalated;
         suite.tasks[t].reason = why.clone();
         let task_id = suite.plan.tasks[t].id.clone();
@@ -63,7 +109,7 @@ impl Scheduler {
             escalation_id: escalation_id.clone(),
             task: t,
             task_id,
-            issue_type: error_type_name(error as i32),
+            issue_type: error,
             severity: severity.to_string(),
             created_at: now,
             resolution: None,
@@ -82,9 +128,8 @@ impl Scheduler {
         }
         let webhook = self.suite.as_ref().and_then(|s| s.plan.webhook.clone());
         out.push(Action::Escalate {
-            escalation_id,
             webhook,
-            report,
+            report: Box::new(report),
         });
     }
 
@@ -95,45 +140,59 @@ impl Scheduler {
         error: ErrorType,
         severity: &str,
         why: &str,
-        failure: Option<&proto::FailureNotification>,
+        failure: Option<&Failure>,
         blocking: &[usize],
         now: UnixMillis,
-    ) -> serde_json::Value {
+    ) -> EscalationReport {
         let suite = self.suite.as_ref().expect("suite");
         let run = &suite.tasks[t];
         let details = failure
             .and_then(|f| f.failure_details.clone())
             .unwrap_or_default();
         let count = |s: TaskState| suite.tasks.iter().filter(|r| r.state == s).count();
-        json!({
-            "escalation_id": "",
-            "timestamp": millis_to_rfc3339(now),
-            "task_id": suite.plan.tasks[t].id,
-            "issue_type": error_type_name(error as i32),
-            "severity": severity,
-            "context": {
-                "reason": why,
-                "error_message": details.error_message,
-                "failed_tests": details.failed_tests,
-                "error_context": details.error_context,
-                "agent_id": failure.map(|f| f.agent_id.clone()),
-                "attempts": run.attempts.len(),
-                "recovery_history": run.recoveries,
-                "agent_recovery_attempts": failure.map(|f| f.recovery_attempts.clone()),
+        EscalationReport {
+            escalation_id: String::new(),
+            timestamp: now,
+            task_id: suite.plan.tasks[t].id.clone(),
+            issue_type: error,
+            severity: severity.to_string(),
+            context: EscalationContext {
+                reason: why.to_string(),
+                error_message: details.error_message,
+                failed_tests: details.failed_tests,
+                error_context: details.error_context,
+                agent_id: failure.map(|f| f.agent_id.clone()),
+                attempts: run.attempts.len(),
+                recovery_history: run.recoveries.clone(),
+                agent_recovery_attempts: failure.map(|f| f.recovery_attempts.clone()),
             },
-            "system_state": {
-                "suite_id": suite.suite_id,
-                "agents_connected": self.agents.values().filter(|a| a.connected).count(),
-                "tasks_running": count(TaskState::Running),
-                "tasks_queued": count(TaskState::Ready),
-                "tasks_completed": suite.tasks.iter().filter(|r| r.satisfies_dependents()).count(),
-                "tasks_failed": count(TaskState::Failed),
-                "open_escalations": suite.escalations.iter().filter(|e| e.resolution.is_none()).count(),
+            system_state: SystemState {
+                suite_id: suite.suite_id.clone(),
+                agents_connected: self.agents.values().filter(|a| a.connected).count(),
+                tasks_running: count(TaskState::Running),
+                tasks_queued: count(TaskState::Ready),
+                tasks_completed: suite
+                    .tasks
+                    .iter()
+                    .filter(|r| r.satisfies_dependents())
+                    .count(),
+                tasks_failed: count(TaskState::Failed),
+                open_escalations: suite
+                    .escalations
+                    .iter()
+                    .filter(|e| e.resolution.is_none())
+                    .count(),
             },
-            "recommended_actions": failure.map(|f| f.recommended_actions.clone()).unwrap_or_default(),
-            "blocking_tasks": blocking.iter().map(|&b| suite.plan.tasks[b].id.clone()).collect::<Vec<_>>(),
-            "resolve_with": "orchestrator escalations resolve <escalation_id> --action retry|skip|abort",
-        })
+            recommended_actions: failure
+                .map(|f| f.recommended_actions.clone())
+                .unwrap_or_default(),
+            blocking_tasks: blocking
+                .iter()
+                .map(|&b| suite.plan.tasks[b].id.clone())
+                .collect(),
+            resolve_with:
+                "orchestrator escalations resolve <escalation_id> --action retry|skip|abort",
+        }
     }
 
     pub(super) fn resolve(
@@ -142,17 +201,21 @@ impl Scheduler {
         resolution: Resolution,
         now: UnixMillis,
         out: &mut Vec<Action>,
-    ) {
-        let Some(suite) = self.running_suite_mut() else {
-            return;
+    ) -> Reply {
+        let Some(suite) = self.suite.as_mut() else {
+            return Reply::refused_escalation(escalation_id, false);
         };
+        let running = suite.state == SuiteState::Running;
         let Some(e) = suite
             .escalations
             .iter_mut()
-            .find(|e| e.escalation_id == escalation_id && e.resolution.is_none())
+            .find(|e| e.escalation_id == escalation_id)
         else {
-            return;
+            return Reply::refused_escalation(escalation_id, false);
         };
+        if e.resolution.is_some() || !running {
+            return Reply::refused_escalation(escalation_id, true);
+        }
         e.resolution = Some(resolution);
         e.resolved_at = Some(now);
         let (t, blocking) = (e.task, e.blocking.clone());
@@ -180,6 +243,7 @@ impl Scheduler {
                 self.end_suite(&reason, SuiteState::Failed, now, out);
             }
         }
+        Reply::Resolved
     }
 
     /// Paused tasks that no other open escalation holds wait again.

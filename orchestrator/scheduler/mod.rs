@@ -3,16 +3,21 @@
 //! and spawns nothing, which is what lets tests drive every failure path
 //! deterministically (see `tests/simulation.rs`).
 
+mod action;
 pub(crate) mod alerting;
 mod critical_path;
 pub(crate) mod dispatch;
-mod escalation;
+pub mod escalation;
+mod event;
 // Checked by tests and, in debug builds, after every real event.
 #[cfg(any(test, debug_assertions))]
 mod invariants;
+mod notice;
 mod outcome;
 pub mod policy;
+pub mod results;
 pub mod state;
+pub mod time;
 
 #[cfg(test)]
 mod tests;
@@ -21,140 +26,23 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use testfleet::config::{PlannedTask, ResourceSpec, SuitePlan, TaskKind};
-use testfleet::proto::{self, suite_event};
-use testfleet::time::UnixMillis;
 
+pub use action::{Action, Alert, Assignment, CancelRequest, Refusal, Rejection, Reply};
+pub use event::Event;
+pub use notice::{Notice, TaskStateChange};
 pub use state::{
     AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, Escalation, Resolution, SuiteRun,
     SuiteState, TaskRun, TaskState,
 };
+use time::UnixMillis;
 
-#[derive(Debug, Clone)]
-pub enum Event {
-    SubmitSuite {
-        suite_id: String,
-        suite_name: String,
-        plan: Arc<SuitePlan>,
-        timeout_ms: Option<u64>,
-    },
-    AgentConnected {
-        agent_id: AgentId,
-        conn: u64,
-        host: String,
-        labels: BTreeMap<String, String>,
-        capacity: ResourceSpec,
-        running: Vec<AttemptId>,
-    },
-    AgentDisconnected {
-        agent_id: AgentId,
-        conn: u64,
-    },
-    Heartbeat {
-        agent_id: AgentId,
-        conn: u64,
-        usage: Option<proto::ResourceUsage>,
-    },
-    Progress(proto::ProgressUpdate),
-    Completed(proto::TaskCompletion),
-    Failed(proto::FailureNotification),
-    CancelAcked {
-        agent_id: AgentId,
-        attempt_id: AttemptId,
-    },
-    /// Periodic: heartbeat deadlines, retry delays, the suite's deadline.
-    Tick,
-    CancelSuite {
-        reason: String,
-    },
-    ResolveEscalation {
-        escalation_id: String,
-        resolution: Resolution,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Send the assignment to the agent; watchers see it as an assignment
-    /// event.
-    Assign {
-        agent_id: AgentId,
-        // Boxed, as is `Publish`'s body: a submit returns an action per
-        // task, and unboxed these made every action 700 bytes.
-        assignment: Box<proto::TaskAssignment>,
-    },
-    Cancel {
-        agent_id: AgentId,
-        cancel: proto::CancelTask,
-    },
-    /// Refuse an agent's stream (fleet full).
-    RefuseAgent {
-        agent_id: AgentId,
-        conn: u64,
-        reason: String,
-    },
-    /// Close a lost agent's stream if it is still open.
-    DropAgent {
-        agent_id: AgentId,
-        conn: u64,
-        reason: String,
-    },
-    /// Refuse a frame: tell the agent, log it; nothing else changes.
-    Reject {
-        agent_id: AgentId,
-        message_id: String,
-        attempt_id: AttemptId,
-        rejection: Rejection,
-    },
-    /// An alert raised or cleared: logged and shown to watchers.
-    Alert(proto::AlertEvent),
-    /// Hand a failure to a person: log it and POST the report.
-    Escalate {
-        escalation_id: String,
-        webhook: Option<String>,
-        report: serde_json::Value,
-    },
-    /// For watchers.
-    Publish(Box<suite_event::Body>),
-    SuiteFinished {
-        suite_id: String,
-        state: SuiteState,
-    },
-}
-
-impl Action {
-    /// An event for watchers.
-    pub fn publish(body: suite_event::Body) -> Action {
-        Action::Publish(Box::new(body))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// The result names an attempt this orchestrator never made.
-    UnknownAttempt,
-    /// The result came from an agent that does not hold the attempt.
-    NotTheAgentsAttempt,
-    /// The result's task is not the attempt's task.
-    TaskMismatch,
-}
-
-impl Rejection {
-    /// The gRPC status a unary call would have answered.
-    pub fn code(self) -> tonic::Code {
-        match self {
-            Rejection::UnknownAttempt => tonic::Code::NotFound,
-            Rejection::NotTheAgentsAttempt => tonic::Code::PermissionDenied,
-            Rejection::TaskMismatch => tonic::Code::InvalidArgument,
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Rejection::UnknownAttempt => "no such attempt in the current suite",
-            Rejection::NotTheAgentsAttempt => "the attempt belongs to another agent",
-            Rejection::TaskMismatch => "the attempt belongs to another task",
-        }
-    }
+/// Where an attempt belongs: its suite, task, number and agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptPlace {
+    pub suite_id: String,
+    pub task_id: String,
+    pub number: u32,
+    pub agent_id: AgentId,
 }
 
 pub struct Scheduler {
@@ -199,6 +87,10 @@ impl Scheduler {
         self.revision
     }
 
+    pub fn orchestrator_id(&self) -> &str {
+        &self.orchestrator_id
+    }
+
     pub fn agents(&self) -> impl Iterator<Item = &AgentState> {
         self.agents.values()
     }
@@ -228,6 +120,22 @@ impl Scheduler {
             .find(|a| a.attempt_id == attempt_id)
     }
 
+    /// Where an attempt of the current suite belongs, found by its index.
+    pub fn attempt_place(&self, attempt_id: &str) -> Option<AttemptPlace> {
+        let &t = self.attempt_index.get(attempt_id)?;
+        let suite = self.suite.as_ref()?;
+        let a = suite.tasks[t]
+            .attempts
+            .iter()
+            .find(|a| a.attempt_id == attempt_id)?;
+        Some(AttemptPlace {
+            suite_id: suite.suite_id.clone(),
+            task_id: suite.plan.tasks[t].id.clone(),
+            number: a.number,
+            agent_id: a.agent_id.clone(),
+        })
+    }
+
     pub fn is_running(&self) -> bool {
         self.running_suite().is_some()
     }
@@ -250,7 +158,10 @@ impl Scheduler {
                 suite_name,
                 plan,
                 timeout_ms,
-            } => self.submit(suite_id, suite_name, plan, timeout_ms, now, &mut out),
+            } => {
+                let reply = self.submit(suite_id, suite_name, plan, timeout_ms, now, &mut out);
+                out.push(Action::Reply(reply));
+            }
             Event::AgentConnected {
                 agent_id,
                 conn,
@@ -293,9 +204,18 @@ impl Scheduler {
             Event::ResolveEscalation {
                 escalation_id,
                 resolution,
-            } => self.resolve(&escalation_id, resolution, now, &mut out),
+            } => {
+                let reply = self.resolve(&escalation_id, resolution, now, &mut out);
+                out.push(Action::Reply(reply));
+            }
             Event::CancelSuite { reason } => {
-                self.end_suite(&reason, SuiteState::Cancelled, now, &mut out)
+                let reply = if self.is_running() {
+                    self.end_suite(&reason, SuiteState::Cancelled, now, &mut out);
+                    Reply::Cancelling
+                } else {
+                    Reply::Refused(Refusal::NoSuiteRunning)
+                };
+                out.push(Action::Reply(reply));
             }
         }
         self.dispatch(now, &mut out);
@@ -313,10 +233,12 @@ impl Scheduler {
         timeout_ms: Option<u64>,
         now: UnixMillis,
         out: &mut Vec<Action>,
-    ) {
-        if self.is_running() {
-            // The edge refuses this before it gets here; never replace a live suite.
-            return;
+    ) -> Reply {
+        if let Some(running) = self.running_suite() {
+            // Never replace a live suite: a racing second submit is told so.
+            return Reply::Refused(Refusal::SuiteRunning {
+                suite_id: running.suite_id.clone(),
+            });
         }
         // Alerts are per suite; the duration baselines carry over.
         let baselines = std::mem::take(&mut self.alerting.baselines);
@@ -360,7 +282,11 @@ impl Scheduler {
         for i in 0..n {
             self.promote_if_ready(i, now, out);
         }
+        let suite_id = self.suite.as_ref().map(|s| s.suite_id.clone());
         self.finish_suite_if_done(now, out);
+        Reply::Submitted {
+            suite_id: suite_id.unwrap_or_default(),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -642,11 +568,10 @@ impl Scheduler {
 fn cancel(agent_id: &str, task_id: String, attempt_id: AttemptId, reason: &str) -> Action {
     Action::Cancel {
         agent_id: agent_id.to_string(),
-        cancel: proto::CancelTask {
+        cancel: CancelRequest {
             task_id,
             attempt_id,
             reason: reason.to_string(),
-            grace_period_seconds: 0,
         },
     }
 }

@@ -1,29 +1,31 @@
 //! How results change the state: readiness, attempt ends, retries, terminal
 //! states and their propagation to dependents, groups and the suite.
 
-use testfleet::config::{ResourceSpec, TaskKind};
-use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
-use testfleet::time::{millis_to_rfc3339, UnixMillis};
+use std::sync::Arc;
 
+use testfleet::config::{ResourceSpec, TaskKind};
+
+use super::policy::criteria::{self, Facts};
+use super::policy::recovery::{self, Budget, Decision, History, RetryPlan};
+use super::results::{Completion, ErrorType, Failure, FinalStatus, ProgressReport};
 use super::state::Recovery;
-use super::{Action, AttemptOutcome, Rejection, Scheduler, SuiteState, TaskState};
-use crate::scheduler::policy::criteria::{self, Facts};
-use crate::scheduler::policy::recovery::{self, Budget, Decision, History, RetryPlan};
+use super::time::{rfc3339, UnixMillis};
+use super::{
+    Action, AttemptOutcome, Notice, Rejection, Scheduler, SuiteState, TaskState, TaskStateChange,
+};
 
 impl Scheduler {
     pub(super) fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
         let suite = self.suite.as_ref().expect("suite");
         let run = &suite.tasks[t];
         let live = run.live_attempt();
-        out.push(Action::publish(suite_event::Body::TaskState(
-            proto::TaskStateChanged {
-                task_id: suite.plan.tasks[t].id.clone(),
-                status: run.state.as_str().into(),
-                agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
-                attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
-                detail: detail.into(),
-            },
-        )));
+        out.push(Action::publish(Notice::TaskState(TaskStateChange {
+            task_id: suite.plan.tasks[t].id.clone(),
+            status: run.state,
+            agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
+            attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
+            detail: detail.into(),
+        })));
     }
 
     /// Moves a waiting task on once everything it waits on has ended.
@@ -173,7 +175,7 @@ impl Scheduler {
             after_attempt: after,
             error_type: error.to_string(),
             action: plan.action.to_string(),
-            at: millis_to_rfc3339(now),
+            at: rfc3339(now),
         });
         run.reason = format!("{error}: recovering by {}", plan.action);
         let detail = run.reason.clone();
@@ -325,12 +327,10 @@ impl Scheduler {
             suite_id: suite_id.clone(),
             state,
         });
-        out.push(Action::publish(suite_event::Body::SuiteFinished(
-            proto::SuiteFinished {
-                suite_id,
-                status: state.as_str().into(),
-            },
-        )));
+        out.push(Action::publish(Notice::SuiteFinished {
+            suite_id,
+            status: state,
+        }));
     }
 
     /// Finds the task of a result and checks the agent holds the attempt.
@@ -379,7 +379,7 @@ impl Scheduler {
         None
     }
 
-    pub(super) fn progress(&mut self, update: proto::ProgressUpdate, out: &mut Vec<Action>) {
+    pub(super) fn progress(&mut self, update: ProgressReport, out: &mut Vec<Action>) {
         let Some(t) = self.locate_result(
             &update.agent_id,
             &update.task_id,
@@ -389,31 +389,28 @@ impl Scheduler {
         ) else {
             return;
         };
+        let update = Arc::new(update);
         let run = &mut self.suite.as_mut().expect("suite").tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].last_progress = Some(update.clone());
         }
-        out.push(Action::publish(suite_event::Body::Progress(update)));
+        out.push(Action::publish(Notice::Progress(update)));
     }
 
-    pub(super) fn completed(
-        &mut self,
-        mut c: proto::TaskCompletion,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn completed(&mut self, mut c: Completion, now: UnixMillis, out: &mut Vec<Action>) {
         let Some(t) =
             self.locate_result(&c.agent_id, &c.task_id, &c.attempt_id, &c.message_id, out)
         else {
             return;
         };
-        let success = c.final_status == FinalStatus::Success as i32;
+        let success = c.final_status == FinalStatus::Success;
         let suite = self.suite.as_ref().expect("suite");
         let facts = attempt_facts(&c);
         let results = criteria::evaluate(&suite.plan.tasks[t].criteria, &facts);
         let met = success && results.iter().all(|r| r.passed);
         c.next_actions = next_actions(suite, t, met);
-        out.push(Action::publish(suite_event::Body::Completion(c.clone())));
+        let c = Arc::new(c);
+        out.push(Action::publish(Notice::Completion(c.clone())));
 
         let outcome = if met {
             AttemptOutcome::Succeeded
@@ -452,12 +449,15 @@ impl Scheduler {
             .skip(1)
             .find_map(|a| {
                 let d = a.failure.as_ref()?.failure_details.as_ref()?;
-                let e = ErrorType::try_from(d.error_type).ok()?;
-                matches!(e, ErrorType::CalculationError | ErrorType::LogicError).then(|| {
+                matches!(
+                    d.error_type,
+                    ErrorType::CalculationError | ErrorType::LogicError
+                )
+                .then(|| {
                     format!(
                         "attempt {} failed ({}: {})",
                         a.number,
-                        testfleet::wire_json::error_type_name(d.error_type),
+                        d.error_type.as_str(),
                         d.error_message
                     )
                 })
@@ -468,22 +468,21 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn failed(
-        &mut self,
-        f: proto::FailureNotification,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn failed(&mut self, f: Failure, now: UnixMillis, out: &mut Vec<Action>) {
         let Some(t) =
             self.locate_result(&f.agent_id, &f.task_id, &f.attempt_id, &f.message_id, out)
         else {
             return;
         };
-        out.push(Action::publish(suite_event::Body::Failure(f.clone())));
-        let details = f.failure_details.clone().unwrap_or_default();
-        let error = ErrorType::try_from(details.error_type).unwrap_or_default();
-        let error_name = testfleet::wire_json::error_type_name(details.error_type);
-        let reason = format!("{error_name}: {}", details.error_message);
+        let f = Arc::new(f);
+        out.push(Action::publish(Notice::Failure(f.clone())));
+        let error = f.error_type();
+        let error_name = error.as_str().to_string();
+        let message = f
+            .failure_details
+            .as_ref()
+            .map_or("", |d| d.error_message.as_str());
+        let reason = format!("{error_name}: {message}");
         let suite = self.suite.as_mut().expect("suite");
         let policy = suite.plan.retry.clone();
         let original_timeout_ms = suite.plan.tasks[t].timeout_ms;
@@ -512,7 +511,7 @@ impl Scheduler {
                 error,
                 severity,
                 format!("{reason} ({why})"),
-                Some(&f),
+                Some(&*f),
                 now,
                 out,
             ),
@@ -520,7 +519,7 @@ impl Scheduler {
     }
 }
 
-pub(crate) fn attempt_facts(c: &proto::TaskCompletion) -> Facts {
+pub(crate) fn attempt_facts(c: &Completion) -> Facts {
     let tr = c.test_results.unwrap_or_default();
     let summary = c.execution_summary.unwrap_or_default();
     Facts {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use testfleet::config::{ResourceSpec, SuitePlan};
-use testfleet::proto;
-use testfleet::time::UnixMillis;
 
-use crate::scheduler::policy::criteria::CriterionResult;
+use super::escalation::EscalationReport;
+use super::policy::criteria::CriterionResult;
+use super::results::{Completion, ErrorType, Failure, ProgressReport, ResourceUsage};
+use super::time::UnixMillis;
 
 pub type AgentId = String;
 pub type AttemptId = String;
@@ -27,7 +28,7 @@ pub struct AgentState {
     pub conn: u64,
     pub connected: bool,
     pub last_heartbeat: UnixMillis,
-    pub last_usage: Option<proto::ResourceUsage>,
+    pub last_usage: Option<ResourceUsage>,
 }
 
 impl AgentState {
@@ -108,11 +109,11 @@ pub struct Attempt {
     #[serde(skip)]
     pub reserved: ResourceSpec,
     #[serde(skip)]
-    pub completion: Option<proto::TaskCompletion>,
+    pub completion: Option<Arc<Completion>>,
     #[serde(skip)]
-    pub failure: Option<proto::FailureNotification>,
+    pub failure: Option<Arc<Failure>>,
     #[serde(skip)]
-    pub last_progress: Option<proto::ProgressUpdate>,
+    pub last_progress: Option<Arc<ProgressReport>>,
     /// Results that arrived for this attempt after it stopped being live.
     pub stale_results: u32,
     /// The agent confirmed a cancel: the attempt's processes are gone.
@@ -188,7 +189,7 @@ impl TaskRun {
 }
 
 /// One step of recovery, for the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recovery {
     pub after_attempt: u32,
     pub error_type: String,
@@ -211,7 +212,7 @@ pub struct Escalation {
     #[serde(skip)]
     pub task: usize,
     pub task_id: String,
-    pub issue_type: String,
+    pub issue_type: ErrorType,
     pub severity: String,
     pub created_at: UnixMillis,
     pub resolution: Option<Resolution>,
@@ -220,7 +221,7 @@ pub struct Escalation {
     #[serde(skip)]
     pub blocking: Vec<usize>,
     /// The report as sent to the webhook.
-    pub report: serde_json::Value,
+    pub report: EscalationReport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -4,6 +4,7 @@
 use testfleet::proto;
 
 use crate::scheduler::{Scheduler, TaskState};
+use crate::wire;
 
 pub fn status(s: &Scheduler) -> proto::SuiteStatus {
     let Some(suite) = s.suite() else {
@@ -35,7 +36,7 @@ pub fn status(s: &Scheduler) -> proto::SuiteStatus {
                 }
             })
             .collect(),
-        alerts: s.active_alerts(),
+        alerts: s.active_alerts().iter().map(wire::alert).collect(),
         started_at: Some(testfleet::time::to_timestamp(suite.started_at)),
         finished_at: suite.finished_at.map(testfleet::time::to_timestamp),
     }
@@ -68,7 +69,7 @@ pub fn progress(s: &Scheduler) -> proto::SuiteProgress {
                     .as_ref()
                     .map_or(0.0, |p| p.percentage / 100.0)
                     .clamp(0.0, 0.99);
-                latest.push(p.clone());
+                latest.push(wire::progress_out(p));
             }
         }
     }

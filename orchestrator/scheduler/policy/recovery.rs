@@ -16,8 +16,8 @@
 //! A task that has failed `escalation_threshold` times goes to a human
 //! whatever its type.
 
+use crate::scheduler::results::ErrorType;
 use testfleet::config::{ResourceSpec, RetryPolicy};
-use testfleet::proto::ErrorType;
 
 /// What the task has been through, as far as the decision needs.
 #[derive(Debug, Clone, Default)]

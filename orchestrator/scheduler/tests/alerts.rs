@@ -1,6 +1,6 @@
 //! The seed's alert rules, raised on the scheduler's clock and acted on.
 
-use testfleet::proto::{self, ErrorType};
+use crate::scheduler::results::{ErrorType, ExecutionSummary, FinalStatus, ResourceUsage};
 
 use super::harness::*;
 use crate::scheduler::{Action, Event};
@@ -9,7 +9,7 @@ fn alerts_raised(sim: &Sim) -> Vec<String> {
     sim.log
         .iter()
         .filter_map(|a| match a {
-            Action::Alert(e) if e.active => Some(e.name.clone()),
+            Action::Alert(e) if e.active => Some(e.name.to_string()),
             _ => None,
         })
         .collect()
@@ -57,7 +57,7 @@ fn memory_exhaustion_runs_fewer_tasks_at_once() {
     let usage = |mb| Event::Heartbeat {
         agent_id: "a".into(),
         conn: 1,
-        usage: Some(proto::ResourceUsage {
+        usage: Some(ResourceUsage {
             memory_usage_mb: mb,
             ..Default::default()
         }),
@@ -107,8 +107,8 @@ fn slower_than_twice_the_baseline_is_a_warning() {
     sim.join("a", cap(1, 1024));
     let finish = |sim: &mut Sim, seconds: f64| {
         let r = sim.running()[0].clone();
-        let mut c = completion(&r, proto::FinalStatus::Success, 1, 1);
-        c.execution_summary = Some(proto::ExecutionSummary {
+        let mut c = completion(&r, FinalStatus::Success, 1, 1);
+        c.execution_summary = Some(ExecutionSummary {
             duration_seconds: seconds,
             ..Default::default()
         });

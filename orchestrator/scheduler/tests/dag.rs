@@ -59,7 +59,7 @@ fn a_failed_task_skips_everything_downstream_but_not_its_siblings() {
     // A1 needs a 0.95 pass rate: 9 of 10 misses it, and a criterion is final.
     sim.step(crate::scheduler::Event::Completed(completion(
         &r[0],
-        testfleet::proto::FinalStatus::Success,
+        crate::scheduler::results::FinalStatus::Success,
         10,
         9,
     )));
@@ -86,7 +86,7 @@ fn a_failed_subtask_fails_its_group() {
     let b1a = sim.running()[0].clone();
     sim.step(crate::scheduler::Event::Completed(completion(
         &b1a,
-        testfleet::proto::FinalStatus::Failure,
+        crate::scheduler::results::FinalStatus::Failure,
         10,
         10,
     )));
@@ -112,7 +112,7 @@ fn criteria_decide_success() {
     // A2 needs pass_rate 1.0; 9 of 10 passing misses it.
     sim.step(crate::scheduler::Event::Completed(completion(
         &a2,
-        testfleet::proto::FinalStatus::Success,
+        crate::scheduler::results::FinalStatus::Success,
         10,
         9,
     )));
@@ -150,8 +150,8 @@ fn completion_tells_what_can_proceed() {
     let c = out
         .iter()
         .find_map(|a| match a {
-            crate::scheduler::Action::Publish(body) => match &**body {
-                testfleet::proto::suite_event::Body::Completion(c) => Some(c.clone()),
+            crate::scheduler::Action::Publish(notice) => match &**notice {
+                crate::scheduler::Notice::Completion(c) => Some(c.clone()),
                 _ => None,
             },
             _ => None,

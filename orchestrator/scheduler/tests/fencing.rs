@@ -196,7 +196,7 @@ fn infrastructure_failures_wait_retry_delay_then_go_elsewhere() {
     let mut sim = one_task();
     sim.join("b", cap(1, 1024));
     let a = sim.running()[0].clone();
-    sim.fail(&a, testfleet::proto::ErrorType::SystemError);
+    sim.fail(&a, crate::scheduler::results::ErrorType::SystemError);
     assert_eq!(
         sim.state("T"),
         TaskState::Ready,

@@ -2,8 +2,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::scheduler::results::{
+    Completion, ErrorType, ExecutionSummary, Failure, FailureDetails, FinalStatus, ResourceUsage,
+    TestResults,
+};
 use testfleet::config::{ResourceSpec, SuiteConfig, SuitePlan};
-use testfleet::proto::{self, ErrorType, FinalStatus};
 
 use crate::scheduler::{Action, Event, Scheduler, SuiteState, TaskState};
 
@@ -54,10 +57,14 @@ impl Sim {
     }
 
     pub fn step(&mut self, e: Event) -> Vec<Action> {
+        let command = e.is_command();
         let out = self.s.handle(e, self.now);
         if let Err(broken) = self.s.check_invariants() {
             panic!("invariant broken at t={}: {broken}", self.now);
         }
+        // A command is answered once, and nothing else is answered.
+        let replies = out.iter().filter(|a| matches!(a, Action::Reply(_))).count();
+        assert_eq!(replies, usize::from(command), "replies at t={}", self.now);
         self.log.extend(out.iter().cloned());
         out
     }
@@ -180,7 +187,7 @@ pub fn assigned(actions: &[Action]) -> Vec<Assigned> {
                 assignment,
             } => Some(Assigned {
                 agent: agent_id.clone(),
-                task: assignment.task_details.as_ref().unwrap().task_id.clone(),
+                task: assignment.task_id.clone(),
                 attempt: assignment.attempt_id.clone(),
             }),
             _ => None,
@@ -188,18 +195,13 @@ pub fn assigned(actions: &[Action]) -> Vec<Assigned> {
         .collect()
 }
 
-pub fn completion(
-    a: &Assigned,
-    status: FinalStatus,
-    total: u64,
-    passed: u64,
-) -> proto::TaskCompletion {
-    proto::TaskCompletion {
+pub fn completion(a: &Assigned, status: FinalStatus, total: u64, passed: u64) -> Completion {
+    Completion {
         agent_id: a.agent.clone(),
         task_id: a.task.clone(),
         attempt_id: a.attempt.clone(),
-        final_status: status as i32,
-        test_results: Some(proto::TestResults {
+        final_status: status,
+        test_results: Some(TestResults {
             total_tests: total,
             passed,
             failed: total - passed,
@@ -217,11 +219,11 @@ pub fn completion(
             ("memory_efficiency".to_string(), 0.9),
         ]
         .into(),
-        peak_resources: Some(proto::ResourceUsage {
+        peak_resources: Some(ResourceUsage {
             memory_usage_mb: 100,
             ..Default::default()
         }),
-        execution_summary: Some(proto::ExecutionSummary {
+        execution_summary: Some(ExecutionSummary {
             duration_seconds: 1.0,
             ..Default::default()
         }),
@@ -229,13 +231,13 @@ pub fn completion(
     }
 }
 
-pub fn failure(a: &Assigned, error: ErrorType) -> proto::FailureNotification {
-    proto::FailureNotification {
+pub fn failure(a: &Assigned, error: ErrorType) -> Failure {
+    Failure {
         agent_id: a.agent.clone(),
         task_id: a.task.clone(),
         attempt_id: a.attempt.clone(),
-        failure_details: Some(proto::FailureDetails {
-            error_type: error as i32,
+        failure_details: Some(FailureDetails {
+            error_type: error,
             error_message: "boom".into(),
             ..Default::default()
         }),

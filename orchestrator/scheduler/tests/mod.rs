@@ -2,6 +2,7 @@
 //! holds the helpers every topic uses.
 
 mod alerts;
+mod commands;
 mod dag;
 mod fencing;
 mod harness;

@@ -1,7 +1,7 @@
 //! Levels 2 and 3 driven through the scheduler: what each failure type
 //! leads to, flaky passes, escalations and their resolutions.
 
-use testfleet::proto::{ErrorType, FinalStatus};
+use crate::scheduler::results::{ErrorType, FinalStatus};
 
 use super::harness::*;
 use crate::scheduler::{Action, Event, Resolution, SuiteState, TaskState};
@@ -25,26 +25,38 @@ fn fail_twice(sim: &mut Sim, error: ErrorType) {
     }
 }
 
+/// The last assignment, as the agent receives it.
 fn last_assignment(sim: &Sim) -> testfleet::proto::TaskAssignment {
-    sim.log
+    let (agent_id, assignment) = sim
+        .log
         .iter()
         .rev()
         .find_map(|a| match a {
-            Action::Assign { assignment, .. } => Some((**assignment).clone()),
+            Action::Assign {
+                agent_id,
+                assignment,
+            } => Some((agent_id, assignment)),
             _ => None,
         })
-        .expect("an assignment")
+        .expect("an assignment");
+    let suite = sim.s.suite().expect("suite");
+    let route = crate::wire::Route {
+        suite_id: &suite.suite_id,
+        orchestrator_id: sim.s.orchestrator_id(),
+        agent_id,
+    };
+    crate::wire::assignment(assignment, &suite.plan, &route)
 }
 
+/// Each escalation's id and its report as the webhook receives it.
 fn escalations(sim: &Sim) -> Vec<(String, serde_json::Value)> {
     sim.log
         .iter()
         .filter_map(|a| match a {
-            Action::Escalate {
-                escalation_id,
-                report,
-                ..
-            } => Some((escalation_id.clone(), report.clone())),
+            Action::Escalate { report, .. } => Some((
+                report.escalation_id.clone(),
+                crate::wire::escalation_json(report),
+            )),
             _ => None,
         })
         .collect()

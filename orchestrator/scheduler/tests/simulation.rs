@@ -9,9 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::scheduler::results::{ErrorType, FinalStatus, ProgressReport};
+use crate::scheduler::Notice;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use testfleet::proto::{self, suite_event, ErrorType, FinalStatus};
 
 use super::harness::*;
 use crate::output::report::{build, ReportJson};
@@ -160,7 +161,7 @@ impl World {
             63..=72 => {
                 let running = self.sim.running();
                 if let Some(a) = running.first() {
-                    let e = Event::Progress(proto::ProgressUpdate {
+                    let e = Event::Progress(ProgressReport {
                         agent_id: a.agent.clone(),
                         task_id: a.task.clone(),
                         attempt_id: a.attempt.clone(),
@@ -300,11 +301,8 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
     let mut ends: BTreeMap<String, u32> = BTreeMap::new();
     for a in &sim.log {
         let Action::Publish(body) = a else { continue };
-        if let suite_event::Body::TaskState(s) = &**body {
-            if matches!(
-                s.status.as_str(),
-                "completed_success" | "flaky" | "failed" | "skipped" | "cancelled"
-            ) {
+        if let Notice::TaskState(s) = &**body {
+            if s.status.is_terminal() {
                 *ends.entry(s.task_id.clone()).or_default() += 1;
             }
         }
@@ -332,7 +330,7 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
         .iter()
         .position(|a| matches!(a, Action::SuiteFinished { .. }));
     let announced = sim.log.iter().position(
-        |a| matches!(a, Action::Publish(b) if matches!(**b, suite_event::Body::SuiteFinished(_))),
+        |a| matches!(a, Action::Publish(b) if matches!(**b, Notice::SuiteFinished { .. })),
     );
     match (written, announced) {
         (Some(w), Some(a)) if w < a => Ok(()),

@@ -1,0 +1,202 @@
+//! What agents report, in the scheduler's own types: progress, a completion,
+//! a failure and the figures they carry. The edge maps the wire messages to
+//! these (`crate::wire`); field names follow the seed's messages, so the
+//! report prints them as the seed writes them.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::time::{self, UnixMillis};
+
+/// The seed's error types: what a failure was, which decides its recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    #[default]
+    Unspecified,
+    ImportError,
+    PermissionError,
+    MemoryError,
+    TimeoutError,
+    NetworkError,
+    CalculationError,
+    LogicError,
+    SystemError,
+    ResourceExhaustion,
+}
+
+impl ErrorType {
+    /// The seed's name (`calculation_error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Unspecified => "unspecified",
+            ErrorType::ImportError => "import_error",
+            ErrorType::PermissionError => "permission_error",
+            ErrorType::MemoryError => "memory_error",
+            ErrorType::TimeoutError => "timeout_error",
+            ErrorType::NetworkError => "network_error",
+            ErrorType::CalculationError => "calculation_error",
+            ErrorType::LogicError => "logic_error",
+            ErrorType::SystemError => "system_error",
+            ErrorType::ResourceExhaustion => "resource_exhaustion",
+        }
+    }
+}
+
+/// How the agent says a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalStatus {
+    #[default]
+    Unspecified,
+    Success,
+    Failure,
+    Timeout,
+    Cancelled,
+}
+
+impl FinalStatus {
+    /// The seed's name (`success`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Unspecified => "unspecified",
+            FinalStatus::Success => "success",
+            FinalStatus::Failure => "failure",
+            FinalStatus::Timeout => "timeout",
+            FinalStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where an attempt is, as its progress says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttemptPhase {
+    #[default]
+    Unspecified,
+    SettingUp,
+    Running,
+    Parsing,
+    Uploading,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct ResourceUsage {
+    pub memory_usage_mb: u64,
+    pub cpu_utilization: f64,
+    pub disk_usage_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Progress {
+    pub percentage: f64,
+    pub current_test: String,
+    pub tests_completed: u64,
+    pub tests_remaining: u64,
+    pub estimated_completion: Option<UnixMillis>,
+}
+
+/// A running attempt's progress.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProgressReport {
+    pub message_id: String,
+    pub timestamp: Option<UnixMillis>,
+    pub agent_id: String,
+    pub task_id: String,
+    pub attempt_id: String,
+    pub progress: Option<Progress>,
+    pub resources: Option<ResourceUsage>,
+    pub status: AttemptPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ExecutionSummary {
+    pub start_time: Option<UnixMillis>,
+    pub end_time: Option<UnixMillis>,
+    pub duration_seconds: f64,
+    pub exit_code: i32,
+    pub signal: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct TestResults {
+    pub total_tests: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub pass_rate: f64,
+    pub coverage_percentage: f64,
+    pub skipped: u64,
+    pub errors: u64,
+    pub coverage_measured: bool,
+}
+
+/// What level-1 recovery tried on the agent, within one attempt.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RecoveryAttempt {
+    pub attempt: u32,
+    pub action: String,
+    pub result: String,
+    #[serde(serialize_with = "time::opt_rfc3339")]
+    pub timestamp: Option<UnixMillis>,
+    pub error_type: String,
+}
+
+/// An attempt's command ended and its results were read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Completion {
+    pub message_id: String,
+    pub timestamp: Option<UnixMillis>,
+    pub agent_id: String,
+    pub task_id: String,
+    pub attempt_id: String,
+    pub final_status: FinalStatus,
+    pub execution_summary: Option<ExecutionSummary>,
+    pub test_results: Option<TestResults>,
+    pub artifacts: Vec<String>,
+    /// The seed's `next_actions`: filled in by the scheduler.
+    pub next_actions: Vec<String>,
+    pub metrics: HashMap<String, f64>,
+    pub peak_resources: Option<ResourceUsage>,
+    pub recovery_attempts: Vec<RecoveryAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ErrorContext {
+    pub test_file: String,
+    pub line_number: u32,
+    pub function: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct FailureDetails {
+    pub error_type: ErrorType,
+    pub error_message: String,
+    pub failed_tests: Vec<String>,
+    pub error_context: Option<ErrorContext>,
+}
+
+/// An attempt failed in a way the agent could not recover from itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Failure {
+    pub message_id: String,
+    pub timestamp: Option<UnixMillis>,
+    pub agent_id: String,
+    pub task_id: String,
+    pub attempt_id: String,
+    pub failure_details: Option<FailureDetails>,
+    pub recovery_attempts: Vec<RecoveryAttempt>,
+    pub escalation_required: bool,
+    pub recommended_actions: Vec<String>,
+    pub execution_summary: Option<ExecutionSummary>,
+    pub test_results: Option<TestResults>,
+    pub artifacts: Vec<String>,
+    pub peak_resources: Option<ResourceUsage>,
+}
+
+impl Failure {
+    pub fn error_type(&self) -> ErrorType {
+        self.failure_details
+            .as_ref()
+            .map_or(ErrorType::Unspecified, |d| d.error_type)
+    }
+}

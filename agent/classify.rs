@@ -161,6 +161,32 @@ pub fn classify(e: &Ending) -> Classified {
     }
 }
 
+/// Whether a run counts as a success, and so ends in a completion rather
+/// than a failure: a clean exit, or tests that failed within the task's
+/// tolerated pass rate (the seed's 43 of 45 at 0.95). The orchestrator then
+/// judges every criterion of a completion, the pass rate again among them;
+/// this only picks which of the two messages the agent sends (and whether
+/// level-1 recovery runs), which the orchestrator cannot do for it.
+pub fn succeeded(e: &Ending, c: &Classified, min_pass_rate: f64) -> bool {
+    let ran_out = e.timed_out || e.memory_exceeded;
+    let clean_exit = e.exit_code == Some(0) && !ran_out;
+    let tolerated = e.exit_code == Some(1)
+        && !ran_out
+        && e.junit
+            .is_some_and(|j| j.total > 0 && j.pass_rate() >= min_pass_rate)
+        && matches!(
+            c.error_type,
+            ErrorType::LogicError | ErrorType::CalculationError
+        );
+    clean_exit || tolerated
+}
+
+/// Whether a failure of this type is one for a person (the failure's
+/// `escalation_required`): wrong results, which no recovery step can fix.
+pub fn escalation_required(t: ErrorType) -> bool {
+    matches!(t, ErrorType::CalculationError | ErrorType::LogicError)
+}
+
 /// The whole line around byte `at`, as the message.
 fn line_of(text: &str, at: usize) -> String {
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -386,5 +412,46 @@ mod tests {
             }),
             ErrorType::LogicError
         );
+    }
+
+    #[test]
+    fn clean_exits_and_tolerated_test_failures_succeed() {
+        let mut j = summary("AssertionError: assert 'a' == 'b'", "");
+        (j.total, j.passed, j.failed) = (45, 43, 2);
+        let ending = |exit_code, timed_out| Ending {
+            exit_code: Some(exit_code),
+            timed_out,
+            junit: Some(&j),
+            ..Default::default()
+        };
+        let judge = |e: &Ending, min| succeeded(e, &classify(e), min);
+        assert!(judge(
+            &Ending {
+                exit_code: Some(0),
+                ..Default::default()
+            },
+            1.0
+        ));
+        assert!(judge(&ending(1, false), 0.95), "43 of 45 at 0.95");
+        assert!(!judge(&ending(1, false), 0.96), "43 of 45 below 0.96");
+        assert!(!judge(&ending(1, true), 0.5), "a timeout never succeeds");
+        assert!(
+            !judge(&ending(2, false), 0.5),
+            "only exit status 1 is a test failure"
+        );
+        let import = Ending {
+            exit_code: Some(1),
+            output_tail: "ModuleNotFoundError: No module named 'x'",
+            junit: Some(&j),
+            ..Default::default()
+        };
+        assert!(!judge(&import, 0.5), "an import error is no test failure");
+    }
+
+    #[test]
+    fn wrong_results_need_a_person() {
+        assert!(escalation_required(ErrorType::CalculationError));
+        assert!(escalation_required(ErrorType::LogicError));
+        assert!(!escalation_required(ErrorType::NetworkError));
     }
 }

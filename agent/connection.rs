@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::executor::{self, Context};
+use crate::attempt::{self, Context};
 
 pub struct Identity {
     pub agent_id: String,
@@ -225,7 +225,7 @@ impl Agent {
         let ctx = self.ctx.clone();
         let registry = self.running.clone();
         tokio::spawn(async move {
-            executor::run(ctx, a, cancel_rx).await;
+            attempt::run(ctx, a, cancel_rx).await;
             registry.lock().await.remove(&attempt_id);
         });
     }

@@ -1,8 +1,8 @@
 //! `agent`: connects to an orchestrator, runs what it assigns, reports back.
 
+mod attempt;
 mod classify;
 mod connection;
-mod executor;
 mod parsers;
 mod recovery;
 mod sampler;
@@ -140,9 +140,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "--agent-id {claimed} does not match the certificate's name {name}"
         );
     }
-    executor::workdir_ok(&args.workdir)?;
+    attempt::workdir_ok(&args.workdir)?;
     let workdir = std::fs::canonicalize(&args.workdir)?;
-    let reaped = executor::reap_orphans(&workdir);
+    let reaped = attempt::reap_orphans(&workdir);
     if reaped > 0 {
         tracing::warn!(
             reaped,
@@ -182,7 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let channel = testfleet::transport::secure_endpoint(&args.orchestrator_endpoint, tls.as_ref())?
         .connect_lazy();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::channel(1024);
-    let ctx = Arc::new(executor::Context::new(
+    let ctx = Arc::new(attempt::Context::new(
         agent_id,
         host,
         workdir,

@@ -23,13 +23,7 @@ impl Uploader {
     /// Uploads every file directly in `dir`; returns the names that arrived.
     /// A failed upload is logged and left out: results still get reported.
     pub async fn upload_dir(&self, task_id: &str, attempt_id: &str, dir: &Path) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut files: Vec<_> = entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .collect();
+        let mut files = files_in(dir).await;
         files.sort_by_key(|e| e.file_name());
         let mut sent = Vec::new();
         for entry in files {
@@ -73,4 +67,20 @@ impl Uploader {
             .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         Ok(())
     }
+}
+
+/// The regular files directly in `dir`, listed through tokio::fs: this runs
+/// for every attempt, on the runtime's threads.
+async fn files_in(dir: &Path) -> Vec<tokio::fs::DirEntry> {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    // An error ends the listing, as it ends std's ReadDir.
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if e.file_type().await.is_ok_and(|t| t.is_file()) {
+            files.push(e);
+        }
+    }
+    files
 }

@@ -1,0 +1,165 @@
+//! Where an attempt lives: its directories and files under the agent's
+//! workdir, the placeholders its template fills in, and the environment its
+//! commands see.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use testfleet::proto;
+use testfleet::time::now_millis;
+
+use super::Context;
+
+/// Where a running attempt records its process group, for reaping after a crash.
+pub(super) const PGID_FILE: &str = "pgid";
+
+pub(super) struct Attempt {
+    pub a: proto::TaskAssignment,
+    pub task_id: String,
+    /// `{workdir}`: the agent's, or a fresh one when the orchestrator asked
+    /// for an environment reset.
+    pub workdir: PathBuf,
+    pub dir: PathBuf,
+    pub artifacts: PathBuf,
+    pub metrics_file: PathBuf,
+    pub started: Instant,
+    pub start_ms: u64,
+}
+
+impl Attempt {
+    /// Lays the assignment out under `agent_workdir`; creates nothing.
+    pub fn new(agent_workdir: &Path, a: proto::TaskAssignment) -> Self {
+        let details = a.task_details.clone().unwrap_or_default();
+        let safe_id: String = a
+            .attempt_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = agent_workdir.join("attempts").join(&safe_id);
+        let artifacts = dir.join("artifacts");
+        let reset = a.execution.as_ref().is_some_and(|e| e.reset_environment);
+        let workdir = if reset {
+            agent_workdir.join("fresh").join(&safe_id)
+        } else {
+            agent_workdir.to_path_buf()
+        };
+        Attempt {
+            workdir,
+            task_id: details.task_id.clone(),
+            metrics_file: artifacts.join("metrics.json"),
+            artifacts,
+            dir,
+            a,
+            started: Instant::now(),
+            start_ms: now_millis(),
+        }
+    }
+
+    pub fn execution(&self) -> proto::ExecutionSpec {
+        self.a.execution.clone().unwrap_or_default()
+    }
+
+    pub fn fill(&self, s: &str) -> String {
+        s.replace("{workdir}", &self.workdir.display().to_string())
+            .replace("{artifacts_dir}", &self.artifacts.display().to_string())
+            .replace("{metrics_file}", &self.metrics_file.display().to_string())
+    }
+
+    /// A path the template names: relative ones are under the artifacts dir.
+    pub fn artifact_path(&self, p: &str) -> Option<PathBuf> {
+        if p.is_empty() {
+            return None;
+        }
+        let p = PathBuf::from(self.fill(p));
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.artifacts.join(p)
+        })
+    }
+
+    pub fn output_log(&self) -> PathBuf {
+        self.artifacts.join(format!("{}_output.log", self.task_id))
+    }
+
+    pub fn setup_log(&self) -> PathBuf {
+        self.artifacts.join(format!("{}_setup.log", self.task_id))
+    }
+
+    pub fn pgid_file(&self) -> PathBuf {
+        self.dir.join(PGID_FILE)
+    }
+
+    /// The artifacts, tmp and work directories. On the blocking pool: this
+    /// runs for every attempt, and a slow disk must not hold up the others'
+    /// progress and heartbeats on the runtime's threads.
+    pub async fn create_dirs(&self) -> std::io::Result<()> {
+        let dirs = [
+            self.artifacts.clone(),
+            self.dir.join("tmp"),
+            self.workdir.clone(),
+        ];
+        tokio::task::spawn_blocking(move || dirs.iter().try_for_each(std::fs::create_dir_all))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// A rerun writes a new output log; the old one is kept as evidence.
+    pub async fn keep_output_log(&self, try_number: usize) {
+        let kept = self
+            .artifacts
+            .join(format!("{}_output.try{try_number}.log", self.task_id));
+        let _ = tokio::fs::rename(self.output_log(), kept).await;
+    }
+}
+
+/// The environment of the attempt's setup and command.
+pub(super) fn task_env(ctx: &Context, at: &Attempt) -> Vec<(String, String)> {
+    let details = at.a.task_details.clone().unwrap_or_default();
+    let exec = at.execution();
+    let mut env = vec![
+        ("TESTFLEET_TASK_ID".to_string(), at.task_id.clone()),
+        ("TESTFLEET_ROLE".into(), details.role.clone()),
+        ("TESTFLEET_ATTEMPT_ID".into(), at.a.attempt_id.clone()),
+        ("TESTFLEET_SUITE_ID".into(), exec.suite_id.clone()),
+        ("TESTFLEET_ATTEMPT_DIR".into(), at.dir.display().to_string()),
+        ("TESTFLEET_AGENT_ID".into(), ctx.agent_id.clone()),
+        (
+            "TESTFLEET_ARTIFACTS".into(),
+            at.artifacts.display().to_string(),
+        ),
+        (
+            "TESTFLEET_METRICS".into(),
+            at.metrics_file.display().to_string(),
+        ),
+        (
+            "TESTFLEET_WORKDIR".into(),
+            ctx.workdir.display().to_string(),
+        ),
+        // Live progress needs the runner's output as it happens.
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+    ];
+    if let Some(tp) = at.a.trace_context.get("traceparent") {
+        env.push(("TRACEPARENT".into(), tp.clone()));
+    }
+    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), at.fill(v))));
+    env
+}
+
+/// Checked once at start, before the runtime has anything else to do.
+pub fn workdir_ok(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the workdir {}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the workdir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! tested without files. Validation collects every problem it finds, each with
 //! the file and line it concerns, before anything runs.
 
+pub mod defaults;
 mod locate;
 mod plan;
 mod validate;
@@ -448,26 +449,27 @@ pub struct PhaseConfig {
     pub strategy: PhaseStrategy,
 }
 
+// serde's `default = "..."` needs functions; the values are in `defaults`.
 fn default_name() -> String {
-    "testfleet".into()
+    defaults::SUITE_NAME.into()
 }
 fn default_log_level() -> String {
-    "INFO".into()
+    defaults::LOG_LEVEL.into()
 }
 fn default_api_port() -> u16 {
-    8080
+    defaults::API_PORT
 }
 fn default_metrics_port() -> u16 {
-    9090
+    defaults::METRICS_PORT
 }
 fn default_agent_timeout() -> f64 {
-    300.0
+    defaults::AGENT_TIMEOUT.as_secs_f64()
 }
 fn default_metrics_interval() -> f64 {
-    10.0
+    defaults::METRICS_INTERVAL.as_secs_f64()
 }
 fn default_health_interval() -> f64 {
-    30.0
+    defaults::HEALTH_CHECK_INTERVAL.as_secs_f64()
 }
 fn one() -> i64 {
     1
@@ -515,14 +517,21 @@ impl SuiteConfig {
         let fh = &self.failure_handling;
         let rc = &self.recovery;
         RetryPolicy {
-            max_retries: fh.max_retries.or(rc.max_retries).unwrap_or(2).max(0) as u32,
-            retry_delay_ms: secs_to_ms(fh.retry_delay_seconds.or(rc.retry_delay).unwrap_or(30.0)),
+            max_retries: fh
+                .max_retries
+                .or(rc.max_retries)
+                .map_or(defaults::MAX_RETRIES, |n| n.max(0) as u32),
+            retry_delay_ms: fh
+                .retry_delay_seconds
+                .or(rc.retry_delay)
+                .map_or(defaults::ms(defaults::RETRY_DELAY), secs_to_ms),
             escalation_threshold: fh
                 .escalation_threshold
                 .or(rc.escalation_threshold)
-                .unwrap_or(3)
-                .max(1) as u32,
-            grace_period_ms: secs_to_ms(fh.timeout_grace_period.unwrap_or(60.0)),
+                .map_or(defaults::ESCALATION_THRESHOLD, |n| n.max(1) as u32),
+            grace_period_ms: fh
+                .timeout_grace_period
+                .map_or(defaults::ms(defaults::GRACE_PERIOD), secs_to_ms),
         }
     }
 

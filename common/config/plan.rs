@@ -8,7 +8,9 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use super::{secs_to_ms, PriorityName, ProgressParser, RetryPolicy, SchedulingMode, SuiteConfig};
+use super::{
+    defaults, secs_to_ms, PriorityName, ProgressParser, RetryPolicy, SchedulingMode, SuiteConfig,
+};
 
 /// A reservation, in the scheduler's integer units.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -144,11 +146,6 @@ impl SuitePlan {
     }
 }
 
-const DEFAULT_MEMORY_MB: f64 = 512.0;
-const DEFAULT_CPU: f64 = 1.0;
-const DEFAULT_DISK_MB: f64 = 100.0;
-const DEFAULT_TIMEOUT_S: f64 = 600.0;
-
 pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
     let mut tasks: Vec<PlannedTask> = Vec::new();
     let mut index = HashMap::new();
@@ -164,20 +161,24 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
                 memory_mb: r
                     .memory_mb
                     .or(alloc.memory_mb)
-                    .unwrap_or(DEFAULT_MEMORY_MB)
+                    .unwrap_or(defaults::TASK_MEMORY_MB)
                     .round() as u64,
-                cpu_millis: (r.cpu_cores.or(alloc.cpu_cores).unwrap_or(DEFAULT_CPU) * 1000.0)
+                cpu_millis: (r
+                    .cpu_cores
+                    .or(alloc.cpu_cores)
+                    .unwrap_or(defaults::TASK_CPU_CORES)
+                    * 1000.0)
                     .round() as u64,
                 disk_mb: r
                     .disk_mb
                     .or(alloc.disk_mb)
-                    .unwrap_or(DEFAULT_DISK_MB)
+                    .unwrap_or(defaults::TASK_DISK_MB)
                     .round() as u64,
             };
             let timeout_ms = secs_to_ms(
                 r.timeout
                     .or(alloc.timeout_seconds)
-                    .unwrap_or(DEFAULT_TIMEOUT_S),
+                    .unwrap_or(defaults::TASK_TIMEOUT.as_secs_f64()),
             );
             let name = def.name.clone().unwrap_or_else(|| def.id.clone());
             let template = def.template.clone().unwrap_or_default();
@@ -301,7 +302,10 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             .human_notification_webhook
             .clone()
             .filter(|w| !w.trim().is_empty()),
-        cancel_ack_timeout_ms: secs_to_ms(config.recovery.cancel_ack_timeout.unwrap_or(30.0)),
+        cancel_ack_timeout_ms: config
+            .recovery
+            .cancel_ack_timeout
+            .map_or(defaults::ms(defaults::CANCEL_ACK_TIMEOUT), secs_to_ms),
         min_agents: config.agent_pool.min_agents.max(0) as u32,
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use testfleet::config::defaults;
 use testfleet::proto::{self, orchestrator_message, OrchestratorMessage};
 use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
@@ -243,10 +244,12 @@ async fn run(
             );
         }
         traces.after(&scheduler);
-        // Gauges follow the current suite's metrics_interval (10 s when idle).
+        // Gauges follow the current suite's metrics_interval (its default when idle).
         let interval = scheduler
             .suite()
-            .map_or(10_000, |s| s.plan.metrics_interval_ms)
+            .map_or(defaults::ms(defaults::METRICS_INTERVAL), |s| {
+                s.plan.metrics_interval_ms
+            })
             .max(100);
         if now.saturating_sub(last_refresh) >= interval {
             metrics.refresh(&scheduler);

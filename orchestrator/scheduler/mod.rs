@@ -25,7 +25,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use testfleet::config::{PlannedTask, ResourceSpec, SuitePlan, TaskKind};
+use testfleet::config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 
 pub use action::{Action, Alert, Assignment, CancelRequest, Refusal, Rejection, Reply};
 pub use event::Event;
@@ -412,7 +412,9 @@ impl Scheduler {
             let timeout = self
                 .suite
                 .as_ref()
-                .map_or(30_000, |s| s.plan.cancel_ack_timeout_ms);
+                .map_or(defaults::ms(defaults::CANCEL_ACK_TIMEOUT), |s| {
+                    s.plan.cancel_ack_timeout_ms
+                });
             self.pending_cancels
                 .insert(attempt_id.clone(), (agent_id.to_string(), now + timeout));
         }
@@ -482,7 +484,9 @@ impl Scheduler {
         let timeout = self
             .suite
             .as_ref()
-            .map_or(300_000, |s| s.plan.agent_timeout_ms);
+            .map_or(defaults::ms(defaults::AGENT_TIMEOUT), |s| {
+                s.plan.agent_timeout_ms
+            });
         let silent: Vec<(AgentId, u64)> = self
             .agents
             .values()

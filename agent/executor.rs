@@ -21,6 +21,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::classify::{self, Ending};
+use crate::limits;
 use crate::parsers::{coverage, junit, progress};
 use crate::recovery;
 use crate::sampler::{self, GroupSampler};
@@ -643,7 +644,7 @@ async fn send_progress(
         attempt_id: at.a.attempt_id.clone(),
         progress: Some(proto::Progress {
             percentage: pct,
-            current_test: o.current_test.clone(),
+            current_test: limits::text(&o.current_test, limits::NAME_BYTES),
             tests_completed: o.completed,
             tests_remaining: o.remaining(),
             estimated_completion: estimated,
@@ -894,7 +895,7 @@ fn failure_message(
         task_id: at.task_id.clone(),
         failure_details: Some(proto::FailureDetails {
             error_type: c.error_type as i32,
-            error_message: c.message.clone(),
+            error_message: limits::text(&c.message, limits::MESSAGE_BYTES),
             failed_tests: c.failed_tests.clone(),
             error_context: Some(proto::ErrorContext {
                 test_file: c.test_file.clone(),

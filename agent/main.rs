@@ -3,6 +3,7 @@
 mod classify;
 mod connection;
 mod executor;
+mod limits;
 mod parsers;
 mod recovery;
 mod sampler;

@@ -1,10 +1,12 @@
 //! Turns how a command ended into one of the seed's failure types, with the
-//! message, failed tests, location and recommended actions that go with it.
+//! message, failed tests, location and recommended actions that go with it,
+//! each bounded for the wire (`limits`).
 
 use regex::Regex;
 use std::sync::LazyLock;
 use testfleet::proto::ErrorType;
 
+use crate::limits;
 use crate::parsers::junit;
 
 /// Everything known about how an attempt ended.
@@ -62,18 +64,25 @@ static ASSERTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bassert")
 static OUTPUT_ASSERTION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)^\S*AssertionError\b.*$").expect("regex"));
 
+/// How much of the failures' text is searched for a failure's type.
+const EVIDENCE_BYTES: usize = 1 << 20;
+
 fn numeric_assertion(text: &str) -> bool {
     ASSERTION.is_match(text) && NUMERIC_ASSERTION.is_match(text)
 }
 
 pub fn classify(e: &Ending) -> Classified {
     let failures: &[junit::Failure] = e.junit.map(|j| j.failures.as_slice()).unwrap_or_default();
-    let failed_tests: Vec<String> = failures.iter().map(|f| f.test.clone()).collect();
     let first = failures.first();
-    let failure_text: String = failures
-        .iter()
-        .map(|f| format!("{}\n{}\n", f.message, f.text))
-        .collect();
+    // The failures' text is evidence up to a point: a flood of them says
+    // no more than its first megabyte.
+    let mut failure_text = String::new();
+    for f in failures {
+        if failure_text.len() >= EVIDENCE_BYTES {
+            break;
+        }
+        failure_text.push_str(&format!("{}\n{}\n", f.message, f.text));
+    }
     let evidence = format!("{failure_text}\n{}", e.output_tail);
     let last_line = e
         .output_tail
@@ -151,13 +160,14 @@ pub fn classify(e: &Ending) -> Classified {
         };
         (ErrorType::SystemError, msg)
     };
+    let name = |n: Option<&str>| limits::text(n.unwrap_or_default(), limits::NAME_BYTES);
     Classified {
         error_type,
-        message,
-        failed_tests,
-        test_file: first.and_then(|f| f.file.clone()).unwrap_or_default(),
+        message: limits::text(&message, limits::MESSAGE_BYTES),
+        failed_tests: limits::failed_tests(failures.iter().map(|f| f.test.as_str())),
+        test_file: name(first.and_then(|f| f.file.as_deref())),
         line_number: first.and_then(|f| f.line).unwrap_or(0),
-        function: first.map(|f| f.test.clone()).unwrap_or_default(),
+        function: name(first.map(|f| f.test.as_str())),
     }
 }
 
@@ -360,6 +370,47 @@ mod tests {
             }),
             ErrorType::LogicError
         );
+    }
+
+    #[test]
+    fn a_flood_of_failures_is_bounded_and_counted() {
+        let failures: Vec<junit::Failure> = (0..150_000)
+            .map(|i| junit::Failure {
+                test: format!("test_{i:06}"),
+                message: if i == 0 {
+                    "x".repeat(100_000)
+                } else {
+                    "boom".into()
+                },
+                ..Default::default()
+            })
+            .collect();
+        let j = junit::Summary {
+            total: 150_000,
+            failed: 150_000,
+            failures,
+            ..Default::default()
+        };
+        let c = classify(&Ending {
+            exit_code: Some(1),
+            junit: Some(&j),
+            ..Default::default()
+        });
+        assert_eq!(c.failed_tests.len(), limits::FAILED_TESTS + 1);
+        assert_eq!(c.failed_tests[0], "test_000000");
+        assert_eq!(
+            c.failed_tests.last().unwrap(),
+            "… and 149,900 more failed tests (all in the attempt's artifacts)"
+        );
+        assert!(c.message.len() <= limits::MESSAGE_BYTES);
+        assert!(c.message.ends_with("more bytes cut)"), "{}", c.message);
+        let last = format!("exit status 1: {}", "y".repeat(1 << 20));
+        let c = classify(&Ending {
+            exit_code: Some(1),
+            output_tail: &last,
+            ..Default::default()
+        });
+        assert!(c.message.len() <= limits::MESSAGE_BYTES);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::attempt::{self, Context};
+use crate::limits;
 
 pub struct Identity {
     pub agent_id: String,
@@ -45,6 +46,9 @@ enum End {
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a message may wait for room on the stream before the session
+/// counts as dead and the agent reconnects.
+const SEND_STALL: Duration = Duration::from_secs(30);
 
 impl Agent {
     pub fn new(
@@ -148,6 +152,13 @@ impl Agent {
         let mut heartbeat = tokio::time::interval(Duration::from_millis(
             ack.heartbeat_interval_ms.max(100) as u64,
         ));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // One message at a time waits for room on the stream, while replies
+        // are still read: a stalled or closed outgoing side ends the session
+        // as surely as the incoming one.
+        let mut unsent: Option<AgentMessage> = None;
+        let stall = tokio::time::sleep(SEND_STALL);
+        tokio::pin!(stall);
         loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
@@ -155,20 +166,41 @@ impl Agent {
                     Ok(None) => return End::Lost("the orchestrator closed the stream".into()),
                     Err(s) => return classify_status(s, self.tls),
                 },
-                Some(out) = self.outbox.recv() => {
-                    if tx.send(out).await.is_err() {
-                        return End::Lost("the stream closed while sending".into());
-                    }
+                room = tx.reserve(), if unsent.is_some() => match (room, unsent.take()) {
+                    (Ok(room), Some(msg)) => room.send(msg),
+                    _ => return End::Lost("the stream closed while sending".into()),
+                },
+                () = tx.closed(), if unsent.is_none() => {
+                    return End::Lost("the orchestrator stopped reading our stream".into());
                 }
-                _ = heartbeat.tick() => {
-                    let running: Vec<String> = self.running.lock().await.keys().cloned().collect();
-                    let usage = host_usage(&mut host);
-                    let hb = proto::Heartbeat { agent_id: self.id.agent_id.clone(), timestamp: Some(now_timestamp()), usage, running_attempt_ids: running };
-                    if tx.send(AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).await.is_err() {
-                        return End::Lost("the stream closed while sending".into());
-                    }
+                () = &mut stall, if unsent.is_some() => {
+                    return End::Lost(format!(
+                        "the orchestrator took no message for {} s",
+                        SEND_STALL.as_secs()
+                    ));
+                }
+                Some(out) = self.outbox.recv(), if unsent.is_none() => {
+                    unsent = Some(limits::fit(out));
+                    stall.as_mut().reset(tokio::time::Instant::now() + SEND_STALL);
+                }
+                _ = heartbeat.tick(), if unsent.is_none() => {
+                    unsent = Some(self.heartbeat(&mut host).await);
+                    stall.as_mut().reset(tokio::time::Instant::now() + SEND_STALL);
                 }
             }
+        }
+    }
+
+    async fn heartbeat(&self, host: &mut Option<sysinfo::System>) -> AgentMessage {
+        let running: Vec<String> = self.running.lock().await.keys().cloned().collect();
+        let hb = proto::Heartbeat {
+            agent_id: self.id.agent_id.clone(),
+            timestamp: Some(now_timestamp()),
+            usage: host_usage(host),
+            running_attempt_ids: running,
+        };
+        AgentMessage {
+            body: Some(agent_message::Body::Heartbeat(hb)),
         }
     }
 

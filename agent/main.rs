@@ -3,6 +3,7 @@
 mod attempt;
 mod classify;
 mod connection;
+mod limits;
 mod parsers;
 mod recovery;
 mod sampler;

@@ -14,6 +14,7 @@ use super::results::{Judged, Results};
 use super::watch::Outcome;
 use super::{child, Context};
 use crate::classify;
+use crate::limits;
 
 /// Writes the attempt's artifacts, uploads them, and sends the one message
 /// that says how the attempt ended.
@@ -85,7 +86,7 @@ fn failure_message(
         task_id: at.task_id.clone(),
         failure_details: Some(proto::FailureDetails {
             error_type: c.error_type as i32,
-            error_message: c.message.clone(),
+            error_message: limits::text(&c.message, limits::MESSAGE_BYTES),
             failed_tests: c.failed_tests.clone(),
             error_context: Some(proto::ErrorContext {
                 test_file: c.test_file.clone(),

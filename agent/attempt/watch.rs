@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::layout::Attempt;
 use super::{process, Cancel, Context, Tweaks};
+use crate::limits;
 use crate::parsers::progress;
 use crate::sampler::{self, GroupSampler, Usage};
 
@@ -332,7 +333,7 @@ pub(super) async fn send_progress(
         attempt_id: at.a.attempt_id.clone(),
         progress: Some(proto::Progress {
             percentage: pct,
-            current_test: o.current_test.clone(),
+            current_test: limits::text(&o.current_test, limits::NAME_BYTES),
             tests_completed: o.completed,
             tests_remaining: o.remaining(),
             estimated_completion: estimated,

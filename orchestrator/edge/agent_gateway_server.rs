@@ -1,9 +1,11 @@
 //! The agents' edge: one bidi stream per agent, and artifact uploads.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Component, Path};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 use testfleet::config::ResourceSpec;
@@ -13,7 +15,7 @@ use testfleet::proto::{
     OrchestratorMessage, Rejection, UploadArtifactResponse,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -120,7 +122,10 @@ impl AgentGateway for AgentGatewayService {
         }))
         .await
         .map_err(|_| Status::internal("stream closed"))?;
-        let replies = tx.clone();
+        // Only the engine holds the stream's sender: when it lets go (the
+        // agent lost, or replaced by a newer stream), the replies end.
+        let replies = tx.downgrade();
+        let (end_tx, end_rx) = oneshot::channel();
         self.engine.attach(agent_id.clone(), conn, tx);
         self.engine.send(Event::AgentConnected {
             agent_id: agent_id.clone(),
@@ -134,41 +139,20 @@ impl AgentGateway for AgentGatewayService {
                 .map(|r| r.attempt_id)
                 .collect(),
         });
-
-        let engine = self.engine.clone();
-        tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(msg)) => {
-                        let message_id = frame_message_id(&msg);
-                        if let Err((code, why)) = forward(&engine, &agent_id, conn, msg) {
-                            tracing::warn!(
-                                agent_id,
-                                message_id,
-                                why,
-                                "refused a frame from the agent"
-                            );
-                            let rejection = Rejection {
-                                message_id,
-                                attempt_id: String::new(),
-                                code: code as i32,
-                                message: why,
-                            };
-                            let _ = replies.try_send(Ok(OrchestratorMessage {
-                                body: Some(orchestrator_message::Body::Rejection(rejection)),
-                            }));
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::info!(agent_id, error = %e, "agent stream broke");
-                        break;
-                    }
-                }
-            }
-            engine.send(Event::AgentDisconnected { agent_id, conn });
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as OutStream))
+        tokio::spawn(read_agent(
+            self.engine.clone(),
+            agent_id,
+            conn,
+            inbound,
+            replies,
+            end_tx,
+        ));
+        let replies = Replies {
+            queued: ReceiverStream::new(rx),
+            end: Some(end_rx),
+            ended: false,
+        };
+        Ok(Response::new(Box::pin(replies) as OutStream))
     }
 
     async fn upload_artifact(
@@ -262,6 +246,122 @@ impl AgentGateway for AgentGatewayService {
     }
 }
 
+/// Forwards one agent's frames until its side of the stream ends. However
+/// it ends, the replies end too and the scheduler hears of it, so neither
+/// peer is left holding half a stream.
+async fn read_agent(
+    engine: Engine,
+    agent_id: String,
+    conn: u64,
+    mut inbound: Streaming<AgentMessage>,
+    replies: mpsc::WeakSender<Result<OrchestratorMessage, Status>>,
+    end: oneshot::Sender<Status>,
+) {
+    let broken = loop {
+        match inbound.message().await {
+            Ok(Some(msg)) => forward_or_refuse(&engine, &agent_id, conn, msg, &replies),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    if let Some(e) = broken {
+        let why = read_failure(&e);
+        tracing::warn!(agent_id, conn, why, "closing the agent's stream");
+        let _ = end.send(Status::new(e.code(), why));
+    }
+    engine.send(Event::AgentDisconnected { agent_id, conn });
+}
+
+fn forward_or_refuse(
+    engine: &Engine,
+    agent_id: &str,
+    conn: u64,
+    msg: AgentMessage,
+    replies: &mpsc::WeakSender<Result<OrchestratorMessage, Status>>,
+) {
+    let message_id = frame_message_id(&msg);
+    let Err((code, why)) = forward(engine, agent_id, conn, msg) else {
+        return;
+    };
+    tracing::warn!(agent_id, message_id, why, "refused a frame from the agent");
+    let rejection = Rejection {
+        message_id,
+        attempt_id: String::new(),
+        code: code as i32,
+        message: why,
+    };
+    if let Some(replies) = replies.upgrade() {
+        let _ = replies.try_send(Ok(OrchestratorMessage {
+            body: Some(orchestrator_message::Body::Rejection(rejection)),
+        }));
+    }
+}
+
+/// What went wrong reading an agent's stream, in words the agent's log and
+/// ours can both show: tonic's size refusal becomes "a message of 6.7 MB is
+/// over the 4.0 MB limit".
+fn read_failure(e: &Status) -> String {
+    let bytes_after = |key: &str| -> Option<f64> {
+        let rest = &e.message()[e.message().find(key)? + key.len()..];
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    match (bytes_after("found"), bytes_after("the limit is:")) {
+        (Some(size), Some(limit)) => format!(
+            "the agent's stream is closed: a message of {:.1} MB is over the {:.1} MB limit",
+            size / MB,
+            limit / MB
+        ),
+        _ => format!(
+            "the agent's stream is closed: it could not be read ({})",
+            e.message()
+        ),
+    }
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+
+/// The replies to one agent: what the engine queues, until the engine lets
+/// go of the stream, or at once, with the reason, when reading the agent's
+/// side failed (however much is still queued: an agent that is not heard
+/// must not think it is).
+struct Replies {
+    queued: ReceiverStream<Result<OrchestratorMessage, Status>>,
+    end: Option<oneshot::Receiver<Status>>,
+    ended: bool,
+}
+
+impl Stream for Replies {
+    type Item = Result<OrchestratorMessage, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(end) = self.end.as_mut() {
+            match Pin::new(end).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                // The reader ended without a reason: the engine's drop of
+                // the sender ends the replies.
+                Poll::Ready(Err(_)) => self.end = None,
+                Poll::Pending => {}
+            }
+        }
+        let next = self.queued.poll_next_unpin(cx);
+        if let Poll::Ready(Some(Err(_)) | None) = next {
+            self.ended = true;
+        }
+        next
+    }
+}
+
 /// Artifact names are plain file names: nothing that could climb out of the
 /// attempt's directory.
 fn check_artifact_name(name: &str) -> Result<(), Status> {
@@ -348,6 +448,38 @@ fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_size_refusal_is_told_in_megabytes() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 7050427 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(
+            read_failure(&tonic),
+            "the agent's stream is closed: a message of 6.7 MB is over the 4.0 MB limit"
+        );
+        let other = read_failure(&Status::internal("h2 protocol error"));
+        assert!(other.ends_with("(h2 protocol error)"), "{other}");
+    }
+
+    #[tokio::test]
+    async fn replies_end_with_the_reason_however_much_is_queued() {
+        let (tx, rx) = mpsc::channel(2);
+        let (end_tx, end_rx) = oneshot::channel();
+        let hello = || Ok(OrchestratorMessage { body: None });
+        tx.try_send(hello()).unwrap();
+        tx.try_send(hello()).unwrap();
+        let mut replies = Replies {
+            queued: ReceiverStream::new(rx),
+            end: Some(end_rx),
+            ended: false,
+        };
+        end_tx.send(Status::out_of_range("too big")).unwrap();
+        let first = replies.next().await.expect("an item");
+        assert_eq!(first.unwrap_err().message(), "too big");
+        assert!(replies.next().await.is_none(), "and nothing after it");
+        drop(tx);
+    }
 
     #[test]
     fn artifact_names_cannot_escape() {

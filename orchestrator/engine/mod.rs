@@ -178,6 +178,8 @@ impl Streams {
     fn close(&mut self, agent_id: &str, conn: u64, status: Status) {
         if self.by_agent.get(agent_id).is_some_and(|(c, _)| *c == conn) {
             if let Some((_, tx)) = self.by_agent.remove(agent_id) {
+                // A full queue loses the reason, not the close: this was the
+                // stream's last sender, so its replies end once drained.
                 let _ = tx.try_send(Err(status));
             }
         }
@@ -199,6 +201,16 @@ async fn run(
     let mut reports = Reports::default();
     while let Some(input) = rx.recv().await {
         let (event, mut reply) = match input {
+            Input::Event(Event::AgentDisconnected { agent_id, conn }) => {
+                // The agent's side is gone: let go of the replies too, so the
+                // stream ends whatever the scheduler decides.
+                streams.close(
+                    &agent_id,
+                    conn,
+                    Status::unavailable("the agent's stream ended"),
+                );
+                (Event::AgentDisconnected { agent_id, conn }, None)
+            }
             Input::Event(e) => (e, None),
             Input::Command { event, reply } => (event, Some(reply)),
             Input::Attach { agent_id, conn, tx } => {

@@ -19,7 +19,7 @@ mod output;
 mod scheduler;
 mod views;
 
-use cli::{client, local_run};
+use cli::{client, local_run, plan_printer};
 use edge::server;
 
 use std::net::SocketAddr;
@@ -272,7 +272,7 @@ fn check(file: &Path) -> ExitCode {
     };
     let plan = config.plan(&testfleet::config::config_dir(file));
     println!("{}: valid", file.display());
-    print!("{}", local_run::describe_plan(&plan));
+    print!("{}", plan_printer::describe_plan(&plan));
     let missing: Vec<_> = plan
         .tasks
         .iter()

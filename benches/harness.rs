@@ -12,8 +12,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use testfleet::proto::control_client::ControlClient;
 use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
+use testfleet_testkit::{heartbeat, raw_agent, wait_for_listed_agents, AgentSender, Serve, Server};
 use tonic::transport::Channel;
 
 #[derive(Parser)]
@@ -461,82 +460,35 @@ fn random_dag(n: usize, seed: u64) -> (Suite, Shape) {
     )
 }
 
-/// `orchestrator serve` on a free port, with its address.
+/// `orchestrator serve` for one suite, in a directory of its own (removed
+/// after the orchestrator has stopped).
 struct Orchestrator {
-    child: Child,
-    endpoint: String,
-    metrics: String,
+    server: Server,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Orchestrator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The orchestrator logs at warn, so that logging costs the measured runs
+/// nothing, but for the lines that say where it listens.
+/// TESTFLEET_BENCH_RUST_LOG replaces this.
+const ORCHESTRATOR_LOG: &str =
+    "warn,orchestrator::edge::server=info,orchestrator::observe::metrics=info";
 
 fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("suite.yaml");
     std::fs::write(&config, &suite.yaml)?;
-    let bin = std::env::current_exe()?.with_file_name("orchestrator");
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--insecure",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env(
-            "RUST_LOG",
-            std::env::var("TESTFLEET_BENCH_RUST_LOG").unwrap_or_else(|_| {
-                "warn,orchestrator::server=info,orchestrator::metrics=info".into()
-            }),
-        )
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut addr, mut metrics) = (None, None);
-    while addr.is_none() || metrics.is_none() {
-        let line = lines
-            .next()
-            .context("the orchestrator exited before listening")??;
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let Some(a) = v["addr"].as_str() {
-            addr = Some(a.to_string());
-        }
-        if let Some(a) = v["metrics_addr"].as_str() {
-            metrics = Some(a.to_string());
-        }
-    }
-    // TESTFLEET_BENCH_LOG=1 shows the orchestrator's log, for debugging a
-    // workload; it is drained either way, so the orchestrator never blocks.
-    let show = std::env::var_os("TESTFLEET_BENCH_LOG").is_some();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if show {
-                eprintln!("{line}");
-            }
-        }
-    });
-    Ok(Orchestrator {
-        child,
-        endpoint: format!("http://{}", addr.expect("set above")),
-        metrics: metrics.expect("set above"),
-        _dir: dir,
-    })
+    let rust_log =
+        std::env::var("TESTFLEET_BENCH_RUST_LOG").unwrap_or_else(|_| ORCHESTRATOR_LOG.into());
+    let server = Server::serve(Serve {
+        config: &config,
+        dir: dir.path(),
+        insecure: true,
+        env: &[("RUST_LOG", &rust_log)],
+        // TESTFLEET_BENCH_LOG=1 shows the orchestrator's log, for debugging
+        // a workload.
+        echo_log: std::env::var_os("TESTFLEET_BENCH_LOG").is_some(),
+    })?;
+    Ok(Orchestrator { server, _dir: dir })
 }
 
 /// A simulated task: when its assignment arrived and its completion left.
@@ -597,8 +549,12 @@ async fn simulated_agent(
     durations: Arc<HashMap<String, u64>>,
     records: Records,
 ) -> anyhow::Result<()> {
-    let (tx, mut inbound) = connect_simulated(channel, &id, 4.0).await?;
-    tokio::spawn(heartbeat(tx.clone(), id.clone(), Duration::from_secs(1)));
+    let (tx, mut inbound) = raw_agent(channel, &id, (1024, 4.0)).await?;
+    tokio::spawn(keep_heartbeating(
+        tx.clone(),
+        id.clone(),
+        Duration::from_secs(1),
+    ));
     while let Some(msg) = inbound.message().await? {
         let Some(orchestrator_message::Body::Assignment(a)) = msg.body else {
             continue;
@@ -648,11 +604,7 @@ struct Done {
 }
 
 impl Done {
-    async fn send(
-        self,
-        tx: &tokio::sync::mpsc::Sender<AgentMessage>,
-        records: &Mutex<Vec<Record>>,
-    ) {
+    async fn send(self, tx: &AgentSender, records: &Mutex<Vec<Record>>) {
         let c = proto::TaskCompletion {
             agent_id: self.agent_id,
             task_id: self.task_id.clone(),
@@ -709,7 +661,7 @@ fn ms_since(start: Instant, at: Instant) -> f64 {
 impl Fleet {
     async fn start(suite: &Suite, agents: usize) -> anyhow::Result<Fleet> {
         let orch = start_orchestrator(suite)?;
-        let channel = testfleet::transport::endpoint(&orch.endpoint)?
+        let channel = testfleet::transport::endpoint(&orch.server.endpoint())?
             .connect()
             .await?;
         let records = Records::default();
@@ -718,7 +670,7 @@ impl Fleet {
             // A connection each, as real agents on their own hosts have:
             // streams sharing one HTTP/2 connection share its one task on
             // each side.
-            let own = testfleet::transport::endpoint(&orch.endpoint)?
+            let own = testfleet::transport::endpoint(&orch.server.endpoint())?
                 .connect()
                 .await?;
             tokio::spawn(simulated_agent(
@@ -805,8 +757,8 @@ async fn control_once_connected(
     agents: usize,
     within: Duration,
 ) -> anyhow::Result<ControlClient<Channel>> {
-    let mut control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
-    wait_for_agents(&mut control, within, "every agent to connect", |a| {
+    let control = ControlClient::new(channel).max_decoding_message_size(1 << 30);
+    wait_for_listed_agents(&control, within, "every agent to connect", |a| {
         a.len() >= agents
     })
     .await?;
@@ -819,7 +771,7 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
     let mut channels = Vec::new();
     for _ in 0..agents.div_ceil(100) {
         channels.push(
-            testfleet::transport::endpoint(&orch.endpoint)?
+            testfleet::transport::endpoint(&orch.server.endpoint())?
                 .connect()
                 .await?,
         );
@@ -828,7 +780,7 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
         tokio::spawn(heartbeat_only(channels[i / 100].clone(), i));
     }
     control_once_connected(channels[0].clone(), agents, Duration::from_secs(120)).await?;
-    let pid = orch.child.id();
+    let pid = orch.server.proc.child.id();
     let (t0, c0) = (Instant::now(), cpu_ticks(pid)?);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -843,7 +795,7 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
         .and_then(|l| l.split_whitespace().nth(1))
         .context("VmRSS")?
         .parse()?;
-    let text = reqwest::get(format!("http://{}/metrics", orch.metrics))
+    let text = reqwest::get(format!("http://{}/metrics", orch.server.metrics_addr))
         .await?
         .text()
         .await?;
@@ -869,62 +821,19 @@ async fn fleet(agents: usize, seconds: u64) -> anyhow::Result<()> {
 /// A simulated agent that only says hello and heartbeats every second.
 async fn heartbeat_only(channel: Channel, i: usize) {
     let id = format!("fleet_{i:05}");
-    let Ok((tx, mut inbound)) = connect_simulated(channel, &id, 1.0).await else {
+    let Ok((tx, mut inbound)) = raw_agent(channel, &id, (1024, 1.0)).await else {
         return;
     };
     tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
     // Spread the beats over the second, as independent agents would be.
-    heartbeat(tx, id, Duration::from_millis((i as u64 * 7919) % 1000)).await;
-}
-
-/// Opens a simulated agent's stream: hello with `cores`, then the replies.
-async fn connect_simulated(
-    channel: Channel,
-    id: &str,
-    cores: f64,
-) -> anyhow::Result<(
-    tokio::sync::mpsc::Sender<AgentMessage>,
-    tonic::Streaming<proto::OrchestratorMessage>,
-)> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(1024);
-    let hello = proto::AgentHello {
-        agent_id: id.to_string(),
-        host: "sim".into(),
-        capacity: Some(proto::Resources {
-            memory_mb: 1024,
-            cpu_cores: cores,
-            disk_mb: 1024,
-        }),
-        ..Default::default()
-    };
-    tx.send(AgentMessage {
-        body: Some(agent_message::Body::Hello(hello)),
-    })
-    .await?;
-    let inbound = proto::agent_gateway_client::AgentGatewayClient::new(channel)
-        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    Ok((tx, inbound))
-}
-
-/// A heartbeat from agent `id`, stamped now.
-fn heartbeat_message(id: &str) -> AgentMessage {
-    let hb = proto::Heartbeat {
-        agent_id: id.to_string(),
-        timestamp: Some(testfleet::time::now_timestamp()),
-        ..Default::default()
-    };
-    AgentMessage {
-        body: Some(agent_message::Body::Heartbeat(hb)),
-    }
+    keep_heartbeating(tx, id, Duration::from_millis((i as u64 * 7919) % 1000)).await;
 }
 
 /// Heartbeats every second after `first`, until the stream closes.
-async fn heartbeat(tx: tokio::sync::mpsc::Sender<AgentMessage>, id: String, first: Duration) {
+async fn keep_heartbeating(tx: AgentSender, id: String, first: Duration) {
     tokio::time::sleep(first).await;
     loop {
-        if tx.send(heartbeat_message(&id)).await.is_err() {
+        if tx.send(heartbeat(&id)).await.is_err() {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -956,7 +865,7 @@ impl DoomedAgent {
         assigned: tokio::sync::mpsc::UnboundedSender<(String, Instant)>,
     ) -> anyhow::Result<DoomedAgent> {
         let channel = testfleet::transport::endpoint(endpoint)?.connect().await?;
-        let (tx, mut inbound) = connect_simulated(channel, &id, 4.0).await?;
+        let (tx, mut inbound) = raw_agent(channel, &id, (1024, 4.0)).await?;
         let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let quiet = silent.clone();
         let task = tokio::spawn(async move {
@@ -975,7 +884,7 @@ impl DoomedAgent {
                             // Holds the connection and sends nothing more.
                             std::future::pending::<()>().await;
                         }
-                        if tx.send(heartbeat_message(&id)).await.is_err() {
+                        if tx.send(heartbeat(&id)).await.is_err() {
                             return;
                         }
                     }
@@ -1012,12 +921,16 @@ async fn detection(trials: usize, agent_timeout: u64) -> anyhow::Result<()> {
     let orch = start_orchestrator(&suite)?;
     let (assigned_tx, mut assigned) = tokio::sync::mpsc::unbounded_channel();
     let mut control = ControlClient::new(
-        testfleet::transport::endpoint(&orch.endpoint)?
+        testfleet::transport::endpoint(&orch.server.endpoint())?
             .connect()
             .await?,
     );
-    let mut holder =
-        DoomedAgent::start(&orch.endpoint, "doomed_0".into(), assigned_tx.clone()).await?;
+    let mut holder = DoomedAgent::start(
+        &orch.server.endpoint(),
+        "doomed_0".into(),
+        assigned_tx.clone(),
+    )
+    .await?;
     control
         .execute_suite(proto::ExecuteSuiteRequest::default())
         .await?;
@@ -1030,8 +943,9 @@ async fn detection(trials: usize, agent_timeout: u64) -> anyhow::Result<()> {
             Death::Silent
         };
         let id = format!("doomed_{trial}");
-        let spare = DoomedAgent::start(&orch.endpoint, id.clone(), assigned_tx.clone()).await?;
-        wait_for_agents(&mut control, Duration::from_secs(30), &id, |a| {
+        let spare =
+            DoomedAgent::start(&orch.server.endpoint(), id.clone(), assigned_tx.clone()).await?;
+        wait_for_listed_agents(&control, Duration::from_secs(30), &id, |a| {
             a.iter().any(|a| a.agent_id == id && a.state != "lost")
         })
         .await?;
@@ -1056,28 +970,6 @@ async fn detection(trials: usize, agent_timeout: u64) -> anyhow::Result<()> {
     }
     println!("detection_agent_timeout {} ms", agent_timeout * 1000);
     Ok(())
-}
-
-/// Polls ListAgents until `ready` holds for the agents it lists.
-async fn wait_for_agents(
-    control: &mut ControlClient<Channel>,
-    limit: Duration,
-    what: &str,
-    ready: impl Fn(&[proto::AgentInfo]) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let agents = control
-            .list_agents(proto::ListAgentsRequest {})
-            .await?
-            .into_inner()
-            .agents;
-        if ready(&agents) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The next assignment, which must go to `to`.

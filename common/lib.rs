@@ -17,6 +17,7 @@ pub mod proto {
 pub mod codec;
 pub mod config;
 pub mod host;
+pub mod local_agent;
 pub mod logging;
 pub mod report_text;
 pub mod telemetry;

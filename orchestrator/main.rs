@@ -20,7 +20,7 @@ mod scheduler;
 mod views;
 mod wire;
 
-use cli::{client, local_run};
+use cli::{client, local_run, plan_printer};
 use edge::server;
 
 use std::net::SocketAddr;
@@ -273,7 +273,7 @@ fn check(file: &Path) -> ExitCode {
     };
     let plan = config.plan(&testfleet::config::config_dir(file));
     println!("{}: valid", file.display());
-    print!("{}", local_run::describe_plan(&plan));
+    print!("{}", plan_printer::describe_plan(&plan));
     let missing: Vec<_> = plan
         .tasks
         .iter()

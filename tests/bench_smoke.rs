@@ -4,12 +4,11 @@
 
 use std::process::Command;
 
+use testfleet_testkit::bench_bin;
+
 #[test]
 fn the_benchmark_harness_runs_every_workload() {
-    let out = Command::new(env!("CARGO_BIN_EXE_testfleet-bench"))
-        .arg("smoke")
-        .output()
-        .unwrap();
+    let out = Command::new(bench_bin()).arg("smoke").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

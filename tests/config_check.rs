@@ -1,11 +1,9 @@
 //! `orchestrator check` refuses every broken config in tests/fixtures/broken,
 //! naming the file, the line and the problem; the seed's own file passes.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use testfleet_testkit::*;
 
 fn check(file: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(orchestrator_bin())

@@ -1,14 +1,12 @@
 //! The daemon seen from outside: grpcurl through reflection, the client's
 //! `watch --json`, and the seed's HTTP API, against a real suite run.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::*;
+use testfleet_testkit::*;
 
 fn grpcurl(args: &[&str]) -> (bool, String) {
     let out = Command::new("grpcurl")

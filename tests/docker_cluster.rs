@@ -2,13 +2,11 @@
 //! their own containers on a private network run the CashCow suite. Uses the
 //! real Docker engine; builds the images from the binaries under test.
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::*;
+use testfleet_testkit::*;
 
 /// `docker compose` where the plugin exists, else `docker-compose`.
 fn compose_cmd() -> Vec<String> {

@@ -4,14 +4,12 @@
 //! limit closes its stream with a status that says why, and the agent can
 //! connect again.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::*;
 use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
+use testfleet_testkit::*;
 
 const CASES: usize = 150_000;
 

@@ -1,16 +1,14 @@
 //! Recovery against real processes: the faults suite, agents killed and
 //! stopped, an escalation to a real webhook, and wire input that does not fit.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::*;
 use testfleet::proto::control_client::ControlClient;
 use testfleet::proto::{self, agent_message, orchestrator_message, AgentMessage};
+use testfleet_testkit::*;
 
 fn attempts(t: &Value) -> &Vec<Value> {
     t["attempts"].as_array().unwrap()

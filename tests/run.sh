@@ -16,7 +16,7 @@ fi
 export PATH="$PWD/$venv/bin:$PATH"
 export TESTFLEET_PYTHON="$PWD/$venv/bin/python"
 
-cargo build --locked --all-targets
+cargo build --locked --workspace --all-targets
 # Every test binary runs even after a failure, and one line sums them all.
 log=$(mktemp)
 status=0

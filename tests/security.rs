@@ -2,17 +2,15 @@
 //! every refusal the issue names is refused (and changes nothing), and
 //! grpcurl works with certificates and fails without.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::*;
 use testfleet::proto::control_client::ControlClient;
 use testfleet::proto::{self, agent_message, AgentMessage};
 use testfleet::tls::{DevCa, Role};
+use testfleet_testkit::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 struct Pki {

@@ -3,12 +3,10 @@
 //! "Testing suite completed successfully!". It needs poetry, curl and jq on
 //! PATH, and port 8080 free: the script hard-codes both.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use testfleet_testkit::*;
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();

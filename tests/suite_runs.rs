@@ -1,11 +1,9 @@
 //! Whole suites through `orchestrator run`: real agents, real processes.
 
-mod support;
-
 use std::collections::HashMap;
 
 use serde_json::Value;
-use support::*;
+use testfleet_testkit::*;
 
 const TASKS: [&str; 12] = [
     "A1", "A2", "A3", "B1", "B1a", "B1b", "B1c", "B2", "B3", "C1", "C2", "C3",

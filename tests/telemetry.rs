@@ -3,8 +3,6 @@
 //! attempt, and each agent's execute span as the child of its task span,
 //! with setup/run/parse/upload under it.
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use support::*;
+use testfleet_testkit::*;
 
 #[derive(Debug, Clone)]
 struct Received {

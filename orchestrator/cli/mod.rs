@@ -2,4 +2,9 @@
 //! client commands that talk to a running orchestrator.
 
 pub mod client;
+mod escalation_prompt;
+mod local_agents;
 pub mod local_run;
+pub mod plan_printer;
+mod progress_display;
+mod summary;

@@ -1,0 +1,131 @@
+//! A local run's live progress on stderr: bars on a terminal, one line an
+//! event otherwise.
+
+use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use testfleet::config::{SuitePlan, TaskKind};
+use testfleet::proto::{self, suite_event};
+
+/// Live progress: bars on a terminal, plain lines otherwise.
+pub struct ProgressDisplay {
+    multi: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
+    bars: HashMap<String, ProgressBar>,
+    /// Groups also announce their end; only runnable tasks move the bar.
+    runnable: HashSet<String>,
+}
+
+impl ProgressDisplay {
+    pub fn new(plan: &SuitePlan) -> ProgressDisplay {
+        let runnable: HashSet<String> = plan
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Runnable)
+            .map(|t| t.id.clone())
+            .collect();
+        if !std::io::stderr().is_terminal() {
+            return ProgressDisplay {
+                multi: None,
+                overall: None,
+                bars: HashMap::new(),
+                runnable,
+            };
+        }
+        let multi = MultiProgress::new();
+        let overall = multi.add(ProgressBar::new(runnable.len() as u64));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{spinner} suite [{bar:30}] {pos}/{len} tasks  {elapsed_precise}  {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        overall.enable_steady_tick(Duration::from_millis(200));
+        ProgressDisplay {
+            multi: Some(multi),
+            overall: Some(overall),
+            bars: HashMap::new(),
+            runnable,
+        }
+    }
+
+    pub fn show(&mut self, body: &suite_event::Body) {
+        let Some(multi) = self.multi.clone() else {
+            if let Some(line) = crate::cli::client::describe_event(body) {
+                eprintln!("{line}");
+            }
+            return;
+        };
+        match body {
+            suite_event::Body::Assignment(a) => self.assigned(&multi, a),
+            suite_event::Body::Progress(p) => self.progressed(p),
+            suite_event::Body::TaskState(s)
+                if matches!(
+                    s.status.as_str(),
+                    "completed_success" | "flaky" | "failed" | "skipped" | "cancelled"
+                ) =>
+            {
+                self.ended(&multi, s)
+            }
+            _ => {}
+        }
+    }
+
+    /// A bar for the task, replacing any from its earlier attempt.
+    fn assigned(&mut self, multi: &MultiProgress, a: &proto::TaskAssignment) {
+        let id = a
+            .task_details
+            .as_ref()
+            .map(|d| d.task_id.clone())
+            .unwrap_or_default();
+        let bar = multi.add(ProgressBar::new(100));
+        bar.set_style(
+            ProgressStyle::with_template("  {prefix:8} [{bar:20}] {pos:>3}% {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(id.clone());
+        bar.set_message(format!("on {}", a.target_agent));
+        if let Some(old) = self.bars.insert(id, bar) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn progressed(&mut self, p: &proto::ProgressUpdate) {
+        let known = p
+            .progress
+            .as_ref()
+            .filter(|pr| pr.tests_completed + pr.tests_remaining > 0);
+        if let (Some(bar), Some(pr)) = (self.bars.get(&p.task_id), known) {
+            bar.set_position(pr.percentage.round() as u64);
+            bar.set_message(format!(
+                "{} ({} done, {} to go)",
+                pr.current_test, pr.tests_completed, pr.tests_remaining
+            ));
+        }
+    }
+
+    fn ended(&mut self, multi: &MultiProgress, s: &proto::TaskStateChanged) {
+        if let Some(bar) = self.bars.remove(&s.task_id) {
+            bar.finish_and_clear();
+        }
+        if let Some(o) = &self.overall {
+            if self.runnable.contains(&s.task_id) {
+                o.inc(1);
+            }
+            let _ = multi.println(format!("{:<8} {}", s.task_id, s.status));
+        }
+    }
+
+    pub fn finish(&mut self) {
+        for (_, b) in self.bars.drain() {
+            b.finish_and_clear();
+        }
+        if let Some(o) = &self.overall {
+            o.finish_and_clear();
+        }
+    }
+}

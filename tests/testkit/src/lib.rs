@@ -1,0 +1,26 @@
+//! What the black-box tests (tests/) and the benchmark harness (benches/)
+//! share: the real binaries, started on real sockets and stopped (with
+//! everything they started) when dropped; hand-driven agent streams; and
+//! waits on states with deadlines instead of sleeps.
+//!
+//! Everything is re-exported here, so a test says `use testfleet_testkit::*`.
+
+mod agents;
+mod control;
+mod http;
+mod orchestrator;
+mod process;
+mod raw_agent;
+mod suite_run;
+mod wait;
+mod workspace;
+
+pub use agents::*;
+pub use control::*;
+pub use http::*;
+pub use orchestrator::*;
+pub use process::*;
+pub use raw_agent::*;
+pub use suite_run::*;
+pub use wait::*;
+pub use workspace::*;

@@ -1,0 +1,204 @@
+//! `orchestrator serve` on free loopback ports, as a test or bench sees it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::{http, http_text, orchestrator_bin, wait_for, Proc};
+
+/// How to start one.
+pub struct Serve<'a> {
+    pub config: &'a Path,
+    /// Its data dir (`data/`) and log (`orchestrator.log`) go here.
+    pub dir: &'a Path,
+    /// Plaintext; otherwise the config's `tls:` section decides.
+    pub insecure: bool,
+    /// Extra environment; a RUST_LOG here replaces the default `info`.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Also copy its log to stderr, to watch a run.
+    pub echo_log: bool,
+}
+
+/// A running `orchestrator serve`, stopped when dropped.
+pub struct Server {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(config: &Path, dir: &Path) -> Server {
+        Server::start_with(config, dir, true)
+    }
+
+    /// With `insecure` false, the config's `tls:` section decides.
+    pub fn start_with(config: &Path, dir: &Path, insecure: bool) -> Server {
+        Server::start_env(config, dir, insecure, &[])
+    }
+
+    /// With extra environment for the orchestrator.
+    pub fn start_env(config: &Path, dir: &Path, insecure: bool, env: &[(&str, &str)]) -> Server {
+        Server::serve(Serve {
+            config,
+            dir,
+            insecure,
+            env,
+            echo_log: false,
+        })
+        .expect("start the orchestrator")
+    }
+
+    /// Starts it and waits (20 s at most) until its log says where it
+    /// listens.
+    pub fn serve(how: Serve) -> anyhow::Result<Server> {
+        let data_dir = how.dir.join("data");
+        let log = how.dir.join("orchestrator.log");
+        let bin = orchestrator_bin();
+        let mut child = Command::new(&bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(how.insecure.then_some("--insecure"))
+            .arg("--config")
+            .arg(how.config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "info")
+            .envs(how.env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("its stderr")?;
+        let proc = Proc {
+            child,
+            name: "orchestrator".into(),
+        };
+        let addresses = copy_log(stderr, &log, how.echo_log)?;
+        let (addr, metrics_addr) = listening(&addresses)
+            .with_context(|| format!("the orchestrator's log: {}", log.display()))?;
+        Ok(Server {
+            proc,
+            addr,
+            metrics_addr,
+            data_dir,
+            log,
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs an `orchestrator` client subcommand against this server.
+    pub fn client(&self, args: &[&str]) -> Output {
+        Command::new(orchestrator_bin())
+            .args(args)
+            .args(["--endpoint", &self.endpoint(), "--insecure"])
+            .output()
+            .expect("run the client")
+    }
+
+    /// The Prometheus text the metrics port serves.
+    pub fn metrics_text(&self) -> String {
+        http_text(self.metrics_addr, "GET", "/metrics", "").1
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, Value) {
+        http(self.addr, "GET", path, "")
+    }
+
+    pub fn http_post(&self, path: &str, body: &str) -> (u16, Value) {
+        http(self.addr, "POST", path, body)
+    }
+
+    pub fn status(&self) -> Value {
+        self.http_get("/api/v1/status").1
+    }
+
+    pub fn wait_for_status(&self, want: &[&str], limit: Duration) -> String {
+        wait_for(&format!("suite status in {want:?}"), limit, || {
+            let s = self.status()["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            want.contains(&s.as_str()).then_some(s)
+        })
+    }
+
+    /// Waits (20 s at most) until `orchestrator agents` lists `n` connected.
+    pub fn wait_for_agents(&self, n: usize) {
+        wait_for(
+            &format!("{n} agents connected"),
+            Duration::from_secs(20),
+            || {
+                let out = self.client(&["agents"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                (text.matches(" connected ").count() >= n).then_some(())
+            },
+        );
+    }
+}
+
+/// Copies the orchestrator's JSON log to `log` (and stderr, if `echo`) on a
+/// thread of its own, so it never blocks on a full pipe; sends on what each
+/// line that gives an address says (`addr`, `metrics_addr`).
+fn copy_log(
+    stderr: std::process::ChildStderr,
+    log: &Path,
+    echo: bool,
+) -> anyhow::Result<mpsc::Receiver<(&'static str, String)>> {
+    let mut file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if echo {
+                eprintln!("{line}");
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                for key in ["metrics_addr", "addr"] {
+                    if let Some(addr) = v[key].as_str() {
+                        let _ = tx.send((key, addr.to_string()));
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The gRPC and metrics addresses, once the log has given both.
+fn listening(
+    addresses: &mpsc::Receiver<(&'static str, String)>,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let (mut addr, mut metrics_addr) = (None, None);
+    while addr.is_none() || metrics_addr.is_none() {
+        let (key, value) = addresses.recv_timeout(Duration::from_secs(20)).context(
+            "the orchestrator did not say where it listens (within 20 s, or before it exited)",
+        )?;
+        let parsed: SocketAddr = value
+            .parse()
+            .with_context(|| format!("its {key} {value:?}"))?;
+        if key == "addr" {
+            addr = Some(parsed);
+        } else {
+            metrics_addr = Some(parsed);
+        }
+    }
+    Ok((addr.expect("set above"), metrics_addr.expect("set above")))
+}

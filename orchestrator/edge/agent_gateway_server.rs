@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::edge::auth::{self, Mode};
 use crate::engine::Engine;
-use crate::output::report::artifact_dir;
+use crate::output::layout::artifact_dir;
 use crate::scheduler::{AttemptPlace, Event};
 use crate::wire;
 use testfleet::tls::Role;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use quick_xml::events::{BytesDecl, BytesStart, Event};
 use quick_xml::{Reader, Writer};
 
-use crate::output::report::artifact_dir;
+use crate::output::layout::artifact_dir;
 use crate::scheduler::SuiteRun;
 
 pub const JUNIT_ARTIFACT: &str = "junit.xml";

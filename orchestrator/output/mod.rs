@@ -2,5 +2,6 @@
 //! the escalation webhook.
 
 pub mod junit_merge;
+pub mod layout;
 pub mod report;
 pub mod webhook;

@@ -15,16 +15,7 @@ use crate::scheduler::results::{FailureDetails, RecoveryAttempt, ResourceUsage, 
 use crate::scheduler::time::{rfc3339, UnixMillis};
 use crate::scheduler::{Attempt, Scheduler, SuiteRun, TaskState};
 
-pub const REPORT_FILE: &str = "report.json";
-pub const JUNIT_FILE: &str = "junit.xml";
-
-/// Where an attempt's uploaded artifacts live under a suite's directory.
-pub fn artifact_dir(suite_dir: &Path, task_id: &str, attempt_number: u32) -> PathBuf {
-    suite_dir
-        .join("artifacts")
-        .join(task_id)
-        .join(attempt_number.to_string())
-}
+pub use super::layout::{JUNIT_FILE, REPORT_FILE};
 
 /// The final report, serialised straight from the scheduler's state: no
 /// intermediate JSON tree, so a 20,000-task report costs milliseconds. This

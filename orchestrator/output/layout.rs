@@ -1,0 +1,16 @@
+//! Where a suite's files go under its directory: the report, the merged
+//! JUnit XML and each attempt's uploaded artifacts. The report writer, the
+//! JUnit merge and the upload edge all read it from here.
+
+use std::path::{Path, PathBuf};
+
+pub const REPORT_FILE: &str = "report.json";
+pub const JUNIT_FILE: &str = "junit.xml";
+
+/// Where an attempt's uploaded artifacts live under a suite's directory.
+pub fn artifact_dir(suite_dir: &Path, task_id: &str, attempt_number: u32) -> PathBuf {
+    suite_dir
+        .join("artifacts")
+        .join(task_id)
+        .join(attempt_number.to_string())
+}

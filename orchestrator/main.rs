@@ -31,6 +31,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use testfleet::config::SuiteConfig;
+use testfleet::tls::TlsSetup as _;
 
 #[derive(Parser)]
 #[command(
@@ -255,11 +256,11 @@ pub fn start_telemetry(config: &SuiteConfig) -> anyhow::Result<testfleet::teleme
 }
 
 pub fn load_config(path: &Path) -> anyhow::Result<SuiteConfig> {
-    SuiteConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    testfleet::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn check(file: &Path) -> ExitCode {
-    let config = match SuiteConfig::load(file) {
+    let config = match testfleet::config::load(file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -8,18 +8,20 @@
 pub mod defaults;
 mod locate;
 mod plan;
+mod tls_files;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
 
 pub use plan::{Phase, PhaseStrategy, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
+pub use tls_files::TlsFiles;
 pub use validate::{ConfigError, ConfigProblem};
 
 /// The whole file. Sections the seed writes are named as it writes them.
@@ -62,7 +64,7 @@ pub struct SuiteConfig {
     /// certificate and key (paths relative to this file). Default: none,
     /// which needs `serve --insecure`.
     #[serde(default)]
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
     /// Where traces go. Default: OTEL_EXPORTER_OTLP_ENDPOINT, else nowhere.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -502,17 +504,6 @@ impl SuiteConfig {
         Ok(config)
     }
 
-    pub fn load(path: &Path) -> Result<SuiteConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            problems: vec![ConfigProblem {
-                line: None,
-                message: format!("cannot read the file: {e}"),
-            }],
-        })?;
-        SuiteConfig::parse(&text, path)
-    }
-
     pub fn retry_policy(&self) -> RetryPolicy {
         let fh = &self.failure_handling;
         let rc = &self.recovery;
@@ -578,10 +569,4 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     } else {
         format!("malformed YAML: {text}")
     }
-}
-
-/// The directory a config file lives in, absolute.
-pub fn config_dir(path: &Path) -> PathBuf {
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    abs.parent().map(Path::to_path_buf).unwrap_or_default()
 }

@@ -127,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// The suite config, with `--scheduling` applied; None (said on stderr)
 /// when it does not load.
 fn load_config(args: &RunArgs) -> Option<SuiteConfig> {
-    let mut config = match SuiteConfig::load(&args.file) {
+    let mut config = match testfleet::config::load(&args.file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

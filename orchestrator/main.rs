@@ -16,7 +16,6 @@ mod edge;
 mod engine;
 mod observe;
 mod output;
-mod scheduler;
 mod views;
 mod wire;
 

@@ -190,7 +190,7 @@ async fn run_suite(
             },
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("interrupted: cancelling the suite");
-                running.engine.send(crate::scheduler::Event::CancelSuite { reason: "interrupted (Ctrl-C)".into() });
+                running.engine.send(testfleet_core::Event::CancelSuite { reason: "interrupted (Ctrl-C)".into() });
             }
         }
     };

@@ -22,9 +22,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::edge::auth::{self, Mode};
 use crate::engine::Engine;
 use crate::output::layout::artifact_dir;
-use crate::scheduler::{AttemptPlace, Event};
 use crate::wire;
 use testfleet::tls::Role;
+use testfleet_core::{AttemptPlace, Event};
 
 /// Largest artifact accepted, bytes.
 pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;

@@ -15,9 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::engine::Engine;
 use crate::observe::watchers::{Kind, Watch, EVENT_KINDS};
 use crate::output::report;
-use crate::scheduler::{Event, Reply, Resolution};
 use crate::views::status;
 use crate::wire;
+use testfleet_core::{Event, Reply, Resolution};
 
 /// The suite the server was started with.
 #[derive(Clone)]
@@ -262,7 +262,7 @@ fn unexpected(reply: Reply) -> Status {
     }
 }
 
-fn escalation_info(e: &crate::scheduler::Escalation) -> EscalationInfo {
+fn escalation_info(e: &testfleet_core::Escalation) -> EscalationInfo {
     EscalationInfo {
         escalation_id: e.escalation_id.clone(),
         task_id: e.task_id.clone(),

@@ -11,9 +11,9 @@ use serde::Serialize;
 use testfleet::config::ResourceSpec;
 use testfleet::report_text::{ReportText, ReportTextWriter};
 
-use crate::scheduler::results::{FailureDetails, RecoveryAttempt, ResourceUsage, TestResults};
-use crate::scheduler::time::{rfc3339, UnixMillis};
-use crate::scheduler::{Attempt, Scheduler, SuiteRun, TaskState};
+use testfleet_core::results::{FailureDetails, RecoveryAttempt, ResourceUsage, TestResults};
+use testfleet_core::time::{rfc3339, UnixMillis};
+use testfleet_core::{Attempt, Scheduler, SuiteRun, TaskState};
 
 pub use super::layout::{JUNIT_FILE, REPORT_FILE};
 
@@ -34,7 +34,7 @@ struct SuiteReport<'a> {
     duration_seconds: Option<f64>,
     summary: Summary,
     agents: Vec<AgentReport<'a>>,
-    alerts: &'a [crate::scheduler::alerting::AlertRecord],
+    alerts: &'a [testfleet_core::alerting::AlertRecord],
     escalations: Vec<EscalationReport<'a>>,
 }
 
@@ -99,10 +99,10 @@ struct TaskReport<'a> {
     ended_at_ms: Option<u64>,
     resources: Resources,
     timeout_seconds: f64,
-    criteria: &'a [crate::scheduler::policy::criteria::CriterionResult],
+    criteria: &'a [testfleet_core::policy::criteria::CriterionResult],
     infrastructure_retries: u32,
     application_retries: u32,
-    recoveries: &'a [crate::scheduler::state::Recovery],
+    recoveries: &'a [testfleet_core::state::Recovery],
     waived: bool,
     attempts: Vec<AttemptReport<'a>>,
 }
@@ -112,7 +112,7 @@ struct AttemptReport<'a> {
     attempt_id: &'a str,
     number: u32,
     agent_id: &'a str,
-    outcome: &'a crate::scheduler::AttemptOutcome,
+    outcome: &'a testfleet_core::AttemptOutcome,
     assigned_at: Rfc3339,
     assigned_at_ms: u64,
     ended_at: Option<Rfc3339>,

@@ -1,22 +1,17 @@
 //! Deterministic simulation: seeded random schedules of agents joining,
 //! dying, going silent and reconnecting, and of results delayed, duplicated,
 //! reordered and misaddressed, with DESIGN.md's invariants checked after
-//! every step (`Sim::step`), and, in some schedules, that a report built
-//! at one scheduler revision stays true until the next.
-//!
-//! `TESTFLEET_SIM_SCHEDULES=N` runs N schedules (default 10,000);
-//! `TESTFLEET_SIM_SEED=S` replays one and prints its trace.
+//! every step (`Sim::step`). An observer sees the scheduler after every
+//! step: the orchestrator's tests use one to check its reports.
 
 use std::collections::BTreeMap;
 
-use crate::scheduler::results::{ErrorType, FinalStatus, ProgressReport};
-use crate::scheduler::Notice;
+use crate::results::{ErrorType, FinalStatus, ProgressReport};
+use crate::{Action, Event, Notice, Resolution, Scheduler, SuiteState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::harness::*;
-use crate::output::report::{build, ReportJson};
-use crate::scheduler::{Action, Event, Resolution, SuiteState};
 
 const ERRORS: [ErrorType; 9] = [
     ErrorType::ImportError,
@@ -30,7 +25,7 @@ const ERRORS: [ErrorType; 9] = [
     ErrorType::ResourceExhaustion,
 ];
 
-struct World {
+struct World<'o> {
     sim: Sim,
     rng: SmallRng,
     /// Every assignment ever made, for stale and duplicate deliveries.
@@ -40,12 +35,10 @@ struct World {
     agents: Vec<String>,
     silent: BTreeMap<String, bool>,
     trace: Vec<String>,
-    /// Set in some schedules: the last report built and its revision, to
-    /// check that a report stays true while the revision stands.
-    report: Option<(u64, Option<ReportJson>)>,
+    observe: &'o mut dyn FnMut(&Scheduler),
 }
 
-impl World {
+impl World<'_> {
     fn step(&mut self, e: Event) {
         self.trace.push(
             format!("t={} {e:?}", self.sim.now)
@@ -55,23 +48,7 @@ impl World {
         );
         let out = self.sim.step(e);
         self.issued.extend(assigned(&out));
-        self.check_report_revision();
-    }
-
-    fn check_report_revision(&mut self) {
-        let Some((revision, report)) = &mut self.report else {
-            return;
-        };
-        let now = self.sim.s.revision();
-        if now == *revision {
-            assert_eq!(
-                build(&self.sim.s),
-                *report,
-                "the report changed without a new revision"
-            );
-        } else {
-            (*revision, *report) = (now, build(&self.sim.s));
-        }
+        (self.observe)(&self.sim.s);
     }
 
     fn random_agent(&mut self) -> String {
@@ -340,7 +317,13 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
     }
 }
 
-fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
+/// Runs the schedule of `seed`, calling `observe` after every step. On a
+/// broken invariant (or a panic in `observe`) returns what broke and the
+/// trace of the steps that led there.
+pub fn run_schedule(
+    seed: u64,
+    observe: &mut dyn FnMut(&Scheduler),
+) -> Result<(), (String, Vec<String>)> {
     let mut w = World {
         sim: Sim::new(),
         rng: SmallRng::seed_from_u64(seed),
@@ -349,9 +332,7 @@ fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
         agents: (0..4).map(|i| format!("agent_{i}")).collect(),
         silent: BTreeMap::new(),
         trace: Vec::new(),
-        // Building a report every step is slow in a debug build; one
-        // schedule in 16 checks it.
-        report: (seed % 16 == 0).then_some((u64::MAX, None)),
+        observe,
     };
     let mode = if seed % 2 == 0 { "dag" } else { "phased" };
     let yaml = seed_yaml(mode)
@@ -375,29 +356,6 @@ fn run_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             Err((msg.unwrap_or_default(), w.trace))
-        }
-    }
-}
-
-#[test]
-fn random_schedules_keep_every_invariant() {
-    let (from, count) = match std::env::var("TESTFLEET_SIM_SEED") {
-        Ok(seed) => (seed.parse().expect("TESTFLEET_SIM_SEED is a number"), 1),
-        Err(_) => (
-            0,
-            std::env::var("TESTFLEET_SIM_SCHEDULES")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(10_000),
-        ),
-    };
-    for seed in from..from + count {
-        if let Err((msg, trace)) = run_schedule(seed) {
-            let tail = trace.len().saturating_sub(60);
-            panic!(
-                "seed {seed} broke: {msg}\nreplay: TESTFLEET_SIM_SEED={seed} cargo test --bin orchestrator random_schedules\nlast steps:\n{}",
-                trace[tail..].join("\n")
-            );
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use testfleet::config::{ResourceSpec, SuitePlan};
+use testfleet_config::{ResourceSpec, SuitePlan};
 
 use super::results::{Completion, Failure, ProgressReport, ResourceUsage};
 use super::state::{AgentId, AttemptId, Resolution};

@@ -1,9 +1,9 @@
 //! The seed's alert rules, raised on the scheduler's clock and acted on.
 
-use crate::scheduler::results::{ErrorType, ExecutionSummary, FinalStatus, ResourceUsage};
+use crate::results::{ErrorType, ExecutionSummary, FinalStatus, ResourceUsage};
 
-use super::harness::*;
-use crate::scheduler::{Action, Event};
+use crate::sim::*;
+use crate::{Action, Event};
 
 fn alerts_raised(sim: &Sim) -> Vec<String> {
     sim.log
@@ -15,7 +15,7 @@ fn alerts_raised(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
-fn suite(tasks: usize, extra: &str) -> std::sync::Arc<testfleet::config::SuitePlan> {
+fn suite(tasks: usize, extra: &str) -> std::sync::Arc<testfleet_config::SuitePlan> {
     let mut y = format!("failure_handling: {{retry_delay_seconds: 0}}\nmonitoring: {{metrics_interval: 1}}\n{extra}templates:\n  t: {{command: x}}\norchestrator:\n  task_definitions:\n    u:\n");
     for i in 0..tasks {
         y += &format!("      - {{id: T{i}, template: t}}\n");

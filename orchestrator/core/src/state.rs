@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use testfleet::config::{ResourceSpec, SuitePlan};
+use testfleet_config::{ResourceSpec, SuitePlan};
 
 use super::escalation::EscalationReport;
 use super::policy::criteria::CriterionResult;
@@ -153,6 +153,12 @@ pub struct TaskRun {
     pub ended_at: Option<UnixMillis>,
 }
 
+impl Default for TaskRun {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TaskRun {
     pub fn new() -> Self {
         TaskRun {
@@ -280,7 +286,7 @@ pub struct SuiteRun {
 /// Dispatch order: critical path, then priority, then file order.
 pub type ReadyKey = (
     std::cmp::Reverse<u64>,
-    std::cmp::Reverse<testfleet::config::PriorityName>,
+    std::cmp::Reverse<testfleet_config::PriorityName>,
     usize,
 );
 
@@ -295,7 +301,7 @@ impl SuiteRun {
 
     /// What task `t` reserves on an agent: recovery's override, else the
     /// plan's.
-    pub fn needs(&self, t: usize) -> testfleet::config::ResourceSpec {
+    pub fn needs(&self, t: usize) -> testfleet_config::ResourceSpec {
         self.tasks[t]
             .resources
             .unwrap_or(self.plan.tasks[t].resources)

@@ -1,5 +1,5 @@
-use super::harness::*;
-use crate::scheduler::{SuiteState, TaskState};
+use crate::sim::*;
+use crate::{SuiteState, TaskState};
 
 fn seed_sim(mode: &str) -> Sim {
     let mut sim = Sim::new();
@@ -57,9 +57,9 @@ fn a_failed_task_skips_everything_downstream_but_not_its_siblings() {
     let mut sim = seed_sim("dag");
     let r = sim.running();
     // A1 needs a 0.95 pass rate: 9 of 10 misses it, and a criterion is final.
-    sim.step(crate::scheduler::Event::Completed(completion(
+    sim.step(crate::Event::Completed(completion(
         &r[0],
-        crate::scheduler::results::FinalStatus::Success,
+        crate::results::FinalStatus::Success,
         10,
         9,
     )));
@@ -84,9 +84,9 @@ fn a_failed_subtask_fails_its_group() {
         sim.succeed(&a);
     }
     let b1a = sim.running()[0].clone();
-    sim.step(crate::scheduler::Event::Completed(completion(
+    sim.step(crate::Event::Completed(completion(
         &b1a,
-        crate::scheduler::results::FinalStatus::Failure,
+        crate::results::FinalStatus::Failure,
         10,
         10,
     )));
@@ -110,9 +110,9 @@ fn criteria_decide_success() {
     let mut sim = seed_sim("dag");
     let a2 = sim.running()[1].clone();
     // A2 needs pass_rate 1.0; 9 of 10 passing misses it.
-    sim.step(crate::scheduler::Event::Completed(completion(
+    sim.step(crate::Event::Completed(completion(
         &a2,
-        crate::scheduler::results::FinalStatus::Success,
+        crate::results::FinalStatus::Success,
         10,
         9,
     )));
@@ -150,8 +150,8 @@ fn completion_tells_what_can_proceed() {
     let c = out
         .iter()
         .find_map(|a| match a {
-            crate::scheduler::Action::Publish(notice) => match &**notice {
-                crate::scheduler::Notice::Completion(c) => Some(c.clone()),
+            crate::Action::Publish(notice) => match &**notice {
+                crate::Notice::Completion(c) => Some(c.clone()),
                 _ => None,
             },
             _ => None,
@@ -167,15 +167,14 @@ fn completion_tells_what_can_proceed() {
 
 #[test]
 fn assignments_carry_a_w3c_traceparent() {
-    let tp =
-        crate::scheduler::dispatch::traceparent("01a20b79-38e8-72db-a105-0355e0a00c57", "x.A1.1");
+    let tp = crate::dispatch::traceparent("01a20b79-38e8-72db-a105-0355e0a00c57", "x.A1.1");
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts.len(), 4);
     assert_eq!(parts[0], "00");
     assert_eq!(parts[1], "01a20b7938e872dba1050355e0a00c57");
     assert_eq!(parts[2].len(), 16);
     assert_eq!(parts[3], "01");
-    let other = crate::scheduler::dispatch::traceparent("s", "x.A1.2");
+    let other = crate::dispatch::traceparent("s", "x.A1.2");
     assert_eq!(
         other.split('-').nth(1).unwrap().len(),
         32,

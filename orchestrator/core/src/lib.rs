@@ -1,16 +1,18 @@
-//! The scheduler: a pure state machine. `handle(event, now)` updates the state
-//! and returns the actions the edges carry out. It does no I/O, reads no clock
-//! and spawns nothing, which is what lets tests drive every failure path
-//! deterministically (see `tests/simulation.rs`).
+//! testfleet-core, the scheduler: a pure state machine. `handle(event, now)`
+//! updates the state and returns the actions the edges carry out. It does no
+//! I/O, reads no clock and spawns nothing (its dependencies hold no runtime,
+//! transport or logging, and clippy.toml beside this crate bans the std
+//! calls that would), which is what lets tests drive every failure path
+//! deterministically (see `sim` and `tests/simulation.rs`).
 
 mod action;
-pub(crate) mod alerting;
+pub mod alerting;
 mod critical_path;
 pub(crate) mod dispatch;
 pub mod escalation;
 mod event;
 // Checked by tests and, in debug builds, after every real event.
-#[cfg(any(test, debug_assertions))]
+#[cfg(any(test, debug_assertions, feature = "sim"))]
 mod invariants;
 mod notice;
 mod outcome;
@@ -19,13 +21,15 @@ pub mod results;
 pub mod state;
 pub mod time;
 
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use testfleet::config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
+use testfleet_config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 
 pub use action::{Action, Alert, Assignment, CancelRequest, Refusal, Rejection, Reply};
 pub use event::Event;
@@ -563,7 +567,7 @@ impl Scheduler {
         self.finish_suite_if_done(now, out);
     }
 
-    #[cfg(any(test, debug_assertions))]
+    #[cfg(any(test, debug_assertions, feature = "sim"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         invariants::check(self)
     }

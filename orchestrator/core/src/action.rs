@@ -1,7 +1,7 @@
 //! What the scheduler asks its edges to do. Each action carries only the
 //! scheduler's own types; `crate::wire` turns them into messages.
 
-use testfleet::config::ResourceSpec;
+use testfleet_config::ResourceSpec;
 
 use super::escalation::EscalationReport;
 use super::notice::Notice;

@@ -1,11 +1,14 @@
 //! The report as the engine writes it at the finish: built and written at
-//! once, in pieces, and the same text as the report the API serves.
+//! once, in pieces, and the same text as the report the API serves; and a
+//! report built at one scheduler revision stays true until the next.
 
 use std::fmt::Write;
 
-use super::harness::{cap, plan, Sim};
-use crate::output::report::{build, build_and_write, build_on, JUNIT_FILE, REPORT_FILE};
-use crate::scheduler::SuiteState;
+use crate::output::report::{
+    build, build_and_write, build_on, ReportJson, JUNIT_FILE, REPORT_FILE,
+};
+use testfleet_core::sim::{cap, plan, run_schedule, superseded, Sim};
+use testfleet_core::{Scheduler, SuiteState};
 
 /// A finished suite whose report is about 1 MB: more than one piece.
 fn finished(tasks: usize) -> Sim {
@@ -103,4 +106,51 @@ fn a_failed_write_leaves_no_partial_file() {
     let e = format!("{:#}", written.unwrap_err());
     assert!(e.contains("renaming to"), "{e}");
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn after_the_finish_only_a_late_result_changes_the_report_revision() {
+    let (mut sim, first, second) = superseded();
+    sim.succeed(&second);
+    assert_eq!(sim.suite_state(), SuiteState::Completed);
+    let finished = sim.s.revision();
+    let report = build(&sim.s);
+    sim.heartbeat(&second.agent);
+    sim.advance(1);
+    assert_eq!(sim.s.revision(), finished, "a heartbeat and a quiet tick");
+    assert_eq!(build(&sim.s), report);
+    sim.succeed(&first);
+    assert_ne!(
+        sim.s.revision(),
+        finished,
+        "a stale result is in the report"
+    );
+    assert_ne!(build(&sim.s), report);
+}
+
+/// In the simulation's schedules (one in 16 of its 10,000 seeds: building a
+/// report every step is slow in a debug build), a report built at one
+/// revision is still the report at that revision.
+#[test]
+fn in_random_schedules_a_report_stays_true_while_the_revision_stands() {
+    for seed in (0..10_000).step_by(16) {
+        let mut last: Option<(u64, Option<ReportJson>)> = None;
+        let mut check = |s: &Scheduler| match &last {
+            Some((revision, report)) if *revision == s.revision() => {
+                assert_eq!(
+                    &build(s),
+                    report,
+                    "the report changed without a new revision"
+                );
+            }
+            _ => last = Some((s.revision(), build(s))),
+        };
+        if let Err((msg, trace)) = run_schedule(seed, &mut check) {
+            let tail = trace.len().saturating_sub(60);
+            panic!(
+                "seed {seed} broke: {msg}\nlast steps:\n{}",
+                trace[tail..].join("\n")
+            );
+        }
+    }
 }

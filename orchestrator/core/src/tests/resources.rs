@@ -1,5 +1,5 @@
-use super::harness::*;
-use crate::scheduler::TaskState;
+use crate::sim::*;
+use crate::TaskState;
 
 fn tasks_yaml(prefix: &str, tasks: &[(&str, u32, u32)]) -> String {
     let mut y = format!(
@@ -131,7 +131,5 @@ fn the_fleet_refuses_agents_past_max_agents() {
     )));
     sim.join("a", cap(1, 1024));
     let out = sim.join("b", cap(1, 1024));
-    assert!(
-        matches!(&out[0], crate::scheduler::Action::RefuseAgent { agent_id, .. } if agent_id == "b")
-    );
+    assert!(matches!(&out[0], crate::Action::RefuseAgent { agent_id, .. } if agent_id == "b"));
 }

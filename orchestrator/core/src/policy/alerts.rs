@@ -3,7 +3,7 @@
 //! out their actions.
 
 use serde::Serialize;
-use testfleet::config::AlertsConfig;
+use testfleet_config::AlertsConfig;
 
 /// What the rules read, gathered by the scheduler at each evaluation.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -2,15 +2,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::scheduler::results::{
+use crate::results::{
     Completion, ErrorType, ExecutionSummary, Failure, FailureDetails, FinalStatus, ResourceUsage,
     TestResults,
 };
-use testfleet::config::{ResourceSpec, SuiteConfig, SuitePlan};
+use testfleet_config::{ResourceSpec, SuiteConfig, SuitePlan};
 
-use crate::scheduler::{Action, Event, Scheduler, SuiteState, TaskState};
+use crate::{Action, Event, Scheduler, SuiteState, TaskState};
 
-pub const SEED: &str = include_str!("../../../tests/fixtures/seed_orchestrator_config.yaml");
+pub const SEED: &str = include_str!("../../../../tests/fixtures/seed_orchestrator_config.yaml");
 
 /// The seed's config with a template, so it can run.
 pub fn seed_yaml(mode: &str) -> String {
@@ -44,6 +44,12 @@ pub struct Assigned {
     pub agent: String,
     pub task: String,
     pub attempt: String,
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Sim {
@@ -243,4 +249,23 @@ pub fn failure(a: &Assigned, error: ErrorType) -> Failure {
         }),
         ..Default::default()
     }
+}
+
+/// One task on one agent, `a`.
+pub fn one_task() -> Sim {
+    let mut sim = Sim::new();
+    sim.submit(plan("agent_pool: {agent_timeout: 10}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: T, template: t}\n"));
+    sim.join("a", cap(1, 1024));
+    sim
+}
+
+/// One task whose first attempt was lost with agent `a`; the second runs on
+/// `b`. Returns the first attempt and the second.
+pub fn superseded() -> (Sim, Assigned, Assigned) {
+    let mut sim = one_task();
+    sim.join("b", cap(1, 1024));
+    let first = sim.running()[0].clone();
+    sim.disconnect(&first.agent);
+    let second = sim.running()[0].clone();
+    (sim, first, second)
 }

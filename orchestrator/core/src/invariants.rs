@@ -1,6 +1,6 @@
 //! DESIGN.md's invariants, checked after every step of the simulation tests.
 
-use testfleet::config::ResourceSpec;
+use testfleet_config::ResourceSpec;
 
 use super::{AttemptOutcome, Scheduler, SuiteState, TaskState};
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use testfleet::config::SuitePlan;
+use testfleet_config::SuitePlan;
 
 /// Expected duration of each task, milliseconds.
 fn expected_ms(plan: &SuitePlan, history: &BTreeMap<String, f64>) -> Vec<u64> {

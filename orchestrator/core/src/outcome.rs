@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use testfleet::config::{ResourceSpec, TaskKind};
+use testfleet_config::{ResourceSpec, TaskKind};
 
 use super::policy::criteria::{self, Facts};
 use super::policy::recovery::{self, Budget, Decision, History, RetryPlan};

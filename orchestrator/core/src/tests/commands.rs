@@ -1,9 +1,9 @@
 //! Commands are answered after the scheduler decided: carried out, or
 //! refused with the reason, and a refusal changes nothing.
 
-use super::harness::*;
-use crate::scheduler::results::ErrorType;
-use crate::scheduler::{Action, Event, Refusal, Reply, Resolution, SuiteState, TaskState};
+use crate::results::ErrorType;
+use crate::sim::*;
+use crate::{Action, Event, Refusal, Reply, Resolution, SuiteState, TaskState};
 
 fn reply(out: &[Action]) -> Reply {
     out.iter()
@@ -14,7 +14,7 @@ fn reply(out: &[Action]) -> Reply {
         .expect("a command is answered")
 }
 
-fn one_task_plan() -> std::sync::Arc<testfleet::config::SuitePlan> {
+fn one_task_plan() -> std::sync::Arc<testfleet_config::SuitePlan> {
     plan("failure_handling: {retry_delay_seconds: 0}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: T, template: t}\n      - {id: U, template: t, dependencies: [T]}\n")
 }
 

@@ -79,7 +79,7 @@ impl Scheduler {
         out.push(event(f.rule, true, &f.detail));
         match f.rule {
             Rule::HighFailureRate => {
-                self.alerting.paused_until = now + testfleet::config::secs_to_ms(pause_seconds)
+                self.alerting.paused_until = now + testfleet_config::secs_to_ms(pause_seconds)
             }
             Rule::MemoryExhaustion => {
                 let running = self

@@ -1,5 +1,5 @@
-use super::harness::*;
-use crate::scheduler::{SuiteState, TaskState};
+use crate::sim::*;
+use crate::{SuiteState, TaskState};
 
 /// Runs the seed suite where every attempt takes 100 ms; returns the sim and
 /// the makespan.

@@ -1,10 +1,10 @@
 //! Levels 2 and 3 driven through the scheduler: what each failure type
 //! leads to, flaky passes, escalations and their resolutions.
 
-use crate::scheduler::results::{ErrorType, FinalStatus};
+use crate::results::{ErrorType, FinalStatus};
 
-use super::harness::*;
-use crate::scheduler::{Action, Event, Resolution, SuiteState, TaskState};
+use crate::sim::*;
+use crate::{Action, Assignment, Event, Resolution, SuiteState, TaskState};
 
 fn chain() -> Sim {
     // A -> B -> C, B2 also waits on A; retry_delay 0 keeps retries immediate.
@@ -25,37 +25,26 @@ fn fail_twice(sim: &mut Sim, error: ErrorType) {
     }
 }
 
-/// The last assignment, as the agent receives it.
-fn last_assignment(sim: &Sim) -> testfleet::proto::TaskAssignment {
-    let (agent_id, assignment) = sim
-        .log
+/// The last assignment made.
+fn last_assignment(sim: &Sim) -> Assignment {
+    sim.log
         .iter()
         .rev()
         .find_map(|a| match a {
-            Action::Assign {
-                agent_id,
-                assignment,
-            } => Some((agent_id, assignment)),
+            Action::Assign { assignment, .. } => Some((**assignment).clone()),
             _ => None,
         })
-        .expect("an assignment");
-    let suite = sim.s.suite().expect("suite");
-    let route = crate::wire::Route {
-        suite_id: &suite.suite_id,
-        orchestrator_id: sim.s.orchestrator_id(),
-        agent_id,
-    };
-    crate::wire::assignment(assignment, &suite.plan, &route)
+        .expect("an assignment")
 }
 
-/// Each escalation's id and its report as the webhook receives it.
+/// Each escalation's id and its report as JSON (as the webhook receives it).
 fn escalations(sim: &Sim) -> Vec<(String, serde_json::Value)> {
     sim.log
         .iter()
         .filter_map(|a| match a {
             Action::Escalate { report, .. } => Some((
                 report.escalation_id.clone(),
-                crate::wire::escalation_json(report),
+                serde_json::to_value(report).expect("the report is JSON"),
             )),
             _ => None,
         })
@@ -179,10 +168,7 @@ fn a_memory_error_doubles_the_memory_of_the_next_attempt() {
     let a = sim.running()[0].clone();
     sim.fail(&a, ErrorType::MemoryError);
     let next = last_assignment(&sim);
-    assert_eq!(
-        next.task_details.unwrap().resources.unwrap().memory_mb,
-        1024
-    );
+    assert_eq!(next.resources.memory_mb, 1024);
 }
 
 #[test]
@@ -190,9 +176,9 @@ fn a_timeout_gets_one_and_a_half_times_the_time_and_twice_the_cores() {
     let mut sim = chain();
     let a = sim.running()[0].clone();
     sim.fail(&a, ErrorType::TimeoutError);
-    let d = last_assignment(&sim).task_details.unwrap();
-    assert_eq!(d.timeout_seconds, 150);
-    assert_eq!(d.resources.unwrap().cpu_cores, 2.0);
+    let d = last_assignment(&sim);
+    assert_eq!(d.timeout_ms.div_ceil(1000), 150);
+    assert_eq!(d.resources.cpu_cores(), 2.0);
 }
 
 #[test]
@@ -200,7 +186,7 @@ fn an_import_error_resets_the_environment_once_then_escalates() {
     let mut sim = chain();
     let a = sim.running()[0].clone();
     sim.fail(&a, ErrorType::ImportError);
-    assert!(last_assignment(&sim).execution.unwrap().reset_environment);
+    assert!(last_assignment(&sim).reset_environment);
     let b = sim.running()[0].clone();
     sim.fail(&b, ErrorType::ImportError);
     assert_eq!(sim.state("A"), TaskState::Escalated);
@@ -211,10 +197,13 @@ fn resource_exhaustion_moves_to_bigger_reservations() {
     let mut sim = chain();
     let a = sim.running()[0].clone();
     sim.fail(&a, ErrorType::ResourceExhaustion);
-    let d = last_assignment(&sim).task_details.unwrap();
-    let r = d.resources.unwrap();
+    let d = last_assignment(&sim);
     assert_eq!(
-        (r.memory_mb, r.cpu_cores, d.timeout_seconds),
+        (
+            d.resources.memory_mb,
+            d.resources.cpu_cores(),
+            d.timeout_ms.div_ceil(1000)
+        ),
         (1024, 2.0, 150)
     );
     let recoveries = &sim.s.suite().unwrap().tasks[0].recoveries;

@@ -21,7 +21,7 @@
 
 use std::ops::Bound::{Excluded, Unbounded};
 
-use testfleet::config::ResourceSpec;
+use testfleet_config::ResourceSpec;
 
 use super::state::ReadyKey;
 use super::time::UnixMillis;

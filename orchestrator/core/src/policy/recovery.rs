@@ -16,8 +16,8 @@
 //! A task that has failed `escalation_threshold` times goes to a human
 //! whatever its type.
 
-use crate::scheduler::results::ErrorType;
-use testfleet::config::{ResourceSpec, RetryPolicy};
+use crate::results::ErrorType;
+use testfleet_config::{ResourceSpec, RetryPolicy};
 
 /// What the task has been through, as far as the decision needs.
 #[derive(Debug, Clone, Default)]

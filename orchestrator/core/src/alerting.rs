@@ -115,7 +115,7 @@ impl Scheduler {
     }
 
     fn readings(&self, now: UnixMillis) -> Readings {
-        let suite = self.suite.as_ref().expect("a running suite");
+        let suite = self.suite.current().expect("a running suite");
         let attempts = suite.tasks.iter().flat_map(|t| &t.attempts);
         let ended = attempts.clone().filter(|a| a.ended_at.is_some()).count() as u32;
         let failed = attempts
@@ -173,7 +173,7 @@ impl Scheduler {
     /// After a suite: remember how long each task took, as the baseline for
     /// `performance_degradation` in later suites.
     pub(super) fn remember_durations(&mut self) {
-        let Some(suite) = self.suite.as_ref() else {
+        let Some(suite) = self.suite.current() else {
             return;
         };
         for (i, run) in suite.tasks.iter().enumerate() {

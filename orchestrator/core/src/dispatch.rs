@@ -62,7 +62,7 @@ impl Scheduler {
             match self.place(t, pack) {
                 Some(agent_id) => {
                     self.assign(t, agent_id, now, out);
-                    if let Some(suite) = self.suite.as_mut() {
+                    if let Some(suite) = self.suite.current_mut() {
                         suite.ready.remove(&key);
                     }
                 }
@@ -87,7 +87,7 @@ impl Scheduler {
     /// alone: `max_parallel`, `agent_limits` and avoided agents only ever
     /// leave more room.)
     fn spreading_would_strand_work(&self, now: UnixMillis) -> bool {
-        let Some(suite) = self.suite.as_ref() else {
+        let Some(suite) = self.suite.current() else {
             return false;
         };
         let mut free = ResourceSpec::default();
@@ -135,7 +135,7 @@ impl Scheduler {
     /// The agent for task `t`: least loaded after it, or, when `pack`, most
     /// loaded after it (best fit). Ties go to the lowest agent id.
     fn place(&self, t: usize, pack: bool) -> Option<String> {
-        let suite = self.suite.as_ref()?;
+        let suite = self.suite.current()?;
         let task = &suite.plan.tasks[t];
         let run = &suite.tasks[t];
         let need = suite.needs(t);
@@ -185,7 +185,7 @@ impl Scheduler {
     }
 
     fn assign(&mut self, t: usize, agent_id: String, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         let task = &suite.plan.tasks[t];
         let number = suite.tasks[t].attempts.len() as u32 + 1;
         let attempt_id = format!("{}.{}.{}", suite.suite_id, task.id, number);

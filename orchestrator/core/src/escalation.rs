@@ -62,7 +62,7 @@ impl Scheduler {
     /// Everything not yet ended that cannot proceed while `t` is stuck: its
     /// dependents, transitively, and the group it belongs to.
     fn blocked_by(&self, t: usize) -> Vec<usize> {
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         let mut seen = BTreeSet::new();
         let mut queue = VecDeque::from([t]);
         while let Some(x) = queue.pop_front() {
@@ -90,7 +90,7 @@ impl Scheduler {
     ) {
         let blocking = self.blocked_by(t);
         let mut report = self.escalation_report(t, error, severity, &why, failure, &blocking, now);
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         let escalation_id = format!(
             "esc-{}-{}",
             suite
@@ -119,14 +119,14 @@ impl Scheduler {
         });
         self.publish_state(t, &format!("escalated ({escalation_id}): {why}"), out);
         for b in blocking {
-            let run = &mut self.suite.as_mut().expect("suite").tasks[b];
+            let run = &mut self.suite.current_mut().expect("suite").tasks[b];
             if run.state == TaskState::Waiting {
                 run.state = TaskState::Paused;
                 run.reason = format!("paused by escalation {escalation_id}");
                 self.publish_state(b, &format!("paused by escalation {escalation_id}"), out);
             }
         }
-        let webhook = self.suite.as_ref().and_then(|s| s.plan.webhook.clone());
+        let webhook = self.suite.current().and_then(|s| s.plan.webhook.clone());
         out.push(Action::Escalate {
             webhook,
             report: Box::new(report),
@@ -144,7 +144,7 @@ impl Scheduler {
         blocking: &[usize],
         now: UnixMillis,
     ) -> EscalationReport {
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         let run = &suite.tasks[t];
         let details = failure
             .and_then(|f| f.failure_details.clone())
@@ -202,7 +202,7 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) -> Reply {
-        let Some(suite) = self.suite.as_mut() else {
+        let Some(suite) = self.suite.current_mut() else {
             return Reply::refused_escalation(escalation_id, false);
         };
         let running = suite.state == SuiteState::Running;
@@ -249,7 +249,7 @@ impl Scheduler {
     /// Paused tasks that no other open escalation holds wait again.
     fn unpause(&mut self, tasks: &[usize], now: UnixMillis, out: &mut Vec<Action>) {
         for &b in tasks {
-            let suite = self.suite.as_mut().expect("suite");
+            let suite = self.suite.current_mut().expect("suite");
             let held = suite
                 .escalations
                 .iter()

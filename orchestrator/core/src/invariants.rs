@@ -6,7 +6,7 @@ use super::{AttemptOutcome, Scheduler, SuiteState, TaskState};
 
 pub(super) fn check(s: &Scheduler) -> Result<(), String> {
     let mut reserved_by_agent = std::collections::BTreeMap::<String, ResourceSpec>::new();
-    if let Some(suite) = &s.suite {
+    if let Some(suite) = s.suite.current() {
         let plan = &suite.plan;
         let mut by_category = std::collections::BTreeMap::<String, u32>::new();
         let mut total = ResourceSpec::default();
@@ -95,6 +95,13 @@ pub(super) fn check(s: &Scheduler) -> Result<(), String> {
             return Err(format!("fleet reservation {total:?} over agent_limits"));
         }
         let all_terminal = suite.tasks.iter().all(|t| t.state.is_terminal());
+        let running = matches!(s.suite, crate::Lifecycle::Running(_));
+        if running != (suite.state == SuiteState::Running) {
+            return Err(format!(
+                "the suite's stage (running: {running}) disagrees with its state {:?}",
+                suite.state
+            ));
+        }
         if (suite.state != SuiteState::Running) != all_terminal {
             return Err(format!(
                 "suite is {:?} but all tasks terminal = {all_terminal}",

@@ -14,6 +14,7 @@ mod event;
 // Checked by tests and, in debug builds, after every real event.
 #[cfg(any(test, debug_assertions, feature = "sim"))]
 mod invariants;
+mod lifecycle;
 mod notice;
 mod outcome;
 pub mod policy;
@@ -33,6 +34,7 @@ use testfleet_config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind}
 
 pub use action::{Action, Alert, Assignment, CancelRequest, Refusal, Rejection, Reply};
 pub use event::Event;
+pub use lifecycle::Lifecycle;
 pub use notice::{Notice, TaskStateChange};
 pub use state::{
     AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, Escalation, Resolution, SuiteRun,
@@ -52,7 +54,7 @@ pub struct AttemptPlace {
 pub struct Scheduler {
     pub(crate) orchestrator_id: String,
     pub(crate) agents: BTreeMap<AgentId, AgentState>,
-    pub(crate) suite: Option<SuiteRun>,
+    pub(crate) suite: Lifecycle,
     /// attempt id -> (task index) for the current suite.
     /// Only looked up, never walked, so its order cannot leak into a
     /// decision: hashed, as ids that share the suite id as a prefix make
@@ -73,7 +75,7 @@ impl Scheduler {
         Scheduler {
             orchestrator_id: orchestrator_id.into(),
             agents: BTreeMap::new(),
-            suite: None,
+            suite: Lifecycle::Idle,
             attempt_index: HashMap::new(),
             rejected_results: 0,
             pending_cancels: BTreeMap::new(),
@@ -99,26 +101,28 @@ impl Scheduler {
         self.agents.values()
     }
 
+    /// The running suite, or the last one.
     pub fn suite(&self) -> Option<&SuiteRun> {
-        self.suite.as_ref()
+        self.suite.current()
+    }
+
+    /// Whether a suite runs, ran, or none has been submitted.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.suite
     }
 
     fn running_suite(&self) -> Option<&SuiteRun> {
-        self.suite
-            .as_ref()
-            .filter(|s| s.state == SuiteState::Running)
+        self.suite.running()
     }
 
     fn running_suite_mut(&mut self) -> Option<&mut SuiteRun> {
-        self.suite
-            .as_mut()
-            .filter(|s| s.state == SuiteState::Running)
+        self.suite.running_mut()
     }
 
     /// An attempt of the current suite, by id.
     pub fn attempt(&self, attempt_id: &str) -> Option<&Attempt> {
         let &t = self.attempt_index.get(attempt_id)?;
-        self.suite.as_ref()?.tasks[t]
+        self.suite.current()?.tasks[t]
             .attempts
             .iter()
             .find(|a| a.attempt_id == attempt_id)
@@ -127,7 +131,7 @@ impl Scheduler {
     /// Where an attempt of the current suite belongs, found by its index.
     pub fn attempt_place(&self, attempt_id: &str) -> Option<AttemptPlace> {
         let &t = self.attempt_index.get(attempt_id)?;
-        let suite = self.suite.as_ref()?;
+        let suite = self.suite.current()?;
         let a = suite.tasks[t]
             .attempts
             .iter()
@@ -258,7 +262,7 @@ impl Scheduler {
                 dependents[w].push(i);
             }
         }
-        self.suite = Some(SuiteRun {
+        self.suite = Lifecycle::Running(Box::new(SuiteRun {
             suite_id,
             suite_name,
             tasks,
@@ -277,16 +281,16 @@ impl Scheduler {
             ready: Default::default(),
             ended: 0,
             plan,
-        });
-        if let Some(suite) = self.suite.as_mut() {
+        }));
+        if let Some(suite) = self.suite.current_mut() {
             suite.rank =
                 critical_path::ranks(&suite.plan, &suite.dependents, &self.alerting.baselines);
         }
-        let n = self.suite.as_ref().map_or(0, |s| s.tasks.len());
+        let n = self.suite.current().map_or(0, |s| s.tasks.len());
         for i in 0..n {
             self.promote_if_ready(i, now, out);
         }
-        let suite_id = self.suite.as_ref().map(|s| s.suite_id.clone());
+        let suite_id = self.suite.current().map(|s| s.suite_id.clone());
         self.finish_suite_if_done(now, out);
         Reply::Submitted {
             suite_id: suite_id.unwrap_or_default(),
@@ -311,7 +315,7 @@ impl Scheduler {
             .values()
             .filter(|a| a.connected && a.id != agent_id)
             .count() as u32;
-        let max = self.suite.as_ref().and_then(|s| s.plan.limits.max_agents);
+        let max = self.suite.current().and_then(|s| s.plan.limits.max_agents);
         if !known && max.is_some_and(|m| connected >= m) {
             out.push(Action::RefuseAgent {
                 agent_id,
@@ -390,7 +394,7 @@ impl Scheduler {
                 .filter_map(|a| self.attempt_index.get(a).map(|&t| (t, a.clone())))
                 .max_by_key(|(t, _)| {
                     self.suite
-                        .as_ref()
+                        .current()
                         .and_then(|s| s.tasks[*t].live_attempt())
                         .map_or(0, |a| a.assigned_at)
                 });
@@ -415,7 +419,7 @@ impl Scheduler {
         if self.agents.get(agent_id).is_some_and(|a| a.connected) {
             let timeout = self
                 .suite
-                .as_ref()
+                .current()
                 .map_or(defaults::ms(defaults::CANCEL_ACK_TIMEOUT), |s| {
                     s.plan.cancel_ack_timeout_ms
                 });
@@ -458,7 +462,7 @@ impl Scheduler {
         let Some(&t) = self.attempt_index.get(attempt_id) else {
             return;
         };
-        let Some(suite) = self.suite.as_mut() else {
+        let Some(suite) = self.suite.current_mut() else {
             return;
         };
         if let Some(a) = suite.tasks[t]
@@ -479,7 +483,7 @@ impl Scheduler {
     /// attempt index is still in cache, the plan's index is not.
     pub fn task_of_attempt(&self, attempt_id: &str) -> Option<&PlannedTask> {
         let &t = self.attempt_index.get(attempt_id)?;
-        Some(&self.suite.as_ref()?.plan.tasks[t])
+        Some(&self.suite.current()?.plan.tasks[t])
     }
 
     fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
@@ -487,7 +491,7 @@ impl Scheduler {
         self.evaluate_alerts(now, out);
         let timeout = self
             .suite
-            .as_ref()
+            .current()
             .map_or(defaults::ms(defaults::AGENT_TIMEOUT), |s| {
                 s.plan.agent_timeout_ms
             });
@@ -550,14 +554,14 @@ impl Scheduler {
         suite.reason = reason.to_string();
         let n = suite.tasks.len();
         for t in 0..n {
-            let suite = self.suite.as_ref().expect("suite");
+            let suite = self.suite.current().expect("suite");
             if let Some(a) = suite.tasks[t].live_attempt() {
                 let task_id = suite.plan.tasks[t].id.clone();
                 let (agent_id, attempt_id) = (a.agent_id.clone(), a.attempt_id.clone());
                 self.request_cancel(&agent_id, task_id, attempt_id, reason, now, out);
                 self.end_live_attempt(t, AttemptOutcome::Cancelled, now);
             }
-            if !self.suite.as_ref().expect("suite").tasks[t]
+            if !self.suite.current().expect("suite").tasks[t]
                 .state
                 .is_terminal()
             {

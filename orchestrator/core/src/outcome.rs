@@ -16,7 +16,7 @@ use super::{
 
 impl Scheduler {
     pub(super) fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         let run = &suite.tasks[t];
         let live = run.live_attempt();
         out.push(Action::publish(Notice::TaskState(TaskStateChange {
@@ -30,7 +30,7 @@ impl Scheduler {
 
     /// Moves a waiting task on once everything it waits on has ended.
     pub(super) fn promote_if_ready(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         if suite.tasks[t].state != TaskState::Waiting {
             return;
         }
@@ -69,7 +69,7 @@ impl Scheduler {
         }
         let kind = task.kind;
         let children = task.children.clone();
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         match kind {
             TaskKind::Runnable => {
                 suite.queue(t, now);
@@ -88,7 +88,7 @@ impl Scheduler {
 
     /// Ends the live attempt of task `t` and releases what it reserved.
     pub(super) fn end_live_attempt(&mut self, t: usize, outcome: AttemptOutcome, now: UnixMillis) {
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         let run = &mut suite.tasks[t];
         let Some(i) = run.live.take() else { return };
         let attempt = &mut run.attempts[i];
@@ -119,7 +119,7 @@ impl Scheduler {
         out: &mut Vec<Action>,
     ) {
         self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         if suite.state != SuiteState::Running || suite.tasks[t].state.is_terminal() {
             return;
         }
@@ -146,7 +146,7 @@ impl Scheduler {
         out: &mut Vec<Action>,
     ) {
         let cap = self.largest_placement();
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         let run = &mut suite.tasks[t];
         match plan.budget {
             Budget::Infrastructure => run.infra_retries += 1,
@@ -185,7 +185,7 @@ impl Scheduler {
 
     /// The most any single connected agent (and the fleet's limits) can hold.
     fn largest_placement(&self) -> Option<ResourceSpec> {
-        let limits = &self.suite.as_ref()?.plan.limits;
+        let limits = &self.suite.current()?.plan.limits;
         let mut cap =
             self.agents
                 .values()
@@ -220,7 +220,7 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         if suite.tasks[t].state.is_terminal() {
             return;
         }
@@ -231,17 +231,19 @@ impl Scheduler {
         run.ended_at = Some(now);
         self.publish_state(t, &reason, out);
 
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         let children = suite.plan.tasks[t].children.clone();
         let parent = suite.plan.tasks[t].parent;
         let dependents = suite.dependents[t].clone();
         for c in children {
             // Subtasks not yet started end with their group; running ones finish.
             if matches!(
-                self.suite.as_ref().expect("suite").tasks[c].state,
+                self.suite.current().expect("suite").tasks[c].state,
                 TaskState::Waiting | TaskState::Ready
             ) {
-                let id = self.suite.as_ref().expect("suite").plan.tasks[t].id.clone();
+                let id = self.suite.current().expect("suite").plan.tasks[t]
+                    .id
+                    .clone();
                 self.set_terminal(
                     c,
                     TaskState::Skipped,
@@ -263,7 +265,7 @@ impl Scheduler {
     /// A group succeeds when all its subtasks did and its criteria hold on
     /// their results together; it fails as soon as one subtask fails.
     fn settle_group(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         if suite.tasks[g].state.is_terminal() {
             return;
         }
@@ -290,7 +292,7 @@ impl Scheduler {
             let any_flaky = children
                 .iter()
                 .any(|&c| suite.tasks[c].state == TaskState::Flaky);
-            self.suite.as_mut().expect("suite").tasks[g].criteria = results;
+            self.suite.current_mut().expect("suite").tasks[g].criteria = results;
             let state = match (ok, any_flaky) {
                 (false, _) => TaskState::Failed,
                 (true, true) => TaskState::Flaky,
@@ -320,6 +322,7 @@ impl Scheduler {
         };
         suite.finished_at = Some(now);
         let (suite_id, state) = (suite.suite_id.clone(), suite.state);
+        self.suite.finish();
         self.remember_durations();
         // The report is written first: a watcher told the suite finished can
         // read report.json at once.
@@ -352,7 +355,7 @@ impl Scheduler {
             Some(&t) => {
                 let suite = self
                     .suite
-                    .as_mut()
+                    .current_mut()
                     .expect("indexed attempts belong to the suite");
                 let run = &mut suite.tasks[t];
                 match run.attempts.iter().position(|a| a.attempt_id == attempt_id) {
@@ -390,7 +393,7 @@ impl Scheduler {
             return;
         };
         let update = Arc::new(update);
-        let run = &mut self.suite.as_mut().expect("suite").tasks[t];
+        let run = &mut self.suite.current_mut().expect("suite").tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].last_progress = Some(update.clone());
         }
@@ -404,7 +407,7 @@ impl Scheduler {
             return;
         };
         let success = c.final_status == FinalStatus::Success;
-        let suite = self.suite.as_ref().expect("suite");
+        let suite = self.suite.current().expect("suite");
         let facts = attempt_facts(&c);
         let results = criteria::evaluate(&suite.plan.tasks[t].criteria, &facts);
         let met = success && results.iter().all(|r| r.passed);
@@ -417,7 +420,7 @@ impl Scheduler {
         } else {
             AttemptOutcome::Failed
         };
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         let run = &mut suite.tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].completion = Some(c);
@@ -442,7 +445,7 @@ impl Scheduler {
 
     /// A pass after a failed test run is flaky, never a silent pass.
     fn success_state(&self, t: usize) -> (TaskState, String) {
-        let run = &self.suite.as_ref().expect("suite").tasks[t];
+        let run = &self.suite.current().expect("suite").tasks[t];
         let earlier = run.attempts[run.flaky_from.min(run.attempts.len())..]
             .iter()
             .rev()
@@ -483,7 +486,7 @@ impl Scheduler {
             .as_ref()
             .map_or("", |d| d.error_message.as_str());
         let reason = format!("{error_name}: {message}");
-        let suite = self.suite.as_mut().expect("suite");
+        let suite = self.suite.current_mut().expect("suite");
         let policy = suite.plan.retry.clone();
         let original_timeout_ms = suite.plan.tasks[t].timeout_ms;
         let run = &mut suite.tasks[t];

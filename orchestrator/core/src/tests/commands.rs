@@ -3,7 +3,7 @@
 
 use crate::results::ErrorType;
 use crate::sim::*;
-use crate::{Action, Event, Refusal, Reply, Resolution, SuiteState, TaskState};
+use crate::{Action, Event, Lifecycle, Refusal, Reply, Resolution, SuiteState, TaskState};
 
 fn reply(out: &[Action]) -> Reply {
     out.iter()
@@ -139,4 +139,23 @@ fn an_escalation_of_an_ended_suite_cannot_be_resolved() {
         reply(&out),
         Reply::Refused(Refusal::EscalationClosed { escalation_id: id })
     );
+}
+
+#[test]
+fn the_suite_goes_from_idle_to_running_to_finished_and_the_next_replaces_it() {
+    let mut sim = Sim::new();
+    assert!(matches!(sim.s.lifecycle(), Lifecycle::Idle));
+    submit_as(&mut sim, "first");
+    assert!(matches!(sim.s.lifecycle(), Lifecycle::Running(_)));
+    sim.join("a", cap(1, 1024));
+    sim.drain_successfully();
+    assert!(matches!(
+        sim.s.lifecycle(),
+        Lifecycle::Finished(s) if s.state == SuiteState::Completed && s.suite_id == "first"
+    ));
+    submit_as(&mut sim, "second");
+    assert!(matches!(
+        sim.s.lifecycle(),
+        Lifecycle::Running(s) if s.suite_id == "second"
+    ));
 }

@@ -290,7 +290,7 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
             .flat_map(|t| &t.attempts)
             .map(|a| a.stale_results)
             .sum(),
-        rejected_results: s.rejected_results,
+        rejected_results: s.rejected_results(),
     }
 }
 

@@ -61,7 +61,7 @@ pub struct Scheduler {
     /// a tree's comparisons long.
     pub(crate) attempt_index: HashMap<AttemptId, usize>,
     /// Results refused since start.
-    pub rejected_results: u64,
+    rejected_results: u64,
     /// Cancels not yet confirmed: attempt -> (agent, deadline). An agent that
     /// misses a deadline is wedged and is evicted.
     pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
@@ -104,6 +104,11 @@ impl Scheduler {
     /// The running suite, or the last one.
     pub fn suite(&self) -> Option<&SuiteRun> {
         self.suite.current()
+    }
+
+    /// Results refused since start (unknown attempt, another agent's, wrong task).
+    pub fn rejected_results(&self) -> u64 {
+        self.rejected_results
     }
 
     /// Whether a suite runs, ran, or none has been submitted.

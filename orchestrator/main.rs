@@ -111,6 +111,13 @@ enum Command {
         #[command(flatten)]
         conn: client::Conn,
     },
+    /// Drain an agent: it takes no new work and finishes what it runs.
+    Drain {
+        /// The agent's id, as `agents` lists it.
+        agent_id: String,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
     /// Cancel the running suite.
     Cancel {
         #[command(flatten)]
@@ -220,6 +227,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Watch { conn, json, kinds } => client::watch(&conn, json, kinds).await,
         Command::Report { conn } => client::report(&conn).await,
         Command::Agents { conn } => client::agents(&conn).await,
+        Command::Drain { agent_id, conn } => client::drain(&conn, &agent_id).await,
         Command::Cancel { conn } => client::cancel(&conn).await,
         Command::Certs {
             command: CertsCommand::Init { out, agents, names },

@@ -461,8 +461,10 @@ pub fn rejection_code(r: Rejection) -> Code {
 pub fn refusal(r: &Refusal) -> Status {
     let code = match r {
         Refusal::SuiteRunning { .. } => Code::AlreadyExists,
-        Refusal::NoSuiteRunning | Refusal::EscalationClosed { .. } => Code::FailedPrecondition,
-        Refusal::NoSuchEscalation { .. } => Code::NotFound,
+        Refusal::NoSuiteRunning | Refusal::EscalationClosed { .. } | Refusal::AgentLost { .. } => {
+            Code::FailedPrecondition
+        }
+        Refusal::NoSuchEscalation { .. } | Refusal::NoSuchAgent { .. } => Code::NotFound,
     };
     Status::new(code, r.describe())
 }

@@ -228,6 +228,29 @@ impl Control for ControlService {
         }
     }
 
+    async fn drain_agent(
+        &self,
+        r: Request<DrainAgentRequest>,
+    ) -> Result<Response<DrainAgentResponse>, Status> {
+        let agent_id = r.into_inner().agent_id;
+        match self
+            .engine
+            .command(Event::DrainAgent {
+                agent_id: agent_id.clone(),
+            })
+            .await?
+        {
+            Reply::Draining { running } => {
+                tracing::info!(agent_id, running, "agent draining");
+                Ok(Response::new(DrainAgentResponse {
+                    state: "draining".into(),
+                    running_attempts: running,
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn list_agents(
         &self,
         _: Request<ListAgentsRequest>,
@@ -243,7 +266,12 @@ impl Control for ControlService {
                         capacity: Some(resources(&a.capacity)),
                         reserved: Some(resources(&a.reserved)),
                         running_attempts: a.running.iter().cloned().collect(),
-                        state: if a.connected { "connected" } else { "lost" }.into(),
+                        state: match (a.connected, a.draining) {
+                            (true, false) => "connected",
+                            (true, true) => "draining",
+                            (false, _) => "lost",
+                        }
+                        .into(),
                         last_heartbeat: Some(testfleet::time::to_timestamp(a.last_heartbeat)),
                     })
                     .collect()

@@ -133,6 +133,10 @@ pub enum Reply {
     Cancelling,
     /// The escalation was resolved as asked.
     Resolved,
+    /// The agent takes no new work; `running` attempts finish there.
+    Draining {
+        running: u32,
+    },
     Refused(Refusal),
 }
 
@@ -161,6 +165,13 @@ pub enum Refusal {
     EscalationClosed {
         escalation_id: String,
     },
+    NoSuchAgent {
+        agent_id: String,
+    },
+    /// The agent is not connected: there is nothing to drain.
+    AgentLost {
+        agent_id: String,
+    },
 }
 
 impl Refusal {
@@ -175,6 +186,10 @@ impl Refusal {
             }
             Refusal::EscalationClosed { escalation_id } => {
                 format!("escalation {escalation_id} is already resolved (or its suite has ended)")
+            }
+            Refusal::NoSuchAgent { agent_id } => format!("no agent {agent_id} has connected"),
+            Refusal::AgentLost { agent_id } => {
+                format!("agent {agent_id} is not connected: there is nothing to drain")
             }
         }
     }

@@ -76,7 +76,7 @@ impl Scheduler {
     fn fleet_has_room(&self) -> bool {
         self.agents.values().any(|a| {
             let free = a.free();
-            a.connected && free.cpu_millis > 0 && free.memory_mb > 0
+            a.takes_work() && free.cpu_millis > 0 && free.memory_mb > 0
         })
     }
 
@@ -91,7 +91,7 @@ impl Scheduler {
             return false;
         };
         let mut free = ResourceSpec::default();
-        for agent in self.agents.values().filter(|a| a.connected) {
+        for agent in self.agents.values().filter(|a| a.takes_work()) {
             free.add(&agent.free());
         }
         // The total first: it stops after a fleet's worth of tasks, however
@@ -112,7 +112,7 @@ impl Scheduler {
         let mut agents: Vec<(ResourceSpec, ResourceSpec)> = self
             .agents
             .values()
-            .filter(|a| a.connected)
+            .filter(|a| a.takes_work())
             .map(|a| (a.reserved, a.capacity))
             .collect();
         needs.iter().any(|need| {
@@ -165,11 +165,11 @@ impl Scheduler {
         let others_exist = self
             .agents
             .values()
-            .any(|a| a.connected && !run.avoid.contains(&a.id) && need.fits_within(&a.capacity));
+            .any(|a| a.takes_work() && !run.avoid.contains(&a.id) && need.fits_within(&a.capacity));
         let candidates = self
             .agents
             .values()
-            .filter(|a| a.connected && need.fits_within(&a.free()))
+            .filter(|a| a.takes_work() && need.fits_within(&a.free()))
             .filter(|a| !(others_exist && run.avoid.contains(&a.id)));
         let chosen = if pack {
             candidates.max_by_key(|a| {

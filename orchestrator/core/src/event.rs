@@ -1,5 +1,5 @@
 //! What the scheduler is told: the world's happenings and operators'
-//! commands. Commands (submit, cancel, resolve) are answered by exactly one
+//! commands. Commands (submit, cancel, resolve, drain) are answered by exactly one
 //! [`Action::Reply`](super::Action::Reply), after the scheduler has decided.
 
 use std::collections::BTreeMap;
@@ -49,6 +49,10 @@ pub enum Event {
     CancelSuite {
         reason: String,
     },
+    /// Command: no new work for this agent; what runs there finishes.
+    DrainAgent {
+        agent_id: AgentId,
+    },
     /// Command: a person's decision on an open escalation.
     ResolveEscalation {
         escalation_id: String,
@@ -61,7 +65,10 @@ impl Event {
     pub fn is_command(&self) -> bool {
         matches!(
             self,
-            Event::SubmitSuite { .. } | Event::CancelSuite { .. } | Event::ResolveEscalation { .. }
+            Event::SubmitSuite { .. }
+                | Event::CancelSuite { .. }
+                | Event::ResolveEscalation { .. }
+                | Event::DrainAgent { .. }
         )
     }
 }

@@ -221,6 +221,10 @@ impl Scheduler {
                 let reply = self.resolve(&escalation_id, resolution, now, &mut out);
                 out.push(Action::Reply(reply));
             }
+            Event::DrainAgent { agent_id } => {
+                let reply = self.drain(&agent_id);
+                out.push(Action::Reply(reply));
+            }
             Event::CancelSuite { reason } => {
                 let reply = if self.is_running() {
                     self.end_suite(&reason, SuiteState::Cancelled, now, &mut out);
@@ -344,6 +348,7 @@ impl Scheduler {
                 running: BTreeSet::new(),
                 conn,
                 connected: true,
+                draining: false,
                 last_heartbeat: now,
                 last_usage: None,
             });
@@ -408,6 +413,21 @@ impl Scheduler {
             let why = "the agent came back with less capacity than this attempt needs";
             self.request_cancel(agent_id, task_id, attempt_id.clone(), why, now, out);
             self.requeue_lost(t, format!("agent {agent_id} shrank"), now, out);
+        }
+    }
+
+    /// No new work for the agent; what it runs finishes there.
+    fn drain(&mut self, agent_id: &str) -> Reply {
+        let agent_id = agent_id.to_string();
+        match self.agents.get_mut(&agent_id) {
+            None => Reply::Refused(Refusal::NoSuchAgent { agent_id }),
+            Some(a) if !a.connected => Reply::Refused(Refusal::AgentLost { agent_id }),
+            Some(a) => {
+                a.draining = true;
+                Reply::Draining {
+                    running: a.running.len() as u32,
+                }
+            }
         }
     }
 

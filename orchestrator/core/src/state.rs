@@ -27,6 +27,9 @@ pub struct AgentState {
     /// ignored, so a slow close of a replaced stream cannot evict the new one.
     pub conn: u64,
     pub connected: bool,
+    /// An operator drained it: it finishes what runs there and takes no
+    /// new work (also after a reconnect).
+    pub draining: bool,
     pub last_heartbeat: UnixMillis,
     pub last_usage: Option<ResourceUsage>,
 }
@@ -34,6 +37,11 @@ pub struct AgentState {
 impl AgentState {
     pub fn free(&self) -> ResourceSpec {
         self.capacity.saturating_minus(&self.reserved)
+    }
+
+    /// Whether new attempts may be placed here.
+    pub fn takes_work(&self) -> bool {
+        self.connected && !self.draining
     }
 }
 

@@ -159,3 +159,44 @@ fn the_suite_goes_from_idle_to_running_to_finished_and_the_next_replaces_it() {
         Lifecycle::Running(s) if s.suite_id == "second"
     ));
 }
+
+#[test]
+fn a_drained_agent_finishes_what_it_runs_and_takes_no_new_work() {
+    let mut sim = Sim::new();
+    let drain = |sim: &mut Sim, agent: &str| {
+        reply(&sim.step(Event::DrainAgent {
+            agent_id: agent.into(),
+        }))
+    };
+    assert_eq!(
+        drain(&mut sim, "a"),
+        Reply::Refused(Refusal::NoSuchAgent {
+            agent_id: "a".into()
+        })
+    );
+    submit_as(&mut sim, "s");
+    sim.join("a", cap(1, 1024));
+    let t = sim.running()[0].clone();
+    assert_eq!(drain(&mut sim, "a"), Reply::Draining { running: 1 });
+    sim.succeed(&t);
+    assert_eq!(
+        sim.state("T"),
+        TaskState::CompletedSuccess,
+        "its work finished"
+    );
+    assert_eq!(
+        sim.state("U"),
+        TaskState::Ready,
+        "U waits: a takes no new work"
+    );
+    assert!(sim.running().is_empty());
+    sim.join("b", cap(1, 1024));
+    assert_eq!(sim.running()[0].agent, "b", "U goes to the next agent");
+    sim.disconnect("a");
+    assert_eq!(
+        drain(&mut sim, "a"),
+        Reply::Refused(Refusal::AgentLost {
+            agent_id: "a".into()
+        })
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use testfleet_config::{ResourceSpec, SuitePlan};
 
 use super::escalation::EscalationReport;
@@ -45,10 +45,11 @@ impl AgentState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Dependencies not yet met.
+    #[default]
     Waiting,
     /// Dependencies met; waiting for a slot (or for its retry delay).
     Ready,
@@ -91,6 +92,29 @@ impl TaskState {
             TaskState::Skipped => "skipped",
             TaskState::Cancelled => "cancelled",
         }
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+
+    /// The name `as_str` gives (`completed_success`), as watch events carry it.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        const ALL: [TaskState; 10] = [
+            TaskState::Waiting,
+            TaskState::Ready,
+            TaskState::Running,
+            TaskState::Escalated,
+            TaskState::Paused,
+            TaskState::CompletedSuccess,
+            TaskState::Flaky,
+            TaskState::Failed,
+            TaskState::Skipped,
+            TaskState::Cancelled,
+        ];
+        ALL.into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| format!("no task state {name:?}"))
     }
 }
 
@@ -327,5 +351,25 @@ impl SuiteRun {
         self.tasks[t].not_before = not_before;
         let key = self.ready_key(t);
         self.ready.insert(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState;
+
+    #[test]
+    fn a_task_state_reads_back_from_its_name_and_nothing_else_does() {
+        for name in [
+            "waiting",
+            "running",
+            "completed_success",
+            "flaky",
+            "cancelled",
+        ] {
+            let state: TaskState = name.parse().unwrap();
+            assert_eq!(state.as_str(), name);
+        }
+        assert!("done".parse::<TaskState>().is_err());
     }
 }

@@ -74,6 +74,10 @@ pub struct SuiteConfig {
     /// subtasks, `performance_tests` sequential, anything else parallel).
     #[serde(default)]
     pub phases: Option<Vec<PhaseConfig>>,
+    /// Limits on what uploaded artifacts may store. Default: see
+    /// `StorageConfig`.
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -276,6 +280,49 @@ impl Default for Monitoring {
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector, e.g. http://jaeger:4317. Default: none.
     pub otlp_endpoint: Option<String>,
+}
+
+/// Limits on uploaded artifacts, in MiB. Each upload counts against its
+/// attempt's and its suite's total as its bytes arrive.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Largest single artifact. Default: 64.
+    pub max_artifact_mb: Option<u64>,
+    /// All of one attempt's artifacts together. Default: 256.
+    pub max_attempt_artifacts_mb: Option<u64>,
+    /// All of one suite's artifacts together. Default: 4096.
+    pub max_suite_artifacts_mb: Option<u64>,
+    /// Free disk under the reports that uploads must leave. Default: 1024.
+    pub min_free_disk_mb: Option<u64>,
+}
+
+/// `StorageConfig` resolved, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageLimits {
+    pub max_artifact_bytes: u64,
+    pub max_attempt_bytes: u64,
+    pub max_suite_bytes: u64,
+    pub min_free_disk_bytes: u64,
+}
+
+impl StorageConfig {
+    pub fn limits(&self) -> StorageLimits {
+        let bytes =
+            |mb: Option<u64>, default: u64| mb.map_or(default, |mb| mb.saturating_mul(1024 * 1024));
+        StorageLimits {
+            max_artifact_bytes: bytes(self.max_artifact_mb, defaults::MAX_ARTIFACT_BYTES),
+            max_attempt_bytes: bytes(
+                self.max_attempt_artifacts_mb,
+                defaults::MAX_ATTEMPT_ARTIFACT_BYTES,
+            ),
+            max_suite_bytes: bytes(
+                self.max_suite_artifacts_mb,
+                defaults::MAX_SUITE_ARTIFACT_BYTES,
+            ),
+            min_free_disk_bytes: bytes(self.min_free_disk_mb, defaults::MIN_FREE_DISK_BYTES),
+        }
+    }
 }
 
 /// Alert rules, evaluated every `monitoring.metrics_interval`.

@@ -149,6 +149,17 @@ impl Scheduler {
         })
     }
 
+    /// Whether an attempt is still live: its suite runs and its result has
+    /// not arrived (nor has it been lost, cancelled or replaced).
+    pub fn attempt_is_live(&self, attempt_id: &str) -> bool {
+        let Some(&t) = self.attempt_index.get(attempt_id) else {
+            return false;
+        };
+        self.running_suite()
+            .and_then(|s| s.tasks[t].live_attempt())
+            .is_some_and(|a| a.attempt_id == attempt_id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.running_suite().is_some()
     }

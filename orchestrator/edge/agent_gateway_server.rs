@@ -202,7 +202,8 @@ impl AgentGateway for AgentGatewayService {
             &self.engine.report_dir.for_suite(&suite_id),
             &task_id,
             number,
-        );
+        )
+        .map_err(|e| Status::invalid_argument(format!("task {task_id:?}: {e}")))?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;

@@ -204,3 +204,56 @@ pub fn workdir_ok(dir: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(task_id: &str, attempt_id: &str) -> proto::TaskAssignment {
+        proto::TaskAssignment {
+            attempt_id: attempt_id.into(),
+            task_details: Some(proto::TaskDetails {
+                task_id: task_id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_path_of_an_attempt_is_inside_the_workdir() {
+        let root = Path::new("/w");
+        let at = Attempt::new(root, assignment("A1", "s.A1.1")).unwrap();
+        assert_eq!(at.dir, root.join("attempts/s.A1.1"));
+        assert_eq!(
+            at.output_log(),
+            root.join("attempts/s.A1.1/artifacts/A1_output.log")
+        );
+        // An attempt id is made safe; one that would still name a parent is
+        // refused.
+        let at = Attempt::new(root, assignment("A1", "s/../x")).unwrap();
+        assert_eq!(at.dir, root.join("attempts/s_.._x"));
+        assert!(Attempt::new(root, assignment("A1", "..")).is_err());
+    }
+
+    #[test]
+    fn an_unsafe_task_id_is_refused() {
+        for id in ["../../ESCAPED", "I1;touch PWNED;#", "a/b", ""] {
+            let e = Attempt::new(Path::new("/w"), assignment(id, "s.x.1"))
+                .err()
+                .unwrap_or_else(|| panic!("{id:?} was laid out"));
+            assert!(e.to_string().contains("refusing task id"), "{e}");
+        }
+    }
+
+    #[test]
+    fn commands_get_quoted_paths_and_env_do_not() {
+        let a = assignment("A1", "s.A1.1");
+        let at = Attempt::new(Path::new("/my work"), a).unwrap();
+        assert_eq!(
+            at.fill_command("cd {workdir} && ls \"{artifacts_dir}\""),
+            "cd '/my work' && ls \"/my work/attempts/s.A1.1/artifacts\""
+        );
+        assert_eq!(at.fill_plain("{workdir}/x"), "/my work/x");
+    }
+}

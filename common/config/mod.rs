@@ -6,6 +6,7 @@
 //! the file and line it concerns, before anything runs.
 
 pub mod defaults;
+mod duration;
 pub mod ids;
 mod locate;
 mod nesting;
@@ -23,6 +24,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+pub use duration::Seconds;
 pub use plan::{Phase, PhaseStrategy, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 pub use tls_files::TlsFiles;
 pub use validate::{ConfigError, ConfigProblem, MAX_LISTED};
@@ -93,7 +95,7 @@ pub struct CategoryAllocation {
     /// Default disk of the category's tasks, MB. Default: 100.
     pub disk_mb: Option<f64>,
     /// Default timeout of the category's tasks, seconds. Default: 600.
-    pub timeout_seconds: Option<f64>,
+    pub timeout_seconds: Option<Seconds>,
     /// Most tasks of this category running at once. Default: unlimited.
     pub max_parallel: Option<i64>,
 }
@@ -115,11 +117,11 @@ pub struct FailureHandling {
     /// Retries of a failed task. Default: `recovery.max_retries`, else 2.
     pub max_retries: Option<i64>,
     /// Pause before a retry, seconds. Default: `recovery.retry_delay`, else 30.
-    pub retry_delay_seconds: Option<f64>,
+    pub retry_delay_seconds: Option<Seconds>,
     /// Failures of a task before a human is called. Default: 3.
     pub escalation_threshold: Option<i64>,
     /// Between SIGTERM and SIGKILL of a timed-out task, seconds. Default: 60.
-    pub timeout_grace_period: Option<f64>,
+    pub timeout_grace_period: Option<Seconds>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,7 +189,7 @@ pub struct TaskResources {
     pub disk_mb: Option<f64>,
     /// Seconds. Default: the category's, else 600.
     #[serde(alias = "timeout_seconds")]
-    pub timeout: Option<f64>,
+    pub timeout: Option<Seconds>,
 }
 
 #[derive(
@@ -219,7 +221,7 @@ pub struct AgentPool {
     pub scale_down_threshold: Option<f64>,
     /// Seconds without a heartbeat before an agent counts as lost. Default: 300.
     #[serde(default = "default_agent_timeout")]
-    pub agent_timeout: f64,
+    pub agent_timeout: Seconds,
 }
 
 impl Default for AgentPool {
@@ -240,14 +242,14 @@ pub struct Recovery {
     /// Retries of a failed task. Default: 2.
     pub max_retries: Option<i64>,
     /// Pause before a retry, seconds. Default: 30.
-    pub retry_delay: Option<f64>,
+    pub retry_delay: Option<Seconds>,
     /// Failures of a task before a human is called. Default: 3.
     pub escalation_threshold: Option<i64>,
     /// Where escalation reports are POSTed. Default: none (logged only).
     pub human_notification_webhook: Option<String>,
     /// Seconds an agent has to confirm a cancel before it counts as wedged
     /// and is evicted. Default: 30.
-    pub cancel_ack_timeout: Option<f64>,
+    pub cancel_ack_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,10 +257,10 @@ pub struct Recovery {
 pub struct Monitoring {
     /// Seconds between metric refreshes and alert evaluations. Default: 10.
     #[serde(default = "default_metrics_interval")]
-    pub metrics_interval: f64,
+    pub metrics_interval: Seconds,
     /// Seconds between agent health checks. Default: 30.
     #[serde(default = "default_health_interval")]
-    pub health_check_interval: f64,
+    pub health_check_interval: Seconds,
     /// Accepted for the seed; log rotation is the host's job. Default: none.
     #[serde(default)]
     pub log_rotation_size: Option<String>,
@@ -354,7 +356,7 @@ pub struct FailureRateRule {
     /// Default: 5.
     pub min_attempts: u32,
     /// Default: 60.
-    pub pause_seconds: f64,
+    pub pause_seconds: Seconds,
 }
 
 impl Default for FailureRateRule {
@@ -363,7 +365,7 @@ impl Default for FailureRateRule {
             enabled: true,
             threshold: 0.2,
             min_attempts: 5,
-            pause_seconds: 60.0,
+            pause_seconds: Seconds(60.0),
         }
     }
 }
@@ -395,14 +397,14 @@ pub struct UnresponsiveRule {
     /// Default: true.
     pub enabled: bool,
     /// Default: 120.
-    pub seconds: f64,
+    pub seconds: Seconds,
 }
 
 impl Default for UnresponsiveRule {
     fn default() -> Self {
         UnresponsiveRule {
             enabled: true,
-            seconds: 120.0,
+            seconds: Seconds(120.0),
         }
     }
 }
@@ -516,14 +518,14 @@ fn default_api_port() -> u16 {
 fn default_metrics_port() -> u16 {
     defaults::METRICS_PORT
 }
-fn default_agent_timeout() -> f64 {
-    defaults::AGENT_TIMEOUT.as_secs_f64()
+fn default_agent_timeout() -> Seconds {
+    Seconds::from_duration(defaults::AGENT_TIMEOUT)
 }
-fn default_metrics_interval() -> f64 {
-    defaults::METRICS_INTERVAL.as_secs_f64()
+fn default_metrics_interval() -> Seconds {
+    Seconds::from_duration(defaults::METRICS_INTERVAL)
 }
-fn default_health_interval() -> f64 {
-    defaults::HEALTH_CHECK_INTERVAL.as_secs_f64()
+fn default_health_interval() -> Seconds {
+    Seconds::from_duration(defaults::HEALTH_CHECK_INTERVAL)
 }
 fn one() -> i64 {
     1
@@ -579,14 +581,14 @@ impl SuiteConfig {
             retry_delay_ms: fh
                 .retry_delay_seconds
                 .or(rc.retry_delay)
-                .map_or(defaults::ms(defaults::RETRY_DELAY), secs_to_ms),
+                .map_or(defaults::ms(defaults::RETRY_DELAY), Seconds::as_millis),
             escalation_threshold: fh
                 .escalation_threshold
                 .or(rc.escalation_threshold)
                 .map_or(defaults::ESCALATION_THRESHOLD, |n| n.max(1) as u32),
             grace_period_ms: fh
                 .timeout_grace_period
-                .map_or(defaults::ms(defaults::GRACE_PERIOD), secs_to_ms),
+                .map_or(defaults::ms(defaults::GRACE_PERIOD), Seconds::as_millis),
         }
     }
 
@@ -605,10 +607,6 @@ impl SuiteConfig {
             )
         })
     }
-}
-
-pub fn secs_to_ms(s: f64) -> u64 {
-    (s.max(0.0) * 1000.0).round() as u64
 }
 
 /// serde_yaml appends "at line L column C" to its message; the line is shown

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    defaults, secs_to_ms, substitute, PriorityName, ProgressParser, RetryPolicy, SchedulingMode,
+    defaults, substitute, PriorityName, ProgressParser, RetryPolicy, SchedulingMode, Seconds,
     SuiteConfig,
 };
 
@@ -176,11 +176,10 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
                     .unwrap_or(defaults::TASK_DISK_MB)
                     .round() as u64,
             };
-            let timeout_ms = secs_to_ms(
-                r.timeout
-                    .or(alloc.timeout_seconds)
-                    .unwrap_or(defaults::TASK_TIMEOUT.as_secs_f64()),
-            );
+            let timeout_ms = r
+                .timeout
+                .or(alloc.timeout_seconds)
+                .map_or(defaults::ms(defaults::TASK_TIMEOUT), Seconds::as_millis);
             let name = def.name.clone().unwrap_or_else(|| def.id.clone());
             let template = def.template.clone().unwrap_or_default();
             let parent_idx = tasks.len();
@@ -295,18 +294,18 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
         limits,
         phases,
         retry: config.retry_policy(),
-        agent_timeout_ms: secs_to_ms(config.agent_pool.agent_timeout),
+        agent_timeout_ms: config.agent_pool.agent_timeout.as_millis(),
         alerts: config.alerts.clone(),
-        metrics_interval_ms: secs_to_ms(config.monitoring.metrics_interval),
+        metrics_interval_ms: config.monitoring.metrics_interval.as_millis(),
         webhook: config
             .recovery
             .human_notification_webhook
             .clone()
             .filter(|w| !w.trim().is_empty()),
-        cancel_ack_timeout_ms: config
-            .recovery
-            .cancel_ack_timeout
-            .map_or(defaults::ms(defaults::CANCEL_ACK_TIMEOUT), secs_to_ms),
+        cancel_ack_timeout_ms: config.recovery.cancel_ack_timeout.map_or(
+            defaults::ms(defaults::CANCEL_ACK_TIMEOUT),
+            Seconds::as_millis,
+        ),
         min_agents: config.agent_pool.min_agents.max(0) as u32,
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::locate::Lines;
-use super::{ids, SuiteConfig, SuitePlan, TaskKind};
+use super::{ids, Seconds, SuiteConfig, SuitePlan, TaskKind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigProblem {
@@ -261,7 +261,10 @@ fn check_limits(c: &mut Checker) {
             ("memory_mb", a.memory_mb),
             ("cpu_cores", a.cpu_cores),
             ("disk_mb", a.disk_mb),
-            ("timeout_seconds", a.timeout_seconds),
+            (
+                "timeout_seconds",
+                a.timeout_seconds.map(Seconds::as_secs_f64),
+            ),
             ("max_parallel", a.max_parallel.map(|m| m as f64)),
         ] {
             positive(
@@ -295,7 +298,7 @@ fn check_limits(c: &mut Checker) {
     ] {
         positive(
             c,
-            Some(v),
+            Some(v.as_secs_f64()),
             || format!("{section}.{key}"),
             |l| l.key(&[section, key]),
         );
@@ -326,7 +329,7 @@ fn check_task_resources(c: &mut Checker) {
             ("memory_mb", r.memory_mb),
             ("cpu_cores", r.cpu_cores),
             ("disk_mb", r.disk_mb),
-            ("timeout", r.timeout),
+            ("timeout", r.timeout.map(Seconds::as_secs_f64)),
         ] {
             positive(
                 c,

@@ -1,5 +1,7 @@
 //! Alert rules evaluated on the scheduler's clock: raise, act, clear.
 
+use testfleet_config::Seconds;
+
 use super::policy::alerts::{self, Firing, Readings, Rule};
 use super::time::{rfc3339, UnixMillis};
 use super::{Action, Alert, AttemptOutcome, Scheduler};
@@ -66,7 +68,7 @@ impl Scheduler {
         }
     }
 
-    fn raise(&mut self, f: &Firing, pause_seconds: f64, now: UnixMillis, out: &mut Vec<Action>) {
+    fn raise(&mut self, f: &Firing, pause: Seconds, now: UnixMillis, out: &mut Vec<Action>) {
         self.alerting.active.insert(f.rule, f.detail.clone());
         self.alerting.history.push(AlertRecord {
             name: f.rule.name(),
@@ -78,9 +80,7 @@ impl Scheduler {
         });
         out.push(event(f.rule, true, &f.detail));
         match f.rule {
-            Rule::HighFailureRate => {
-                self.alerting.paused_until = now + testfleet_config::secs_to_ms(pause_seconds)
-            }
+            Rule::HighFailureRate => self.alerting.paused_until = now + pause.as_millis(),
             Rule::MemoryExhaustion => {
                 let running = self
                     .agents

@@ -96,7 +96,7 @@ pub fn evaluate(r: &Readings, rules: &AlertsConfig) -> Vec<Firing> {
         let silent: Vec<String> = r
             .heartbeat_ages
             .iter()
-            .filter(|(_, age)| *age > un.seconds)
+            .filter(|(_, age)| *age > un.seconds.as_secs_f64())
             .map(|(a, _)| a.clone())
             .collect();
         if !silent.is_empty() {
@@ -104,7 +104,7 @@ pub fn evaluate(r: &Readings, rules: &AlertsConfig) -> Vec<Firing> {
                 rule: Rule::AgentUnresponsive,
                 detail: format!(
                     "no heartbeat for more than {} s from {}",
-                    un.seconds,
+                    un.seconds.as_secs_f64(),
                     silent.join(", ")
                 ),
                 agents: silent,

@@ -7,5 +7,7 @@ pub mod agent_gateway_server;
 pub mod auth;
 pub mod control_server;
 pub mod http_api;
+pub mod idle;
+pub mod limits;
 pub mod listener;
 pub mod server;

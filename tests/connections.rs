@@ -1,5 +1,5 @@
 //! The port holds out (issue 14, points 3 and 8): 20,000 idle connections
-//! to an orchestrator with 20,000 descriptors, plaintext and TLS, leave
+//! to an orchestrator with fewer descriptors, plaintext and TLS, leave
 //! `status` and `agents` answering and are closed after the handshake
 //! timeout; connections that speak HTTP/2 and ask nothing are closed after
 //! the idle timeout while an agent's stream stays; one address gets its
@@ -17,14 +17,15 @@ use serde_json::Value;
 use testfleet::proto::{self, agent_message, AgentMessage};
 use testfleet_testkit::*;
 
-/// As the issue's host: the orchestrator's open-file limit, and the flood.
-const OPEN_FILES: u64 = 20_000;
+/// The issue's flood, against an orchestrator with fewer descriptors than
+/// that (the issue's host had 20,000: the flood took them all).
 const FLOOD: usize = 20_000;
+const OPEN_FILES: u64 = 16_384;
 /// Short, so the test sees connections closed.
 const HANDSHAKE_TIMEOUT_S: u64 = 8;
 const IDLE_TIMEOUT_S: u64 = 3;
 /// Where operators' calls must be answered within, while the port is full.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// The HTTP/2 client preface and an empty SETTINGS frame: a client that
 /// speaks and then asks nothing.
 const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -62,7 +63,11 @@ impl Listening {
             .into_iter()
             .find(|l| l["message"] == "orchestrator listening (gRPC and HTTP)")
             .expect("the listening line");
-        let n = |key: &str| line[key].as_u64().unwrap_or_else(|| panic!("{key} in {line}")) as usize;
+        let n = |key: &str| {
+            line[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{key} in {line}")) as usize
+        };
         Listening {
             max_connections: n("max_connections"),
             per_peer: n("max_connections_per_peer"),
@@ -165,27 +170,34 @@ fn plaintext_client(server: &Server, args: &[&str]) -> Command {
     c
 }
 
-/// Opens the flood, checks it filled the slots anyone may take and no
-/// more, and returns it with how many it held.
-fn flood_the_port(server: &Server, listening: &Listening, most_extra: usize) -> (Flood, usize) {
+/// Opens the flood and checks that it holds no more than the slots anyone
+/// may take (`most_extra`: and that many reserved ones), and that the port
+/// is then full: a further address's connections are closed at once (all
+/// but `kept_per_address`). Returns it, and how many it holds.
+fn flood_the_port(
+    server: &Server,
+    listening: &Listening,
+    most_extra: usize,
+    kept_per_address: usize,
+) -> (Flood, usize) {
     let mut flood = Flood::open(server.addr, FLOOD, &flood_sources(), &[]).unwrap();
     assert!(
         flood.opened() >= FLOOD * 95 / 100,
         "{} of {FLOOD} connects succeeded",
         flood.opened()
     );
-    let held = flood.still_open().unwrap();
+    // Some may still wait in the kernel's queue to be accepted and closed.
     let most = listening.general() + most_extra;
-    assert!(
-        held <= most,
-        "{held} held: more than the {most} anyone may take"
+    let held = wait_for(
+        &format!("the flood past the {most} slots anyone may take to be closed"),
+        Duration::from_secs(HANDSHAKE_TIMEOUT_S / 2),
+        || Some(flood.still_open().unwrap()).filter(|held| *held <= most),
     );
-    // Less the agent's connection and slots the per-address check may not
-    // have given back yet.
-    assert!(
-        held + listening.per_peer + 100 >= listening.general(),
-        "{held} held: the flood did not fill the port ({} slots)",
-        listening.general()
+    let mut late = Flood::open(server.addr, 5, &[ip(60)], &[]).unwrap();
+    wait_for(
+        "a further address's connections to be closed at once",
+        Duration::from_secs(HANDSHAKE_TIMEOUT_S / 2),
+        || (late.still_open().unwrap() <= kept_per_address).then_some(()),
     );
     (flood, held)
 }
@@ -197,10 +209,27 @@ fn all_closed(flood: &mut Flood, what: &str, within: Duration) {
     });
 }
 
-/// Refusals of the flood were told at a bounded rate, with counts, and
+/// The refusals of the flood (at least `refused`) are told with counts,
+/// once the interval's count is due, in a bounded number of warnings; and
 /// accepting never failed.
-fn refusals_told_at_a_bounded_rate(server: &Server, refused_at_least: usize) {
-    let warnings = warnings(server);
+fn refusals_told_at_a_bounded_rate(server: &Server, refused: usize) {
+    let port_full = "refused a connection: the port is full";
+    let counted = |warnings: &[Value]| -> u64 {
+        warnings
+            .iter()
+            .filter(|w| {
+                w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(port_full))
+            })
+            .filter_map(|w| w["count"].as_u64())
+            .sum()
+    };
+    let warnings = wait_for(
+        "the count of refused connections to be logged",
+        Duration::from_secs(15),
+        || Some(warnings(server)).filter(|w| counted(w) + 5 >= refused as u64),
+    );
     let texts: Vec<&str> = warnings
         .iter()
         .map(|w| w["message"].as_str().unwrap_or_default())
@@ -210,28 +239,17 @@ fn refusals_told_at_a_bounded_rate(server: &Server, refused_at_least: usize) {
         "accepting never failed: {texts:#?}"
     );
     assert!(
-        texts.len() <= 60,
+        texts.len() <= 40,
         "{} warnings for a flood of {FLOOD}: {texts:#?}",
         texts.len()
-    );
-    let counted: u64 = warnings
-        .iter()
-        .filter(|w| {
-            w["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("refused a connection: the port is full"))
-        })
-        .filter_map(|w| w["count"].as_u64())
-        .sum();
-    assert!(
-        counted + 5 >= refused_at_least as u64,
-        "the counts tell of {counted} refused; at least {refused_at_least} were: {texts:#?}"
     );
 }
 
 #[test]
 fn twenty_thousand_idle_plaintext_connections_leave_operators_answered_and_are_closed() {
-    let _one = ONE_FLOOD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&fixture("long_task.yaml"), dir.path(), true);
     let listening = Listening::of(&server);
@@ -242,14 +260,18 @@ fn twenty_thousand_idle_plaintext_connections_leave_operators_answered_and_are_c
     let extra = 50;
     let mut one = Flood::open(server.addr, listening.per_peer + extra, &[ip(100)], &[]).unwrap();
     assert_eq!(one.opened(), listening.per_peer + extra);
-    let kept = wait_for("one address's excess to be closed", Duration::from_secs(10), || {
-        let open = one.still_open().unwrap();
-        (open <= listening.per_peer).then_some(open)
-    });
+    let kept = wait_for(
+        "one address's excess to be closed",
+        Duration::from_secs(10),
+        || {
+            let open = one.still_open().unwrap();
+            (open <= listening.per_peer).then_some(open)
+        },
+    );
     assert_eq!(kept, listening.per_peer, "its share stays open");
     drop(one);
 
-    let (mut flood, held) = flood_the_port(&server, &listening, 0);
+    let (mut flood, held) = flood_the_port(&server, &listening, 0, 0);
     // Operators still get in while the port is full.
     let latency = status_within(server.addr, ANSWER_WITHIN)
         .unwrap_or_else(|e| panic!("/api/v1/status while {held} are held: {e}"));
@@ -257,7 +279,9 @@ fn twenty_thousand_idle_plaintext_connections_leave_operators_answered_and_are_c
         .unwrap_or_else(|e| panic!("`orchestrator agents` while {held} are held: {e}"));
     let listed = String::from_utf8_lossy(&agents.stdout);
     assert!(
-        listed.lines().any(|l| l.starts_with("steady ") && l.contains(" connected ")),
+        listed
+            .lines()
+            .any(|l| l.starts_with("steady ") && l.contains(" connected ")),
         "{}",
         show(&agents)
     );
@@ -275,7 +299,11 @@ fn twenty_thousand_idle_plaintext_connections_leave_operators_answered_and_are_c
     // the idle timeout (well before keepalive would: its first ping is
     // 10 s away)...
     let mut quiet = Flood::open(server.addr, 100, &[ip(42)], H2_HELLO).unwrap();
-    assert_eq!(quiet.still_open().unwrap(), 100, "open while not yet idle for long");
+    assert_eq!(
+        quiet.still_open().unwrap(),
+        100,
+        "open while not yet idle for long"
+    );
     all_closed(
         &mut quiet,
         "the idle HTTP/2 connections to be closed",
@@ -285,12 +313,16 @@ fn twenty_thousand_idle_plaintext_connections_leave_operators_answered_and_are_c
     let agents = server.client(&["agents"]);
     let listed = String::from_utf8_lossy(&agents.stdout);
     assert!(
-        listed.lines().any(|l| l.starts_with("steady ") && l.contains(" connected ")),
+        listed
+            .lines()
+            .any(|l| l.starts_with("steady ") && l.contains(" connected ")),
         "the agent outlived the idle timeout: {}",
         show(&agents)
     );
     assert!(
-        !warnings(&server).iter().any(|w| w["message"] == "agent lost"),
+        !warnings(&server)
+            .iter()
+            .any(|w| w["message"] == "agent lost"),
         "the agent was never lost"
     );
     refusals_told_at_a_bounded_rate(&server, FLOOD * 9 / 10 - held);
@@ -298,7 +330,9 @@ fn twenty_thousand_idle_plaintext_connections_leave_operators_answered_and_are_c
 
 #[test]
 fn twenty_thousand_idle_connections_under_tls_leave_the_admin_answered() {
-    let _one = ONE_FLOOD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let made = Command::new(orchestrator_bin())
@@ -314,7 +348,10 @@ fn twenty_thousand_idle_connections_under_tls_leave_the_admin_answered() {
     let admin = |args: &[&str]| {
         let mut c = Command::new(orchestrator_bin());
         c.args(args)
-            .args(["--endpoint", &format!("https://localhost:{}", server.addr.port())])
+            .args([
+                "--endpoint",
+                &format!("https://localhost:{}", server.addr.port()),
+            ])
             .args(["--ca", &cert("ca.pem"), "--cert", &cert("admin.pem")])
             .args(["--key", &cert("admin.key")]);
         c
@@ -322,7 +359,7 @@ fn twenty_thousand_idle_connections_under_tls_leave_the_admin_answered() {
 
     // Each flood address may hold one reserved slot while its handshake
     // is pending.
-    let (mut flood, held) = flood_the_port(&server, &listening, flood_sources().len());
+    let (mut flood, held) = flood_the_port(&server, &listening, flood_sources().len(), 1);
     for args in [["status"], ["agents"]] {
         let out = run_within(admin(&args), ANSWER_WITHIN)
             .unwrap_or_else(|e| panic!("`orchestrator {}` while {held} are held: {e}", args[0]));
@@ -417,13 +454,32 @@ fn lines_about(server: &Server, agent_id: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_cut_off(server: &Server, agent_id: &str, what: &str, status: &tonic::Status, sent: usize) {
+fn assert_cut_off(
+    server: &Server,
+    agent_id: &str,
+    what: &str,
+    status: &tonic::Status,
+    sent: usize,
+) {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains(&format!("{what} refused within")),
         "the status says why: {status:?}"
     );
     assert!(sent < 5_000, "cut off after {sent} frames, not at the end");
+    // Once the orchestrator has let go of the agent, its log about it is
+    // complete.
+    wait_for(
+        &format!("{agent_id} to be lost"),
+        Duration::from_secs(10),
+        || {
+            let out = server.client(&["agents"]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with(&format!("{agent_id} ")) && l.contains(" lost "))
+                .then_some(())
+        },
+    );
     let lines = lines_about(server, agent_id);
     assert!(
         lines.len() <= 12,
@@ -431,8 +487,15 @@ fn assert_cut_off(server: &Server, agent_id: &str, what: &str, status: &tonic::S
         lines.len()
     );
     assert!(
-        lines.iter().any(|l| l.contains("closing the agent's stream")),
+        lines
+            .iter()
+            .any(|l| l.contains("closing the agent's stream")),
         "the close is logged: {lines:#?}"
+    );
+    let summary = format!("more {what} from agent {agent_id} in the last");
+    assert!(
+        lines.iter().any(|l| l.contains(&summary)),
+        "what was not told is counted: {lines:#?}"
     );
 }
 
@@ -450,13 +513,6 @@ async fn an_agent_that_keeps_sending_refused_frames_is_cut_off_and_logged_briefl
     let (status, sent) =
         refused_until_closed(&server, "stale", 5_000, |i| progress("stale", i)).await;
     assert_cut_off(&server, "stale", "results", &status, sent);
-
-    // Refused frames are still counted: the summary of what was not told.
-    let log = std::fs::read_to_string(&server.log).unwrap();
-    assert!(
-        log.contains("more frames from agent noisy in the last"),
-        "the untold refusals are counted"
-    );
 
     // Both may come back, and the orchestrator serves everyone.
     let channel = testfleet::transport::connect(&server.endpoint())

@@ -275,7 +275,12 @@ async fn read_agent(
         tell_untold(&agent_id, untold);
     }
     if let Some(status) = ended {
-        tracing::warn!(agent_id, conn, why = status.message(), "closing the agent's stream");
+        tracing::warn!(
+            agent_id,
+            conn,
+            why = status.message(),
+            "closing the agent's stream"
+        );
         let _ = end.send(status);
     }
     engine.send(Event::AgentDisconnected { agent_id, conn });

@@ -206,7 +206,11 @@ mod tests {
         let first = activity.begin();
         let second = activity.begin();
         drop(first);
-        assert_eq!(activity.idle_since(), None, "one request is still in flight");
+        assert_eq!(
+            activity.idle_since(),
+            None,
+            "one request is still in flight"
+        );
         drop(second);
         assert!(activity.idle_since().is_some());
     }
@@ -219,6 +223,9 @@ mod tests {
         assert_eq!(next_look(None, t0 + s(30), timeout), Some(t0 + s(40)));
         assert_eq!(next_look(Some(t0), t0 + s(9), timeout), Some(t0 + s(10)));
         assert_eq!(next_look(Some(t0), t0 + s(10), timeout), None);
-        assert_eq!(next_look(Some(t0 + s(30)), t0 + s(31), timeout), Some(t0 + s(40)));
+        assert_eq!(
+            next_look(Some(t0 + s(30)), t0 + s(31), timeout),
+            Some(t0 + s(40))
+        );
     }
 }

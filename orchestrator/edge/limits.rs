@@ -263,7 +263,10 @@ mod tests {
             gate.admit(ip(1), Caller::Other).err(),
             Some(Refused::PeerFull)
         );
-        assert!(gate.admit(ip(2), Caller::Other).is_ok(), "others still get in");
+        assert!(
+            gate.admit(ip(2), Caller::Other).is_ok(),
+            "others still get in"
+        );
         drop(held);
         assert!(gate.admit(ip(1), Caller::Other).is_ok(), "slots come back");
     }

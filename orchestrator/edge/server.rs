@@ -61,8 +61,24 @@ impl Running {
 /// How often the scheduler looks at the clock (heartbeat deadlines, retry delays).
 const TICK: Duration = Duration::from_millis(250);
 
+/// Connections the kernel may hold for the accept loop (the kernel caps it
+/// at net.core.somaxconn). The standard 128 overflows under a burst of
+/// agents reconnecting at once, and an overflowing queue resets peers.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(opts.bind).await.with_context(|| {
+    let listener = listen(opts.bind).with_context(|| {
         format!(
             "cannot listen on {} (is another orchestrator running there?)",
             opts.bind

@@ -217,11 +217,10 @@ impl Streams {
     /// Tells what is left untold about the agent's stream (`conn`, or
     /// whichever it has) and lets go of its warnings.
     fn forget(&mut self, agent_id: &str, conn: Option<u64>) {
-        if !self
-            .logs
-            .get(agent_id)
-            .is_some_and(|l| conn.is_none_or(|c| c == l.conn))
-        {
+        let Some(logs) = self.logs.get(agent_id) else {
+            return;
+        };
+        if conn.is_some_and(|c| c != logs.conn) {
             return;
         }
         let Some(mut logs) = self.logs.remove(agent_id) else {

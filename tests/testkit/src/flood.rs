@@ -89,7 +89,12 @@ impl Flood {
 }
 
 impl Holder {
-    fn start(target: SocketAddr, n: usize, from: &[IpAddr], speak: &[u8]) -> anyhow::Result<Holder> {
+    fn start(
+        target: SocketAddr,
+        n: usize,
+        from: &[IpAddr],
+        speak: &[u8],
+    ) -> anyhow::Result<Holder> {
         let exe = std::env::current_exe().context("the test binary")?;
         let from: Vec<String> = from.iter().map(IpAddr::to_string).collect();
         let speak_hex: String = speak.iter().map(|b| format!("{b:02x}")).collect();
@@ -108,7 +113,8 @@ impl Holder {
         let (tx, answers) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(answer) = line.strip_prefix("hold: ") {
+                // libtest's "test connection_holder ... " may come first.
+                if let Some((_, answer)) = line.split_once("hold: ") {
                     if tx.send(answer.to_string()).is_err() {
                         return;
                     }
@@ -215,7 +221,12 @@ fn raise_open_files() -> anyhow::Result<()> {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising the open-file limit")
 }
 
-async fn connect_all(target: SocketAddr, n: usize, from: &[IpAddr], speak: &[u8]) -> Vec<TcpStream> {
+async fn connect_all(
+    target: SocketAddr,
+    n: usize,
+    from: &[IpAddr],
+    speak: &[u8],
+) -> Vec<TcpStream> {
     use futures::StreamExt;
     futures::stream::iter((0..n).map(|i| connect(target, from[i % from.len()], speak)))
         .buffer_unordered(CONNECTS_AT_ONCE)
@@ -241,7 +252,8 @@ async fn connect(target: SocketAddr, from: IpAddr, speak: &[u8]) -> anyhow::Resu
 /// Answers `count` with how many connections the server has not closed,
 /// until stdin ends.
 async fn serve_questions(streams: Vec<TcpStream>) -> anyhow::Result<()> {
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
     while let Some(line) = lines.next_line().await? {
         if line.trim() == "count" {
             let open = streams.iter().filter(|s| still_open(s)).count();

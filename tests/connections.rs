@@ -523,3 +523,54 @@ async fn an_agent_that_keeps_sending_refused_frames_is_cut_off_and_logged_briefl
     tx.send(heartbeat("noisy")).await.unwrap();
     assert_eq!(server.http_get("/api/v1/status").0, 200);
 }
+
+/// BENCHMARKS.md's connection-flood rows: `/api/v1/status` latency (each a
+/// new connection from 127.0.0.1, as curl makes) with no flood, with
+/// 20,000 silent TCP connections and with 20,000 that spoke HTTP/2 and ask
+/// nothing, each against a fresh orchestrator with the 20,000
+/// descriptors and the default limits. Prints `name value unit` lines.
+#[test]
+#[ignore = "a benchmark: cargo test --release --test connections -- --ignored --nocapture status_latency"]
+fn status_latency_with_and_without_a_flood() {
+    const REQUESTS: usize = 200;
+    let _one = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cases: [(&str, Option<&[u8]>); 3] = [
+        ("no_flood", None),
+        ("silent_tcp_flood", Some(b"")),
+        ("http2_flood", Some(H2_HELLO)),
+    ];
+    for (name, flood) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let how = Serve {
+            config: &fixture("long_task.yaml"),
+            dir: dir.path(),
+            insecure: true,
+            env: &[],
+            echo_log: false,
+        };
+        let server = Server::serve_with(how, &[], Some(20_000)).unwrap();
+        let mut held = flood.map(|speak| {
+            let mut flood = Flood::open(server.addr, FLOOD, &flood_sources(), speak).unwrap();
+            let held = flood.still_open().unwrap();
+            (flood, held)
+        });
+        let mut ms: Vec<f64> = (0..REQUESTS)
+            .map(|_| {
+                let took = status_within(server.addr, ANSWER_WITHIN).expect("an answer");
+                took.as_secs_f64() * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        println!("status_latency_{name}_p50 {:.3} ms", at(0.5));
+        println!("status_latency_{name}_p99 {:.3} ms", at(0.99));
+        println!("status_latency_{name}_max {:.3} ms", at(1.0));
+        if let Some((flood, before)) = held.as_mut() {
+            let after = flood.still_open().unwrap();
+            println!("{name}_held_before {before} connections");
+            println!("{name}_held_after {after} connections");
+        }
+    }
+}

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::attempt::{self, Context};
+use crate::finished_attempts::{self, FinishedAttempts};
 use crate::limits;
 
 pub struct Identity {
@@ -34,6 +35,8 @@ pub struct Agent {
     channel: Channel,
     ctx: Arc<Context>,
     running: Running,
+    /// Attempts run to their end here: never run again.
+    finished: Arc<std::sync::Mutex<FinishedAttempts>>,
     outbox: mpsc::Receiver<AgentMessage>,
 }
 
@@ -64,6 +67,9 @@ impl Agent {
             channel,
             ctx,
             running: Arc::default(),
+            finished: Arc::new(std::sync::Mutex::new(FinishedAttempts::new(
+                finished_attempts::REMEMBERED,
+            ))),
             outbox,
         }
     }
@@ -250,16 +256,38 @@ impl Agent {
             // A duplicate delivery of an assignment we already run.
             return;
         }
+        if self.already_finished(&attempt_id) {
+            tracing::warn!(
+                task_id,
+                attempt_id,
+                "refused an assignment of an attempt that already ran here"
+            );
+            let refusal = finished_attempts::refusal(&self.id.agent_id, &a);
+            if self.ctx.outbox.try_send(refusal).is_err() {
+                tracing::warn!(attempt_id, "no room to send the refusal");
+            }
+            return;
+        }
         let (cancel_tx, cancel_rx) = watch::channel(None);
         running.insert(attempt_id.clone(), (task_id.clone(), cancel_tx));
         drop(running);
         tracing::info!(task_id, attempt_id, "assignment received");
         let ctx = self.ctx.clone();
         let registry = self.running.clone();
+        let finished = self.finished.clone();
         tokio::spawn(async move {
             attempt::run(ctx, a, cancel_rx).await;
+            // Finished before it stops running, so that no redelivery
+            // finds it in neither.
+            if let Ok(mut f) = finished.lock() {
+                f.insert(attempt_id.clone());
+            }
             registry.lock().await.remove(&attempt_id);
         });
+    }
+
+    fn already_finished(&self, attempt_id: &str) -> bool {
+        self.finished.lock().is_ok_and(|f| f.contains(attempt_id))
     }
 
     pub async fn wait_idle(&self, limit: Duration) {

@@ -3,6 +3,7 @@
 mod attempt;
 mod classify;
 mod connection;
+mod finished_attempts;
 mod limits;
 mod parsers;
 mod recovery;

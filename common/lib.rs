@@ -15,6 +15,8 @@ pub mod proto {
 }
 
 pub mod codec;
+// `config/` is the testfleet-config crate; this module adds reading files.
+#[path = "config_file.rs"]
 pub mod config;
 pub mod host;
 pub mod local_agent;

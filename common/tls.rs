@@ -56,68 +56,50 @@ pub fn identity_of(cert: &[u8]) -> Option<PeerIdentity> {
     Some(PeerIdentity { name, role })
 }
 
-/// Where `tls:` points: the CA that signs peers, and this side's certificate.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The CA certificate peers must be signed by (PEM).
-    pub ca: PathBuf,
-    /// This side's certificate (PEM).
-    pub cert: PathBuf,
-    /// This side's private key (PEM).
-    pub key: PathBuf,
+pub use crate::config::TlsFiles;
+
+/// The rustls configurations a side builds from its `TlsFiles`.
+pub trait TlsSetup {
+    /// The orchestrator's: its certificate, and the CA client certificates
+    /// must be signed by.
+    fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>>;
+    /// An agent's or a control client's.
+    fn client_config(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig>;
 }
 
-impl TlsFiles {
-    /// Resolves relative paths against `dir` (the config file's directory).
-    pub fn relative_to(&self, dir: &Path) -> TlsFiles {
-        let abs = |p: &PathBuf| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                dir.join(p)
-            }
-        };
-        TlsFiles {
-            ca: abs(&self.ca),
-            cert: abs(&self.cert),
-            key: abs(&self.key),
-        }
-    }
+fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the certificate {}", path.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    Ok(certs)
+}
 
-    fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading the certificate {}", path.display()))?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{} is not PEM certificates", path.display()))?;
-        anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
-        Ok(certs)
-    }
+fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading the key {}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("{} is not a PEM private key", path.display()))?
+        .with_context(|| format!("{} holds no private key", path.display()))
+}
 
-    fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-        let pem =
-            std::fs::read(path).with_context(|| format!("reading the key {}", path.display()))?;
-        rustls_pemfile::private_key(&mut pem.as_slice())
-            .with_context(|| format!("{} is not a PEM private key", path.display()))?
-            .with_context(|| format!("{} holds no private key", path.display()))
+fn roots(files: &TlsFiles) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&files.ca)? {
+        roots
+            .add(c)
+            .with_context(|| format!("{} is not a usable CA certificate", files.ca.display()))?;
     }
+    Ok(roots)
+}
 
-    fn roots(&self) -> anyhow::Result<rustls::RootCertStore> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in Self::certs(&self.ca)? {
-            roots
-                .add(c)
-                .with_context(|| format!("{} is not a usable CA certificate", self.ca.display()))?;
-        }
-        Ok(roots)
-    }
-
+impl TlsSetup for TlsFiles {
     /// The orchestrator's side: requires a client certificate from the CA.
-    pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(self.roots()?),
+            Arc::new(roots(self)?),
             provider.clone(),
         )
         .build()
@@ -125,7 +107,7 @@ impl TlsFiles {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(Self::certs(&self.cert)?, Self::key(&self.key)?)
+            .with_single_cert(certs(&self.cert)?, key(&self.key)?)
             .with_context(|| {
                 format!(
                     "{} and {} do not make a certificate and its key",
@@ -138,12 +120,12 @@ impl TlsFiles {
     }
 
     /// tonic's client config: verify the orchestrator against the CA, present ours.
-    pub fn client_config(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    fn client_config(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
         let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         // Fail here, with the file named, rather than at the first call.
-        Self::certs(&self.ca)?;
-        Self::certs(&self.cert)?;
-        Self::key(&self.key)?;
+        certs(&self.ca)?;
+        certs(&self.cert)?;
+        key(&self.key)?;
         Ok(tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)?))
             .identity(tonic::transport::Identity::from_pem(

@@ -1,6 +1,7 @@
 //! Client channels to the orchestrator. Plaintext only when asked for: mTLS
 //! comes through the `tls` seam.
 
+use crate::tls::TlsSetup as _;
 use std::time::Duration;
 
 use anyhow::Context;

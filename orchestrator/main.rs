@@ -16,7 +16,6 @@ mod edge;
 mod engine;
 mod observe;
 mod output;
-mod scheduler;
 mod views;
 mod wire;
 
@@ -31,6 +30,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use testfleet::config::{defaults, SuiteConfig};
+use testfleet::tls::TlsSetup as _;
 
 #[derive(Parser)]
 #[command(
@@ -110,6 +110,13 @@ enum Command {
     },
     /// List connected and lost agents.
     Agents {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+    /// Drain an agent: it takes no new work and finishes what it runs.
+    Drain {
+        /// The agent's id, as `agents` lists it.
+        agent_id: String,
         #[command(flatten)]
         conn: client::Conn,
     },
@@ -270,6 +277,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Watch { conn, json, kinds } => client::watch(&conn, json, kinds).await,
         Command::Report { conn } => client::report(&conn).await,
         Command::Agents { conn } => client::agents(&conn).await,
+        Command::Drain { agent_id, conn } => client::drain(&conn, &agent_id).await,
         Command::Cancel { conn } => client::cancel(&conn).await,
         Command::Certs {
             command: CertsCommand::Init { out, agents, names },
@@ -305,11 +313,11 @@ pub fn start_telemetry(config: &SuiteConfig) -> anyhow::Result<testfleet::teleme
 }
 
 pub fn load_config(path: &Path) -> anyhow::Result<SuiteConfig> {
-    SuiteConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    testfleet::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn check(file: &Path) -> ExitCode {
-    let config = match SuiteConfig::load(file) {
+    let config = match testfleet::config::load(file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

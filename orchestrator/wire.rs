@@ -11,13 +11,13 @@ use testfleet::time::{from_timestamp, to_timestamp};
 use tonic::{Code, Status};
 
 use crate::observe::watchers::Kind;
-use crate::scheduler::escalation::EscalationReport;
-use crate::scheduler::results::{
+use testfleet_core::escalation::EscalationReport;
+use testfleet_core::results::{
     AttemptPhase, Completion, ErrorContext, ErrorType, ExecutionSummary, Failure, FailureDetails,
     FinalStatus, Progress, ProgressReport, RecoveryAttempt, ResourceUsage, TestResults,
 };
-use crate::scheduler::time::UnixMillis;
-use crate::scheduler::{Alert, Assignment, CancelRequest, Notice, Refusal, Rejection};
+use testfleet_core::time::UnixMillis;
+use testfleet_core::{Alert, Assignment, CancelRequest, Notice, Refusal, Rejection};
 
 // ---- in: what agents report --------------------------------------------
 
@@ -461,8 +461,10 @@ pub fn rejection_code(r: Rejection) -> Code {
 pub fn refusal(r: &Refusal) -> Status {
     let code = match r {
         Refusal::SuiteRunning { .. } => Code::AlreadyExists,
-        Refusal::NoSuiteRunning | Refusal::EscalationClosed { .. } => Code::FailedPrecondition,
-        Refusal::NoSuchEscalation { .. } => Code::NotFound,
+        Refusal::NoSuiteRunning | Refusal::EscalationClosed { .. } | Refusal::AgentLost { .. } => {
+            Code::FailedPrecondition
+        }
+        Refusal::NoSuchEscalation { .. } | Refusal::NoSuchAgent { .. } => Code::NotFound,
     };
     Status::new(code, r.describe())
 }

@@ -492,3 +492,34 @@ async fn racing_submits_and_cancels_are_each_answered_after_the_scheduler_decide
     assert_eq!(cancelled.status, "cancelling");
     server.wait_for_status(&["cancelled"], Duration::from_secs(20));
 }
+
+#[test]
+fn draining_an_agent_is_answered_and_listed_and_an_unknown_agent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture("watch_suite.yaml"), dir.path());
+    let _a = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    server.wait_for_agents(1);
+
+    let drained = server.client(&["drain", "agent_a"]);
+    assert!(drained.status.success(), "{}", show(&drained));
+    assert!(
+        String::from_utf8_lossy(&drained.stdout).contains("agent_a draining"),
+        "{}",
+        show(&drained)
+    );
+    let listed = server.client(&["agents"]);
+    let line = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .find(|l| l.starts_with("agent_a"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("draining"), "{}", show(&listed));
+
+    let unknown = server.client(&["drain", "agent_zz"]);
+    assert!(!unknown.status.success(), "{}", show(&unknown));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no agent agent_zz"),
+        "{}",
+        show(&unknown)
+    );
+}

@@ -16,6 +16,18 @@ fi
 export PATH="$PWD/$venv/bin:$PATH"
 export TESTFLEET_PYTHON="$PWD/$venv/bin/python"
 
+# The scheduler core stays pure: no runtime, transport or logging crate in
+# its tree, and its clippy.toml bans on clocks, files and processes hold.
+if cargo tree --locked -p testfleet-core -e normal --prefix none | grep -E '^(tonic|tokio|tracing|hyper|h2|mio|socket2|reqwest) '; then
+  echo "testfleet-core must not depend on the crates above (orchestrator/core/Cargo.toml)" >&2
+  exit 1
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --locked -p testfleet-core --all-targets --quiet -- -D warnings
+else
+  echo "cargo clippy is not installed: the core's clippy bans are not checked" >&2
+fi
+
 cargo build --locked --workspace --all-targets
 # Every test binary runs even after a failure, and one line sums them all.
 log=$(mktemp)

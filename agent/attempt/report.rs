@@ -28,11 +28,13 @@ pub(super) async fn report(
 ) {
     let failure = (!j.success).then_some(&j.classified);
     let files = artifact_files(ctx, at, o, &j, failure);
-    write_artifacts(files).await;
+    let unwritten = write_artifacts(files).await;
     let upload_cx = child(cx, "upload");
+    // Uploaded before the message that ends the attempt: once that has
+    // arrived, the orchestrator takes no more of the attempt's files.
     let artifacts = ctx
         .uploader
-        .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts)
+        .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts, &unwritten)
         .await;
     upload_cx
         .span()
@@ -124,7 +126,7 @@ pub(super) async fn report_failure(
     };
     let artifacts = ctx
         .uploader
-        .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts)
+        .upload_dir(&at.task_id, &at.a.attempt_id, &at.artifacts, &[])
         .await;
     let f = failure_message(ctx, at, &c, None, tests, artifacts, None);
     let _ = ctx
@@ -208,18 +210,58 @@ fn artifact_files(
 }
 
 /// On the blocking pool, like the rest of the attempt's file work, so that a
-/// slow disk holds up only this attempt.
-async fn write_artifacts(files: Vec<(PathBuf, serde_json::Value)>) {
+/// slow disk holds up only this attempt. Returns the files it could not
+/// write whole (on a full disk, say): each is removed, and never uploaded.
+async fn write_artifacts(files: Vec<(PathBuf, serde_json::Value)>) -> Vec<PathBuf> {
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
     let written = tokio::task::spawn_blocking(move || {
+        let mut unwritten = Vec::new();
         for (path, value) in files {
             let bytes = serde_json::to_vec_pretty(&value).unwrap_or_default();
-            if let Err(e) = std::fs::write(&path, bytes) {
+            if let Err(e) = write_whole(&path, &bytes) {
                 tracing::warn!(path = %path.display(), error = %e, "could not write an artifact");
+                unwritten.push(path);
             }
         }
+        unwritten
     })
     .await;
-    if let Err(e) = written {
+    written.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "could not write the artifacts");
+        paths
+    })
+}
+
+/// Writes `bytes` to `path` in full, or leaves nothing there: a file cut
+/// short must not pass for the artifact.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let written = std::fs::write(path, bytes);
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_fails_to_write_is_removed_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, full) = (dir.path().join("good.json"), dir.path().join("full.json"));
+        // Every write to /dev/full fails as a full disk does.
+        std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+        let unwritten = write_artifacts(vec![
+            (good.clone(), json!({"a": 1})),
+            (full.clone(), json!({"b": 2})),
+        ])
+        .await;
+        assert_eq!(unwritten, std::slice::from_ref(&full));
+        assert!(good.is_file());
+        assert!(
+            std::fs::symlink_metadata(&full).is_err(),
+            "nothing is left at {full:?}"
+        );
     }
 }

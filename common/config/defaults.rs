@@ -92,3 +92,18 @@ pub const REFUSED_FRAMES_WINDOW: Duration = Duration::from_secs(10);
 pub const fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
+
+const MIB: u64 = 1024 * 1024;
+
+/// `storage.max_artifact_mb`: the largest one artifact may be. An upload
+/// that declares more, or sends more, is refused.
+pub const MAX_ARTIFACT_BYTES: u64 = 64 * MIB;
+/// `storage.max_attempt_artifacts_mb`: what all of one attempt's uploads
+/// may store together, counted as the bytes arrive.
+pub const MAX_ATTEMPT_ARTIFACT_BYTES: u64 = 256 * MIB;
+/// `storage.max_suite_artifacts_mb`: what all of one suite's uploads may
+/// store together.
+pub const MAX_SUITE_ARTIFACT_BYTES: u64 = 4096 * MIB;
+/// `storage.min_free_disk_mb`: an upload is refused, or stopped, when it
+/// would leave less than this free on the disk that holds the reports.
+pub const MIN_FREE_DISK_BYTES: u64 = 1024 * MIB;

@@ -8,18 +8,20 @@
 pub mod defaults;
 mod locate;
 mod plan;
+mod tls_files;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
 
 pub use plan::{Phase, PhaseStrategy, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
+pub use tls_files::TlsFiles;
 pub use validate::{ConfigError, ConfigProblem};
 
 /// The whole file. Sections the seed writes are named as it writes them.
@@ -62,7 +64,7 @@ pub struct SuiteConfig {
     /// certificate and key (paths relative to this file). Default: none,
     /// which needs `serve --insecure`.
     #[serde(default)]
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
     /// Where traces go. Default: OTEL_EXPORTER_OTLP_ENDPOINT, else nowhere.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -72,6 +74,10 @@ pub struct SuiteConfig {
     /// subtasks, `performance_tests` sequential, anything else parallel).
     #[serde(default)]
     pub phases: Option<Vec<PhaseConfig>>,
+    /// Limits on what uploaded artifacts may store. Default: see
+    /// `StorageConfig`.
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -274,6 +280,49 @@ impl Default for Monitoring {
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector, e.g. http://jaeger:4317. Default: none.
     pub otlp_endpoint: Option<String>,
+}
+
+/// Limits on uploaded artifacts, in MiB. Each upload counts against its
+/// attempt's and its suite's total as its bytes arrive.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Largest single artifact. Default: 64.
+    pub max_artifact_mb: Option<u64>,
+    /// All of one attempt's artifacts together. Default: 256.
+    pub max_attempt_artifacts_mb: Option<u64>,
+    /// All of one suite's artifacts together. Default: 4096.
+    pub max_suite_artifacts_mb: Option<u64>,
+    /// Free disk under the reports that uploads must leave. Default: 1024.
+    pub min_free_disk_mb: Option<u64>,
+}
+
+/// `StorageConfig` resolved, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageLimits {
+    pub max_artifact_bytes: u64,
+    pub max_attempt_bytes: u64,
+    pub max_suite_bytes: u64,
+    pub min_free_disk_bytes: u64,
+}
+
+impl StorageConfig {
+    pub fn limits(&self) -> StorageLimits {
+        let bytes =
+            |mb: Option<u64>, default: u64| mb.map_or(default, |mb| mb.saturating_mul(1024 * 1024));
+        StorageLimits {
+            max_artifact_bytes: bytes(self.max_artifact_mb, defaults::MAX_ARTIFACT_BYTES),
+            max_attempt_bytes: bytes(
+                self.max_attempt_artifacts_mb,
+                defaults::MAX_ATTEMPT_ARTIFACT_BYTES,
+            ),
+            max_suite_bytes: bytes(
+                self.max_suite_artifacts_mb,
+                defaults::MAX_SUITE_ARTIFACT_BYTES,
+            ),
+            min_free_disk_bytes: bytes(self.min_free_disk_mb, defaults::MIN_FREE_DISK_BYTES),
+        }
+    }
 }
 
 /// Alert rules, evaluated every `monitoring.metrics_interval`.
@@ -502,17 +551,6 @@ impl SuiteConfig {
         Ok(config)
     }
 
-    pub fn load(path: &Path) -> Result<SuiteConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            problems: vec![ConfigProblem {
-                line: None,
-                message: format!("cannot read the file: {e}"),
-            }],
-        })?;
-        SuiteConfig::parse(&text, path)
-    }
-
     pub fn retry_policy(&self) -> RetryPolicy {
         let fh = &self.failure_handling;
         let rc = &self.recovery;
@@ -578,10 +616,4 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     } else {
         format!("malformed YAML: {text}")
     }
-}
-
-/// The directory a config file lives in, absolute.
-pub fn config_dir(path: &Path) -> PathBuf {
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    abs.parent().map(Path::to_path_buf).unwrap_or_default()
 }

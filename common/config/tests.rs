@@ -204,3 +204,24 @@ fn errors_print_file_and_line() {
         "suite.yaml:10: task \"B\" depends on unknown task \"Z\""
     );
 }
+
+#[test]
+fn storage_limits_default_and_are_read_in_mib() {
+    let cfg = parse(MINIMAL).unwrap();
+    assert_eq!(
+        cfg.storage.limits(),
+        StorageLimits {
+            max_artifact_bytes: defaults::MAX_ARTIFACT_BYTES,
+            max_attempt_bytes: defaults::MAX_ATTEMPT_ARTIFACT_BYTES,
+            max_suite_bytes: defaults::MAX_SUITE_ARTIFACT_BYTES,
+            min_free_disk_bytes: defaults::MIN_FREE_DISK_BYTES,
+        }
+    );
+    let text = format!("storage: {{max_attempt_artifacts_mb: 4, min_free_disk_mb: 0}}\n{MINIMAL}");
+    let limits = parse(&text).unwrap().storage.limits();
+    assert_eq!(limits.max_attempt_bytes, 4 << 20);
+    assert_eq!(limits.min_free_disk_bytes, 0);
+    assert_eq!(limits.max_artifact_bytes, defaults::MAX_ARTIFACT_BYTES);
+    let bad = format!("storage: {{max_artifact_mb: -1}}\n{MINIMAL}");
+    assert!(!problems(&bad).is_empty());
+}

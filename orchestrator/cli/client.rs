@@ -282,6 +282,22 @@ pub async fn agents(conn: &Conn) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn drain(conn: &Conn, agent_id: &str) -> anyhow::Result<ExitCode> {
+    let r = control(conn)
+        .await?
+        .drain_agent(proto::DrainAgentRequest {
+            agent_id: agent_id.into(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "{agent_id} {}: no new work; {} running attempt(s) finish there",
+        r.state, r.running_attempts
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn cancel(conn: &Conn) -> anyhow::Result<ExitCode> {
     let r = control(conn)
         .await?

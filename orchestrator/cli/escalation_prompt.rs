@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 
 use crate::edge::server;
-use crate::scheduler::{Event, Resolution};
+use testfleet_core::{Event, Resolution};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnEscalation {

@@ -128,7 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// The suite config, with `--scheduling` applied; None (said on stderr)
 /// when it does not load.
 fn load_config(args: &RunArgs) -> Option<SuiteConfig> {
-    let mut config = match SuiteConfig::load(&args.file) {
+    let mut config = match testfleet::config::load(&args.file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -191,7 +191,7 @@ async fn run_suite(
             },
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("interrupted: cancelling the suite");
-                running.engine.send(crate::scheduler::Event::CancelSuite { reason: "interrupted (Ctrl-C)".into() });
+                running.engine.send(testfleet_core::Event::CancelSuite { reason: "interrupted (Ctrl-C)".into() });
             }
         }
     };

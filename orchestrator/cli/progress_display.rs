@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use testfleet::config::{SuitePlan, TaskKind};
 use testfleet::proto::{self, suite_event};
+use testfleet_core::TaskState;
 
 /// Live progress: bars on a terminal, plain lines otherwise.
 pub struct ProgressDisplay {
@@ -63,10 +64,7 @@ impl ProgressDisplay {
             suite_event::Body::Assignment(a) => self.assigned(&multi, a),
             suite_event::Body::Progress(p) => self.progressed(p),
             suite_event::Body::TaskState(s)
-                if matches!(
-                    s.status.as_str(),
-                    "completed_success" | "flaky" | "failed" | "skipped" | "cancelled"
-                ) =>
+                if s.status.parse().is_ok_and(TaskState::is_terminal) =>
             {
                 self.ended(&multi, s)
             }

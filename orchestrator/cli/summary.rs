@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use serde::Deserialize;
+use testfleet_core::TaskState;
 
 #[derive(Deserialize)]
 struct Report {
@@ -36,7 +37,7 @@ struct Totals {
 #[serde(default)]
 struct Task {
     task_id: String,
-    status: String,
+    status: TaskState,
     reason: String,
     criteria: Vec<Criterion>,
     attempts: Vec<Attempt>,
@@ -118,13 +119,13 @@ fn task_line(out: &mut String, t: &Task) {
         out,
         "{:<8} {:<18} {:>8} {:>10} {:>9}  {}",
         t.task_id,
-        t.status,
+        t.status.as_str(),
         t.attempts.len(),
         tests,
         cov,
         criteria.trim_end()
     );
-    if t.status != "completed_success" && !t.reason.is_empty() {
+    if t.status != TaskState::CompletedSuccess && !t.reason.is_empty() {
         let _ = writeln!(out, "         {}", t.reason);
     }
 }

@@ -2,34 +2,30 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Component, Path};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
-use testfleet::config::ResourceSpec;
+use testfleet::config::{ResourceSpec, StorageLimits};
 use testfleet::proto::agent_gateway_server::AgentGateway;
 use testfleet::proto::{
-    agent_message, artifact_chunk, orchestrator_message, AgentMessage, ArtifactChunk, HelloAck,
+    agent_message, orchestrator_message, AgentMessage, ArtifactChunk, HelloAck,
     OrchestratorMessage, Rejection, UploadArtifactResponse,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::edge::artifact_upload::Uploads;
 use crate::edge::auth::{self, Mode};
 use crate::engine::Engine;
 use crate::observe::refusals::{StreamRefusals, Untold};
-use crate::output::layout::artifact_dir;
-use crate::scheduler::{AttemptPlace, Event};
 use crate::wire;
 use testfleet::tls::Role;
+use testfleet_core::Event;
 
-/// Largest artifact accepted, bytes.
-pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
 /// How often agents are asked to heartbeat.
 pub const HEARTBEAT_INTERVAL_MS: u32 = 1_000;
 
@@ -38,15 +34,22 @@ pub struct AgentGatewayService {
     orchestrator_id: String,
     next_conn: AtomicU64,
     mode: Mode,
+    uploads: Uploads,
 }
 
 impl AgentGatewayService {
-    pub fn new(engine: Engine, orchestrator_id: String, mode: Mode) -> Self {
+    pub fn new(
+        engine: Engine,
+        orchestrator_id: String,
+        mode: Mode,
+        storage: StorageLimits,
+    ) -> Self {
         AgentGatewayService {
             engine,
             orchestrator_id,
             next_conn: AtomicU64::new(1),
             mode,
+            uploads: Uploads::new(storage),
         }
     }
 }
@@ -162,89 +165,10 @@ impl AgentGateway for AgentGatewayService {
         request: Request<Streaming<ArtifactChunk>>,
     ) -> Result<Response<UploadArtifactResponse>, Status> {
         let certified = auth::require(self.mode, auth::peer(&request), Role::Agent)?;
-        let mut chunks = request.into_inner();
-        let header = match chunks.next().await.transpose()?.and_then(|c| c.body) {
-            Some(artifact_chunk::Body::Header(h)) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first chunk of an upload must be its header",
-                ))
-            }
-        };
-        check_artifact_name(&header.name)?;
-        if header.size > MAX_ARTIFACT_BYTES {
-            return Err(Status::resource_exhausted(format!(
-                "artifact {} is {} bytes; the limit is {MAX_ARTIFACT_BYTES}",
-                header.name, header.size
-            )));
-        }
-        let attempt_id = header.attempt_id.clone();
-        let located = self
-            .engine
-            .query(move |s| s.attempt_place(&attempt_id))
-            .await?;
-        let AttemptPlace {
-            suite_id,
-            task_id,
-            number,
-            agent_id: owner,
-        } = located.ok_or_else(|| {
-            Status::not_found(format!(
-                "no attempt {} in the current suite",
-                header.attempt_id
-            ))
-        })?;
-        if certified.is_some_and(|name| name != owner) {
-            return Err(Status::permission_denied(format!(
-                "attempt {} belongs to agent {owner:?}",
-                header.attempt_id
-            )));
-        }
-        let dir = artifact_dir(
-            &self.engine.report_dir.for_suite(&suite_id),
-            &task_id,
-            number,
-        );
-        tokio::fs::create_dir_all(&dir)
+        self.uploads
+            .receive(&self.engine, certified, request.into_inner())
             .await
-            .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join(&header.name);
-        let tmp = path.with_extension("partial");
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| Status::internal(format!("creating {}: {e}", tmp.display())))?;
-        let mut size = 0u64;
-        while let Some(chunk) = chunks.next().await {
-            let Some(artifact_chunk::Body::Data(data)) = chunk?.body else {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Status::invalid_argument("a second header in one upload"));
-            };
-            size += data.len() as u64;
-            if size > MAX_ARTIFACT_BYTES {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Status::resource_exhausted(format!(
-                    "artifact {} passed {MAX_ARTIFACT_BYTES} bytes",
-                    header.name
-                )));
-            }
-            if let Err(e) = file.write_all(&data).await {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Status::resource_exhausted(format!(
-                    "writing {}: {e}",
-                    tmp.display()
-                )));
-            }
-        }
-        file.flush()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(UploadArtifactResponse {
-            name: header.name,
-            size,
-        }))
+            .map(Response::new)
     }
 }
 
@@ -397,20 +321,6 @@ impl Stream for Replies {
     }
 }
 
-/// Artifact names are plain file names: nothing that could climb out of the
-/// attempt's directory.
-fn check_artifact_name(name: &str) -> Result<(), Status> {
-    let p = Path::new(name);
-    let plain =
-        p.components().count() == 1 && matches!(p.components().next(), Some(Component::Normal(_)));
-    if name.is_empty() || !plain || name.len() > 200 {
-        return Err(Status::invalid_argument(format!(
-            "artifact name {name:?} is not a plain file name"
-        )));
-    }
-    Ok(())
-}
-
 fn frame_message_id(msg: &AgentMessage) -> String {
     match &msg.body {
         Some(agent_message::Body::Progress(p)) => p.message_id.clone(),
@@ -514,13 +424,5 @@ mod tests {
         assert_eq!(first.unwrap_err().message(), "too big");
         assert!(replies.next().await.is_none(), "and nothing after it");
         drop(tx);
-    }
-
-    #[test]
-    fn artifact_names_cannot_escape() {
-        assert!(check_artifact_name("A1_results.json").is_ok());
-        for bad in ["", "../x", "a/b", "/etc/passwd", ".."] {
-            assert!(check_artifact_name(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -15,9 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::engine::Engine;
 use crate::observe::watchers::{Kind, Watch, EVENT_KINDS};
 use crate::output::report;
-use crate::scheduler::{Event, Reply, Resolution};
 use crate::views::status;
 use crate::wire;
+use testfleet_core::{Event, Reply, Resolution};
 
 /// The suite the server was started with.
 #[derive(Clone)]
@@ -228,6 +228,29 @@ impl Control for ControlService {
         }
     }
 
+    async fn drain_agent(
+        &self,
+        r: Request<DrainAgentRequest>,
+    ) -> Result<Response<DrainAgentResponse>, Status> {
+        let agent_id = r.into_inner().agent_id;
+        match self
+            .engine
+            .command(Event::DrainAgent {
+                agent_id: agent_id.clone(),
+            })
+            .await?
+        {
+            Reply::Draining { running } => {
+                tracing::info!(agent_id, running, "agent draining");
+                Ok(Response::new(DrainAgentResponse {
+                    state: "draining".into(),
+                    running_attempts: running,
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn list_agents(
         &self,
         _: Request<ListAgentsRequest>,
@@ -243,7 +266,12 @@ impl Control for ControlService {
                         capacity: Some(resources(&a.capacity)),
                         reserved: Some(resources(&a.reserved)),
                         running_attempts: a.running.iter().cloned().collect(),
-                        state: if a.connected { "connected" } else { "lost" }.into(),
+                        state: match (a.connected, a.draining) {
+                            (true, false) => "connected",
+                            (true, true) => "draining",
+                            (false, _) => "lost",
+                        }
+                        .into(),
                         last_heartbeat: Some(testfleet::time::to_timestamp(a.last_heartbeat)),
                     })
                     .collect()
@@ -262,7 +290,7 @@ fn unexpected(reply: Reply) -> Status {
     }
 }
 
-fn escalation_info(e: &crate::scheduler::Escalation) -> EscalationInfo {
+fn escalation_info(e: &testfleet_core::Escalation) -> EscalationInfo {
     EscalationInfo {
         escalation_id: e.escalation_id.clone(),
         task_id: e.task_id.clone(),

@@ -4,6 +4,7 @@
 //! never decide anything the scheduler decides.
 
 pub mod agent_gateway_server;
+pub mod artifact_upload;
 pub mod auth;
 pub mod control_server;
 pub mod http_api;

@@ -143,6 +143,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             engine.clone(),
             orchestrator_id,
             mode,
+            opts.config.storage.limits(),
         )))
         .add_service(ControlServer::with_interceptor(control.clone(), admin_only))
         .add_service(health)

@@ -20,9 +20,9 @@ use crate::observe::refusals::{LogRate, Noted, StreamRefusals, Untold};
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
-use crate::scheduler::results::Completion;
-use crate::scheduler::{Action, Event, Notice, Reply, Scheduler, SuiteState};
 use crate::wire;
+use testfleet_core::results::Completion;
+use testfleet_core::{Action, Event, Notice, Reply, Scheduler, SuiteState};
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use testfleet::time::{from_timestamp, now_millis};
 
-use crate::scheduler::{Action, Notice, Scheduler, SuiteState, TaskState};
+use testfleet_core::{Action, Notice, Scheduler, SuiteState, TaskState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabel {

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use crate::scheduler::{Action, AttemptOutcome, Event, Notice, Scheduler};
 use opentelemetry::trace::{Span, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
+use testfleet_core::{Action, AttemptOutcome, Event, Notice, Scheduler};
 
 #[derive(Default)]
 pub struct Traces {

@@ -10,7 +10,7 @@ use quick_xml::events::{BytesDecl, BytesStart, Event};
 use quick_xml::{Reader, Writer};
 
 use crate::output::layout::artifact_dir;
-use crate::scheduler::SuiteRun;
+use testfleet_core::SuiteRun;
 
 pub const JUNIT_ARTIFACT: &str = "junit.xml";
 
@@ -38,7 +38,7 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
 
 /// Whether the attempt's agent said it uploaded a JUnit file: only those are
 /// read, so a suite of 20,000 tasks without one costs no file lookups.
-fn uploaded_junit(a: &crate::scheduler::Attempt) -> bool {
+fn uploaded_junit(a: &testfleet_core::Attempt) -> bool {
     let listed = a
         .completion
         .as_ref()

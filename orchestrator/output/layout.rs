@@ -14,3 +14,11 @@ pub fn artifact_dir(suite_dir: &Path, task_id: &str, attempt_number: u32) -> Pat
         .join(task_id)
         .join(attempt_number.to_string())
 }
+
+/// The prefix and suffix of an upload's temporary file beside its final
+/// name `name` (a unique part goes between them). Hidden, and not ending
+/// as `name` does, so nothing that reads the directory takes it for the
+/// artifact.
+pub fn upload_temp_affixes(name: &str) -> (String, String) {
+    (format!(".{name}."), ".partial".to_string())
+}

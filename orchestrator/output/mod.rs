@@ -5,3 +5,6 @@ pub mod junit_merge;
 pub mod layout;
 pub mod report;
 pub mod webhook;
+
+#[cfg(test)]
+mod report_tests;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::scheduler::escalation::EscalationReport;
 use crate::wire;
+use testfleet_core::escalation::EscalationReport;
 
 const TRIES: u32 = 4;
 const PER_TRY: Duration = Duration::from_secs(10);

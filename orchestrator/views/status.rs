@@ -3,8 +3,8 @@
 
 use testfleet::proto;
 
-use crate::scheduler::{Scheduler, TaskState};
 use crate::wire;
+use testfleet_core::{Scheduler, TaskState};
 
 pub fn status(s: &Scheduler) -> proto::SuiteStatus {
     let Some(suite) = s.suite() else {

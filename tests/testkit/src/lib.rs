@@ -1,6 +1,7 @@
 //! What the black-box tests (tests/) and the benchmark harness (benches/)
 //! share: the real binaries, started on real sockets and stopped (with
-//! everything they started) when dropped; hand-driven agent streams; and
+//! everything they started) when dropped; hand-driven agent streams and a
+//! hand-driven orchestrator for a real agent; and
 //! waits on states with deadlines instead of sleeps.
 //!
 //! Everything is re-exported here, so a test says `use testfleet_testkit::*`.
@@ -12,6 +13,7 @@ mod http;
 mod orchestrator;
 mod process;
 mod raw_agent;
+mod raw_orchestrator;
 mod suite_run;
 mod wait;
 mod workspace;
@@ -23,6 +25,7 @@ pub use http::*;
 pub use orchestrator::*;
 pub use process::*;
 pub use raw_agent::*;
+pub use raw_orchestrator::*;
 pub use suite_run::*;
 pub use wait::*;
 pub use workspace::*;

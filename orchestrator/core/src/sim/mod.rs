@@ -1,0 +1,10 @@
+//! Driving the scheduler by hand, for tests here and in the crates that use
+//! it (feature `sim`): a clock, simulated agents that take assignments and
+//! answer with results, and seeded random schedules with every invariant
+//! checked after every step.
+
+mod harness;
+mod schedule;
+
+pub use harness::*;
+pub use schedule::run_schedule;

@@ -1,0 +1,11 @@
+//! Drives the scheduler with events and checks what it does, topic by
+//! topic. `crate::sim` holds the helpers every topic uses.
+
+mod alerts;
+mod commands;
+mod dag;
+mod fencing;
+mod phased;
+mod recovery;
+mod resources;
+mod simulation;

@@ -163,7 +163,12 @@ pub fn accept(
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                // The server stopped: let go of the port.
+                _ = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     failures += 1;
@@ -178,6 +183,7 @@ pub fn accept(
             };
             failures = 0;
             let Some(slot) = listen.admit(peer) else {
+                drop(tcp);
                 continue;
             };
             let (listen, tx) = (listen.clone(), tx.clone());

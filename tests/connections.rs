@@ -22,7 +22,7 @@ use testfleet_testkit::*;
 const FLOOD: usize = 20_000;
 const OPEN_FILES: u64 = 16_384;
 /// Short, so the test sees connections closed.
-const HANDSHAKE_TIMEOUT_S: u64 = 8;
+const HANDSHAKE_TIMEOUT_S: u64 = 12;
 const IDLE_TIMEOUT_S: u64 = 3;
 /// Where operators' calls must be answered within, while the port is full.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use testfleet::config::{ids, substitute};
 use testfleet::proto;
 use testfleet::time::now_millis;
 
@@ -29,8 +30,19 @@ pub(super) struct Attempt {
 
 impl Attempt {
     /// Lays the assignment out under `agent_workdir`; creates nothing.
-    pub fn new(agent_workdir: &Path, a: proto::TaskAssignment) -> Self {
+    /// Refuses a task id outside the safe set (`testfleet::config::ids`):
+    /// the orchestrator checks ids when it reads a config, and this agent
+    /// names files after them, so one that slipped past must not name a
+    /// path outside the workdir.
+    pub fn new(agent_workdir: &Path, a: proto::TaskAssignment) -> anyhow::Result<Self> {
         let details = a.task_details.clone().unwrap_or_default();
+        if let Some(why) = ids::id_problem(&details.task_id) {
+            anyhow::bail!(
+                "refusing task id {:?}: {why} ({})",
+                details.task_id,
+                ids::ID_RULE
+            );
+        }
         let safe_id: String = a
             .attempt_id
             .chars()
@@ -42,15 +54,16 @@ impl Attempt {
                 }
             })
             .collect();
-        let dir = agent_workdir.join("attempts").join(&safe_id);
+        let dir = ids::join_inside(&agent_workdir.join("attempts"), &safe_id)
+            .context("the attempt id")?;
         let artifacts = dir.join("artifacts");
         let reset = a.execution.as_ref().is_some_and(|e| e.reset_environment);
         let workdir = if reset {
-            agent_workdir.join("fresh").join(&safe_id)
+            ids::join_inside(&agent_workdir.join("fresh"), &safe_id).context("the attempt id")?
         } else {
             agent_workdir.to_path_buf()
         };
-        Attempt {
+        Ok(Attempt {
             workdir,
             task_id: details.task_id.clone(),
             metrics_file: artifacts.join("metrics.json"),
@@ -59,17 +72,41 @@ impl Attempt {
             a,
             started: Instant::now(),
             start_ms: now_millis(),
-        }
+        })
     }
 
     pub fn execution(&self) -> proto::ExecutionSpec {
         self.a.execution.clone().unwrap_or_default()
     }
 
-    pub fn fill(&self, s: &str) -> String {
-        s.replace("{workdir}", &self.workdir.display().to_string())
-            .replace("{artifacts_dir}", &self.artifacts.display().to_string())
-            .replace("{metrics_file}", &self.metrics_file.display().to_string())
+    fn values(&self) -> [(String, String); 3] {
+        [
+            ("workdir", &self.workdir),
+            ("artifacts_dir", &self.artifacts),
+            ("metrics_file", &self.metrics_file),
+        ]
+        .map(|(name, path)| (name.to_string(), path.display().to_string()))
+    }
+
+    /// A command or setup with the agent's placeholders filled in, each
+    /// value escaped for the shell quoting it stands in.
+    pub fn fill_command(&self, s: &str) -> String {
+        let values = self.values();
+        let values: Vec<_> = values
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        substitute::fill_command(s, &values)
+    }
+
+    /// A path or environment value with the agent's placeholders filled in.
+    pub fn fill_plain(&self, s: &str) -> String {
+        let values = self.values();
+        let values: Vec<_> = values
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        substitute::fill_plain(s, &values)
     }
 
     /// A path the template names: relative ones are under the artifacts dir.
@@ -77,7 +114,7 @@ impl Attempt {
         if p.is_empty() {
             return None;
         }
-        let p = PathBuf::from(self.fill(p));
+        let p = PathBuf::from(self.fill_plain(p));
         Some(if p.is_absolute() {
             p
         } else {
@@ -85,12 +122,18 @@ impl Attempt {
         })
     }
 
+    /// `<artifacts>/<task id><suffix>`: one file name inside the artifacts
+    /// dir, since `new` admits only safe ids and suffixes are ours.
+    pub fn task_file(&self, suffix: &str) -> PathBuf {
+        self.artifacts.join(format!("{}{suffix}", self.task_id))
+    }
+
     pub fn output_log(&self) -> PathBuf {
-        self.artifacts.join(format!("{}_output.log", self.task_id))
+        self.task_file("_output.log")
     }
 
     pub fn setup_log(&self) -> PathBuf {
-        self.artifacts.join(format!("{}_setup.log", self.task_id))
+        self.task_file("_setup.log")
     }
 
     pub fn pgid_file(&self) -> PathBuf {
@@ -113,9 +156,7 @@ impl Attempt {
 
     /// A rerun writes a new output log; the old one is kept as evidence.
     pub async fn keep_output_log(&self, try_number: usize) {
-        let kept = self
-            .artifacts
-            .join(format!("{}_output.try{try_number}.log", self.task_id));
+        let kept = self.task_file(&format!("_output.try{try_number}.log"));
         let _ = tokio::fs::rename(self.output_log(), kept).await;
     }
 }
@@ -149,7 +190,7 @@ pub(super) fn task_env(ctx: &Context, at: &Attempt) -> Vec<(String, String)> {
     if let Some(tp) = at.a.trace_context.get("traceparent") {
         env.push(("TRACEPARENT".into(), tp.clone()));
     }
-    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), at.fill(v))));
+    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), at.fill_plain(v))));
     env
 }
 
@@ -162,4 +203,57 @@ pub fn workdir_ok(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("the workdir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(task_id: &str, attempt_id: &str) -> proto::TaskAssignment {
+        proto::TaskAssignment {
+            attempt_id: attempt_id.into(),
+            task_details: Some(proto::TaskDetails {
+                task_id: task_id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_path_of_an_attempt_is_inside_the_workdir() {
+        let root = Path::new("/w");
+        let at = Attempt::new(root, assignment("A1", "s.A1.1")).unwrap();
+        assert_eq!(at.dir, root.join("attempts/s.A1.1"));
+        assert_eq!(
+            at.output_log(),
+            root.join("attempts/s.A1.1/artifacts/A1_output.log")
+        );
+        // An attempt id is made safe; one that would still name a parent is
+        // refused.
+        let at = Attempt::new(root, assignment("A1", "s/../x")).unwrap();
+        assert_eq!(at.dir, root.join("attempts/s_.._x"));
+        assert!(Attempt::new(root, assignment("A1", "..")).is_err());
+    }
+
+    #[test]
+    fn an_unsafe_task_id_is_refused() {
+        for id in ["../../ESCAPED", "I1;touch PWNED;#", "a/b", ""] {
+            let e = Attempt::new(Path::new("/w"), assignment(id, "s.x.1"))
+                .err()
+                .unwrap_or_else(|| panic!("{id:?} was laid out"));
+            assert!(e.to_string().contains("refusing task id"), "{e}");
+        }
+    }
+
+    #[test]
+    fn commands_get_quoted_paths_and_env_do_not() {
+        let a = assignment("A1", "s.A1.1");
+        let at = Attempt::new(Path::new("/my work"), a).unwrap();
+        assert_eq!(
+            at.fill_command("cd {workdir} && ls \"{artifacts_dir}\""),
+            "cd '/my work' && ls \"/my work/attempts/s.A1.1/artifacts\""
+        );
+        assert_eq!(at.fill_plain("{workdir}/x"), "/my work/x");
+    }
 }

@@ -70,7 +70,10 @@ impl Context {
 
 /// Runs the attempt to its end and reports it.
 pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: Cancel) {
-    let attempt = Attempt::new(&ctx.workdir, a);
+    let attempt = match Attempt::new(&ctx.workdir, a.clone()) {
+        Ok(attempt) => attempt,
+        Err(e) => return report::report_refused(&ctx, &a, format!("{e:#}")).await,
+    };
     tracing::info!(
         task_id = attempt.task_id,
         attempt_id = attempt.a.attempt_id,

@@ -137,6 +137,45 @@ pub(super) async fn report_failure(
         .await;
 }
 
+/// An assignment this agent will not lay out (see `Attempt::new`): told
+/// as a failure at once, so the orchestrator hears why rather than waiting
+/// out the timeout.
+pub(super) async fn report_refused(ctx: &Context, a: &proto::TaskAssignment, message: String) {
+    let task_id = a
+        .task_details
+        .as_ref()
+        .map(|d| limits::text(&d.task_id, limits::NAME_BYTES))
+        .unwrap_or_default();
+    tracing::warn!(
+        task_id,
+        attempt_id = a.attempt_id,
+        message,
+        "assignment refused"
+    );
+    let kind = ErrorType::SystemError;
+    let f = proto::FailureNotification {
+        message_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: Some(now_timestamp()),
+        agent_id: ctx.agent_id.clone(),
+        task_id,
+        failure_details: Some(proto::FailureDetails {
+            error_type: kind as i32,
+            error_message: limits::text(&message, limits::MESSAGE_BYTES),
+            ..Default::default()
+        }),
+        escalation_required: classify::escalation_required(kind),
+        recommended_actions: classify::recommended_actions(kind),
+        attempt_id: a.attempt_id.clone(),
+        ..Default::default()
+    };
+    let _ = ctx
+        .outbox
+        .send(AgentMessage {
+            body: Some(agent_message::Body::Failure(f)),
+        })
+        .await;
+}
+
 /// The orchestrator asked for the stop; its process group is gone.
 pub(super) async fn report_cancelled(ctx: &Context, at: &Attempt, reason: &str) {
     tracing::info!(
@@ -173,21 +212,21 @@ fn artifact_files(
         .collect();
     let files = [
         (
-            format!("{t}_results.json"),
+            "_results.json",
             json!({"task_id": t, "attempt_id": at.a.attempt_id, "test_results": j.tests, "failed_tests": failed_tests, "metrics": r.metrics}),
         ),
         (
-            format!("{t}_coverage.json"),
+            "_coverage.json",
             json!({"task_id": t, "attempt_id": at.a.attempt_id, "coverage_measured": r.coverage.is_some(), "coverage_percentage": r.coverage}),
         ),
         (
-            format!("{t}_agent_report.json"),
+            "_agent_report.json",
             json!({
                 "agent_id": ctx.agent_id,
                 "host": ctx.host,
                 "task_id": t,
                 "attempt_id": at.a.attempt_id,
-                "command": at.a.execution.as_ref().map(|e| at.fill(&e.command)),
+                "command": at.a.execution.as_ref().map(|e| at.fill_command(&e.command)),
                 "working_directory": at.a.execution.as_ref().map(|e| e.working_directory.clone()),
                 "execution_summary": j.summary,
                 "timed_out": o.timed_out,
@@ -205,7 +244,7 @@ fn artifact_files(
     ];
     files
         .into_iter()
-        .map(|(name, value)| (at.artifacts.join(name), value))
+        .map(|(suffix, value)| (at.task_file(suffix), value))
         .collect()
 }
 

@@ -32,7 +32,7 @@ pub(super) async fn setup(
     if exec.setup_command.trim().is_empty() {
         return Ok(());
     }
-    let command = at.fill(&exec.setup_command);
+    let command = at.fill_command(&exec.setup_command);
     let key = setup_key(&command, &exec.working_directory);
     let marker = at.workdir.join(".setup").join(format!("{key:016x}.done"));
     let lock = ctx.setups.lock().await.entry(key).or_default().clone();

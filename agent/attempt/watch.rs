@@ -59,7 +59,7 @@ pub(super) async fn run_command(
 ) -> anyhow::Result<Outcome> {
     let details = at.a.task_details.clone().unwrap_or_default();
     let exec = at.execution();
-    let command = at.fill(&exec.command);
+    let command = at.fill_command(&exec.command);
     let limits = Limits {
         timeout: Duration::from_secs(details.timeout_seconds.max(1)).mul_f64(tweaks.timeout_factor),
         grace: Duration::from_secs(exec.grace_period_seconds),

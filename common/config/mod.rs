@@ -6,8 +6,11 @@
 //! the file and line it concerns, before anything runs.
 
 pub mod defaults;
+pub mod ids;
 mod locate;
+mod nesting;
 mod plan;
+pub mod substitute;
 mod tls_files;
 mod validate;
 
@@ -22,7 +25,7 @@ use serde::Deserialize;
 
 pub use plan::{Phase, PhaseStrategy, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 pub use tls_files::TlsFiles;
-pub use validate::{ConfigError, ConfigProblem};
+pub use validate::{ConfigError, ConfigProblem, MAX_LISTED};
 
 /// The whole file. Sections the seed writes are named as it writes them.
 #[derive(Debug, Clone, Deserialize)]
@@ -426,7 +429,9 @@ impl Default for DegradationRule {
 
 /// How a task is run. `{task_id}`, `{task_id_lower}`, `{parent_id}`,
 /// `{category}` and `{config_dir}` are filled in by the orchestrator;
-/// `{workdir}`, `{artifacts_dir}` and `{metrics_file}` by the agent.
+/// `{workdir}`, `{artifacts_dir}` and `{metrics_file}` by the agent. In
+/// `command` and `setup` each value is escaped for the shell quoting it
+/// stands in (see `substitute`); ids and categories are held to `ids`' set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
@@ -537,6 +542,18 @@ impl SuiteConfig {
     /// Parses and validates `text`; `path` is only used in messages and to
     /// resolve `{config_dir}`.
     pub fn parse(text: &str, path: &Path) -> Result<SuiteConfig, ConfigError> {
+        if let Some(line) = nesting::too_deep(text) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                problems: vec![ConfigProblem {
+                    line: Some(line),
+                    message: format!(
+                        "[...] and {{...}} nest more than {} deep here; a suite file needs far fewer",
+                        nesting::MAX_FLOW_DEPTH
+                    ),
+                }],
+            });
+        }
         let config: SuiteConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             problems: vec![ConfigProblem {

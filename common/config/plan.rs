@@ -9,7 +9,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    defaults, secs_to_ms, PriorityName, ProgressParser, RetryPolicy, SchedulingMode, SuiteConfig,
+    defaults, secs_to_ms, substitute, PriorityName, ProgressParser, RetryPolicy, SchedulingMode,
+    SuiteConfig,
 };
 
 /// A reservation, in the scheduler's integer units.
@@ -398,27 +399,31 @@ fn resolve_template(
     config_dir: &Path,
 ) -> ResolvedExecution {
     let config_dir = config_dir.display().to_string();
-    let fill = |s: &str| {
-        s.replace("{task_id}", &task.id)
-            .replace("{task_id_lower}", &task.id.to_lowercase())
-            .replace("{parent_id}", parent_id)
-            .replace("{category}", &task.category)
-            .replace("{config_dir}", &config_dir)
-    };
+    let lower = task.id.to_lowercase();
+    let values = [
+        ("task_id", task.id.as_str()),
+        ("task_id_lower", lower.as_str()),
+        ("parent_id", parent_id),
+        ("category", task.category.as_str()),
+        ("config_dir", config_dir.as_str()),
+    ];
+    // Commands are shell text; the rest are paths and environment values.
+    let shell = |s: &str| substitute::fill_command(s, &values);
+    let plain = |s: &str| substitute::fill_plain(s, &values);
     ResolvedExecution {
-        command: fill(&tpl.command),
-        setup: tpl.setup.as_deref().map(fill).unwrap_or_default(),
+        command: shell(&tpl.command),
+        setup: tpl.setup.as_deref().map(shell).unwrap_or_default(),
         working_directory: tpl
             .working_directory
             .as_deref()
-            .map(fill)
+            .map(plain)
             .unwrap_or_else(|| config_dir.clone()),
         progress_parser: match tpl.progress_parser {
             ProgressParser::None => "none",
             p => p.as_str(),
         },
-        junit: tpl.junit.as_deref().map(fill).unwrap_or_default(),
-        coverage: tpl.coverage.as_deref().map(fill).unwrap_or_default(),
-        env: tpl.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(),
+        junit: tpl.junit.as_deref().map(plain).unwrap_or_default(),
+        coverage: tpl.coverage.as_deref().map(plain).unwrap_or_default(),
+        env: tpl.env.iter().map(|(k, v)| (k.clone(), plain(v))).collect(),
     }
 }

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use super::{ids, substitute, validate};
 
 const SEED: &str = include_str!("../../tests/fixtures/seed_orchestrator_config.yaml");
 
@@ -224,4 +225,251 @@ fn storage_limits_default_and_are_read_in_mib() {
     assert_eq!(limits.max_artifact_bytes, defaults::MAX_ARTIFACT_BYTES);
     let bad = format!("storage: {{max_artifact_mb: -1}}\n{MINIMAL}");
     assert!(!problems(&bad).is_empty());
+}
+
+#[test]
+fn ids_outside_the_safe_set_are_refused_with_their_lines() {
+    let text = "\
+templates:
+  t: {command: \"true\"}
+orchestrator:
+  task_definitions:
+    \"bad category\":
+      - id: \"I1;touch PWNED;#\"
+        template: t
+      - id: \"../../ESCAPED\"
+        template: t
+      - id: ok
+        template: t
+        subtasks: [\"-rf\", \"fine\"]
+      - id: \".hidden\"
+        template: t
+";
+    let p = problems(text);
+    let found: Vec<(Option<usize>, &str)> =
+        p.iter().map(|p| (p.line, p.message.as_str())).collect();
+    let expect = [
+        (
+            5,
+            "category name \"bad category\" is not allowed: it contains ' '",
+        ),
+        (
+            6,
+            "task id \"I1;touch PWNED;#\" is not allowed: it contains ';'",
+        ),
+        (
+            8,
+            "task id \"../../ESCAPED\" is not allowed: it starts with '.'",
+        ),
+        (12, "task id \"-rf\" is not allowed: it starts with '-'"),
+        (13, "task id \".hidden\" is not allowed: it starts with '.'"),
+    ];
+    assert_eq!(p.len(), expect.len(), "{found:?}");
+    for ((line, message), p) in expect.iter().zip(&p) {
+        assert_eq!(p.line, Some(*line), "{found:?}");
+        assert!(p.message.starts_with(message), "{found:?}");
+        assert!(p.message.contains(ids::ID_RULE), "{found:?}");
+    }
+}
+
+#[test]
+fn the_shipped_configs_ids_are_safe() {
+    for text in [
+        include_str!("../../examples/cashcow/orchestrator_config.yaml"),
+        include_str!("../../examples/faults/orchestrator_config.yaml"),
+        include_str!("../../tests/fixtures/watch_suite.yaml"),
+        include_str!("../../tests/fixtures/seed_shape_sleep.yaml"),
+        include_str!("../../tests/fixtures/long_task.yaml"),
+        include_str!("../../tests/fixtures/timeout.yaml"),
+    ] {
+        parse(text).expect("loads");
+    }
+}
+
+/// What `sh -c` makes of `command`, run in `dir`.
+fn sh(command: &str, dir: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "{command}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const HOSTILE: &[&str] = &[
+    "plain",
+    "a b",
+    "",
+    "it's",
+    "say \"hi\"",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "back\\slash",
+    "semi;touch PWNED;#",
+    "tab\tnew\nline",
+    "{task_id}",
+    "~ * $HOME",
+    "'\"'\"",
+];
+
+#[test]
+fn a_value_reaches_the_shell_as_its_characters_wherever_it_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each template prints its word between bars; `{v}` stands outside
+    // quotes, inside double and single quotes, within a word, and inside a
+    // command substitution (itself inside double quotes).
+    let templates = [
+        ("printf '|%s|' {v}", "|{}|"),
+        ("printf '|%s|' x{v}y", "|x{}y|"),
+        ("printf '|%s|' \"{v}\"", "|{}|"),
+        ("printf '|%s|' \"pre {v}/x\"", "|pre {}/x|"),
+        ("printf '|%s|' 'pre {v} post'", "|pre {} post|"),
+        ("printf '|%s|' \"$(printf '%s' {v})\"", "|{}|"),
+        ("x=`printf '%s' {v}`; printf '|%s|' \"$x\"", "|{}|"),
+        ("x=`printf '%s' \"{v}\"`; printf '|%s|' \"$x\"", "|{}|"),
+        ("printf '|%s|' \\\"{v}\\\"", "|\"{}\"|"),
+    ];
+    for value in HOSTILE {
+        for (template, want) in templates {
+            let command = substitute::fill_command(template, &[("v", value)]);
+            let want = want.replace("{}", value);
+            assert_eq!(
+                sh(&command, dir.path()),
+                want,
+                "{template} with {value:?}: {command}"
+            );
+        }
+    }
+    assert!(!dir.path().join("PWNED").exists());
+}
+
+#[test]
+fn the_orchestrator_and_the_agent_fill_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = "printf '|%s|' {task_id} \"{config_dir}\" {workdir}/venv '{artifacts_dir}'";
+    let orchestrator = substitute::fill_command(
+        template,
+        &[("task_id", "B1a"), ("config_dir", "/x y/$(touch PWNED)")],
+    );
+    let agent = substitute::fill_command(
+        &orchestrator,
+        &[("workdir", "/w 'q'"), ("artifacts_dir", "/a \"b\"")],
+    );
+    assert_eq!(
+        sh(&agent, dir.path()),
+        "|B1a||/x y/$(touch PWNED)||/w 'q'/venv||/a \"b\"|"
+    );
+    assert!(!dir.path().join("PWNED").exists());
+}
+
+#[test]
+fn unknown_braces_and_shell_syntax_are_left_alone() {
+    let t =
+        "${TESTFLEET_PYTHON:-python3} x {nope} {task_id}; case {task_id} in B2|B3) sleep 1;; esac";
+    assert_eq!(
+        substitute::fill_command(t, &[("task_id", "B2")]),
+        "${TESTFLEET_PYTHON:-python3} x {nope} B2; case B2 in B2|B3) sleep 1;; esac"
+    );
+    assert_eq!(
+        substitute::fill_plain("{config_dir}/../x {task_id}", &[("config_dir", "/a b")]),
+        "/a b/../x {task_id}"
+    );
+}
+
+#[test]
+fn commands_are_quoted_and_paths_are_not() {
+    let text = MINIMAL.replace(
+        "t: {command: \"true\"}",
+        "t: {command: \"run {config_dir}\", working_directory: \"{config_dir}/sub\", junit: \"{config_dir}/j.xml\"}",
+    );
+    let plan = parse(&text).unwrap().plan(Path::new("/my suite"));
+    let e = &plan.task("A").unwrap().execution;
+    assert_eq!(e.command, "run '/my suite'");
+    assert_eq!(e.working_directory, "/my suite/sub");
+    assert_eq!(e.junit, "/my suite/j.xml");
+}
+
+/// `n` tasks, each depending on a task that does not exist.
+fn unknown_dependencies(n: usize) -> String {
+    let mut text = String::from(
+        "templates:\n  t: {command: \"true\"}\norchestrator:\n  task_definitions:\n    unit:\n",
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "      - id: \"T{i}\"\n        template: t\n        dependencies: [\"X{i}\"]\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn every_problem_of_a_large_config_is_found_with_its_line() {
+    let n = 20_000;
+    let p = problems(&unknown_dependencies(n));
+    assert_eq!(p.len(), n);
+    for (i, p) in p.iter().enumerate() {
+        assert_eq!(p.line, Some(8 + 3 * i), "{p:?}");
+        assert!(
+            p.message
+                .ends_with(&format!("task \"T{i}\" depends on unknown task \"X{i}\"")),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn the_listing_is_bounded() {
+    let e = parse(&unknown_dependencies(50_000)).unwrap_err();
+    assert_eq!(e.problems.len(), 50_000);
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), MAX_LISTED + 1);
+    assert_eq!(
+        lines[0],
+        "suite.yaml:8: task \"T0\" depends on unknown task \"X0\""
+    );
+    assert_eq!(
+        lines[MAX_LISTED],
+        format!("… and {} more problems", 50_000 - MAX_LISTED)
+    );
+    // Within a byte budget, fewer are listed, and the count says so.
+    let short = e.listing(1000, str::len);
+    assert!(short.len() <= 1000, "{}", short.len());
+    let listed = short.lines().count() - 1;
+    assert!(listed > 5, "{short}");
+    assert!(
+        short.ends_with(&format!("… and {} more problems", 50_000 - listed)),
+        "{short}"
+    );
+}
+
+#[test]
+fn a_listed_problem_is_clipped() {
+    let long = "Z".repeat(100_000);
+    let e = parse(&MINIMAL.replace("[\"A\"]", &format!("[\"{long}\"]"))).unwrap_err();
+    let text = e.to_string();
+    assert!(text.len() <= validate::MAX_PROBLEM_BYTES, "{}", text.len());
+    assert!(text.starts_with("suite.yaml:10: task \"B\" depends on unknown task \"ZZZ"));
+    assert!(text.ends_with('…'));
+}
+
+#[test]
+fn deep_nesting_is_refused_before_the_parser_sees_it() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let p = problems(&format!("orchestrator:\n  name: {deep}\n"));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, Some(2));
+    assert!(p[0].message.contains("nest more than 32 deep"), "{p:?}");
+}
+
+#[test]
+fn a_long_dependency_list_is_one_pass() {
+    // One task naming 30,000 unknown tasks on one line: each is reported at
+    // that line.
+    let deps: Vec<String> = (0..30_000).map(|i| format!("\"X{i}\"")).collect();
+    let p = problems(&MINIMAL.replace("[\"A\"]", &format!("[{}]", deps.join(", "))));
+    assert_eq!(p.len(), 30_000);
+    assert!(p.iter().all(|p| p.line == Some(10)));
 }

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{locate, PlannedTask, SuiteConfig, TaskKind};
+use super::locate::Lines;
+use super::{ids, SuiteConfig, SuitePlan, TaskKind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigProblem {
@@ -20,24 +21,75 @@ pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
 }
 
+/// Problems listed in a message; the rest are counted.
+pub const MAX_LISTED: usize = 50;
+/// One listed problem is clipped to this many bytes: its message may quote
+/// a value of any length from the file.
+pub const MAX_PROBLEM_BYTES: usize = 512;
+
+impl ConfigError {
+    /// `file:line: message` for the first `MAX_LISTED` problems (each clipped
+    /// to `MAX_PROBLEM_BYTES`), as long as their `cost` stays within
+    /// `budget`, then `… and N more problems`.
+    pub fn listing(&self, budget: usize, cost: impl Fn(&str) -> usize) -> String {
+        let mut out = String::new();
+        let mut spent = 0;
+        let mut listed = 0;
+        for p in self.problems.iter().take(MAX_LISTED) {
+            let line = clip(&self.line_of(p), MAX_PROBLEM_BYTES);
+            // Room for the line and the count after it.
+            let need = cost(&line) + 1 + cost("… and 1000000000 more problems");
+            if spent + need > budget {
+                break;
+            }
+            if listed > 0 {
+                out.push('\n');
+            }
+            out.push_str(&line);
+            spent += cost(&line) + 1;
+            listed += 1;
+        }
+        let more = self.problems.len() - listed;
+        if more > 0 {
+            if listed > 0 {
+                out.push('\n');
+            }
+            let s = if more == 1 { "" } else { "s" };
+            out.push_str(&format!("… and {more} more problem{s}"));
+        }
+        out
+    }
+
+    fn line_of(&self, p: &ConfigProblem) -> String {
+        match p.line {
+            Some(line) => format!("{}:{}: {}", self.file.display(), line, p.message),
+            None => format!("{}: {}", self.file.display(), p.message),
+        }
+    }
+}
+
+/// The listing `check` prints: the first `MAX_LISTED` problems.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            match p.line {
-                Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, p.message)?,
-                None => write!(f, "{}: {}", self.file.display(), p.message)?,
-            }
-        }
-        Ok(())
+        f.write_str(&self.listing(usize::MAX, str::len))
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary, marked when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 struct Checker<'a> {
     config: &'a SuiteConfig,
-    text: &'a str,
+    lines: Lines<'a>,
     problems: Vec<ConfigProblem>,
 }
 
@@ -50,10 +102,12 @@ impl Checker<'_> {
     }
 }
 
+/// Every check is linear in the file: lines are looked up in an index of
+/// the text (built only when a problem needs one), ids in hash sets.
 pub(super) fn validate(config: &SuiteConfig, text: &str) -> Result<(), Vec<ConfigProblem>> {
     let mut c = Checker {
         config,
-        text,
+        lines: Lines::new(text),
         problems: Vec::new(),
     };
     check_ids(&mut c);
@@ -63,8 +117,12 @@ pub(super) fn validate(config: &SuiteConfig, text: &str) -> Result<(), Vec<Confi
     check_task_resources(&mut c);
     check_phases(&mut c);
     if c.problems.is_empty() {
-        // Cycles are only meaningful once every id resolves.
-        check_cycles(&mut c);
+        // Fit and cycles are only meaningful once every id resolves.
+        let plan = config.plan(std::path::Path::new("."));
+        check_fit(&mut c, &plan);
+        if c.problems.is_empty() {
+            check_cycles(&mut c, &plan);
+        }
     }
     if c.problems.is_empty() {
         Ok(())
@@ -74,29 +132,45 @@ pub(super) fn validate(config: &SuiteConfig, text: &str) -> Result<(), Vec<Confi
     }
 }
 
-fn all_ids(config: &SuiteConfig) -> Vec<String> {
-    let mut ids = Vec::new();
-    for defs in config.orchestrator.task_definitions.values() {
-        for d in defs {
-            ids.push(d.id.clone());
-            ids.extend(d.subtasks.iter().cloned());
-        }
-    }
-    ids
+/// Task and subtask ids, in file order.
+fn all_ids(config: &SuiteConfig) -> impl Iterator<Item = &str> {
+    config
+        .orchestrator
+        .task_definitions
+        .values()
+        .flatten()
+        .flat_map(|d| std::iter::once(&d.id).chain(&d.subtasks))
+        .map(String::as_str)
 }
 
 fn check_ids(c: &mut Checker) {
-    let ids = all_ids(c.config);
-    if ids.is_empty() {
-        let line = locate::nested_key(c.text, &["orchestrator", "task_definitions"]);
+    let cfg = c.config;
+    if all_ids(cfg).next().is_none() {
+        let line = c.lines.key(&["orchestrator", "task_definitions"]);
         c.report(line, "task_definitions defines no task");
     }
+    for category in cfg.orchestrator.task_definitions.keys() {
+        if let Some(why) = ids::id_problem(category) {
+            let line = c.lines.key(&["orchestrator", "task_definitions", category]);
+            c.report(
+                line,
+                format!(
+                    "category name \"{category}\" is not allowed: {why} ({})",
+                    ids::ID_RULE
+                ),
+            );
+        }
+    }
     let mut seen = HashSet::new();
-    for id in ids {
-        if id.trim().is_empty() {
-            c.report(None, "a task has an empty id");
-        } else if !seen.insert(id.clone()) {
-            let lines = locate::definitions(c.text, &id);
+    for id in all_ids(cfg) {
+        if let Some(why) = ids::id_problem(id) {
+            let line = c.lines.definitions(id).first().copied();
+            c.report(
+                line,
+                format!("task id \"{id}\" is not allowed: {why} ({})", ids::ID_RULE),
+            );
+        } else if !seen.insert(id) {
+            let lines = c.lines.definitions(id);
             let line = lines.get(1).or(lines.first()).copied();
             c.report(
                 line,
@@ -112,65 +186,72 @@ fn check_templates(c: &mut Checker) {
     if c.config.templates.is_empty() {
         return;
     }
-    for defs in c.config.orchestrator.task_definitions.values() {
-        for d in defs {
-            match &d.template {
-                None => {
-                    let line = locate::task_lines(c.text, &d.id).first().copied();
-                    c.report(line, format!("task \"{}\" names no template", d.id));
-                }
-                Some(t) if !c.config.templates.contains_key(t) => {
-                    let line = locate::task_key(c.text, &d.id, "template");
-                    let known: Vec<_> = c.config.templates.keys().cloned().collect();
-                    c.report(
-                        line,
-                        format!(
-                            "task \"{}\" uses unknown template \"{t}\" (defined: {})",
-                            d.id,
-                            known.join(", ")
-                        ),
-                    );
-                }
-                _ => {}
+    let cfg = c.config;
+    for d in cfg.orchestrator.task_definitions.values().flatten() {
+        match &d.template {
+            None => {
+                let line = c.lines.task(&d.id);
+                c.report(line, format!("task \"{}\" names no template", d.id));
             }
+            Some(t) if !cfg.templates.contains_key(t) => {
+                let line = c.lines.task_key(&d.id, "template");
+                let known: Vec<_> = cfg.templates.keys().map(String::as_str).collect();
+                c.report(
+                    line,
+                    format!(
+                        "task \"{}\" uses unknown template \"{t}\" (defined: {})",
+                        d.id,
+                        known.join(", ")
+                    ),
+                );
+            }
+            _ => {}
         }
     }
-    for (name, t) in &c.config.templates {
+    for (name, t) in &cfg.templates {
         if t.command.trim().is_empty() {
-            let line = locate::nested_key(c.text, &["templates", name, "command"]);
+            let line = c.lines.key(&["templates", name, "command"]);
             c.report(line, format!("template \"{name}\" has an empty command"));
         }
     }
 }
 
 fn check_dependencies(c: &mut Checker) {
-    let ids: HashSet<String> = all_ids(c.config).into_iter().collect();
-    for defs in c.config.orchestrator.task_definitions.values() {
-        for d in defs {
-            for dep in &d.dependencies {
-                if !ids.contains(dep) {
-                    let line = locate::in_task(c.text, &d.id, dep)
-                        .or_else(|| locate::task_key(c.text, &d.id, "dependencies"));
-                    c.report(
-                        line,
-                        format!("task \"{}\" depends on unknown task \"{dep}\"", d.id),
-                    );
-                }
-            }
+    let cfg = c.config;
+    let ids: HashSet<&str> = all_ids(cfg).collect();
+    for d in cfg.orchestrator.task_definitions.values().flatten() {
+        for dep in d
+            .dependencies
+            .iter()
+            .filter(|dep| !ids.contains(dep.as_str()))
+        {
+            let line = c
+                .lines
+                .in_task(&d.id, dep)
+                .or_else(|| c.lines.task_key(&d.id, "dependencies"));
+            c.report(
+                line,
+                format!("task \"{}\" depends on unknown task \"{dep}\"", d.id),
+            );
         }
     }
 }
 
-fn positive(c: &mut Checker, value: Option<f64>, what: &str, line: Option<usize>) {
-    if let Some(v) = value.filter(|_| !is_positive(value)) {
-        c.report(line, format!("{what} must be greater than zero, got {v}"));
+/// Reports `value` unless it is absent or a finite number above zero; the
+/// line is looked up only then.
+fn positive(
+    c: &mut Checker,
+    value: Option<f64>,
+    what: impl FnOnce() -> String,
+    line: impl FnOnce(&Lines) -> Option<usize>,
+) {
+    if let Some(v) = value.filter(|v| !(*v > 0.0 && v.is_finite())) {
+        let line = line(&c.lines);
+        c.report(
+            line,
+            format!("{} must be greater than zero, got {v}", what()),
+        );
     }
-}
-
-/// Absent, or a finite number above zero. Checked before looking up a line:
-/// finding lines scans the text, which is quadratic over a large suite.
-fn is_positive(value: Option<f64>) -> bool {
-    value.is_none_or(|v| v > 0.0 && v.is_finite())
 }
 
 fn check_limits(c: &mut Checker) {
@@ -183,8 +264,12 @@ fn check_limits(c: &mut Checker) {
             ("timeout_seconds", a.timeout_seconds),
             ("max_parallel", a.max_parallel.map(|m| m as f64)),
         ] {
-            let line = locate::nested_key(c.text, &["resource_allocation", cat, key]);
-            positive(c, v, &format!("resource_allocation.{cat}.{key}"), line);
+            positive(
+                c,
+                v,
+                || format!("resource_allocation.{cat}.{key}"),
+                |l| l.key(&["resource_allocation", cat, key]),
+            );
         }
     }
     let l = &cfg.agent_limits;
@@ -193,23 +278,28 @@ fn check_limits(c: &mut Checker) {
         ("total_memory_mb", l.total_memory_mb),
         ("total_cpu_cores", l.total_cpu_cores),
     ] {
-        let line = locate::nested_key(c.text, &["agent_limits", key]);
-        positive(c, v, &format!("agent_limits.{key}"), line);
+        positive(
+            c,
+            v,
+            || format!("agent_limits.{key}"),
+            |l| l.key(&["agent_limits", key]),
+        );
     }
-    let line = locate::nested_key(c.text, &["agent_pool", "agent_timeout"]);
-    positive(
-        c,
-        Some(cfg.agent_pool.agent_timeout),
-        "agent_pool.agent_timeout",
-        line,
-    );
-    let line = locate::nested_key(c.text, &["monitoring", "metrics_interval"]);
-    positive(
-        c,
-        Some(cfg.monitoring.metrics_interval),
-        "monitoring.metrics_interval",
-        line,
-    );
+    for (section, key, v) in [
+        ("agent_pool", "agent_timeout", cfg.agent_pool.agent_timeout),
+        (
+            "monitoring",
+            "metrics_interval",
+            cfg.monitoring.metrics_interval,
+        ),
+    ] {
+        positive(
+            c,
+            Some(v),
+            || format!("{section}.{key}"),
+            |l| l.key(&[section, key]),
+        );
+    }
     for (section, key, v) in [
         (
             "failure_handling",
@@ -219,7 +309,7 @@ fn check_limits(c: &mut Checker) {
         ("recovery", "max_retries", cfg.recovery.max_retries),
     ] {
         if let Some(v) = v.filter(|v| *v < 0) {
-            let line = locate::nested_key(c.text, &[section, key]);
+            let line = c.lines.key(&[section, key]);
             c.report(
                 line,
                 format!("{section}.{key} must not be negative, got {v}"),
@@ -230,57 +320,46 @@ fn check_limits(c: &mut Checker) {
 
 fn check_task_resources(c: &mut Checker) {
     let cfg = c.config;
-    for defs in cfg.orchestrator.task_definitions.values() {
-        for d in defs {
-            let r = &d.resources;
-            for (key, v) in [
-                ("memory_mb", r.memory_mb),
-                ("cpu_cores", r.cpu_cores),
-                ("disk_mb", r.disk_mb),
-                ("timeout", r.timeout),
-            ] {
-                if is_positive(v) {
-                    continue;
-                }
-                let line = locate::task_key(c.text, &d.id, "resources");
-                positive(c, v, &format!("task \"{}\" resources.{key}", d.id), line);
-            }
+    for d in cfg.orchestrator.task_definitions.values().flatten() {
+        let r = &d.resources;
+        for (key, v) in [
+            ("memory_mb", r.memory_mb),
+            ("cpu_cores", r.cpu_cores),
+            ("disk_mb", r.disk_mb),
+            ("timeout", r.timeout),
+        ] {
+            positive(
+                c,
+                v,
+                || format!("task \"{}\" resources.{key}", d.id),
+                |l| l.task_key(&d.id, "resources"),
+            );
         }
     }
-    if !c.problems.is_empty() {
-        return;
-    }
-    // A task bigger than the whole fleet may ever hold can never be placed.
-    let plan = cfg.plan(std::path::Path::new("."));
+}
+
+/// A task bigger than the whole fleet may ever hold can never be placed.
+fn check_fit(c: &mut Checker, plan: &SuitePlan) {
+    let limits = &plan.limits;
     for t in plan.tasks.iter().filter(|t| t.kind == TaskKind::Runnable) {
         let top = t.parent.map_or(t, |p| &plan.tasks[p]);
-        let fits_memory = plan
-            .limits
+        let memory = limits
             .total_memory_mb
-            .is_none_or(|m| t.resources.memory_mb <= m);
-        let fits_cpu = plan
-            .limits
+            .filter(|m| t.resources.memory_mb > *m);
+        let cpu = limits
             .total_cpu_millis
-            .is_none_or(|m| t.resources.cpu_millis <= m);
-        if fits_memory && fits_cpu {
+            .filter(|m| t.resources.cpu_millis > *m);
+        if memory.is_none() && cpu.is_none() {
             continue;
         }
-        let line = locate::task_key(c.text, &top.id, "resources");
-        if let Some(total) = plan
-            .limits
-            .total_memory_mb
-            .filter(|m| t.resources.memory_mb > *m)
-        {
+        let line = c.lines.task_key(&top.id, "resources");
+        if let Some(total) = memory {
             c.report(line, format!(
                 "task \"{}\" needs {} MB of memory but agent_limits.total_memory_mb is {total}: no agent could ever run it",
                 t.id, t.resources.memory_mb
             ));
         }
-        if let Some(total) = plan
-            .limits
-            .total_cpu_millis
-            .filter(|m| t.resources.cpu_millis > *m)
-        {
+        if let Some(total) = cpu {
             c.report(line, format!(
                 "task \"{}\" needs {} cores but agent_limits.total_cpu_cores is {}: no agent could ever run it",
                 t.id, t.resources.cpu_cores(), total as f64 / 1000.0
@@ -290,15 +369,16 @@ fn check_task_resources(c: &mut Checker) {
 }
 
 fn check_phases(c: &mut Checker) {
-    let Some(phases) = &c.config.phases else {
+    let cfg = c.config;
+    let Some(phases) = &cfg.phases else {
         return;
     };
-    let ids: HashSet<String> = all_ids(c.config).into_iter().collect();
-    let mut placed: HashMap<String, String> = HashMap::new();
+    let ids: HashSet<&str> = all_ids(cfg).collect();
+    let mut placed: HashMap<&str, &str> = HashMap::new();
+    let line = c.lines.key(&["phases"]);
     for p in phases {
-        let line = locate::key_after(c.text, "phases", 0);
         if let Some(cat) = &p.category {
-            if !c.config.orchestrator.task_definitions.contains_key(cat) {
+            if !cfg.orchestrator.task_definitions.contains_key(cat) {
                 c.report(
                     line,
                     format!("phase \"{}\" names unknown category \"{cat}\"", p.name),
@@ -306,12 +386,12 @@ fn check_phases(c: &mut Checker) {
             }
         }
         for t in &p.tasks {
-            if !ids.contains(t) {
+            if !ids.contains(t.as_str()) {
                 c.report(
                     line,
                     format!("phase \"{}\" names unknown task \"{t}\"", p.name),
                 );
-            } else if let Some(other) = placed.insert(t.clone(), p.name.clone()) {
+            } else if let Some(other) = placed.insert(t, &p.name) {
                 c.report(
                     line,
                     format!(
@@ -326,12 +406,14 @@ fn check_phases(c: &mut Checker) {
 
 /// Depth-first search over the effective graph (dependencies, phase gates,
 /// and groups waiting on their subtasks); prints the first cycle found.
-fn check_cycles(c: &mut Checker) {
-    let plan = c.config.plan(std::path::Path::new("."));
-    let edges = |t: &PlannedTask| -> Vec<usize> {
-        let mut e = t.wait_on.clone();
-        e.extend(&t.children);
-        e
+fn check_cycles(c: &mut Checker, plan: &SuitePlan) {
+    // A task's out-edges: what it waits on, then its subtasks.
+    let edge = |node: usize, i: usize| -> Option<usize> {
+        let t = &plan.tasks[node];
+        t.wait_on
+            .get(i)
+            .or_else(|| t.children.get(i - t.wait_on.len()))
+            .copied()
     };
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -349,41 +431,41 @@ fn check_cycles(c: &mut Checker) {
         let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
         mark[root] = Mark::Open;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            let out = edges(&plan.tasks[node]);
-            if *next < out.len() {
-                let to = out[*next];
-                *next += 1;
-                match mark[to] {
-                    Mark::New => {
-                        mark[to] = Mark::Open;
-                        stack.push((to, 0));
-                    }
-                    Mark::Open => {
-                        let from = stack.iter().position(|(s, _)| *s == to).unwrap_or(0);
-                        let mut names: Vec<&str> = stack[from..]
-                            .iter()
-                            .map(|(s, _)| plan.tasks[*s].id.as_str())
-                            .collect();
-                        names.push(&plan.tasks[to].id);
-                        let top = plan.tasks[to].parent.map_or(to, |p| p);
-                        let line = locate::task_lines(c.text, &plan.tasks[top].id)
-                            .first()
-                            .copied();
-                        c.report(
-                            line,
-                            format!(
-                                "dependency cycle: {} (each waits on the next)",
-                                names.join(" -> ")
-                            ),
-                        );
-                        return;
-                    }
-                    Mark::Done => {}
-                }
-            } else {
+            let Some(to) = edge(node, *next) else {
                 mark[node] = Mark::Done;
                 stack.pop();
+                continue;
+            };
+            *next += 1;
+            match mark[to] {
+                Mark::New => {
+                    mark[to] = Mark::Open;
+                    stack.push((to, 0));
+                }
+                Mark::Open => {
+                    report_cycle(c, plan, &stack, to);
+                    return;
+                }
+                Mark::Done => {}
             }
         }
     }
+}
+
+fn report_cycle(c: &mut Checker, plan: &SuitePlan, stack: &[(usize, usize)], to: usize) {
+    let from = stack.iter().position(|(s, _)| *s == to).unwrap_or(0);
+    let mut names: Vec<&str> = stack[from..]
+        .iter()
+        .map(|(s, _)| plan.tasks[*s].id.as_str())
+        .collect();
+    names.push(&plan.tasks[to].id);
+    let top = plan.tasks[to].parent.unwrap_or(to);
+    let line = c.lines.task(&plan.tasks[top].id);
+    c.report(
+        line,
+        format!(
+            "dependency cycle: {} (each waits on the next)",
+            names.join(" -> ")
+        ),
+    );
 }

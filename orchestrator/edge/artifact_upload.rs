@@ -94,7 +94,8 @@ impl Uploads {
             &engine.report_dir.for_suite(&place.suite_id),
             &place.task_id,
             place.number,
-        );
+        )
+        .map_err(|e| Status::invalid_argument(format!("task {:?}: {e}", place.task_id)))?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;

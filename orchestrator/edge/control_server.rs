@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use testfleet::config::{SuiteConfig, TaskKind};
+use testfleet::config::{SuiteConfig, SuitePlan, TaskKind};
 use testfleet::proto::control_server::Control;
 use testfleet::proto::*;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -39,11 +40,23 @@ impl SuiteSource {
 pub struct ControlService {
     engine: Engine,
     source: SuiteSource,
+    /// Submitted configs being read at once: see `submitted_plan`.
+    validating: Arc<Semaphore>,
 }
+
+/// The most bytes a refusal's message takes in its `grpc-message` header,
+/// half of the 16 KB header list clients accept by default: a longer one
+/// reaches them as a reset stream, not as the problems.
+const STATUS_MESSAGE_BUDGET: usize = 8 * 1024;
 
 impl ControlService {
     pub fn new(engine: Engine, source: SuiteSource) -> Self {
-        ControlService { engine, source }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ControlService {
+            engine,
+            source,
+            validating: Arc::new(Semaphore::new((cores / 2).max(1))),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -56,10 +69,8 @@ impl ControlService {
             (self.source.plan.clone(), self.source.path.clone())
         } else {
             let path = PathBuf::from("<submitted config>");
-            let cfg = SuiteConfig::parse(&req.config_yaml, &path)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let dir = std::env::current_dir().unwrap_or_default();
-            (Arc::new(cfg.plan(&dir)), path)
+            let plan = self.submitted_plan(req.config_yaml, path.clone()).await?;
+            (plan, path)
         };
         if let Some(t) = plan
             .tasks
@@ -95,6 +106,34 @@ impl ControlService {
                 })
             }
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads and plans a submitted config on the blocking pool, at most half
+    /// the cores' worth at once: a large config takes a while even read in
+    /// linear time, and neither the runtime's threads nor every core may be
+    /// taken from the clients and agents being served meanwhile. Callers
+    /// beyond that wait here, without holding a thread.
+    async fn submitted_plan(&self, yaml: String, path: PathBuf) -> Result<Arc<SuitePlan>, Status> {
+        let permit = self
+            .validating
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
+        let dir = std::env::current_dir().unwrap_or_default();
+        let planned = tokio::task::spawn_blocking(move || {
+            // Held until the work is done, even if the caller has gone.
+            let _permit = permit;
+            SuiteConfig::parse(&yaml, &path).map(|cfg| cfg.plan(&dir))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading the submitted config: {e}")))?;
+        match planned {
+            Ok(plan) => Ok(Arc::new(plan)),
+            Err(e) => Err(Status::invalid_argument(
+                e.listing(STATUS_MESSAGE_BUDGET, header_len),
+            )),
         }
     }
 
@@ -279,6 +318,20 @@ impl Control for ControlService {
             .await?;
         Ok(Response::new(ListAgentsResponse { agents }))
     }
+}
+
+/// A status message's size in the `grpc-message` header: tonic
+/// percent-encodes controls, non-ASCII bytes and ` "#%<>`?{}`.
+fn header_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| {
+            if !(0x20..0x7f).contains(&b) || b" \"#%<>`?{}".contains(&b) {
+                3
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 /// A refusal as its status; any other answer is the wrong one for the

@@ -25,7 +25,11 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
         let Some(last) = run.attempts.last().filter(|a| uploaded_junit(a)) else {
             continue;
         };
-        let path = artifact_dir(suite_dir, task_id, last.number).join(JUNIT_ARTIFACT);
+        // An id no upload could have been stored under has nothing to merge.
+        let Ok(dir) = artifact_dir(suite_dir, task_id, last.number) else {
+            continue;
+        };
+        let path = dir.join(JUNIT_ARTIFACT);
         let Ok(xml) = std::fs::read_to_string(&path) else {
             continue;
         };

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use testfleet::config::SuiteConfig;
+use testfleet::config::{defaults, SuiteConfig};
 use testfleet::tls::TlsSetup as _;
 
 #[derive(Parser)]
@@ -63,6 +63,8 @@ enum Command {
         insecure: bool,
         #[arg(long)]
         log_file: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Run a suite here: an orchestrator on loopback, N local agents, live
     /// progress, a report. Exits 0 iff the suite succeeded.
@@ -137,6 +139,50 @@ enum Command {
     },
 }
 
+/// The listener's limits (README's "Connection limits"). Flags, not suite
+/// keys: they hold for the process's life, while suites come and go.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Open connections at most, lowered if the open-file limit leaves less
+    /// room.
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Open connections from one address at most.
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS_PER_PEER)]
+    max_connections_per_peer: usize,
+    /// Connections of --max-connections only operators may take (an admin
+    /// certificate; on plaintext, 127.0.0.1 or ::1).
+    #[arg(long, default_value_t = defaults::OPERATOR_RESERVE)]
+    operator_reserve: usize,
+    /// Seconds a new connection has to finish its TLS handshake, or on
+    /// plaintext to send its first bytes.
+    #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs_f64(), value_parser = positive_seconds)]
+    handshake_timeout: f64,
+    /// Seconds a connection may go without a request in flight before it is
+    /// closed.
+    #[arg(long, default_value_t = defaults::IDLE_TIMEOUT.as_secs_f64(), value_parser = positive_seconds)]
+    idle_timeout: f64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> edge::limits::Limits {
+        edge::limits::Limits {
+            max_connections: self.max_connections,
+            max_per_peer: self.max_connections_per_peer,
+            operator_reserve: self.operator_reserve,
+            handshake_timeout: std::time::Duration::from_secs_f64(self.handshake_timeout),
+            idle_timeout: std::time::Duration::from_secs_f64(self.idle_timeout),
+        }
+    }
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 1e9 => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds above 0")),
+    }
+}
+
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Make a dev CA, a server certificate, agent certificates
@@ -204,13 +250,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             metrics_listen,
             insecure,
             log_file,
+            limits,
         } => {
             serve(
                 &config,
                 data_dir,
-                listen,
-                metrics_listen,
-                insecure,
+                Listen {
+                    bind: listen,
+                    metrics: metrics_listen,
+                    insecure,
+                    limits: limits.limits(),
+                },
                 log_file.as_deref(),
             )
             .await
@@ -300,12 +350,18 @@ fn check(file: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Where and how `serve` listens.
+struct Listen {
+    bind: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    insecure: bool,
+    limits: edge::limits::Limits,
+}
+
 async fn serve(
     config_path: &Path,
     data_dir: PathBuf,
-    listen: Option<SocketAddr>,
-    metrics_listen: Option<SocketAddr>,
-    insecure: bool,
+    listen: Listen,
     log_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(config_path)?;
@@ -318,7 +374,7 @@ async fn serve(
             tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "serving mTLS: peers need a certificate from the CA");
             Some(server)
         }
-        None if insecure => {
+        None if listen.insecure => {
             tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
             None
         }
@@ -326,8 +382,9 @@ async fn serve(
             "refusing to serve without TLS: configure `tls:` (see `orchestrator certs init`) or pass --insecure to accept plaintext"
         ),
     };
-    let bind =
-        listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
+    let bind = listen
+        .bind
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
     let config_metrics_port = config.orchestrator.metrics_port;
     let running = server::start(server::ServeOptions {
         tls,
@@ -335,9 +392,12 @@ async fn serve(
         config_path: config_path.to_path_buf(),
         bind,
         metrics_bind: Some(
-            metrics_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config_metrics_port))),
+            listen
+                .metrics
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config_metrics_port))),
         ),
         report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
+        limits: listen.limits,
     })
     .await?;
     let shutdown = async {

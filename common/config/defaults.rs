@@ -1,6 +1,8 @@
 //! Every default a suite file may leave out, in one place. Each is what a
 //! key means when it is absent; README's "The suite file" repeats them for
-//! users.
+//! users. At the end, the listener's limits: defaults of `orchestrator
+//! serve` flags (fixed for the process's life, so not suite keys) and the
+//! fixed bounds on refused frames; README's "Connection limits" repeats them.
 
 use std::time::Duration;
 
@@ -45,6 +47,46 @@ pub const TASK_CPU_CORES: f64 = 1.0;
 pub const TASK_DISK_MB: f64 = 100.0;
 /// A task's `resources.timeout`.
 pub const TASK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `serve --max-connections`: open connections at most, however many file
+/// descriptors the process may have. Each idle HTTP/2 connection costs
+/// buffers as well as a descriptor; a fleet's agents hold one each.
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// Descriptors never given to connections, as a share (1/N) of the
+/// process's open-file limit, and at least `FD_HEADROOM_MIN`: reports,
+/// artifact uploads, the log, the metrics port and webhooks need files too,
+/// and a listener at its cap must still be able to accept and close.
+pub const FD_HEADROOM_SHARE: u64 = 10;
+/// See `FD_HEADROOM_SHARE`.
+pub const FD_HEADROOM_MIN: u64 = 128;
+/// `serve --max-connections-per-peer`: open connections from one address.
+/// Agents each have their own connection (and usually their own address);
+/// 512 leaves room for a host running many local agents.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 512;
+/// `serve --operator-reserve`: connections of `MAX_CONNECTIONS` kept for
+/// operators (an admin certificate; on plaintext, 127.0.0.1 or ::1), so
+/// `status` and `agents` still get in when agents fill the port.
+pub const OPERATOR_RESERVE: usize = 64;
+/// `serve --handshake-timeout`: a new connection must finish its TLS
+/// handshake, or on plaintext send its first bytes, this soon.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `serve --idle-timeout`: a connection with no request in flight for this
+/// long is closed. An agent's stream and a `watch` are requests in flight
+/// for as long as they last, so only connections that ask nothing are
+/// closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Warnings of one kind about one peer told in full per `LOG_INTERVAL`;
+/// past that they are counted, and the count is told once per interval.
+pub const LOG_BURST: u32 = 5;
+/// See `LOG_BURST`.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Refused frames (or refused results) on one agent stream within
+/// `REFUSED_FRAMES_WINDOW` past which the stream is closed: an agent with a
+/// few stale results is refused them, one that sends nothing else is cut
+/// off.
+pub const REFUSED_FRAMES_LIMIT: u32 = 100;
+/// See `REFUSED_FRAMES_LIMIT`.
+pub const REFUSED_FRAMES_WINDOW: Duration = Duration::from_secs(10);
 
 /// Whole milliseconds of a default, for the plan's `*_ms` fields.
 pub const fn ms(d: Duration) -> u64 {

@@ -76,6 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Loopback only, between this process and its own children.
         tls: None,
         report_dir: ReportDir::Flat(report_dir.clone()),
+        limits: Default::default(),
     })
     .await?;
     let endpoint = format!("http://{}", running.addr);

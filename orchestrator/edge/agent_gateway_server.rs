@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use testfleet::config::{ResourceSpec, StorageLimits};
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::edge::artifact_upload::Uploads;
 use crate::edge::auth::{self, Mode};
 use crate::engine::Engine;
+use crate::observe::refusals::{StreamRefusals, Untold};
 use crate::wire;
 use testfleet::tls::Role;
 use testfleet_core::Event;
@@ -170,9 +172,10 @@ impl AgentGateway for AgentGatewayService {
     }
 }
 
-/// Forwards one agent's frames until its side of the stream ends. However
-/// it ends, the replies end too and the scheduler hears of it, so neither
-/// peer is left holding half a stream.
+/// Forwards one agent's frames until its side of the stream ends, or it
+/// has sent too many refused frames to be kept. However it ends, the
+/// replies end too and the scheduler hears of it, so neither peer is left
+/// holding half a stream.
 async fn read_agent(
     engine: Engine,
     agent_id: String,
@@ -181,33 +184,53 @@ async fn read_agent(
     replies: mpsc::WeakSender<Result<OrchestratorMessage, Status>>,
     end: oneshot::Sender<Status>,
 ) {
-    let broken = loop {
-        match inbound.message().await {
-            Ok(Some(msg)) => forward_or_refuse(&engine, &agent_id, conn, msg, &replies),
+    let mut refusals = StreamRefusals::default();
+    let ended = loop {
+        let msg = match inbound.message().await {
+            Ok(Some(msg)) => msg,
             Ok(None) => break None,
-            Err(e) => break Some(e),
+            Err(e) => break Some(Status::new(e.code(), read_failure(&e))),
+        };
+        if forward_or_refuse(&engine, &agent_id, conn, msg, &replies, &mut refusals) {
+            break Some(Status::resource_exhausted(refusals.reason("frames")));
         }
     };
-    if let Some(e) = broken {
-        let why = read_failure(&e);
-        tracing::warn!(agent_id, conn, why, "closing the agent's stream");
-        let _ = end.send(Status::new(e.code(), why));
+    if let Some(untold) = refusals.log.flush(Instant::now()) {
+        tell_untold(&agent_id, untold);
+    }
+    if let Some(status) = ended {
+        tracing::warn!(
+            agent_id,
+            conn,
+            why = status.message(),
+            "closing the agent's stream"
+        );
+        let _ = end.send(status);
     }
     engine.send(Event::AgentDisconnected { agent_id, conn });
 }
 
+/// Forwards `msg`, or refuses it (telling the agent, and the log at a
+/// bounded rate). True when the stream has been refused too often to keep.
 fn forward_or_refuse(
     engine: &Engine,
     agent_id: &str,
     conn: u64,
     msg: AgentMessage,
     replies: &mpsc::WeakSender<Result<OrchestratorMessage, Status>>,
-) {
+    refusals: &mut StreamRefusals,
+) -> bool {
     let message_id = frame_message_id(&msg);
     let Err((code, why)) = forward(engine, agent_id, conn, msg) else {
-        return;
+        return false;
     };
-    tracing::warn!(agent_id, message_id, why, "refused a frame from the agent");
+    let (noted, give_up) = refusals.note(Instant::now());
+    if let Some(untold) = noted.untold {
+        tell_untold(agent_id, untold);
+    }
+    if noted.tell {
+        tracing::warn!(agent_id, message_id, why, "refused a frame from the agent");
+    }
     let rejection = Rejection {
         message_id,
         attempt_id: String::new(),
@@ -219,6 +242,18 @@ fn forward_or_refuse(
             body: Some(orchestrator_message::Body::Rejection(rejection)),
         }));
     }
+    give_up
+}
+
+fn tell_untold(agent_id: &str, untold: Untold) {
+    tracing::warn!(
+        agent_id,
+        count = untold.count,
+        seconds = untold.seconds(),
+        "refused {} more frames from agent {agent_id} in the last {} s",
+        untold.count_text(),
+        untold.seconds()
+    );
 }
 
 /// What went wrong reading an agent's stream, in words the agent's log and

@@ -8,5 +8,7 @@ pub mod artifact_upload;
 pub mod auth;
 pub mod control_server;
 pub mod http_api;
+pub mod idle;
+pub mod limits;
 pub mod listener;
 pub mod server;

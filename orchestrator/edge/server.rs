@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::edge::auth::{self, Mode};
+use crate::edge::limits::{self, Limits};
 
 use crate::edge::agent_gateway_server::AgentGatewayService;
 use crate::edge::control_server::{ControlService, SuiteSource};
@@ -30,6 +31,9 @@ pub struct ServeOptions {
     /// mTLS; None: plaintext (`--insecure`, or the embedded run on loopback).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub report_dir: ReportDir,
+    /// The listener's limits, before they are fitted under the process's
+    /// open-file limit.
+    pub limits: Limits,
 }
 
 pub struct Running {
@@ -57,14 +61,40 @@ impl Running {
 /// How often the scheduler looks at the clock (heartbeat deadlines, retry delays).
 const TICK: Duration = Duration::from_millis(250);
 
+/// Connections the kernel may hold for the accept loop (the kernel caps it
+/// at net.core.somaxconn). The standard 128 overflows under a burst of
+/// agents reconnecting at once, and an overflowing queue resets peers.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(opts.bind).await.with_context(|| {
+    let listener = listen(opts.bind).with_context(|| {
         format!(
             "cannot listen on {} (is another orchestrator running there?)",
             opts.bind
         )
     })?;
     let addr = listener.local_addr()?;
+    let open_files = limits::raise_open_file_limit()?;
+    let limits = opts.limits.clone().fitted(open_files);
+    if limits.max_connections < opts.limits.max_connections {
+        tracing::warn!(
+            asked = opts.limits.max_connections,
+            open_files,
+            "fewer connections than asked: the open-file limit leaves room for {}",
+            limits.max_connections
+        );
+    }
     let orchestrator_id = opts.config.orchestrator.name.clone();
     let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
     if let Some(addr) = opts.metrics_bind {
@@ -122,8 +152,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 
     let (tx, rx) = oneshot::channel::<()>();
     let tls = opts.tls.clone();
+    let shown = limits.clone();
     let join = tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .layer(crate::edge::idle::Track)
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -131,7 +163,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .initial_connection_window_size(testfleet::transport::CONNECTION_WINDOW)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                ReceiverStream::new(crate::edge::listener::accept(listener, tls)),
+                ReceiverStream::new(crate::edge::listener::accept(listener, tls, limits)),
                 async {
                     let _ = rx.await;
                 },
@@ -139,7 +171,16 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .await
             .context("gRPC server")
     });
-    tracing::info!(%addr, "orchestrator listening (gRPC and HTTP)");
+    tracing::info!(
+        %addr,
+        open_files,
+        max_connections = shown.max_connections,
+        max_connections_per_peer = shown.max_per_peer,
+        operator_reserve = shown.operator_reserve,
+        handshake_timeout_s = shown.handshake_timeout.as_secs_f64(),
+        idle_timeout_s = shown.idle_timeout.as_secs_f64(),
+        "orchestrator listening (gRPC and HTTP)"
+    );
     Ok(Running {
         addr,
         engine,

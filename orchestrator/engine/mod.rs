@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use testfleet::config::defaults;
@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::observe::metrics::Metrics;
+use crate::observe::refusals::{LogRate, Noted, StreamRefusals, Untold};
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
@@ -160,6 +161,16 @@ impl Engine {
 
 struct Streams {
     by_agent: HashMap<String, (u64, AgentSender)>,
+    /// Each agent's warnings about its current stream, told at a bounded
+    /// rate: from the stream's attach until the agent's side ends, so results
+    /// refused after the stream was closed stay quiet too.
+    logs: HashMap<String, StreamLogs>,
+}
+
+struct StreamLogs {
+    conn: u64,
+    refused: StreamRefusals,
+    unqueued: LogRate,
 }
 
 impl Streams {
@@ -171,7 +182,16 @@ impl Streams {
                 .try_send(Ok(OrchestratorMessage { body: Some(body) }))
                 .is_err()
             {
-                tracing::warn!(agent_id, "could not queue a message to the agent");
+                let noted = self
+                    .logs
+                    .get_mut(agent_id)
+                    .map(|l| l.unqueued.note(Instant::now()));
+                if let Some(untold) = noted.and_then(|n| n.untold) {
+                    tell_unqueued(agent_id, untold);
+                }
+                if noted.is_none_or(|n| n.tell) {
+                    tracing::warn!(agent_id, "could not queue a message to the agent");
+                }
             }
         }
     }
@@ -184,6 +204,72 @@ impl Streams {
             }
         }
     }
+    fn attach(&mut self, agent_id: String, conn: u64, tx: AgentSender) {
+        self.forget(&agent_id, None);
+        let logs = StreamLogs {
+            conn,
+            refused: StreamRefusals::default(),
+            unqueued: LogRate::default(),
+        };
+        self.logs.insert(agent_id.clone(), logs);
+        self.by_agent.insert(agent_id, (conn, tx));
+    }
+    /// Tells what is left untold about the agent's stream (`conn`, or
+    /// whichever it has) and lets go of its warnings.
+    fn forget(&mut self, agent_id: &str, conn: Option<u64>) {
+        let Some(logs) = self.logs.get(agent_id) else {
+            return;
+        };
+        if conn.is_some_and(|c| c != logs.conn) {
+            return;
+        }
+        let Some(mut logs) = self.logs.remove(agent_id) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(untold) = logs.refused.log.flush(now) {
+            tell_refused(agent_id, untold);
+        }
+        if let Some(untold) = logs.unqueued.flush(now) {
+            tell_unqueued(agent_id, untold);
+        }
+    }
+    /// Notes a refused result from the agent: whether to tell it, and the
+    /// stream to close (with why) when the agent has sent too many.
+    fn refused(&mut self, agent_id: &str) -> (Noted, Option<(u64, String)>) {
+        let Some(logs) = self.logs.get_mut(agent_id) else {
+            let tell_all = Noted {
+                tell: true,
+                untold: None,
+            };
+            return (tell_all, None);
+        };
+        let (noted, give_up) = logs.refused.note(Instant::now());
+        let close = give_up.then(|| (logs.conn, logs.refused.reason("results")));
+        (noted, close)
+    }
+}
+
+fn tell_refused(agent_id: &str, untold: Untold) {
+    tracing::warn!(
+        agent_id,
+        count = untold.count,
+        seconds = untold.seconds(),
+        "refused {} more results from agent {agent_id} in the last {} s",
+        untold.count_text(),
+        untold.seconds()
+    );
+}
+
+fn tell_unqueued(agent_id: &str, untold: Untold) {
+    tracing::warn!(
+        agent_id,
+        count = untold.count,
+        seconds = untold.seconds(),
+        "could not queue {} more messages to agent {agent_id} in the last {} s",
+        untold.count_text(),
+        untold.seconds()
+    );
 }
 
 async fn run(
@@ -195,6 +281,7 @@ async fn run(
 ) {
     let mut streams = Streams {
         by_agent: HashMap::new(),
+        logs: HashMap::new(),
     };
     let mut last_refresh = 0;
     let mut traces = Traces::default();
@@ -209,12 +296,13 @@ async fn run(
                     conn,
                     Status::unavailable("the agent's stream ended"),
                 );
+                streams.forget(&agent_id, Some(conn));
                 (Event::AgentDisconnected { agent_id, conn }, None)
             }
             Input::Event(e) => (e, None),
             Input::Command { event, reply } => (event, Some(reply)),
             Input::Attach { agent_id, conn, tx } => {
-                streams.by_agent.insert(agent_id, (conn, tx));
+                streams.attach(agent_id, conn, tx);
                 continue;
             }
             Input::Query(q) => {
@@ -336,7 +424,13 @@ fn carry_out(
             rejection,
         } => {
             let code = wire::rejection_code(rejection);
-            tracing::warn!(agent_id, message_id, attempt_id, code = ?code, reason = rejection.describe(), "refused a result");
+            let (noted, close) = streams.refused(&agent_id);
+            if let Some(untold) = noted.untold {
+                tell_refused(&agent_id, untold);
+            }
+            if noted.tell {
+                tracing::warn!(agent_id, message_id, attempt_id, code = ?code, reason = rejection.describe(), "refused a result");
+            }
             streams.send(
                 &agent_id,
                 orchestrator_message::Body::Rejection(proto::Rejection {
@@ -346,6 +440,12 @@ fn carry_out(
                     message: rejection.describe().into(),
                 }),
             );
+            // Kept at the edge while the scheduler is reshaped; the
+            // scheduler's `rejected_results` counts the same refusals.
+            if let Some((conn, why)) = close {
+                tracing::warn!(agent_id, conn, why, "closing the agent's stream");
+                streams.close(&agent_id, conn, Status::resource_exhausted(why));
+            }
         }
         Action::Alert(alert) => {
             if alert.active && alert.severity == "critical" {

@@ -2,5 +2,6 @@
 //! and the watch events every live view is built from.
 
 pub mod metrics;
+pub mod refusals;
 pub mod traces;
 pub mod watchers;

@@ -8,6 +8,7 @@
 
 mod agents;
 mod control;
+mod flood;
 mod http;
 mod orchestrator;
 mod process;
@@ -19,6 +20,7 @@ mod workspace;
 
 pub use agents::*;
 pub use control::*;
+pub use flood::*;
 pub use http::*;
 pub use orchestrator::*;
 pub use process::*;

@@ -59,10 +59,25 @@ impl Server {
     /// Starts it and waits (20 s at most) until its log says where it
     /// listens.
     pub fn serve(how: Serve) -> anyhow::Result<Server> {
+        Server::serve_with(how, &[], None)
+    }
+
+    /// With extra `serve` flags, and when `open_files` is set, that
+    /// open-file limit (soft and hard, at most this process's hard limit),
+    /// as a host would give it.
+    pub fn serve_with(
+        how: Serve,
+        flags: &[&str],
+        open_files: Option<u64>,
+    ) -> anyhow::Result<Server> {
         let data_dir = how.dir.join("data");
         let log = how.dir.join("orchestrator.log");
         let bin = orchestrator_bin();
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(n) = open_files {
+            limit_open_files(&mut command, n)?;
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -71,6 +86,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(how.insecure.then_some("--insecure"))
+            .args(flags)
             .arg("--config")
             .arg(how.config)
             .arg("--data-dir")
@@ -151,6 +167,23 @@ impl Server {
             },
         );
     }
+}
+
+/// Gives the command's process an open-file limit of `n` (no more than
+/// this process's hard limit, which it may not raise).
+fn limit_open_files(command: &mut Command, n: u64) -> anyhow::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("the open-file limit")?;
+    let n = n.min(hard);
+    // SAFETY: setrlimit is a system call, async-signal-safe as the child
+    // requires between fork and exec; nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from)
+        });
+    }
+    Ok(())
 }
 
 /// Copies the orchestrator's JSON log to `log` (and stderr, if `echo`) on a

@@ -6,7 +6,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::Context;
-use quick_xml::events::{BytesDecl, BytesStart, Event};
+use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
 
 use crate::output::layout::artifact_dir;
@@ -33,6 +33,20 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
         let Ok(xml) = std::fs::read_to_string(&path) else {
             continue;
         };
+        // Read through once aside: one task's broken file must not cost the
+        // suite its merged JUnit, nor leave half a suite in it.
+        if let Err(e) = copy_suites(&xml, task_id, &mut Writer::new(Cursor::new(Vec::new()))) {
+            let why = format!("{e:#}");
+            tracing::warn!(task_id, file = %path.display(), error = why, "left a malformed JUnit file out of the merged junit.xml");
+            let note = format!(
+                " {task_id}: {} is not valid JUnit XML and was left out: {why} ",
+                path.display()
+            );
+            // XML comments may not hold "--".
+            let note = note.replace("--", "- -");
+            w.write_event(Event::Comment(BytesText::new(&note)))?;
+            continue;
+        }
         copy_suites(&xml, task_id, &mut w)
             .with_context(|| format!("merging {}", path.display()))?;
     }
@@ -59,6 +73,7 @@ fn copy_suites(xml: &str, task_id: &str, w: &mut Writer<Cursor<Vec<u8>>>) -> any
     loop {
         let ev = r.read_event()?;
         match &ev {
+            Event::Eof if depth > 0 => anyhow::bail!("the file ends inside a <testsuite>"),
             Event::Eof => break,
             Event::Start(e) if depth == 0 && e.name().as_ref() == b"testsuite" => {
                 w.write_event(Event::Start(renamed(e, task_id)?))?;
@@ -121,5 +136,57 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("</testsuite>"), "{out}");
+    }
+
+    #[test]
+    fn a_malformed_file_is_left_out_by_name_and_the_rest_are_merged() {
+        use testfleet_core::results::{Completion, FinalStatus};
+        use testfleet_core::sim::{cap, plan, Sim};
+        use testfleet_core::Event as CoreEvent;
+
+        let mut sim = Sim::new();
+        sim.join("a", cap(4, 4096));
+        sim.submit(plan("templates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: GOOD, template: t}\n      - {id: BAD, template: t}\n"));
+        for a in sim.running() {
+            sim.step(CoreEvent::Completed(Completion {
+                agent_id: a.agent.clone(),
+                task_id: a.task.clone(),
+                attempt_id: a.attempt.clone(),
+                final_status: FinalStatus::Success,
+                artifacts: vec![JUNIT_ARTIFACT.into()],
+                ..Default::default()
+            }));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let write = |task: &str, xml: &str| {
+            let d = artifact_dir(dir.path(), task, 1).unwrap();
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(JUNIT_ARTIFACT), xml).unwrap();
+        };
+        write(
+            "GOOD",
+            r#"<testsuite name="p" tests="1"><testcase name="ok"/></testsuite>"#,
+        );
+        // Cut off mid-write, as a full disk or a killed runner leaves it.
+        write(
+            "BAD",
+            r#"<testsuite name="p" tests="2"><testcase name="a"/><testca"#,
+        );
+
+        let merged = merge(sim.s.suite().unwrap(), dir.path()).unwrap();
+        assert!(merged.contains(r#"<testsuite name="GOOD/p""#), "{merged}");
+        assert!(!merged.contains("BAD/p"), "{merged}");
+        assert!(
+            merged.contains("BAD: ") && merged.contains("is not valid JUnit XML"),
+            "{merged}"
+        );
+        let mut reader = Reader::from_str(&merged);
+        loop {
+            match reader.read_event() {
+                Ok(Event::Eof) => break,
+                Ok(_) => {}
+                Err(e) => panic!("the merged file is not XML: {e}\n{merged}"),
+            }
+        }
     }
 }

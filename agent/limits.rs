@@ -44,22 +44,10 @@ pub fn failed_tests<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Vec<St
     if total > kept.len() {
         kept.push(format!(
             "… and {} more failed tests (all in the attempt's artifacts)",
-            thousands(total - kept.len())
+            testfleet::counts::with_thousands((total - kept.len()) as u64)
         ));
     }
     kept
-}
-
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The last guard before the wire: a frame over `FRAME_BYTES` (a result

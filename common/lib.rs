@@ -15,6 +15,7 @@ pub mod proto {
 }
 
 pub mod codec;
+pub mod counts;
 // `config/` is the testfleet-config crate; this module adds reading files.
 #[path = "config_file.rs"]
 pub mod config;

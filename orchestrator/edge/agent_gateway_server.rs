@@ -246,14 +246,7 @@ fn forward_or_refuse(
 }
 
 fn tell_untold(agent_id: &str, untold: Untold) {
-    tracing::warn!(
-        agent_id,
-        count = untold.count,
-        seconds = untold.seconds(),
-        "refused {} more frames from agent {agent_id} in the last {} s",
-        untold.count_text(),
-        untold.seconds()
-    );
+    crate::observe::refusals::warn_untold(agent_id, "refused {} more frames from", untold);
 }
 
 /// What went wrong reading an agent's stream, in words the agent's log and

@@ -251,25 +251,11 @@ impl Streams {
 }
 
 fn tell_refused(agent_id: &str, untold: Untold) {
-    tracing::warn!(
-        agent_id,
-        count = untold.count,
-        seconds = untold.seconds(),
-        "refused {} more results from agent {agent_id} in the last {} s",
-        untold.count_text(),
-        untold.seconds()
-    );
+    crate::observe::refusals::warn_untold(agent_id, "refused {} more results from", untold);
 }
 
 fn tell_unqueued(agent_id: &str, untold: Untold) {
-    tracing::warn!(
-        agent_id,
-        count = untold.count,
-        seconds = untold.seconds(),
-        "could not queue {} more messages to agent {agent_id} in the last {} s",
-        untold.count_text(),
-        untold.seconds()
-    );
+    crate::observe::refusals::warn_untold(agent_id, "could not queue {} more messages to", untold);
 }
 
 async fn run(

@@ -18,15 +18,7 @@ pub struct Untold {
 impl Untold {
     /// The count with thousands separators, as a log line shows it.
     pub fn count_text(&self) -> String {
-        let digits = self.count.to_string();
-        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
+        testfleet::counts::with_thousands(self.count)
     }
 
     /// Whole seconds (at least 1) the count was gathered over.
@@ -163,6 +155,19 @@ impl StreamRefusals {
             self.window.as_secs()
         )
     }
+}
+
+/// Logs the count line for an agent: "refused 1,234 more frames from agent X
+/// in the last 10 s" (`what` is "refused {} more frames from" or the like).
+pub fn warn_untold(agent_id: &str, what: &str, untold: Untold) {
+    tracing::warn!(
+        agent_id,
+        count = untold.count,
+        seconds = untold.seconds(),
+        "{} agent {agent_id} in the last {} s",
+        what.replace("{}", &untold.count_text()),
+        untold.seconds()
+    );
 }
 
 #[cfg(test)]

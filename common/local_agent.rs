@@ -20,6 +20,12 @@ pub struct LocalAgent<'a> {
 impl LocalAgent<'_> {
     /// The agent binary's arguments.
     pub fn args(&self) -> Vec<OsString> {
+        self.args_logging_to(self.dir)
+    }
+
+    /// The same, but the log goes to `log_dir/ID.log`: `orchestrator run`
+    /// keeps workdirs in its cache and logs in the report directory.
+    pub fn args_logging_to(&self, log_dir: &Path) -> Vec<OsString> {
         let id = self.agent_id;
         let mut args: Vec<OsString> = [
             "--orchestrator-endpoint",
@@ -33,7 +39,7 @@ impl LocalAgent<'_> {
         .into();
         args.push(self.dir.join(id).into());
         args.push("--log-file".into());
-        args.push(self.dir.join(format!("{id}.log")).into());
+        args.push(log_dir.join(format!("{id}.log")).into());
         args.extend(
             [
                 "--cpu-cores".to_string(),

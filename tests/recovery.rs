@@ -49,6 +49,8 @@ fn every_failure_type_takes_its_recovery_path() {
             "--report-dir",
         ])
         .arg(dir.path().join("report"))
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
         .env("FAULTS_STATE_DIR", &state)
         .output()
         .unwrap();

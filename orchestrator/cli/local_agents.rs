@@ -17,8 +17,11 @@ pub struct AgentLaunch<'a> {
     pub endpoint: &'a str,
     pub cpu_cores: f64,
     pub memory_mb: u64,
-    /// Their workdirs and logs go under `agents/` here.
+    /// Their logs go under `agents/` here.
     pub report_dir: &'a Path,
+    /// Their workdirs (setup's venvs among them) go under `agents/` here,
+    /// kept from run to run so setup runs once.
+    pub cache_dir: &'a Path,
     pub otlp: Option<&'a str>,
 }
 
@@ -42,11 +45,11 @@ fn spawn(launch: &AgentLaunch, i: u32) -> anyhow::Result<Child> {
     let args = LocalAgent {
         endpoint: launch.endpoint,
         agent_id: &id,
-        dir: &launch.report_dir.join("agents"),
+        dir: &workdirs(launch.cache_dir),
         cpu_cores: launch.cpu_cores,
         memory_mb: launch.memory_mb,
     }
-    .args();
+    .args_logging_to(&launch.report_dir.join("agents"));
     let mut cmd = Command::new(launch.bin);
     cmd.args(args)
         .arg("--exit-with-parent")
@@ -61,6 +64,31 @@ fn spawn(launch: &AgentLaunch, i: u32) -> anyhow::Result<Child> {
         .kill_on_drop(true);
     cmd.spawn()
         .with_context(|| format!("starting the agent {}", launch.bin.display()))
+}
+
+/// Where the agents' workdirs are, under a cache dir.
+fn workdirs(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("agents")
+}
+
+/// Removes what the agents' last run left in their workdirs beyond setup's
+/// cache: each attempt's directory (its files were uploaded to the report)
+/// and the fresh workdirs of environment resets. Called once the agents
+/// have stopped, so the cache does not grow with every run.
+pub fn prune_workdirs(cache_dir: &Path) {
+    let Ok(agents) = std::fs::read_dir(workdirs(cache_dir)) else {
+        return;
+    };
+    for agent in agents.flatten() {
+        for leftover in ["attempts", "fresh"] {
+            let dir = agent.path().join(leftover);
+            if dir.is_dir() {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not prune the agent cache");
+                }
+            }
+        }
+    }
 }
 
 /// Waits until `n` agents are connected, for at most 30 s.

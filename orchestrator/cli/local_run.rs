@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use testfleet::config::{SchedulingMode, SuiteConfig};
 use testfleet::proto::{suite_event, ExecuteSuiteRequest};
 
+use super::run_lock;
 use super::escalation_prompt::{handle_escalations, OnEscalation};
 use super::local_agents::{self, AgentLaunch};
 use super::progress_display::ProgressDisplay;
@@ -25,9 +25,15 @@ pub struct RunArgs {
     /// How many agent processes to start on this host.
     #[arg(long, default_value_t = 3)]
     pub local_agents: u32,
-    /// Where report.json, junit.xml, artifacts and logs go.
+    /// Where report.json, junit.xml, artifacts and logs go. One run at a
+    /// time may use it.
     #[arg(long, default_value = "testfleet-report")]
     pub report_dir: PathBuf,
+    /// Where the local agents' workdirs go (setup's virtualenvs among them),
+    /// kept so the next run does not set up again. One run at a time may
+    /// use it. Default: .testfleet-cache beside the config file.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// Override the config's `scheduling:`.
     #[arg(long, value_parser = ["dag", "phased"])]
     pub scheduling: Option<String>,
@@ -39,7 +45,8 @@ pub struct RunArgs {
     /// the agents, or the largest task's if larger.
     #[arg(long)]
     pub agent_memory_mb: Option<u64>,
-    /// Fail the suite if it runs longer, seconds.
+    /// Fail the suite if it runs longer than this many seconds; 0 means no
+    /// limit.
     #[arg(long, default_value_t = 0)]
     pub timeout: u64,
     /// The agent binary. Default: `agent` beside this executable.
@@ -56,9 +63,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(config) = load_config(&args) else {
         return Ok(ExitCode::FAILURE);
     };
-    std::fs::create_dir_all(&args.report_dir)
-        .with_context(|| format!("creating {}", args.report_dir.display()))?;
-    let report_dir = std::fs::canonicalize(&args.report_dir)?;
+    // Locked before anything is written, so a second run changes nothing.
+    let report_dir = run_lock::create(&args.report_dir, "report directory")?;
+    let _report_lock = run_lock::lock(&report_dir, "report directory", "--report-dir")?;
+    let cache_dir = run_lock::create(&cache_dir(&args), "agent cache")?;
+    let _cache_lock = run_lock::lock(&cache_dir, "agent cache", "--cache-dir")?;
     testfleet::logging::init(
         &config.orchestrator.log_level,
         Some(&report_dir.join("orchestrator.log")),
@@ -81,9 +90,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let endpoint = format!("http://{}", running.addr);
     eprintln!(
-        "testfleet: orchestrator on {endpoint}, {} local agents ({cpu} cores, {memory} MB each), reports in {}",
+        "testfleet: orchestrator on {endpoint}, {} local agents ({cpu} cores, {memory} MB each), reports in {}, agent workdirs in {}",
         args.local_agents,
-        report_dir.display()
+        report_dir.display(),
+        cache_dir.display()
     );
 
     let agent_bin = local_agents::agent_bin(args.agent_bin.as_deref())?;
@@ -93,6 +103,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cpu_cores: cpu,
         memory_mb: memory,
         report_dir: &report_dir,
+        cache_dir: &cache_dir,
         otlp: otlp.as_deref(),
     };
     let agents = local_agents::start(&launch, args.local_agents)?;
@@ -102,6 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(status) => status,
         None => {
             local_agents::stop(agents).await;
+            local_agents::prune_workdirs(&cache_dir);
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -114,6 +126,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
     local_agents::stop(agents).await;
+    local_agents::prune_workdirs(&cache_dir);
     let _ = running.stop().await;
     telemetry.shutdown();
     super::summary::print_summary(&report.json.to_str()?)?;
@@ -124,6 +137,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// `--cache-dir`, or `.testfleet-cache` beside the config file: setup's
+/// environments belong to the project the config describes (as its
+/// `.venv` would), and are found again whatever directory the run starts in.
+fn cache_dir(args: &RunArgs) -> PathBuf {
+    args.cache_dir
+        .clone()
+        .unwrap_or_else(|| testfleet::config::config_dir(&args.file).join(DEFAULT_CACHE_DIR))
+}
+
+/// The agent cache's name beside the config file.
+pub const DEFAULT_CACHE_DIR: &str = ".testfleet-cache";
 
 /// The suite config, with `--scheduling` applied; None (said on stderr)
 /// when it does not load.

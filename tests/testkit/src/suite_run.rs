@@ -8,13 +8,21 @@ use serde_json::Value;
 use crate::orchestrator_bin;
 
 /// `orchestrator run FILE --local-agents N --report-dir DIR`, to its end.
+/// Unless `extra` names one, the agents' cache is `DIR/agent-cache`, so
+/// tests running one config at once do not share (and lock) the default
+/// cache beside it.
 pub fn run_suite(config: &Path, agents: u32, report_dir: &Path, extra: &[&str]) -> (Output, Value) {
+    let own_cache = (!extra.contains(&"--cache-dir"))
+        .then(|| ["--cache-dir".into(), report_dir.join("agent-cache")])
+        .into_iter()
+        .flatten();
     let out = Command::new(orchestrator_bin())
         .arg("run")
         .arg(config)
         .args(["--local-agents", &agents.to_string()])
         .arg("--report-dir")
         .arg(report_dir)
+        .args(own_cache)
         .args(extra)
         .stdin(Stdio::null())
         .output()

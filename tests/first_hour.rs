@@ -1,0 +1,159 @@
+//! What a new user meets in their first hour (issue 19): where a local run
+//! leaves things, two runs at once, the summary a run prints, the client
+//! commands' output, help texts and logs. Real binaries throughout.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use testfleet_testkit::*;
+
+/// `orchestrator run CONFIG --local-agents N` started in `cwd`, as a user
+/// types it (default report dir and cache), plus `extra`.
+fn run_in(cwd: &Path, config: &str, agents: u32, extra: &[&str]) -> Output {
+    Command::new(orchestrator_bin())
+        .current_dir(cwd)
+        .args(["run", config, "--local-agents", &agents.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run orchestrator run")
+}
+
+const CACHED_SUITE: &str = r#"
+templates:
+  t:
+    setup: "echo ran >> {config_dir}/setups.txt && touch {workdir}/venv-marker"
+    command: "test -e {workdir}/venv-marker"
+orchestrator:
+  name: cached
+  task_definitions:
+    u:
+      - {id: "A", template: t}
+"#;
+
+#[test]
+fn agent_workdirs_go_to_a_cache_beside_the_config_and_setup_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("suite.yaml"), CACHED_SUITE).unwrap();
+    for _ in 0..2 {
+        let out = run_in(dir.path(), "project/suite.yaml", 1, &[]);
+        assert!(out.status.success(), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(".testfleet-cache"),
+            "the run says where the workdirs are: {stderr}"
+        );
+    }
+    let setups = std::fs::read_to_string(project.join("setups.txt")).unwrap();
+    assert_eq!(setups.lines().count(), 1, "the second run reused the setup");
+
+    let workdir = project.join(".testfleet-cache/agents/agent_001");
+    assert!(workdir.join("venv-marker").exists(), "setup's files are in the cache");
+    assert!(
+        !workdir.join("attempts").exists(),
+        "the attempts' files were uploaded to the report, and pruned from the cache"
+    );
+    // The report holds the report, the logs and the artifacts: no workdir.
+    let report = dir.path().join("testfleet-report");
+    assert!(report.join("report.json").exists());
+    let agents: Vec<String> = std::fs::read_dir(report.join("agents"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(agents, ["agent_001.log"], "only the agent's log");
+
+    // Neither shows up in git.
+    let ignore = std::fs::read_to_string(repo_root().join(".gitignore")).unwrap();
+    for line in ["testfleet-report/", ".testfleet-cache/"] {
+        assert!(ignore.lines().any(|l| l == line), "{line} in .gitignore");
+    }
+}
+
+/// A run whose one task waits for `go` beside the config (at most 60 s),
+/// after saying it started.
+const WAITING_SUITE: &str = r#"
+templates:
+  t:
+    command: "touch {config_dir}/started; i=0; while [ ! -e {config_dir}/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+orchestrator:
+  name: waiting
+  task_definitions:
+    u:
+      - {id: "A", template: t}
+"#;
+
+fn spawn_run(cwd: &Path, extra: &[&str]) -> Proc {
+    let child = Command::new(orchestrator_bin())
+        .current_dir(cwd)
+        .args(["run", "suite.yaml", "--local-agents", "1"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        name: "orchestrator run".into(),
+    }
+}
+
+fn finish(mut p: Proc) -> (std::process::ExitStatus, String) {
+    let status = p.wait_exit(Duration::from_secs(60));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(p.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn a_second_run_on_the_same_report_dir_or_cache_is_refused_naming_it_and_the_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("suite.yaml"), WAITING_SUITE).unwrap();
+    let first = spawn_run(dir.path(), &[]);
+    let first_pid = first.pid();
+    wait_for("the first run's task to start", Duration::from_secs(60), || {
+        dir.path().join("started").exists().then_some(())
+    });
+
+    // The same report dir.
+    let (status, stderr) = finish(spawn_run(dir.path(), &[]));
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "the report directory {} is in use by another `orchestrator run` (pid {first_pid})",
+            dir.path().join("testfleet-report").canonicalize().unwrap().display()
+        )),
+        "{stderr}"
+    );
+    // Its own report dir, but the same agent cache.
+    let (status, stderr) = finish(spawn_run(dir.path(), &["--report-dir", "other"]));
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!(
+            "the agent cache {} is in use by another `orchestrator run` (pid {first_pid})",
+            dir.path().join(".testfleet-cache").canonicalize().unwrap().display()
+        )) && stderr.contains("--cache-dir DIR"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("other/report.json").exists());
+
+    // The first run was left alone: its one attempt finishes.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let (status, stderr) = finish(first);
+    assert!(status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("testfleet-report/report.json")).unwrap(),
+    )
+    .unwrap();
+    let a = task(&report, "A");
+    assert_eq!(a["status"], "completed_success");
+    assert_eq!(a["attempts"].as_array().unwrap().len(), 1, "{a}");
+
+    // With the first run over, the directory is free again.
+    std::fs::remove_file(dir.path().join("started")).unwrap();
+    let (status, stderr) = finish(spawn_run(dir.path(), &[]));
+    assert!(status.success(), "{stderr}");
+}

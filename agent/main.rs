@@ -59,6 +59,7 @@ struct Args {
     /// This agent's certificate: its name is the agent's id.
     #[arg(long, env = "TESTFLEET_CERT")]
     cert: Option<PathBuf>,
+    /// The private key of --cert.
     #[arg(long, env = "TESTFLEET_KEY")]
     key: Option<PathBuf>,
     /// OTLP/gRPC collector for traces. Default: OTEL_EXPORTER_OTLP_ENDPOINT, else none.

@@ -47,8 +47,13 @@ struct Cli {
 enum Command {
     /// Run the orchestrator daemon: gRPC and the HTTP API on api_port.
     Serve {
-        #[arg(long)]
-        config: PathBuf,
+        /// The suite config (orchestrator_config.yaml): its ports, `tls:`
+        /// files and the suite `submit` starts. Or give it as --config.
+        #[arg(value_name = "FILE", required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The suite config, as a flag (the same as FILE).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Where reports and artifacts go.
         #[arg(long, default_value = "testfleet-data")]
         data_dir: PathBuf,
@@ -61,6 +66,7 @@ enum Command {
         /// Serve without TLS. Required until `tls:` is configured.
         #[arg(long)]
         insecure: bool,
+        /// Write the logs (JSON lines) to this file instead of stderr.
         #[arg(long)]
         log_file: Option<PathBuf>,
         #[command(flatten)]
@@ -70,16 +76,24 @@ enum Command {
     /// progress, a report. Exits 0 iff the suite succeeded.
     Run(local_run::RunArgs),
     /// Validate a config and print the plan.
-    Check { file: PathBuf },
+    Check {
+        /// The suite config to check (orchestrator_config.yaml).
+        file: PathBuf,
+    },
     /// Start the server's suite (or the one in FILE).
     Submit {
+        /// A suite config to run instead of the server's. Its tasks run in
+        /// this file's directory (as they would in `run`), so give agents
+        /// the same path to the project.
         file: Option<PathBuf>,
         #[command(flatten)]
         conn: client::Conn,
-        /// Fail the suite if it runs longer, seconds.
+        /// Fail the suite if it runs longer than this many seconds; 0 means
+        /// no limit.
         #[arg(long, default_value_t = 0)]
         timeout: u64,
-        /// Wait for the suite and exit 0 iff it succeeded.
+        /// Follow the suite to its end, print its summary, and exit 0 iff it
+        /// succeeded.
         #[arg(long)]
         wait: bool,
     },
@@ -87,6 +101,7 @@ enum Command {
     Status {
         #[command(flatten)]
         conn: client::Conn,
+        /// The whole status as JSON (the GetStatus reply).
         #[arg(long)]
         json: bool,
     },
@@ -188,8 +203,10 @@ enum CertsCommand {
     /// Make a dev CA, a server certificate, agent certificates
     /// (agent_001...) and an admin certificate.
     Init {
+        /// The directory the certificates and keys are written to.
         #[arg(long)]
         out: PathBuf,
+        /// How many agent certificates to make (agent_001, agent_002, ...).
         #[arg(long, default_value_t = 3)]
         agents: u32,
         /// Names and addresses the server certificate is valid for.
@@ -244,6 +261,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve {
+            file,
             config,
             data_dir,
             listen,
@@ -252,6 +270,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             log_file,
             limits,
         } => {
+            // clap makes sure exactly one of the two is given.
+            let config = file.or(config).context("no suite config given")?;
             serve(
                 &config,
                 data_dir,

@@ -62,11 +62,14 @@ pub async fn submit(
     timeout: u64,
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config_yaml = match file {
-        Some(f) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-        }
-        None => String::new(),
+    // A file's tasks run in its directory, as `run FILE` runs them, not in
+    // whatever directory the server was started from.
+    let (config_yaml, config_dir) = match file {
+        Some(f) => (
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            testfleet::config::config_dir(f).display().to_string(),
+        ),
+        None => (String::new(), String::new()),
     };
     let mut c = control(conn).await?;
     // Subscribe before starting, so no event of this suite is missed.
@@ -84,16 +87,29 @@ pub async fn submit(
         .execute_suite(proto::ExecuteSuiteRequest {
             timeout_seconds: timeout,
             config_yaml,
+            config_dir,
             ..Default::default()
         })
         .await
         .map_err(status_error)?
         .into_inner();
     println!("suite {} {}", r.suite_id, r.status);
-    match events {
-        Some(events) => follow(events, false).await,
-        None => Ok(ExitCode::SUCCESS),
-    }
+    let Some(events) = events else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let code = follow(events, false).await?;
+    // The same table `run` ends with, from the same report.
+    let report = c
+        .get_final_report(proto::GetFinalReportRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let text = report
+        .report_json
+        .to_str()
+        .context("the report is not UTF-8 text")?;
+    super::summary::print_summary(&text)?;
+    Ok(code)
 }
 
 pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
@@ -105,6 +121,10 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         .into_inner();
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if s.suite_id.is_empty() {
+        println!("no suite has run on this orchestrator yet: `orchestrator submit` starts one");
         return Ok(ExitCode::SUCCESS);
     }
     println!("suite {} ({}): {}", s.suite_name, s.suite_id, s.status);
@@ -167,10 +187,18 @@ pub fn describe_event(body: &suite_event::Body) -> Option<String> {
         suite_event::Body::Progress(_) => return None,
         suite_event::Body::Completion(c) => {
             let t = c.test_results.unwrap_or_default();
-            format!(
-                "{} finished on {}: {}/{} tests passed, coverage {:.1}%",
-                c.task_id, c.agent_id, t.passed, t.total_tests, t.coverage_percentage
-            )
+            // As the summary shows them: nothing where nothing was measured.
+            let tests = if t.total_tests > 0 {
+                format!(": {}/{} tests passed", t.passed, t.total_tests)
+            } else {
+                String::new()
+            };
+            let coverage = if t.coverage_measured {
+                format!(", coverage {:.1}%", t.coverage_percentage)
+            } else {
+                String::new()
+            };
+            format!("{} finished on {}{tests}{coverage}", c.task_id, c.agent_id)
         }
         suite_event::Body::Failure(f) => {
             let d = f.failure_details.clone().unwrap_or_default();
@@ -267,8 +295,15 @@ pub async fn agents(conn: &Conn) -> anyhow::Result<ExitCode> {
     for a in r.agents {
         let cap = a.capacity.unwrap_or_default();
         let res = a.reserved.unwrap_or_default();
+        let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let labels = if labels.is_empty() {
+            "-".to_string()
+        } else {
+            labels.join(",")
+        };
         println!(
-            "{:<12} {:<10} {:<16} cpu {:.1}/{:.1}  mem {}/{} MB  running {}",
+            "{:<12} {:<10} {:<16} cpu {:.1}/{:.1}  mem {}/{} MB  running {}  labels {labels}",
             a.agent_id,
             a.state,
             a.host,

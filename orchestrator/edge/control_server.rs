@@ -20,6 +20,22 @@ use crate::views::status;
 use crate::wire;
 use testfleet_core::{Event, Reply, Resolution};
 
+/// Where a submitted config's tasks run: the directory the client read it
+/// from, or (from a client that names none, such as the HTTP API) this
+/// server's working directory.
+fn submitted_dir(config_dir: &str) -> Result<PathBuf, Status> {
+    if config_dir.is_empty() {
+        return Ok(std::env::current_dir().unwrap_or_default());
+    }
+    let dir = PathBuf::from(config_dir);
+    if !dir.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "config_dir {config_dir:?} is not an absolute path"
+        )));
+    }
+    Ok(dir)
+}
+
 /// The suite the server was started with.
 #[derive(Clone)]
 pub struct SuiteSource {
@@ -69,7 +85,8 @@ impl ControlService {
             (self.source.plan.clone(), self.source.path.clone())
         } else {
             let path = PathBuf::from("<submitted config>");
-            let plan = self.submitted_plan(req.config_yaml, path.clone()).await?;
+            let dir = submitted_dir(&req.config_dir)?;
+            let plan = self.submitted_plan(req.config_yaml, path.clone(), dir).await?;
             (plan, path)
         };
         if let Some(t) = plan
@@ -114,14 +131,18 @@ impl ControlService {
     /// linear time, and neither the runtime's threads nor every core may be
     /// taken from the clients and agents being served meanwhile. Callers
     /// beyond that wait here, without holding a thread.
-    async fn submitted_plan(&self, yaml: String, path: PathBuf) -> Result<Arc<SuitePlan>, Status> {
+    async fn submitted_plan(
+        &self,
+        yaml: String,
+        path: PathBuf,
+        dir: PathBuf,
+    ) -> Result<Arc<SuitePlan>, Status> {
         let permit = self
             .validating
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
-        let dir = std::env::current_dir().unwrap_or_default();
         let planned = tokio::task::spawn_blocking(move || {
             // Held until the work is done, even if the caller has gone.
             let _permit = permit;

@@ -78,6 +78,7 @@ async fn execute_suite(
             max_cpu_cores: l.max_cpu_cores,
         }),
         config_yaml: String::new(),
+        config_dir: String::new(),
     };
     match c.execute(req).await {
         Ok(r) => (

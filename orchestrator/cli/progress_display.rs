@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use testfleet::config::{SuitePlan, TaskKind};
+use testfleet::config::SuitePlan;
 use testfleet::proto::{self, suite_event};
 use testfleet_core::TaskState;
 
@@ -15,28 +15,53 @@ pub struct ProgressDisplay {
     multi: Option<MultiProgress>,
     overall: Option<ProgressBar>,
     bars: HashMap<String, ProgressBar>,
-    /// Groups also announce their end; only runnable tasks move the bar.
-    runnable: HashSet<String>,
+    /// The tasks the bar counts: every task of the plan, groups included,
+    /// as the summary's `N of M tasks` counts them.
+    tasks: TaskCount,
+}
+
+/// Tasks ended out of all of the plan's, each counted once.
+pub struct TaskCount {
+    all: HashSet<String>,
+    ended: HashSet<String>,
+}
+
+impl TaskCount {
+    pub fn new(plan: &SuitePlan) -> TaskCount {
+        TaskCount {
+            all: plan.tasks.iter().map(|t| t.id.clone()).collect(),
+            ended: HashSet::new(),
+        }
+    }
+
+    /// Counts a task's end; false if it was already counted or is no task
+    /// of the plan.
+    fn end(&mut self, task_id: &str) -> bool {
+        self.all.contains(task_id) && self.ended.insert(task_id.to_string())
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn ended(&self) -> usize {
+        self.ended.len()
+    }
 }
 
 impl ProgressDisplay {
     pub fn new(plan: &SuitePlan) -> ProgressDisplay {
-        let runnable: HashSet<String> = plan
-            .tasks
-            .iter()
-            .filter(|t| t.kind == TaskKind::Runnable)
-            .map(|t| t.id.clone())
-            .collect();
+        let tasks = TaskCount::new(plan);
         if !std::io::stderr().is_terminal() {
             return ProgressDisplay {
                 multi: None,
                 overall: None,
                 bars: HashMap::new(),
-                runnable,
+                tasks,
             };
         }
         let multi = MultiProgress::new();
-        let overall = multi.add(ProgressBar::new(runnable.len() as u64));
+        let overall = multi.add(ProgressBar::new(tasks.len() as u64));
         overall.set_style(
             ProgressStyle::with_template(
                 "{spinner} suite [{bar:30}] {pos}/{len} tasks  {elapsed_precise}  {msg}",
@@ -49,7 +74,7 @@ impl ProgressDisplay {
             multi: Some(multi),
             overall: Some(overall),
             bars: HashMap::new(),
-            runnable,
+            tasks,
         }
     }
 
@@ -110,9 +135,10 @@ impl ProgressDisplay {
         if let Some(bar) = self.bars.remove(&s.task_id) {
             bar.finish_and_clear();
         }
+        let counted = self.tasks.end(&s.task_id);
         if let Some(o) = &self.overall {
-            if self.runnable.contains(&s.task_id) {
-                o.inc(1);
+            if counted {
+                o.set_position(self.tasks.ended() as u64);
             }
             let _ = multi.println(format!("{:<8} {}", s.task_id, s.status));
         }
@@ -125,5 +151,23 @@ impl ProgressDisplay {
         if let Some(o) = &self.overall {
             o.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_counts_every_task_once_as_the_summary_does() {
+        let yaml = "templates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t}\n      - {id: G, template: t, subtasks: [G1, G2]}\n";
+        let config = testfleet::config::SuiteConfig::parse(yaml, std::path::Path::new("s.yaml")).unwrap();
+        let plan = config.plan(std::path::Path::new("/s"));
+        let mut count = TaskCount::new(&plan);
+        assert_eq!(count.len(), plan.tasks.len(), "the group G too");
+        for id in ["A", "G1", "G2", "G", "A", "nope"] {
+            count.end(id);
+        }
+        assert_eq!((count.ended(), count.len()), (4, 4));
     }
 }

@@ -46,6 +46,9 @@ struct Summary {
     total_tests: u64,
     tests_passed: u64,
     tests_failed: u64,
+    /// Beside the pass rate, which leaves them out.
+    tests_skipped: u64,
+    /// passed ÷ (passed + failed + errors), as the `pass_rate` criterion.
     pass_rate: Option<f64>,
     stale_results: u32,
     rejected_results: u64,
@@ -251,17 +254,21 @@ fn task_report<'a>(suite: &'a SuiteRun, i: usize) -> TaskReport<'a> {
 
 fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
     let count = |st: TaskState| suite.tasks.iter().filter(|t| t.state == st).count();
-    let (mut total, mut passed, mut failed) = (0u64, 0u64, 0u64);
+    let (mut total, mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64, 0u64);
     for run in &suite.tasks {
-        if let Some(tr) = run
-            .attempts
-            .iter()
-            .rev()
-            .find_map(|a| a.completion.as_ref().and_then(|c| c.test_results.as_ref()))
-        {
+        // The last attempt that ran tests, failed or not: a task that
+        // failed its tests counts them, as the summary table shows them.
+        if let Some(tr) = run.attempts.iter().rev().find_map(|a| {
+            a.completion
+                .as_ref()
+                .and_then(|c| c.test_results.as_ref())
+                .or_else(|| a.failure.as_ref().and_then(|f| f.test_results.as_ref()))
+                .filter(|tr| tr.total_tests > 0)
+        }) {
             total += tr.total_tests;
             passed += tr.passed;
             failed += tr.failed + tr.errors;
+            skipped += tr.skipped;
         }
     }
     Summary {
@@ -277,7 +284,8 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         total_tests: total,
         tests_passed: passed,
         tests_failed: failed,
-        pass_rate: (total > 0).then(|| passed as f64 / total as f64),
+        tests_skipped: skipped,
+        pass_rate: testfleet_core::policy::criteria::pass_rate(passed, failed, 0),
         stale_results: suite
             .tasks
             .iter()

@@ -526,7 +526,9 @@ pub(crate) fn attempt_facts(c: &Completion) -> Facts {
     let tr = c.test_results.unwrap_or_default();
     let summary = c.execution_summary.unwrap_or_default();
     Facts {
-        pass_rate: (tr.total_tests > 0).then_some(tr.pass_rate),
+        // From the counts, not the agent's own figure: skipped tests left
+        // out, as for a group below.
+        pass_rate: criteria::pass_rate(tr.passed, tr.failed, tr.errors),
         coverage: tr
             .coverage_measured
             .then_some(tr.coverage_percentage / 100.0),
@@ -539,7 +541,7 @@ pub(crate) fn attempt_facts(c: &Completion) -> Facts {
 /// A group's facts: its subtasks' results taken together.
 fn group_facts(suite: &super::SuiteRun, g: usize) -> Facts {
     let mut facts = Facts::default();
-    let (mut total, mut passed, mut cov, mut cov_n) = (0u64, 0u64, 0.0, 0u32);
+    let (mut passed, mut failed, mut cov, mut cov_n) = (0u64, 0u64, 0.0, 0u32);
     for &c in &suite.plan.tasks[g].children {
         let run = &suite.tasks[c];
         let Some(done) = run
@@ -552,8 +554,8 @@ fn group_facts(suite: &super::SuiteRun, g: usize) -> Facts {
         };
         let f = attempt_facts(done);
         let tr = done.test_results.unwrap_or_default();
-        total += tr.total_tests;
         passed += tr.passed;
+        failed += tr.failed + tr.errors;
         if let Some(c) = f.coverage {
             cov += c;
             cov_n += 1;
@@ -565,7 +567,7 @@ fn group_facts(suite: &super::SuiteRun, g: usize) -> Facts {
         };
         facts.metrics.extend(f.metrics);
     }
-    facts.pass_rate = (total > 0).then(|| passed as f64 / total as f64);
+    facts.pass_rate = criteria::pass_rate(passed, failed, 0);
     facts.coverage = (cov_n > 0).then(|| cov / cov_n as f64);
     facts
 }

@@ -3,7 +3,7 @@
 //!
 //! | key | met when |
 //! |---|---|
-//! | `pass_rate`, `min_pass_rate` | pass rate ≥ value |
+//! | `pass_rate`, `min_pass_rate` | pass rate ≥ value: passed ÷ (passed + failed + errors), skipped tests left out |
 //! | `coverage`, `required_coverage` | coverage ≥ value (a fraction; > 1 reads as percent) |
 //! | `max_execution_time`, `execution_time_max` | duration in seconds ≤ value |
 //! | `memory_max` | peak memory in MB ≤ value (the task's `memory_mb` metric, else sampled) |
@@ -33,6 +33,14 @@ pub struct CriterionResult {
     /// None when the attempt reported nothing to judge it by.
     pub actual: Option<f64>,
     pub passed: bool,
+}
+
+/// The pass rate of the tests that ran: passed ÷ (passed + failed +
+/// errors). A skipped test did not run, so it counts neither way, and a
+/// suite with skips can meet `pass_rate: 1.0`. None when no test ran.
+pub fn pass_rate(passed: u64, failed: u64, errors: u64) -> Option<f64> {
+    let ran = passed + failed + errors;
+    (ran > 0).then(|| passed as f64 / ran as f64)
 }
 
 enum Bound {
@@ -115,6 +123,15 @@ mod tests {
 
     fn passed(key: &str, value: f64) -> bool {
         evaluate(&criteria(&[(key, value)]), &facts())[0].passed
+    }
+
+    #[test]
+    fn the_pass_rate_leaves_skipped_tests_out() {
+        // A real suite: 5,803 passed and 372 skipped is every test that ran.
+        assert_eq!(pass_rate(5803, 0, 0), Some(1.0));
+        assert_eq!(pass_rate(3, 1, 0), Some(0.75));
+        assert_eq!(pass_rate(3, 0, 1), Some(0.75), "errors did not pass");
+        assert_eq!(pass_rate(0, 0, 0), None, "nothing ran");
     }
 
     #[test]

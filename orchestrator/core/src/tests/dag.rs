@@ -134,6 +134,29 @@ fn criteria_decide_success() {
 }
 
 #[test]
+fn skipped_tests_do_not_count_against_the_pass_rate() {
+    let mut sim = seed_sim("dag");
+    let a2 = sim.running()[1].clone();
+    // A2 needs pass_rate 1.0. Every test that ran passed; 372 were skipped
+    // (an agent may count them in its own rate: 5,803 of 6,175 is 0.94).
+    let mut c = completion(&a2, crate::results::FinalStatus::Success, 6175, 5803);
+    if let Some(tr) = c.test_results.as_mut() {
+        tr.failed = 0;
+        tr.skipped = 372;
+    }
+    sim.step(crate::Event::Completed(c));
+    let suite = sim.s.suite().unwrap();
+    let run = &suite.tasks[suite.plan.index["A2"]];
+    assert_eq!(sim.state("A2"), TaskState::CompletedSuccess, "{}", run.reason);
+    let c = run
+        .criteria
+        .iter()
+        .find(|c| c.criterion == "pass_rate")
+        .unwrap();
+    assert_eq!(c.actual, Some(1.0));
+}
+
+#[test]
 fn higher_priority_goes_first_when_slots_are_short() {
     let yaml = "templates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: L, template: t, priority: low}\n      - {id: H, template: t, priority: critical}\n";
     let mut sim = Sim::new();

@@ -31,6 +31,11 @@ type Running = Arc<Mutex<HashMap<String, (String, watch::Sender<Option<String>>)
 pub struct Agent {
     /// Whether the stream runs over mTLS (for clearer errors).
     tls: bool,
+    /// The orchestrator's address as given, for errors to name.
+    endpoint: String,
+    /// Whether a session ever got as far as the hello's ack: until then a
+    /// failure is "cannot reach", after it "lost".
+    connected_once: bool,
     id: Identity,
     channel: Channel,
     ctx: Arc<Context>,
@@ -41,6 +46,8 @@ pub struct Agent {
 }
 
 enum End {
+    /// No session: the dial failed, or what answered is no orchestrator.
+    Unreachable(Diagnosis),
     /// The orchestrator closed the stream or the network broke.
     Lost(String),
     /// The orchestrator refused us: retrying soon would not help.
@@ -60,9 +67,12 @@ impl Agent {
         ctx: Arc<Context>,
         outbox: mpsc::Receiver<AgentMessage>,
         tls: bool,
+        endpoint: &str,
     ) -> Self {
         Agent {
             tls,
+            endpoint: endpoint.to_string(),
+            connected_once: false,
             id,
             channel,
             ctx,
@@ -77,14 +87,43 @@ impl Agent {
     /// Connects and serves until `stop` fires; then cancels what runs.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_START;
+        let mut said_unreachable = false;
         loop {
             let end = tokio::select! {
                 end = self.session(&mut backoff) => end,
                 _ = stop.changed() => break,
             };
             let wait = match end {
+                End::Unreachable(d) if self.connected_once => {
+                    tracing::warn!(
+                        dialled = self.endpoint,
+                        answered = d.answered,
+                        likely_cause = d.likely_cause,
+                        "lost the orchestrator, and cannot reach it again; retrying"
+                    );
+                    backoff
+                }
+                End::Unreachable(d) => {
+                    if !said_unreachable {
+                        // Once on stderr too: a person starting an agent by
+                        // hand watches the terminal, not the log file.
+                        eprintln!(
+                            "agent {}: cannot reach the orchestrator (retrying). {}",
+                            self.id.agent_id,
+                            d.sentences(&self.endpoint)
+                        );
+                        said_unreachable = true;
+                    }
+                    tracing::warn!(
+                        dialled = self.endpoint,
+                        answered = d.answered,
+                        likely_cause = d.likely_cause,
+                        "cannot reach the orchestrator; retrying"
+                    );
+                    backoff
+                }
                 End::Lost(why) => {
-                    tracing::warn!(why, "lost the orchestrator; reconnecting");
+                    tracing::warn!(dialled = self.endpoint, why, "lost the orchestrator; reconnecting");
                     backoff
                 }
                 End::Refused(why) => {
@@ -143,16 +182,17 @@ impl Agent {
         let mut client = AgentGatewayClient::new(self.channel.clone());
         let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
-            Err(s) => return classify_status(s, self.tls),
+            Err(s) => return classify_dial(s, self.tls),
         };
         let ack = match inbound.message().await {
             Ok(Some(proto::OrchestratorMessage {
                 body: Some(orchestrator_message::Body::HelloAck(ack)),
             })) => ack,
             Ok(_) => return End::Lost("the orchestrator did not acknowledge our hello".into()),
-            Err(s) => return classify_status(s, self.tls),
+            Err(s) => return classify_dial(s, self.tls),
         };
         *backoff = BACKOFF_START;
+        self.connected_once = true;
         tracing::info!(orchestrator = ack.orchestrator_id, "connected");
         let mut host = sysinfo::System::new().ok();
         let mut heartbeat = tokio::time::interval(Duration::from_millis(
@@ -308,6 +348,112 @@ fn host_usage(host: &mut Option<sysinfo::System>) -> Option<proto::ResourceUsage
         cpu_utilization: f64::from(sys.global_cpu_usage()),
         disk_usage_mb: 0,
     })
+}
+
+/// Why no session came about: what answered the dial, and what that most
+/// likely means. Each a sentence.
+#[derive(Debug)]
+struct Diagnosis {
+    answered: String,
+    likely_cause: String,
+}
+
+impl Diagnosis {
+    fn sentences(&self, endpoint: &str) -> String {
+        format!(
+            "Dialled {endpoint}. {} Likely cause: {}",
+            self.answered, self.likely_cause
+        )
+    }
+}
+
+/// The error's own text and its sources', where the OS's reason is.
+fn error_chain(s: &tonic::Status) -> String {
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// What answered a dial that gave no session, from the error tonic gives.
+fn diagnose(s: &tonic::Status, tls: bool) -> Diagnosis {
+    use tonic::Code;
+    let chain = error_chain(s);
+    let lower = chain.to_lowercase();
+    let (answered, likely_cause) = if lower.contains("dns error") || lower.contains("failed to lookup") {
+        (
+            format!("Nothing answered: the host name did not resolve ({chain})."),
+            "a typo in the endpoint's host name, or this host's DNS.".to_string(),
+        )
+    } else if lower.contains("tcp connect error") || lower.contains("connection refused") {
+        (
+            format!("Nothing answered: the connection was refused ({chain})."),
+            "no orchestrator listens there: check that it runs, and that the port is its api_port (8080 by default).".to_string(),
+        )
+    } else if lower.contains("timed out") || s.code() == Code::DeadlineExceeded {
+        (
+            format!("Nothing answered in time ({chain})."),
+            "a firewall drops the packets, or the host is down.".to_string(),
+        )
+    } else if let Some(http) = http_status(&chain) {
+        let cause = if http == "404" {
+            "this is likely the orchestrator's metrics port (metrics_port, 9090 by default): agents dial its api_port (8080 by default).".to_string()
+        } else {
+            "something other than an orchestrator listens there (a proxy, or another service).".to_string()
+        };
+        (
+            format!("An HTTP server answered with status {http} and no gRPC status."),
+            cause,
+        )
+    } else if !tls && (lower.contains("h2 protocol error") || lower.contains("http2 error")) {
+        (
+            format!("A server answered, but not in plaintext HTTP/2 ({chain})."),
+            "the port expects TLS: dial it with https:// and give --ca, --cert and --key.".to_string(),
+        )
+    } else if !tls
+        && ["connection closed", "broken pipe", "connection reset"]
+            .iter()
+            .any(|w| lower.contains(w))
+    {
+        (
+            format!("A server accepted the connection and closed it ({chain})."),
+            "the port likely expects TLS (dial it with https:// and give --ca, --cert and --key), or the orchestrator refused this address (see its log).".to_string(),
+        )
+    } else {
+        (
+            format!("The call failed: {chain} ({:?}).", s.code()),
+            "see the orchestrator's log for this agent's address.".to_string(),
+        )
+    };
+    Diagnosis {
+        answered,
+        likely_cause,
+    }
+}
+
+/// The HTTP status of `grpc-status header missing, mapped from HTTP status
+/// code 404`.
+fn http_status(text: &str) -> Option<&str> {
+    let (_, rest) = text.split_once("HTTP status code ")?;
+    let code = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    (!code.is_empty()).then_some(code)
+}
+
+/// A failure before the session began: a refusal, or why nothing that
+/// answered is an orchestrator.
+fn classify_dial(s: tonic::Status, tls: bool) -> End {
+    let diagnosis = diagnose(&s, tls);
+    match classify_status(s, tls) {
+        End::Lost(_) => End::Unreachable(diagnosis),
+        other => other,
+    }
 }
 
 fn classify_status(s: tonic::Status, tls: bool) -> End {

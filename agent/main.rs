@@ -192,7 +192,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outbox_tx,
         uploader::Uploader::new(channel.clone()),
     ));
-    let agent = connection::Agent::new(identity, channel, ctx, outbox_rx, tls.is_some());
+    let agent = connection::Agent::new(
+        identity,
+        channel,
+        ctx,
+        outbox_rx,
+        tls.is_some(),
+        &args.orchestrator_endpoint,
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

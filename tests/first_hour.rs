@@ -157,3 +157,81 @@ fn a_second_run_on_the_same_report_dir_or_cache_is_refused_naming_it_and_the_pid
     let (status, stderr) = finish(spawn_run(dir.path(), &[]));
     assert!(status.success(), "{stderr}");
 }
+
+/// Starts an agent against `endpoint` and waits for its log to say it
+/// cannot reach the orchestrator with `answered` and `cause` in the
+/// sentences; returns the log.
+fn unreachable_says(endpoint: &str, answered: &str, cause: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = start_agent(endpoint, "agent_001", dir.path(), &[]);
+    let log = dir.path().join("agent_001.log");
+    wait_for(
+        &format!("the agent to say why it cannot reach {endpoint}"),
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            let found = text.lines().any(|l| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                    return false;
+                };
+                v["message"] == "cannot reach the orchestrator; retrying"
+                    && v["dialled"] == endpoint
+                    && v["answered"].as_str().is_some_and(|a| a.contains(answered))
+                    && v["likely_cause"].as_str().is_some_and(|c| c.contains(cause))
+            });
+            found.then_some(text)
+        },
+    )
+}
+
+#[test]
+fn an_agent_that_cannot_reach_its_orchestrator_says_what_it_dialled_what_answered_and_why() {
+    // Nothing listens: a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = unreachable_says(
+        &format!("http://127.0.0.1:{port}"),
+        "the connection was refused",
+        "no orchestrator listens there",
+    );
+    assert!(!log.contains("lost the orchestrator"), "it never connected: {log}");
+
+    // The orchestrator's metrics port instead of its API port.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("suite.yaml"), CACHED_SUITE).unwrap();
+    let server = Server::start(&dir.path().join("suite.yaml"), dir.path());
+    unreachable_says(
+        &format!("http://{}", server.metrics_addr),
+        "status 404",
+        "metrics port",
+    );
+
+    // http:// against a TLS port.
+    let certs = dir.path().join("certs");
+    let out = Command::new(orchestrator_bin())
+        .args(["certs", "init", "--agents", "1", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let tls_config = dir.path().join("tls.yaml");
+    std::fs::write(
+        &tls_config,
+        format!(
+            "tls: {{ca: {0}/ca.pem, cert: {0}/server.pem, key: {0}/server.key}}\n{CACHED_SUITE}",
+            certs.display()
+        ),
+    )
+    .unwrap();
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir(&tls_dir).unwrap();
+    let tls_server = Server::start_with(&tls_config, &tls_dir, false);
+    unreachable_says(
+        &format!("http://{}", tls_server.addr),
+        "A server",
+        "expects TLS",
+    );
+}

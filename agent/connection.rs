@@ -275,7 +275,7 @@ impl Agent {
                 tracing::warn!(
                     message_id = r.message_id,
                     attempt_id = r.attempt_id,
-                    code = ?tonic::Code::from_i32(r.code),
+                    code = format!("{:?}", tonic::Code::from_i32(r.code)),
                     reason = r.message,
                     "the orchestrator refused a message"
                 );

@@ -180,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         labels: parse_labels(&args.labels)?,
         capacity,
     };
-    tracing::info!(agent_id, host, ?capacity, workdir = %workdir.display(), endpoint = args.orchestrator_endpoint, "agent starting");
+    tracing::info!(agent_id, host, cpu_cores = capacity.cpu_cores, memory_mb = capacity.memory_mb, disk_mb = capacity.disk_mb, workdir = %workdir.display(), endpoint = args.orchestrator_endpoint, "agent starting");
 
     let channel = testfleet::transport::secure_endpoint(&args.orchestrator_endpoint, tls.as_ref())?
         .connect_lazy();

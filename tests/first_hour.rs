@@ -235,3 +235,69 @@ fn an_agent_that_cannot_reach_its_orchestrator_says_what_it_dialled_what_answere
         "expects TLS",
     );
 }
+
+/// A run that logs a little of everything: an agent connecting, a command
+/// that exits 2, a setup that fails, a task that succeeds.
+const MIXED_SUITE: &str = r#"
+failure_handling: {max_retries: 0, retry_delay_seconds: 0, escalation_threshold: 1}
+templates:
+  ok: {command: "echo fine"}
+  exits: {command: "echo broken >&2; exit 2"}
+  unset: {setup: "exit 3", command: "true"}
+orchestrator:
+  name: mixed
+  task_definitions:
+    u:
+      - {id: "OK", template: ok}
+      - {id: "EXITS", template: exits}
+      - {id: "UNSET", template: unset}
+"#;
+
+#[test]
+fn json_log_fields_are_values_not_rust_debug_text() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("suite.yaml"), MIXED_SUITE).unwrap();
+    let out = run_in(
+        dir.path(),
+        "suite.yaml",
+        1,
+        &["--on-escalation", "skip"],
+    );
+    assert!(!out.status.success(), "two tasks fail: {}", show(&out));
+    let report = dir.path().join("testfleet-report");
+    let logs = [
+        report.join("orchestrator.log"),
+        report.join("agents/agent_001.log"),
+    ];
+    // What Rust's `{:?}` leaves in a field: an Option, a struct, a tuple
+    // struct such as ExitStatus(unix_wait_status(512)).
+    let debug = regex::Regex::new(
+        r"^(Some|None|Ok|Err)\b|^[A-Z][A-Za-z]+ \{ [a-z_]+: |^[A-Z][A-Za-z]+\(|unix_wait_status",
+    )
+    .unwrap();
+    let mut lines = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", log.display()));
+            lines += 1;
+            for (key, value) in v.as_object().unwrap() {
+                seen.insert(key.clone());
+                if let Some(s) = value.as_str() {
+                    assert!(
+                        !debug.is_match(s),
+                        "{}: field {key} holds Rust debug text {s:?}: {line}",
+                        log.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(lines > 10, "the logs say something");
+    // The fields that used to be debug text are there, as values.
+    for key in ["peer", "memory_mb", "cpu_cores", "exit_code", "error_type"] {
+        assert!(seen.contains(key), "no {key} field in {seen:?}");
+    }
+}

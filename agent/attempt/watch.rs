@@ -132,7 +132,8 @@ pub(super) async fn run_command(
     send_progress(ctx, at, &w.o.observed, w.usage, disk, parsing).await;
     tracing::info!(
         task_id = at.task_id,
-        ?status,
+        exit_code = w.o.exit_code,
+        signal = w.o.signal,
         timed_out = w.o.timed_out,
         "command ended"
     );

@@ -96,7 +96,7 @@ impl AgentGateway for AgentGatewayService {
         }
         if let Some(name) = certified.filter(|n| *n != hello.agent_id) {
             tracing::warn!(
-                ?peer,
+                peer = peer.map(|p| p.to_string()),
                 certificate = name,
                 claimed = hello.agent_id,
                 "refused a hello for another agent"
@@ -112,9 +112,11 @@ impl AgentGateway for AgentGatewayService {
         tracing::info!(
             agent_id,
             host = hello.host,
-            ?peer,
+            peer = peer.map(|p| p.to_string()),
             conn,
-            ?capacity,
+            memory_mb = capacity.memory_mb,
+            cpu_cores = capacity.cpu_millis as f64 / 1000.0,
+            disk_mb = capacity.disk_mb,
             "agent connected"
         );
 

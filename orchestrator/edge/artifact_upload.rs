@@ -62,7 +62,7 @@ impl Uploads {
             tracing::warn!(
                 attempt_id = header.attempt_id,
                 artifact = header.name,
-                code = ?s.code(),
+                code = format!("{:?}", s.code()),
                 why = s.message(),
                 "refused an artifact upload"
             );

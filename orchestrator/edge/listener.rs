@@ -287,7 +287,7 @@ impl Listen {
             .is_some_and(|i| i.role == Some(Role::Admin));
         if slot.reserved() && self.tls.is_some() && !admin {
             if self.warnings.note(Warning::NotAnOperator) {
-                tracing::warn!(%peer, identity = ?info.identity, "{}", Warning::NotAnOperator.what());
+                tracing::warn!(%peer, identity = info.identity.as_ref().map(|i| i.name.as_str()), "{}", Warning::NotAnOperator.what());
             }
             return None;
         }

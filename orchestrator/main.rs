@@ -229,6 +229,7 @@ enum EscalationCommand {
     },
     /// Decide an open escalation.
     Resolve {
+        /// The escalation's id, as `escalations` lists it.
         escalation_id: String,
         /// retry: run the task again; skip: end it and let its dependents go
         /// on; abort: end the suite.

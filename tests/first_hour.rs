@@ -301,3 +301,244 @@ fn json_log_fields_are_values_not_rust_debug_text() {
         assert!(seen.contains(key), "no {key} field in {seen:?}");
     }
 }
+
+const PASSES_WITH_A_SKIP: &str = r#"<testsuite name="s" tests="3" failures="0" errors="0" skipped="1"><testcase classname="t" name="a"/><testcase classname="t" name="b"/><testcase classname="t" name="c"><skipped/></testcase></testsuite>"#;
+const ONE_FAILS: &str = r#"<testsuite name="s" tests="2" failures="1" errors="0" skipped="0"><testcase classname="t" name="a"/><testcase classname="t" name="b"><failure message="expected 1, got 2">assert 1 == 2</failure></testcase></testsuite>"#;
+
+const COUNTED_SUITE: &str = r#"
+failure_handling: {max_retries: 0, retry_delay_seconds: 0, escalation_threshold: 1}
+templates:
+  skips: {command: "cp {config_dir}/skips.xml {artifacts_dir}/junit.xml", junit: junit.xml}
+  fails: {command: "cp {config_dir}/fails.xml {artifacts_dir}/junit.xml; exit 1", junit: junit.xml}
+orchestrator:
+  name: counted
+  task_definitions:
+    u:
+      - {id: "SKIPS", template: skips, success_criteria: {pass_rate: 1.0}}
+      - {id: "GROUP", template: skips, subtasks: ["G1", "G2"], success_criteria: {pass_rate: 1.0}}
+      - {id: "FAILS", template: fails}
+"#;
+
+#[test]
+fn counts_agree_and_skipped_tests_do_not_lower_the_pass_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("suite.yaml"), COUNTED_SUITE).unwrap();
+    std::fs::write(dir.path().join("skips.xml"), PASSES_WITH_A_SKIP).unwrap();
+    std::fs::write(dir.path().join("fails.xml"), ONE_FAILS).unwrap();
+    let out = run_in(dir.path(), "suite.yaml", 1, &["--on-escalation", "skip"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("testfleet-report/report.json")).unwrap(),
+    )
+    .unwrap();
+
+    // Every test that ran passed: pass_rate 1.0 holds, for a task and for a
+    // group of subtasks, with skips.
+    for id in ["SKIPS", "GROUP"] {
+        let t = task(&report, id);
+        assert_eq!(t["status"], "completed_success", "{id}: {t}");
+        assert_eq!(t["criteria"][0]["actual"], 1.0, "{id}");
+    }
+    // The totals count the failed task's tests too, and the skipped ones
+    // beside the pass rate: SKIPS, G1 and G2 ran 2 and skipped 1 each;
+    // FAILS ran 2 and failed 1.
+    let s = &report["summary"];
+    assert_eq!(
+        (
+            s["total_tests"].as_u64(),
+            s["tests_passed"].as_u64(),
+            s["tests_failed"].as_u64(),
+            s["tests_skipped"].as_u64()
+        ),
+        (Some(11), Some(7), Some(1), Some(3)),
+        "{s}"
+    );
+    assert_eq!(s["pass_rate"], 7.0 / 8.0);
+    assert!(
+        stdout.contains("tasks succeeded; 11 tests: 7 passed, 1 failed, 3 skipped (pass rate 87.5%)"),
+        "{stdout}"
+    );
+    // Why FAILS ended, in the table.
+    assert!(
+        stdout.contains("attempt 1 on agent_001 failed: calculation_error: expected 1, got 2"),
+        "{stdout}"
+    );
+    // No coverage was configured: the event lines do not make one up.
+    assert!(stderr.contains("finished on agent_001: 2/3 tests passed"), "{stderr}");
+    assert!(!stderr.contains("coverage 0.0%"), "{stderr}");
+}
+
+/// Its one task reads a file beside it by a relative path.
+const RELATIVE_SUITE: &str = r#"
+templates:
+  t: {command: "grep -q here data.txt"}
+orchestrator:
+  name: relative
+  task_definitions:
+    u:
+      - {id: "READS", template: t}
+"#;
+
+#[test]
+fn client_commands_run_a_file_where_it_is_and_say_what_a_user_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.yaml"), CACHED_SUITE).unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("suite.yaml"), RELATIVE_SUITE).unwrap();
+    std::fs::write(project.join("data.txt"), "here\n").unwrap();
+    // The server runs in the test's directory, not the project's.
+    let server = Server::start(&dir.path().join("server.yaml"), dir.path());
+    let _agent = start_agent(
+        &server.endpoint(),
+        "agent_001",
+        &dir.path().join("agents"),
+        &["--labels", "zone=a,rack=7"],
+    );
+    server.wait_for_agents(1);
+
+    let status = server.client(&["status"]);
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "no suite has run on this orchestrator yet: `orchestrator submit` starts one\n"
+    );
+    let agents = String::from_utf8_lossy(&server.client(&["agents"]).stdout).into_owned();
+    assert!(agents.contains("labels rack=7,zone=a"), "{agents}");
+
+    // A relative path, from the directory a user would type it in.
+    let out = Command::new(orchestrator_bin())
+        .current_dir(dir.path())
+        .args(["submit", "project/suite.yaml", "--wait", "--insecure"])
+        .args(["--endpoint", &server.endpoint()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    // The same summary table `run` prints.
+    assert!(stdout.contains("suite relative completed\n"), "{stdout}");
+    assert!(stdout.contains("READS  completed_success        1"), "{stdout}");
+    assert!(stdout.contains("1 of 1 tasks succeeded"), "{stdout}");
+}
+
+/// The arguments and options in a `-h` text that have no description.
+fn undescribed(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let entry = |l: &str| {
+        l.starts_with("  ") && l.trim_start().starts_with(['-', '<', '['])
+    };
+    let mut section = false;
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            section = *line == "Arguments:" || *line == "Options:";
+            continue;
+        }
+        if !section || !entry(line) {
+            continue;
+        }
+        let same_line = line
+            .trim()
+            .split_once("  ")
+            .is_some_and(|(_, text)| !text.trim().is_empty());
+        let next_line = lines
+            .get(i + 1)
+            .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+        if !same_line && !next_line {
+            missing.push(line.trim().to_string());
+        }
+    }
+    missing
+}
+
+fn help_of(bin: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin).args(args).arg("-h").output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_argument_and_option_says_what_it_is() {
+    let orchestrator = orchestrator_bin();
+    for command in [
+        &["serve"][..],
+        &["run"],
+        &["check"],
+        &["submit"],
+        &["status"],
+        &["watch"],
+        &["report"],
+        &["agents"],
+        &["drain"],
+        &["cancel"],
+        &["certs", "init"],
+        &["escalations", "list"],
+        &["escalations", "resolve"],
+    ] {
+        let help = help_of(&orchestrator, command);
+        assert_eq!(
+            undescribed(&help),
+            Vec::<String>::new(),
+            "orchestrator {}:\n{help}",
+            command.join(" ")
+        );
+    }
+    let help = help_of(&agent_bin(), &[]);
+    assert_eq!(undescribed(&help), Vec::<String>::new(), "agent:\n{help}");
+    for command in ["run", "submit"] {
+        let help = help_of(&orchestrator, &[command]);
+        // On the option's line, or (in clap's two-line layout) the next.
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines.iter().position(|l| l.contains("--timeout")).unwrap();
+        assert!(
+            lines[at..=at + 1].iter().any(|l| l.contains("0 means no limit")),
+            "{command}:\n{help}"
+        );
+    }
+}
+
+/// `orchestrator serve ARGS --insecure` on free ports, until its log says
+/// where it listens.
+fn serve_listens(dir: &Path, args: &[&str]) -> bool {
+    let mut child = Command::new(orchestrator_bin())
+        .current_dir(dir)
+        .arg("serve")
+        .args(args)
+        .args(["--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--data-dir", "data"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _proc = Proc {
+        child,
+        name: "orchestrator serve".into(),
+    };
+    // Until it says where it listens, or exits.
+    std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .any(|l| l.contains("\"addr\""))
+}
+
+#[test]
+fn serve_takes_the_config_as_an_argument_or_as_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("suite.yaml"), CACHED_SUITE).unwrap();
+    assert!(serve_listens(dir.path(), &["suite.yaml"]));
+    assert!(serve_listens(dir.path(), &["--config", "suite.yaml"]));
+    // Neither, or both: refused before anything starts, naming the file.
+    let neither = Command::new(orchestrator_bin())
+        .args(["serve", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(!neither.status.success());
+    assert!(String::from_utf8_lossy(&neither.stderr).contains("<FILE>"), "{}", show(&neither));
+    let both = Command::new(orchestrator_bin())
+        .current_dir(dir.path())
+        .args(["serve", "suite.yaml", "--config", "suite.yaml", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success(), "{}", show(&both));
+}

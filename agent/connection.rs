@@ -123,7 +123,11 @@ impl Agent {
                     backoff
                 }
                 End::Lost(why) => {
-                    tracing::warn!(dialled = self.endpoint, why, "lost the orchestrator; reconnecting");
+                    tracing::warn!(
+                        dialled = self.endpoint,
+                        why,
+                        "lost the orchestrator; reconnecting"
+                    );
                     backoff
                 }
                 End::Refused(why) => {
@@ -387,7 +391,9 @@ fn diagnose(s: &tonic::Status, tls: bool) -> Diagnosis {
     use tonic::Code;
     let chain = error_chain(s);
     let lower = chain.to_lowercase();
-    let (answered, likely_cause) = if lower.contains("dns error") || lower.contains("failed to lookup") {
+    let (answered, likely_cause) = if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+    {
         (
             format!("Nothing answered: the host name did not resolve ({chain})."),
             "a typo in the endpoint's host name, or this host's DNS.".to_string(),
@@ -406,7 +412,8 @@ fn diagnose(s: &tonic::Status, tls: bool) -> Diagnosis {
         let cause = if http == "404" {
             "this is likely the orchestrator's metrics port (metrics_port, 9090 by default): agents dial its api_port (8080 by default).".to_string()
         } else {
-            "something other than an orchestrator listens there (a proxy, or another service).".to_string()
+            "something other than an orchestrator listens there (a proxy, or another service)."
+                .to_string()
         };
         (
             format!("An HTTP server answered with status {http} and no gRPC status."),
@@ -415,7 +422,8 @@ fn diagnose(s: &tonic::Status, tls: bool) -> Diagnosis {
     } else if !tls && (lower.contains("h2 protocol error") || lower.contains("http2 error")) {
         (
             format!("A server answered, but not in plaintext HTTP/2 ({chain})."),
-            "the port expects TLS: dial it with https:// and give --ca, --cert and --key.".to_string(),
+            "the port expects TLS: dial it with https:// and give --ca, --cert and --key."
+                .to_string(),
         )
     } else if !tls
         && ["connection closed", "broken pipe", "connection reset"]

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Builds testfleet-base:bookworm from Debian's packages with debootstrap:
 # this workplace has no image registry, so nothing can be pulled. Uses the
-# host's Debian mirror (from its apt sources), else deb.debian.org.
+# Debian mirror this host's apt sources name, and no other: with none, it
+# stops and says so.
 set -euo pipefail
 
 image=testfleet-base:bookworm
 if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
+# The first Debian mirror in the host's apt sources (deb822 `.sources`
+# files, then one-line `.list` files).
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+[[ -n "$mirror" ]] || mirror=$(awk '/^deb / {i = 2; if ($i ~ /^\[/) {while (i <= NF && $i !~ /\]$/) i++; i++} print $i; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+if [[ -z "$mirror" ]]; then
+  echo "base-image.sh: no Debian mirror found in this host's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/): add one there, so debootstrap knows where to fetch Debian's packages from" >&2
+  exit 1
+fi
 if ! command -v debootstrap >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap
 fi
-mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-[[ -n "$mirror" ]] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-[[ -n "$mirror" ]] || mirror=http://deb.debian.org/debian
 
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT

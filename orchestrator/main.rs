@@ -49,7 +49,11 @@ enum Command {
     Serve {
         /// The suite config (orchestrator_config.yaml): its ports, `tls:`
         /// files and the suite `submit` starts. Or give it as --config.
-        #[arg(value_name = "FILE", required_unless_present = "config", conflicts_with = "config")]
+        #[arg(
+            value_name = "FILE",
+            required_unless_present = "config",
+            conflicts_with = "config"
+        )]
         file: Option<PathBuf>,
         /// The suite config, as a flag (the same as FILE).
         #[arg(long, value_name = "FILE")]

@@ -51,7 +51,10 @@ fn agent_workdirs_go_to_a_cache_beside_the_config_and_setup_runs_once() {
     assert_eq!(setups.lines().count(), 1, "the second run reused the setup");
 
     let workdir = project.join(".testfleet-cache/agents/agent_001");
-    assert!(workdir.join("venv-marker").exists(), "setup's files are in the cache");
+    assert!(
+        workdir.join("venv-marker").exists(),
+        "setup's files are in the cache"
+    );
     assert!(
         !workdir.join("attempts").exists(),
         "the attempts' files were uploaded to the report, and pruned from the cache"
@@ -114,9 +117,11 @@ fn a_second_run_on_the_same_report_dir_or_cache_is_refused_naming_it_and_the_pid
     std::fs::write(dir.path().join("suite.yaml"), WAITING_SUITE).unwrap();
     let first = spawn_run(dir.path(), &[]);
     let first_pid = first.pid();
-    wait_for("the first run's task to start", Duration::from_secs(60), || {
-        dir.path().join("started").exists().then_some(())
-    });
+    wait_for(
+        "the first run's task to start",
+        Duration::from_secs(60),
+        || dir.path().join("started").exists().then_some(()),
+    );
 
     // The same report dir.
     let (status, stderr) = finish(spawn_run(dir.path(), &[]));
@@ -124,7 +129,11 @@ fn a_second_run_on_the_same_report_dir_or_cache_is_refused_naming_it_and_the_pid
     assert!(
         stderr.contains(&format!(
             "the report directory {} is in use by another `orchestrator run` (pid {first_pid})",
-            dir.path().join("testfleet-report").canonicalize().unwrap().display()
+            dir.path()
+                .join("testfleet-report")
+                .canonicalize()
+                .unwrap()
+                .display()
         )),
         "{stderr}"
     );
@@ -134,7 +143,11 @@ fn a_second_run_on_the_same_report_dir_or_cache_is_refused_naming_it_and_the_pid
     assert!(
         stderr.contains(&format!(
             "the agent cache {} is in use by another `orchestrator run` (pid {first_pid})",
-            dir.path().join(".testfleet-cache").canonicalize().unwrap().display()
+            dir.path()
+                .join(".testfleet-cache")
+                .canonicalize()
+                .unwrap()
+                .display()
         )) && stderr.contains("--cache-dir DIR"),
         "{stderr}"
     );
@@ -177,7 +190,9 @@ fn unreachable_says(endpoint: &str, answered: &str, cause: &str) -> String {
                 v["message"] == "cannot reach the orchestrator; retrying"
                     && v["dialled"] == endpoint
                     && v["answered"].as_str().is_some_and(|a| a.contains(answered))
-                    && v["likely_cause"].as_str().is_some_and(|c| c.contains(cause))
+                    && v["likely_cause"]
+                        .as_str()
+                        .is_some_and(|c| c.contains(cause))
             });
             found.then_some(text)
         },
@@ -197,7 +212,10 @@ fn an_agent_that_cannot_reach_its_orchestrator_says_what_it_dialled_what_answere
         "the connection was refused",
         "no orchestrator listens there",
     );
-    assert!(!log.contains("lost the orchestrator"), "it never connected: {log}");
+    assert!(
+        !log.contains("lost the orchestrator"),
+        "it never connected: {log}"
+    );
 
     // The orchestrator's metrics port instead of its API port.
     let dir = tempfile::tempdir().unwrap();
@@ -257,12 +275,7 @@ orchestrator:
 fn json_log_fields_are_values_not_rust_debug_text() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("suite.yaml"), MIXED_SUITE).unwrap();
-    let out = run_in(
-        dir.path(),
-        "suite.yaml",
-        1,
-        &["--on-escalation", "skip"],
-    );
+    let out = run_in(dir.path(), "suite.yaml", 1, &["--on-escalation", "skip"]);
     assert!(!out.status.success(), "two tasks fail: {}", show(&out));
     let report = dir.path().join("testfleet-report");
     let logs = [
@@ -356,7 +369,8 @@ fn counts_agree_and_skipped_tests_do_not_lower_the_pass_rate() {
     );
     assert_eq!(s["pass_rate"], 7.0 / 8.0);
     assert!(
-        stdout.contains("tasks succeeded; 11 tests: 7 passed, 1 failed, 3 skipped (pass rate 87.5%)"),
+        stdout
+            .contains("tasks succeeded; 11 tests: 7 passed, 1 failed, 3 skipped (pass rate 87.5%)"),
         "{stdout}"
     );
     // Why FAILS ended, in the table.
@@ -365,7 +379,10 @@ fn counts_agree_and_skipped_tests_do_not_lower_the_pass_rate() {
         "{stdout}"
     );
     // No coverage was configured: the event lines do not make one up.
-    assert!(stderr.contains("finished on agent_001: 2/3 tests passed"), "{stderr}");
+    assert!(
+        stderr.contains("finished on agent_001: 2/3 tests passed"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("coverage 0.0%"), "{stderr}");
 }
 
@@ -417,16 +434,17 @@ fn client_commands_run_a_file_where_it_is_and_say_what_a_user_needs() {
     assert!(out.status.success(), "{}", show(&out));
     // The same summary table `run` prints.
     assert!(stdout.contains("suite relative completed\n"), "{stdout}");
-    assert!(stdout.contains("READS  completed_success        1"), "{stdout}");
+    assert!(
+        stdout.contains("READS  completed_success        1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 of 1 tasks succeeded"), "{stdout}");
 }
 
 /// The arguments and options in a `-h` text that have no description.
 fn undescribed(help: &str) -> Vec<String> {
     let lines: Vec<&str> = help.lines().collect();
-    let entry = |l: &str| {
-        l.starts_with("  ") && l.trim_start().starts_with(['-', '<', '['])
-    };
+    let entry = |l: &str| l.starts_with("  ") && l.trim_start().starts_with(['-', '<', '[']);
     let mut section = false;
     let mut missing = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -491,7 +509,9 @@ fn every_argument_and_option_says_what_it_is() {
         let lines: Vec<&str> = help.lines().collect();
         let at = lines.iter().position(|l| l.contains("--timeout")).unwrap();
         assert!(
-            lines[at..=at + 1].iter().any(|l| l.contains("0 means no limit")),
+            lines[at..=at + 1]
+                .iter()
+                .any(|l| l.contains("0 means no limit")),
             "{command}:\n{help}"
         );
     }
@@ -504,7 +524,13 @@ fn serve_listens(dir: &Path, args: &[&str]) -> bool {
         .current_dir(dir)
         .arg("serve")
         .args(args)
-        .args(["--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--data-dir", "data"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -534,10 +560,20 @@ fn serve_takes_the_config_as_an_argument_or_as_config() {
         .output()
         .unwrap();
     assert!(!neither.status.success());
-    assert!(String::from_utf8_lossy(&neither.stderr).contains("<FILE>"), "{}", show(&neither));
+    assert!(
+        String::from_utf8_lossy(&neither.stderr).contains("<FILE>"),
+        "{}",
+        show(&neither)
+    );
     let both = Command::new(orchestrator_bin())
         .current_dir(dir.path())
-        .args(["serve", "suite.yaml", "--config", "suite.yaml", "--insecure"])
+        .args([
+            "serve",
+            "suite.yaml",
+            "--config",
+            "suite.yaml",
+            "--insecure",
+        ])
         .output()
         .unwrap();
     assert!(!both.status.success(), "{}", show(&both));

@@ -115,7 +115,12 @@ pub(super) async fn report_failure(
     message: String,
     tests: Option<proto::TestResults>,
 ) {
-    tracing::warn!(task_id = at.task_id, error_type = testfleet::wire_json::error_type_name(kind as i32), message, "attempt failed before its command ran");
+    tracing::warn!(
+        task_id = at.task_id,
+        error_type = testfleet::wire_json::error_type_name(kind as i32),
+        message,
+        "attempt failed before its command ran"
+    );
     let c = classify::Classified {
         error_type: kind,
         message,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use testfleet::config::{SchedulingMode, SuiteConfig};
 use testfleet::proto::{suite_event, ExecuteSuiteRequest};
 
-use super::run_lock;
 use super::escalation_prompt::{handle_escalations, OnEscalation};
 use super::local_agents::{self, AgentLaunch};
 use super::progress_display::ProgressDisplay;
+use super::run_lock;
 use crate::edge::server;
 use crate::engine::ReportDir;
 

@@ -161,7 +161,8 @@ mod tests {
     #[test]
     fn the_bar_counts_every_task_once_as_the_summary_does() {
         let yaml = "templates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t}\n      - {id: G, template: t, subtasks: [G1, G2]}\n";
-        let config = testfleet::config::SuiteConfig::parse(yaml, std::path::Path::new("s.yaml")).unwrap();
+        let config =
+            testfleet::config::SuiteConfig::parse(yaml, std::path::Path::new("s.yaml")).unwrap();
         let plan = config.plan(std::path::Path::new("/s"));
         let mut count = TaskCount::new(&plan);
         assert_eq!(count.len(), plan.tasks.len(), "the group G too");

@@ -23,7 +23,12 @@ pub fn require(mode: Mode, peer: Option<&PeerInfo>, role: Role) -> Result<Option
         .and_then(|p| p.identity.as_ref())
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     if identity.role != Some(role) {
-        tracing::warn!(peer = peer.and_then(|p| p.remote_addr).map(|a| a.to_string()), name = identity.name, needed = role.as_str(), "refused a call for its role");
+        tracing::warn!(
+            peer = peer.and_then(|p| p.remote_addr).map(|a| a.to_string()),
+            name = identity.name,
+            needed = role.as_str(),
+            "refused a call for its role"
+        );
         return Err(Status::permission_denied(format!(
             "certificate {:?} does not carry the {} role",
             identity.name,

@@ -86,7 +86,9 @@ impl ControlService {
         } else {
             let path = PathBuf::from("<submitted config>");
             let dir = submitted_dir(&req.config_dir)?;
-            let plan = self.submitted_plan(req.config_yaml, path.clone(), dir).await?;
+            let plan = self
+                .submitted_plan(req.config_yaml, path.clone(), dir)
+                .await?;
             (plan, path)
         };
         if let Some(t) = plan

@@ -415,7 +415,14 @@ fn carry_out(
                 tell_refused(&agent_id, untold);
             }
             if noted.tell {
-                tracing::warn!(agent_id, message_id, attempt_id, code = format!("{code:?}"), reason = rejection.describe(), "refused a result");
+                tracing::warn!(
+                    agent_id,
+                    message_id,
+                    attempt_id,
+                    code = format!("{code:?}"),
+                    reason = rejection.describe(),
+                    "refused a result"
+                );
             }
             streams.send(
                 &agent_id,

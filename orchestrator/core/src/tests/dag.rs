@@ -147,7 +147,12 @@ fn skipped_tests_do_not_count_against_the_pass_rate() {
     sim.step(crate::Event::Completed(c));
     let suite = sim.s.suite().unwrap();
     let run = &suite.tasks[suite.plan.index["A2"]];
-    assert_eq!(sim.state("A2"), TaskState::CompletedSuccess, "{}", run.reason);
+    assert_eq!(
+        sim.state("A2"),
+        TaskState::CompletedSuccess,
+        "{}",
+        run.reason
+    );
     let c = run
         .criteria
         .iter()

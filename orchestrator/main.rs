@@ -18,6 +18,8 @@ mod observe;
 mod output;
 mod views;
 mod wire;
+#[cfg(test)]
+mod wire_fuzz;
 
 use cli::{client, local_run, plan_printer};
 use edge::server;

@@ -17,8 +17,12 @@ pub fn to_timestamp(ms: UnixMillis) -> prost_types::Timestamp {
     }
 }
 
+/// Before 1970 is 0; past u64's milliseconds (a peer's i64::MAX seconds)
+/// is u64::MAX, never a wrapped or (in a debug build) panicking sum.
 pub fn from_timestamp(ts: &prost_types::Timestamp) -> UnixMillis {
-    (ts.seconds.max(0) as u64) * 1000 + (ts.nanos.max(0) as u64) / 1_000_000
+    (ts.seconds.max(0) as u64)
+        .saturating_mul(1000)
+        .saturating_add((ts.nanos.max(0) as u64) / 1_000_000)
 }
 
 pub fn now_timestamp() -> prost_types::Timestamp {

@@ -70,6 +70,7 @@ pub fn tls_flags(
             ca: ca.into(),
             cert: cert.into(),
             key: key.into(),
+            crl: None,
         })),
         _ => anyhow::bail!("--ca, --cert and --key go together"),
     }

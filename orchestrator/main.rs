@@ -18,6 +18,8 @@ mod observe;
 mod output;
 mod views;
 mod wire;
+#[cfg(test)]
+mod wire_fuzz;
 
 use cli::{client, local_run, plan_printer};
 use edge::server;
@@ -30,7 +32,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use testfleet::config::{defaults, SuiteConfig};
-use testfleet::tls::TlsSetup as _;
 
 #[derive(Parser)]
 #[command(
@@ -64,12 +65,20 @@ enum Command {
         /// Address to listen on. Default: 0.0.0.0 and the config's api_port.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Address for Prometheus metrics. Default: 0.0.0.0 and the config's metrics_port.
+        /// Address for Prometheus metrics. Default: 127.0.0.1 and the config's
+        /// metrics_port. Under TLS they need an observer or admin certificate.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Serve no metrics port.
+        #[arg(long, conflicts_with = "metrics_listen")]
+        no_metrics: bool,
         /// Serve without TLS. Required until `tls:` is configured.
         #[arg(long)]
         insecure: bool,
+        /// With --insecure, listen on an address other than loopback: anyone
+        /// who reaches it may run any command on every agent.
+        #[arg(long, requires = "insecure")]
+        insecure_allow_remote: bool,
         /// Write the logs (JSON lines) to this file instead of stderr.
         #[arg(long)]
         log_file: Option<PathBuf>,
@@ -221,6 +230,17 @@ enum CertsCommand {
         )]
         names: Vec<String>,
     },
+    /// Revoke certificates: add them to DIR/crl.pem (signed with DIR/ca.key).
+    /// An orchestrator whose `tls.crl` is that file refuses them within a
+    /// second, without a restart.
+    Revoke {
+        /// The directory `certs init` wrote (ca.pem, ca.key, crl.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificates (PEM files) to revoke.
+        #[arg(required = true)]
+        certs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -271,7 +291,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             data_dir,
             listen,
             metrics_listen,
+            no_metrics,
             insecure,
+            insecure_allow_remote,
             log_file,
             limits,
         } => {
@@ -283,7 +305,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Listen {
                     bind: listen,
                     metrics: metrics_listen,
+                    no_metrics,
                     insecure,
+                    insecure_allow_remote,
                     limits: limits.limits(),
                 },
                 log_file.as_deref(),
@@ -311,6 +335,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             for f in files {
                 println!("{}", f.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            command: CertsCommand::Revoke { dir, certs },
+        } => {
+            let serials = testfleet::tls::revoke(&dir, &certs)?;
+            println!(
+                "{}: {} certificate(s) revoked",
+                dir.join("crl.pem").display(),
+                serials.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Escalations { command, conn } => match command {
@@ -375,11 +410,25 @@ fn check(file: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Plaintext is for loopback unless asked twice: under --insecure whoever
+/// reaches the port is an admin, and an admin runs commands on every agent.
+fn refuse_remote_plaintext(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "refusing to serve {what} in plaintext on {addr}, which is not a loopback address: \
+         anyone who reaches it could run any command on every agent. Configure `tls:`, \
+         listen on 127.0.0.1, or add --insecure-allow-remote to accept that"
+    );
+    Ok(())
+}
+
 /// Where and how `serve` listens.
 struct Listen {
     bind: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
+    no_metrics: bool,
     insecure: bool,
+    insecure_allow_remote: bool,
     limits: edge::limits::Limits,
 }
 
@@ -395,9 +444,11 @@ async fn serve(
     let tls = match &config.tls {
         Some(files) => {
             let files = files.relative_to(&testfleet::config::config_dir(config_path));
-            let server = files.server_config().context("loading the `tls:` files")?;
-            tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "serving mTLS: peers need a certificate from the CA");
-            Some(server)
+            let server =
+                testfleet::tls::ServerTls::load(files).context("loading the `tls:` files")?;
+            let files = server.files();
+            tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), crl = files.crl.as_ref().map(|p| p.display().to_string()), "serving mTLS: peers need a certificate from the CA (SIGHUP reloads the files)");
+            Some(Arc::new(server))
         }
         None if listen.insecure => {
             tracing::warn!("serving PLAINTEXT (--insecure): any peer that reaches this port can act as an agent or operator");
@@ -410,17 +461,23 @@ async fn serve(
     let bind = listen
         .bind
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config.orchestrator.api_port)));
-    let config_metrics_port = config.orchestrator.metrics_port;
+    let metrics_bind = (!listen.no_metrics).then(|| {
+        listen
+            .metrics
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], config.orchestrator.metrics_port)))
+    });
+    if tls.is_none() && !listen.insecure_allow_remote {
+        refuse_remote_plaintext(bind, "the API")?;
+        if let Some(metrics) = metrics_bind {
+            refuse_remote_plaintext(metrics, "metrics")?;
+        }
+    }
     let running = server::start(server::ServeOptions {
         tls,
         config: Arc::new(config),
         config_path: config_path.to_path_buf(),
         bind,
-        metrics_bind: Some(
-            listen
-                .metrics
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config_metrics_port))),
-        ),
+        metrics_bind,
         report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
         limits: listen.limits,
     })

@@ -24,7 +24,9 @@ fn cobertura(xml: &str) -> Option<f64> {
                     .unescape_value()
                     .ok()?
                     .parse::<f64>()
-                    .ok()?;
+                    .ok()
+                    // A rate is a share: NaN, 1e308 or -1 say nothing.
+                    .filter(|r| (0.0..=1.0).contains(r))?;
                 return Some(rate * 100.0);
             }
             Event::Eof => return None,
@@ -37,17 +39,20 @@ fn lcov(text: &str) -> Option<f64> {
     let (mut found, mut hit) = (0u64, 0u64);
     let mut any = false;
     for line in text.lines() {
+        // Totals past u64 are not a real file's: no coverage rather than a
+        // wrapped (or, in a debug build, panicking) sum.
         if let Some(n) = line.strip_prefix("LF:") {
-            found += n.trim().parse::<u64>().ok()?;
+            found = found.checked_add(n.trim().parse::<u64>().ok()?)?;
             any = true;
         } else if let Some(n) = line.strip_prefix("LH:") {
-            hit += n.trim().parse::<u64>().ok()?;
+            hit = hit.checked_add(n.trim().parse::<u64>().ok()?)?;
         }
     }
+    // More lines hit than found is a broken file: at most all of them.
     match (any, found) {
         (false, _) => None,
         (true, 0) => Some(100.0),
-        (true, f) => Some(hit as f64 / f as f64 * 100.0),
+        (true, f) => Some(hit.min(f) as f64 / f as f64 * 100.0),
     }
 }
 

@@ -17,7 +17,7 @@ pub struct Observed {
 impl Observed {
     pub fn percentage(&self) -> f64 {
         match (self.percentage, self.total) {
-            (Some(p), _) => p,
+            (Some(p), _) => p.clamp(0.0, 100.0),
             (None, Some(t)) if t > 0 => (self.completed as f64 / t as f64 * 100.0).min(100.0),
             _ => 0.0,
         }
@@ -78,7 +78,11 @@ pub fn feed(kind: Kind, o: &mut Observed, line: &str) -> bool {
                     o.failed += 1;
                 }
                 o.current_test = c[1].rsplit("::").next().unwrap_or(&c[1]).to_string();
-                o.percentage = c.get(3).and_then(|p| p.as_str().parse().ok());
+                // A percentage: "[101%]" or 400 digits (inf) say at most 100.
+                o.percentage = c
+                    .get(3)
+                    .and_then(|p| p.as_str().parse::<f64>().ok())
+                    .map(|p| p.min(100.0));
                 return true;
             }
         }
@@ -86,7 +90,7 @@ pub fn feed(kind: Kind, o: &mut Observed, line: &str) -> bool {
             if let Some(c) = CARGO_RUNNING.captures(line) {
                 let n: u64 = c[1].parse().unwrap_or(0);
                 // cargo runs one binary after another: totals add up.
-                o.total = Some(o.total.unwrap_or(0) + n);
+                o.total = Some(o.total.unwrap_or(0).saturating_add(n));
                 return true;
             }
             if let Some(c) = CARGO_RESULT.captures(line) {

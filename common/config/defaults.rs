@@ -75,6 +75,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// for as long as they last, so only connections that ask nothing are
 /// closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often `serve` reads the `tls.crl` file to see whether it changed: a
+/// revocation takes effect within this long, without a restart or SIGHUP.
+pub const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a failed attempt a suite's report (report.json,
+/// junit.xml) is written again, while its directory is full or read-only.
+/// The report is kept in memory, and served, until it is written.
+pub const REPORT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// Warnings of one kind about one peer told in full per `LOG_INTERVAL`;
 /// past that they are counted, and the count is told once per interval.
 pub const LOG_BURST: u32 = 5;

@@ -13,6 +13,11 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// This side's private key (PEM).
     pub key: PathBuf,
+    /// The orchestrator's: certificates the CA has revoked (PEM CRLs, any
+    /// number in one file). Read again whenever the file changes, and on
+    /// SIGHUP with the rest; a client certificate it lists is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -29,6 +34,7 @@ impl TlsFiles {
             ca: abs(&self.ca),
             cert: abs(&self.cert),
             key: abs(&self.key),
+            crl: self.crl.as_ref().map(abs),
         }
     }
 }

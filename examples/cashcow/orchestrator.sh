@@ -20,7 +20,7 @@ init_orchestration() {
     poetry install
     
     # Start orchestrator daemon
-    orchestrator serve --config orchestrator_config.yaml --insecure --data-dir "$LOG_DIR/data" --log-file "$LOG_DIR/orchestrator.log" &
+    orchestrator serve --config orchestrator_config.yaml --insecure --listen 127.0.0.1:8080 --data-dir "$LOG_DIR/data" --log-file "$LOG_DIR/orchestrator.log" &
     ORCHESTRATOR_PID=$!
     echo $ORCHESTRATOR_PID > "$LOG_DIR/orchestrator.pid"
     

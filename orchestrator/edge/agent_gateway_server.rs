@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::edge::artifact_upload::Uploads;
 use crate::edge::auth::{self, Mode};
+use crate::edge::live_agents::{Claim, LiveAgents};
 use crate::engine::Engine;
 use crate::observe::refusals::{StreamRefusals, Untold};
 use crate::wire;
@@ -35,6 +36,8 @@ pub struct AgentGatewayService {
     next_conn: AtomicU64,
     mode: Mode,
     uploads: Uploads,
+    /// One live stream per agent id (`edge::live_agents`).
+    live: std::sync::Arc<LiveAgents>,
 }
 
 impl AgentGatewayService {
@@ -50,6 +53,7 @@ impl AgentGatewayService {
             next_conn: AtomicU64::new(1),
             mode,
             uploads: Uploads::new(storage),
+            live: Default::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ impl AgentGateway for AgentGatewayService {
         let capacity = capacity_of(&hello.capacity)?;
         let agent_id = hello.agent_id.clone();
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let claim = self.live.claim(&agent_id, conn, peer)?;
         tracing::info!(
             agent_id,
             host = hello.host,
@@ -153,11 +158,13 @@ impl AgentGateway for AgentGatewayService {
             inbound,
             replies,
             end_tx,
+            claim.handle(),
         ));
         let replies = Replies {
             queued: ReceiverStream::new(rx),
             end: Some(end_rx),
             ended: false,
+            claim: Some(claim),
         };
         Ok(Response::new(Box::pin(replies) as OutStream))
     }
@@ -185,6 +192,7 @@ async fn read_agent(
     mut inbound: Streaming<AgentMessage>,
     replies: mpsc::WeakSender<Result<OrchestratorMessage, Status>>,
     end: oneshot::Sender<Status>,
+    claim: Claim,
 ) {
     let mut refusals = StreamRefusals::default();
     let ended = loop {
@@ -197,6 +205,7 @@ async fn read_agent(
             break Some(Status::resource_exhausted(refusals.reason("frames")));
         }
     };
+    drop(claim);
     if let Some(untold) = refusals.log.flush(Instant::now()) {
         tell_untold(&agent_id, untold);
     }
@@ -287,6 +296,8 @@ struct Replies {
     queued: ReceiverStream<Result<OrchestratorMessage, Status>>,
     end: Option<oneshot::Receiver<Status>>,
     ended: bool,
+    /// The stream's hold on its agent id, let go when the replies end.
+    claim: Option<Claim>,
 }
 
 impl Stream for Replies {
@@ -300,6 +311,7 @@ impl Stream for Replies {
             match Pin::new(end).poll(cx) {
                 Poll::Ready(Ok(status)) => {
                     self.ended = true;
+                    self.claim = None;
                     return Poll::Ready(Some(Err(status)));
                 }
                 // The reader ended without a reason: the engine's drop of
@@ -311,6 +323,7 @@ impl Stream for Replies {
         let next = self.queued.poll_next_unpin(cx);
         if let Poll::Ready(Some(Err(_)) | None) = next {
             self.ended = true;
+            self.claim = None;
         }
         next
     }
@@ -413,6 +426,7 @@ mod tests {
             queued: ReceiverStream::new(rx),
             end: Some(end_rx),
             ended: false,
+            claim: None,
         };
         end_tx.send(Status::out_of_range("too big")).unwrap();
         let first = replies.next().await.expect("an item");

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use testfleet::config::defaults;
-use testfleet::tls::{identity_of, PeerIdentity, Role};
+use testfleet::tls::{identity_of, PeerIdentity, Role, ServerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -145,17 +145,17 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections (TLS when `tls` is set) within `limits` and hands
-/// them on. A connection past the limits is accepted and closed at once, so
+/// Accepts connections (TLS when `tls` is set, with its configuration as it
+/// stands at each handshake) within `limits` and hands them on. A connection past the limits is accepted and closed at once, so
 /// the kernel's backlog never fills with peers nobody will answer.
 pub fn accept(
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<ServerTls>>,
     limits: Limits,
 ) -> mpsc::Receiver<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
     let listen = Arc::new(Listen {
-        tls: tls.map(tokio_rustls::TlsAcceptor::from),
+        tls,
         gate: Gate::new(limits),
         warnings: Warnings::default(),
     });
@@ -214,7 +214,7 @@ fn pause_after(e: &io::Error, failures: u32) -> Option<Duration> {
 
 /// What every accepted connection shares.
 struct Listen {
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     gate: Arc<Gate>,
     warnings: Warnings,
 }
@@ -264,7 +264,12 @@ impl Listen {
                     return None;
                 }
             },
-            Some(acceptor) => match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+            Some(tls) => match tokio::time::timeout(
+                deadline,
+                tokio_rustls::TlsAcceptor::from(tls.api()).accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
                 Ok(Err(e)) => {
                     if self.warnings.note(Warning::TlsRefused) {

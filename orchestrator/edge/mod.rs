@@ -11,4 +11,6 @@ pub mod http_api;
 pub mod idle;
 pub mod limits;
 pub mod listener;
+pub mod live_agents;
 pub mod server;
+pub mod tls_reload;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use testfleet::config::SuiteConfig;
 use testfleet::proto::agent_gateway_server::AgentGatewayServer;
 use testfleet::proto::control_server::ControlServer;
-use testfleet::tls::Role;
+use testfleet::tls::{Role, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,8 +28,10 @@ pub struct ServeOptions {
     pub bind: SocketAddr,
     /// Where Prometheus metrics are served; None: not served.
     pub metrics_bind: Option<SocketAddr>,
-    /// mTLS; None: plaintext (`--insecure`, or the embedded run on loopback).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// mTLS, for the API and the metrics port alike, reloaded on SIGHUP and
+    /// when its CRL changes; None: plaintext (`--insecure`, or the embedded
+    /// run on loopback).
+    pub tls: Option<Arc<ServerTls>>,
     pub report_dir: ReportDir,
     /// The listener's limits, before they are fitted under the process's
     /// open-file limit.
@@ -85,6 +87,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         )
     })?;
     let addr = listener.local_addr()?;
+    // Before anything starts: a busy metrics port stops `serve` as a busy
+    // API port does (`--no-metrics` does without them).
+    let metrics_listener = opts
+        .metrics_bind
+        .map(crate::observe::metrics_server::bind)
+        .transpose()?;
     let open_files = limits::raise_open_file_limit()?;
     let limits = opts.limits.clone().fitted(open_files);
     if limits.max_connections < opts.limits.max_connections {
@@ -97,11 +105,16 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     }
     let orchestrator_id = opts.config.orchestrator.name.clone();
     let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
-    if let Some(addr) = opts.metrics_bind {
-        // Metrics are for operators; a busy port must not stop the suite.
-        if let Err(e) = engine.metrics.clone().serve(addr).await {
-            tracing::error!(error = format!("{e:#}"), "metrics are not served");
-        }
+    if let Some(listener) = metrics_listener {
+        crate::observe::metrics_server::serve(
+            engine.metrics.clone(),
+            listener,
+            opts.tls.clone(),
+            limits.handshake_timeout,
+        )?;
+    }
+    if let Some(tls) = &opts.tls {
+        crate::edge::tls_reload::spawn(tls)?;
     }
     let control = ControlService::new(
         engine.clone(),

@@ -499,7 +499,8 @@ fn carry_out(
                 Err(e) => tracing::error!(
                     suite_id,
                     error = format!("{e:#}"),
-                    "could not write the report"
+                    dir = %dir.display(),
+                    "could not write the report; it is kept, served, and written as soon as it can be"
                 ),
             }
             if state != SuiteState::Completed {
@@ -509,10 +510,12 @@ fn carry_out(
     }
 }
 
-/// The last report built, and the scheduler revision it describes.
+/// The last report built, and the scheduler revision it describes; and
+/// the reports that could not be written yet.
 #[derive(Default)]
 struct Reports {
     last: Option<(u64, Arc<ReportJson>)>,
+    retries: crate::output::report_retry::ReportRetries,
 }
 
 impl Reports {
@@ -526,13 +529,27 @@ impl Reports {
 
     /// Writes the current report into `dir`, building it as it is written
     /// unless it is kept already.
+    /// One that cannot be written is kept and written later
+    /// (`output::report_retry`).
     fn write(&mut self, scheduler: &Scheduler, dir: &Path) -> anyhow::Result<PathBuf> {
-        if let Some(kept) = self.kept(scheduler) {
-            return report::write(scheduler, &kept, dir);
+        let (report, written) = match self.kept(scheduler) {
+            Some(kept) => {
+                let written = report::write(scheduler, &kept, dir);
+                (kept, written)
+            }
+            None => {
+                let (report, written) = report::build_and_write(scheduler, dir)
+                    .context("a finished suite has a report")?;
+                (self.keep(scheduler, report), written)
+            }
+        };
+        match (&written, scheduler.suite()) {
+            (Err(_), Some(suite)) => {
+                let junit = crate::output::junit_merge::merge(suite, dir).ok();
+                self.retries.keep(&suite.suite_id, dir, report, junit);
+            }
+            _ => self.retries.forget(dir),
         }
-        let (report, written) =
-            report::build_and_write(scheduler, dir).context("a finished suite has a report")?;
-        self.keep(scheduler, report);
         written
     }
 

@@ -1,8 +1,8 @@
 //! Prometheus metrics: the seed's system, task and agent metrics under a
 //! `testfleet_` prefix. Counters move as the engine carries out actions;
-//! gauges are refreshed from the scheduler every `metrics_interval`.
+//! gauges are refreshed from the scheduler every `metrics_interval`. The
+//! port that serves them is `metrics_server`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -333,36 +333,5 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-
-    /// Serves `GET /metrics` on `addr`; returns the bound address.
-    pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-        use anyhow::Context;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-        let bound = listener.local_addr()?;
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = self.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
-            }),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        });
-        tracing::info!(metrics_addr = %bound, "metrics listening");
-        Ok(bound)
     }
 }

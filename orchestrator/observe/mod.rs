@@ -2,6 +2,7 @@
 //! and the watch events every live view is built from.
 
 pub mod metrics;
+pub mod metrics_server;
 pub mod refusals;
 pub mod traces;
 pub mod watchers;

@@ -4,6 +4,7 @@
 pub mod junit_merge;
 pub mod layout;
 pub mod report;
+pub mod report_retry;
 pub mod webhook;
 
 #[cfg(test)]

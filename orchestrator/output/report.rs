@@ -131,6 +131,22 @@ pub fn write(s: &Scheduler, report: &ReportJson, dir: &Path) -> anyhow::Result<P
     write_files(suite, report.json.chunks(), dir)
 }
 
+/// Writes a report kept in memory, and the merged JUnit text when there is
+/// one, into `dir`: what `output::report_retry` tries again.
+pub fn write_texts(
+    dir: &Path,
+    report: &ReportJson,
+    junit: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(REPORT_FILE);
+    write_atomically(&path, report.json.chunks())?;
+    if let Some(junit) = junit {
+        write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])?;
+    }
+    Ok(path)
+}
+
 /// report.json from the report's pieces, then junit.xml.
 fn write_files<P: AsRef<[u8]>>(
     suite: &SuiteRun,

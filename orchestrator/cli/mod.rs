@@ -7,4 +7,5 @@ mod local_agents;
 pub mod local_run;
 pub mod plan_printer;
 mod progress_display;
+mod split_plan;
 mod summary;

@@ -31,6 +31,8 @@ struct Totals {
     total_tasks: u64,
     total_tests: u64,
     tests_passed: u64,
+    /// Split tasks' flaky tests, `task: test`.
+    flaky_tests: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,6 +43,17 @@ struct Task {
     reason: String,
     criteria: Vec<Criterion>,
     attempts: Vec<Attempt>,
+    split: Option<SplitCounts>,
+}
+
+/// A split task's counts: its tests are its own, not its attempts'.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SplitCounts {
+    collected: u64,
+    passed: u64,
+    flaky: u64,
+    batches: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -96,16 +109,30 @@ fn summary(report: &Report) -> String {
         s.tests_passed,
         report.duration_seconds.unwrap_or(0.0)
     );
+    if !s.flaky_tests.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} flaky (failed, then passed on a rerun): {}",
+            s.flaky_tests.len(),
+            s.flaky_tests.join(", ")
+        );
+    }
     out
 }
 
 /// A task's line, and under it why it did not succeed.
 fn task_line(out: &mut String, t: &Task) {
     let last = t.attempts.last().and_then(|a| a.test_results.as_ref());
-    let tests = last
-        .filter(|r| r.total_tests > 0)
-        .map(|r| format!("{}/{}", r.passed, r.total_tests))
-        .unwrap_or_else(|| "-".into());
+    let tests = match &t.split {
+        Some(s) => format!("{}/{}", s.passed + s.flaky, s.collected),
+        None => last
+            .filter(|r| r.total_tests > 0)
+            .map(|r| format!("{}/{}", r.passed, r.total_tests))
+            .unwrap_or_else(|| "-".into()),
+    };
+    let attempts = t.split.as_ref().map_or(t.attempts.len() as u64, |s| {
+        t.attempts.len() as u64 + s.batches
+    });
     let cov = last
         .filter(|r| r.coverage_measured)
         .map(|r| format!("{:.1}%", r.coverage_percentage))
@@ -120,7 +147,7 @@ fn task_line(out: &mut String, t: &Task) {
         "{:<8} {:<18} {:>8} {:>10} {:>9}  {}",
         t.task_id,
         t.status.as_str(),
-        t.attempts.len(),
+        attempts,
         tests,
         cov,
         criteria.trim_end()

@@ -33,9 +33,7 @@ use std::sync::Arc;
 
 use testfleet_config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 
-pub use action::{
-    Action, Alert, Assignment, BatchSpec, CancelRequest, Refusal, Rejection, Reply,
-};
+pub use action::{Action, Alert, Assignment, BatchSpec, CancelRequest, Refusal, Rejection, Reply};
 pub use event::Event;
 pub use lifecycle::Lifecycle;
 pub use notice::{Notice, TaskStateChange};

@@ -220,7 +220,10 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        if self.suite.current().expect("suite").tasks[t].state.is_terminal() {
+        if self.suite.current().expect("suite").tasks[t]
+            .state
+            .is_terminal()
+        {
             return;
         }
         self.split_release(t, &reason, now, out);
@@ -425,7 +428,12 @@ impl Scheduler {
         else {
             return;
         };
-        if c.collected.is_some() && self.suite.current().is_some_and(|s| s.plan.tasks[t].split.is_some()) {
+        if c.collected.is_some()
+            && self
+                .suite
+                .current()
+                .is_some_and(|s| s.plan.tasks[t].split.is_some())
+        {
             return self.split_collected(t, c, now, out);
         }
         let success = c.final_status == FinalStatus::Success;

@@ -58,11 +58,21 @@ impl Scheduler {
         let Some(suite) = self.suite.running() else {
             return false;
         };
-        let Some(b) = suite.splits.get(&t).and_then(|s| s.queue.live.get(batch_id)) else {
+        let Some(b) = suite
+            .splits
+            .get(&t)
+            .and_then(|s| s.queue.live.get(batch_id))
+        else {
             return false;
         };
         if b.agent_id != agent_id {
-            self.reject_result(agent_id, message_id, batch_id, Rejection::NotTheAgentsAttempt, out);
+            self.reject_result(
+                agent_id,
+                message_id,
+                batch_id,
+                Rejection::NotTheAgentsAttempt,
+                out,
+            );
             return false;
         }
         true
@@ -117,7 +127,11 @@ impl Scheduler {
         if !self.batch_result_counts(t, &p.agent_id, &p.attempt_id, &p.message_id, out) {
             return;
         }
-        let current = p.progress.as_ref().map(|p| p.current_test.clone()).unwrap_or_default();
+        let current = p
+            .progress
+            .as_ref()
+            .map(|p| p.current_test.clone())
+            .unwrap_or_default();
         if self.record_cases(t, &p.attempt_id, &p.test_cases) || !current.is_empty() {
             self.publish_split_progress(t, &current, out);
         }
@@ -183,7 +197,12 @@ impl Scheduler {
     }
 
     /// A lost agent's batches end; what they had not reported waits again.
-    pub(crate) fn split_agent_lost(&mut self, agent_id: &str, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(crate) fn split_agent_lost(
+        &mut self,
+        agent_id: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         let Some(suite) = self.suite.running() else {
             return;
         };
@@ -232,7 +251,13 @@ impl Scheduler {
     }
 
     /// Task `t` is ending: its live batches are stopped and let go.
-    pub(crate) fn split_release(&mut self, t: usize, reason: &str, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(crate) fn split_release(
+        &mut self,
+        t: usize,
+        reason: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         let Some(suite) = self.suite.current_mut() else {
             return;
         };
@@ -304,7 +329,10 @@ impl Scheduler {
         };
         let total = q.tests.len();
         let (state, why) = if !met {
-            let mut why = format!("{failed} of {total} tests failed: {}", clip_list(&failed_names));
+            let mut why = format!(
+                "{failed} of {total} tests failed: {}",
+                clip_list(&failed_names)
+            );
             if !criteria.is_empty() {
                 why = format!("{why}; {}", criteria_missed(&results));
             }
@@ -312,7 +340,10 @@ impl Scheduler {
         } else if !flaky_names.is_empty() {
             (
                 TaskState::Flaky,
-                format!("{flaky} flaky (failed, then passed on a rerun): {}", clip_list(&flaky_names)),
+                format!(
+                    "{flaky} flaky (failed, then passed on a rerun): {}",
+                    clip_list(&flaky_names)
+                ),
             )
         } else {
             (
@@ -340,18 +371,24 @@ impl Scheduler {
             .first()
             .map(|a| a.attempt_id.clone())
             .unwrap_or_default();
-        out.push(Action::publish(Notice::Progress(Arc::new(ProgressReport {
-            task_id: suite.plan.tasks[t].id.clone(),
-            attempt_id,
-            progress: Some(Progress {
-                percentage: if total == 0 { 100.0 } else { ended as f64 * 100.0 / total as f64 },
-                current_test: current.to_string(),
-                tests_completed: ended,
-                tests_remaining: total - ended,
-                estimated_completion: None,
-            }),
-            ..Default::default()
-        }))));
+        out.push(Action::publish(Notice::Progress(Arc::new(
+            ProgressReport {
+                task_id: suite.plan.tasks[t].id.clone(),
+                attempt_id,
+                progress: Some(Progress {
+                    percentage: if total == 0 {
+                        100.0
+                    } else {
+                        ended as f64 * 100.0 / total as f64
+                    },
+                    current_test: current.to_string(),
+                    tests_completed: ended,
+                    tests_remaining: total - ended,
+                    estimated_completion: None,
+                }),
+                ..Default::default()
+            },
+        ))));
     }
 
     /// Hands each free agent the next batch of every running split task.
@@ -380,7 +417,9 @@ impl Scheduler {
         let mut total = suite.reserved_total;
         total.add(&need);
         if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
-            || limits.total_cpu_millis.is_some_and(|c| total.cpu_millis > c)
+            || limits
+                .total_cpu_millis
+                .is_some_and(|c| total.cpu_millis > c)
         {
             return false;
         }
@@ -414,7 +453,10 @@ impl Scheduler {
         };
         let number = split.queue.batches_made + 1;
         let batch_id = format!("{}.{}.b{number}", suite.suite_id, task_id);
-        let ids: Vec<String> = tests.iter().map(|&i| split.queue.tests[i].id.clone()).collect();
+        let ids: Vec<String> = tests
+            .iter()
+            .map(|&i| split.queue.tests[i].id.clone())
+            .collect();
         split.queue.hand_out(Batch {
             batch_id: batch_id.clone(),
             agent_id: agent_id.clone(),
@@ -457,7 +499,12 @@ fn load(reserved: &ResourceSpec, capacity: &ResourceSpec, need: &ResourceSpec) -
 
 /// Names, the first ten of them and a count of the rest.
 fn clip_list(names: &[String]) -> String {
-    let mut s = names.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > 10 {
         s.push_str(&format!(" and {} more", names.len() - 10));
     }

@@ -205,7 +205,11 @@ impl Queue {
     /// Expected time of everything waiting.
     pub fn waiting_ms(&self) -> u64 {
         self.waiting.iter().map(|u| self.unit_ms(u)).sum::<u64>()
-            + self.reruns.iter().map(|&i| self.tests[i].expected_ms).sum::<u64>()
+            + self
+                .reruns
+                .iter()
+                .map(|&i| self.tests[i].expected_ms)
+                .sum::<u64>()
     }
 
     pub fn has_waiting(&self) -> bool {
@@ -214,13 +218,20 @@ impl Queue {
 
     /// Whether every test has its verdict and no batch runs.
     pub fn is_done(&self) -> bool {
-        self.live.is_empty() && !self.has_waiting() && self.tests.iter().all(|t| t.verdict.is_some())
+        self.live.is_empty()
+            && !self.has_waiting()
+            && self.tests.iter().all(|t| t.verdict.is_some())
     }
 
     /// The next batch for `agent`, given `workers` agents share what is
     /// left: a rerun alone if one may go there, else units from the front
     /// up to the target. None when nothing waits (for this agent).
-    pub fn next_batch(&mut self, agent: &str, workers: u64, max_batch_ms: u64) -> Option<Vec<usize>> {
+    pub fn next_batch(
+        &mut self,
+        agent: &str,
+        workers: u64,
+        max_batch_ms: u64,
+    ) -> Option<Vec<usize>> {
         if let Some(pos) = self
             .reruns
             .iter()
@@ -239,7 +250,9 @@ impl Queue {
         let mut planned = 0;
         while let Some(unit) = self.waiting.first() {
             let ms = self.unit_ms(unit);
-            if !batch.is_empty() && (planned + ms > target || batch.len() + unit.len() > MAX_BATCH_TESTS) {
+            if !batch.is_empty()
+                && (planned + ms > target || batch.len() + unit.len() > MAX_BATCH_TESTS)
+            {
                 break;
             }
             planned += ms;
@@ -292,7 +305,12 @@ impl Queue {
             agent_id: agent.clone(),
             message: message.to_string(),
         });
-        let failed_before = t.attempts.iter().rev().skip(1).any(|a| a.outcome.is_failure());
+        let failed_before = t
+            .attempts
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|a| a.outcome.is_failure());
         if !outcome.is_failure() {
             t.verdict = Some(match (outcome, failed_before) {
                 (_, true) => Verdict::Flaky,
@@ -393,7 +411,9 @@ impl Queue {
         for (i, t) in self.tests.iter().enumerate() {
             match (t.verdict.is_some(), seen[i]) {
                 (true, 0) | (false, 1) => {}
-                (true, n) => return Err(format!("test {} has a verdict but waits {n} times", t.id)),
+                (true, n) => {
+                    return Err(format!("test {} has a verdict but waits {n} times", t.id))
+                }
                 (false, n) => return Err(format!("test {} is held {n} times", t.id)),
             }
         }

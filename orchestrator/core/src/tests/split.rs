@@ -70,7 +70,9 @@ fn finish(sim: &mut Sim, h: &Handed, cases: Vec<TestCase>) -> Vec<Action> {
 }
 
 fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("tests/test_{}.py::test_{i}", i % 7)).collect()
+    (0..n)
+        .map(|i| format!("tests/test_{}.py::test_{i}", i % 7))
+        .collect()
 }
 
 #[test]
@@ -86,7 +88,11 @@ fn one_agent_collects_then_every_agent_takes_batches_until_all_pass() {
     let mut seen = 0;
     while let Some(h) = live.pop() {
         seen += h.tests.len();
-        let cases = h.tests.iter().map(|t| case(t, TestOutcome::Passed, 50)).collect();
+        let cases = h
+            .tests
+            .iter()
+            .map(|t| case(t, TestOutcome::Passed, 50))
+            .collect();
         live.extend(batches(&finish(&mut sim, &h, cases)));
     }
     assert_eq!(seen, 50);
@@ -110,11 +116,21 @@ fn a_lost_agents_unreported_tests_go_back_and_reported_ones_count_once() {
         attempt_id: on_a.batch.clone(),
         ..Default::default()
     };
-    p.test_cases = on_a.tests[..2].iter().map(|t| case(t, TestOutcome::Passed, 10)).collect();
+    p.test_cases = on_a.tests[..2]
+        .iter()
+        .map(|t| case(t, TestOutcome::Passed, 10))
+        .collect();
     sim.step(Event::Progress(p));
     sim.disconnect("a");
     // A late result of the lost batch is stale: nothing changes.
-    let late = finish(&mut sim, &on_a, on_a.tests.iter().map(|t| case(t, TestOutcome::Failed, 1)).collect());
+    let late = finish(
+        &mut sim,
+        &on_a,
+        on_a.tests
+            .iter()
+            .map(|t| case(t, TestOutcome::Failed, 1))
+            .collect(),
+    );
     assert!(batches(&late).is_empty());
     let mut live: Vec<Handed> = handed.into_iter().filter(|h| h.agent == "b").collect();
     let mut runs: HashMap<String, u32> = HashMap::new();
@@ -126,14 +142,21 @@ fn a_lost_agents_unreported_tests_go_back_and_reported_ones_count_once() {
         for t in &h.tests {
             *runs.entry(t.clone()).or_default() += 1;
         }
-        let cases = h.tests.iter().map(|t| case(t, TestOutcome::Passed, 10)).collect();
+        let cases = h
+            .tests
+            .iter()
+            .map(|t| case(t, TestOutcome::Passed, 10))
+            .collect();
         live.extend(batches(&finish(&mut sim, &h, cases)));
     }
     assert_eq!(runs.len(), 40);
     assert!(runs.values().all(|&n| n == 1), "{runs:?}");
     let suite = sim.s.suite().unwrap();
     let q = &suite.splits[&0].queue;
-    assert!(q.tests.iter().all(|t| t.attempts.len() == 1 && t.verdict == Some(Verdict::Passed)));
+    assert!(q
+        .tests
+        .iter()
+        .all(|t| t.attempts.len() == 1 && t.verdict == Some(Verdict::Passed)));
     assert_eq!(sim.state("unit"), TaskState::CompletedSuccess);
 }
 
@@ -164,7 +187,11 @@ fn a_test_that_fails_then_passes_is_flaky_by_name_and_a_crash_is_isolated() {
             }
             if *t == flaky {
                 flaky_runs += 1;
-                let outcome = if flaky_runs == 1 { TestOutcome::Failed } else { TestOutcome::Passed };
+                let outcome = if flaky_runs == 1 {
+                    TestOutcome::Failed
+                } else {
+                    TestOutcome::Passed
+                };
                 cases.push(case(t, outcome, 5));
                 continue;
             }
@@ -188,11 +215,16 @@ fn a_test_that_fails_then_passes_is_flaky_by_name_and_a_crash_is_isolated() {
 
 #[test]
 fn unknown_tests_get_the_median_and_batches_shrink_longest_first() {
-    let history: HashMap<String, u64> =
-        [("a", 9_000), ("b", 1_000), ("c", 2_000)].map(|(k, v)| (k.to_string(), v)).into();
+    let history: HashMap<String, u64> = [("a", 9_000), ("b", 1_000), ("c", 2_000)]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
     let ids: Vec<String> = ["x", "a", "b", "c", "y"].map(String::from).into();
     let mut q = Queue::new(ids.clone(), ".".into(), Some(&history), false, 0);
-    assert_eq!(q.tests[q.test_index("x").unwrap()].expected_ms, 2_000, "median of 9, 1, 2 s");
+    assert_eq!(
+        q.tests[q.test_index("x").unwrap()].expected_ms,
+        2_000,
+        "median of 9, 1, 2 s"
+    );
     let first = q.next_batch("a", 2, 60_000).unwrap();
     assert_eq!(q.tests[first[0]].id, "a", "longest first");
 
@@ -211,12 +243,17 @@ fn unknown_tests_get_the_median_and_batches_shrink_longest_first() {
 
 #[test]
 fn seeded_schedules_hand_out_every_test_until_reported_once() {
-    let seeds: u64 = std::env::var("TESTFLEET_SPLIT_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let seeds: u64 = std::env::var("TESTFLEET_SPLIT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     for seed in 0..seeds {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut sim = Sim::new();
         sim.submit(plan(SPLIT));
-        let agents: Vec<String> = (0..rng.random_range(1..5)).map(|i| format!("ag{i}")).collect();
+        let agents: Vec<String> = (0..rng.random_range(1..5))
+            .map(|i| format!("ag{i}"))
+            .collect();
         for a in &agents {
             sim.join(a, cap(rng.random_range(1..3), 1000));
         }
@@ -249,7 +286,10 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
                         attempt_id: h.batch.clone(),
                         ..Default::default()
                     };
-                    p.test_cases = h.tests[..cut].iter().map(|t| case(t, TestOutcome::Passed, 3)).collect();
+                    p.test_cases = h.tests[..cut]
+                        .iter()
+                        .map(|t| case(t, TestOutcome::Passed, 3))
+                        .collect();
                     sim.step(Event::Progress(p));
                     let out = sim.disconnect(&h.agent);
                     live.retain(|o| o.agent != h.agent);
@@ -282,14 +322,26 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
             SuiteState::Running,
             "seed {seed} did not finish: {:?} {:?} {:?}",
             suite.tasks[0],
-            suite.splits.get(&0).map(|s| (s.queue.has_waiting(), s.queue.live.keys().collect::<Vec<_>>())),
-            sim.s.agents().map(|a| (a.id.clone(), a.connected, a.running.clone())).collect::<Vec<_>>()
+            suite.splits.get(&0).map(|s| (
+                s.queue.has_waiting(),
+                s.queue.live.keys().collect::<Vec<_>>()
+            )),
+            sim.s
+                .agents()
+                .map(|a| (a.id.clone(), a.connected, a.running.clone()))
+                .collect::<Vec<_>>()
         );
         let q = &suite.splits[&0].queue;
         assert_eq!(q.tests.len(), n, "seed {seed}");
         for t in &q.tests {
-            let v = t.verdict.unwrap_or_else(|| panic!("seed {seed}: {} has no verdict", t.id));
-            let passes = t.attempts.iter().filter(|a| !a.outcome.is_failure()).count();
+            let v = t
+                .verdict
+                .unwrap_or_else(|| panic!("seed {seed}: {} has no verdict", t.id));
+            let passes = t
+                .attempts
+                .iter()
+                .filter(|a| !a.outcome.is_failure())
+                .count();
             assert!(passes <= 1, "seed {seed}: {} passed {passes} times", t.id);
             if v == Verdict::Flaky {
                 assert!(t.attempts[0].outcome.is_failure(), "seed {seed}");

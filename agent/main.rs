@@ -8,6 +8,7 @@ mod limits;
 mod parsers;
 mod recovery;
 mod sampler;
+mod split;
 mod uploader;
 
 use std::collections::HashMap;

@@ -13,8 +13,9 @@ use tonic::{Code, Status};
 use crate::observe::watchers::Kind;
 use testfleet_core::escalation::EscalationReport;
 use testfleet_core::results::{
-    AttemptPhase, Completion, ErrorContext, ErrorType, ExecutionSummary, Failure, FailureDetails,
-    FinalStatus, Progress, ProgressReport, RecoveryAttempt, ResourceUsage, TestResults,
+    AttemptPhase, Collected, Completion, ErrorContext, ErrorType, ExecutionSummary, Failure,
+    FailureDetails, FinalStatus, Progress, ProgressReport, RecoveryAttempt, ResourceUsage,
+    TestCase, TestOutcome, TestResults,
 };
 use testfleet_core::time::UnixMillis;
 use testfleet_core::{Alert, Assignment, CancelRequest, Notice, Refusal, Rejection};
@@ -56,6 +57,16 @@ pub fn progress(p: proto::ProgressUpdate) -> ProgressReport {
             proto::TaskStatus::Parsing => AttemptPhase::Parsing,
             proto::TaskStatus::Uploading => AttemptPhase::Uploading,
         },
+        test_cases: p.test_cases.into_iter().map(test_case).collect(),
+    }
+}
+
+fn test_case(c: proto::TestCase) -> TestCase {
+    TestCase {
+        outcome: TestOutcome::parse(&c.outcome),
+        duration_ms: (c.duration_seconds.max(0.0) * 1000.0).round() as u64,
+        id: c.id,
+        message: c.message,
     }
 }
 
@@ -118,6 +129,11 @@ pub fn completion(c: proto::TaskCompletion) -> Completion {
             .into_iter()
             .map(recovery_attempt)
             .collect(),
+        test_cases: c.test_cases.into_iter().map(test_case).collect(),
+        collected: c.collected.then_some(Collected {
+            tests: c.collected_tests,
+            root: c.collected_root,
+        }),
     }
 }
 
@@ -136,8 +152,10 @@ pub fn error_type(e: proto::ErrorType) -> ErrorType {
     }
 }
 
-pub fn failure(f: proto::FailureNotification) -> Failure {
+pub fn failure(mut f: proto::FailureNotification) -> Failure {
+    let test_cases = std::mem::take(&mut f.test_cases);
     Failure {
+        test_cases: test_cases.into_iter().map(test_case).collect(),
         message_id: f.message_id,
         timestamp: millis(f.timestamp),
         agent_id: f.agent_id,
@@ -240,6 +258,17 @@ pub fn assignment(a: &Assignment, plan: &SuitePlan, route: &Route) -> proto::Tas
             grace_period_seconds: plan.retry.grace_period_ms.div_ceil(1000),
             suite_id: route.suite_id.to_string(),
             reset_environment: a.reset_environment,
+            split: task.split.as_ref().map(|sp| proto::SplitSpec {
+                runner: sp.runner.to_string(),
+                paths: sp.paths.clone(),
+                tests: a
+                    .batch
+                    .as_ref()
+                    .map(|b| b.tests.clone())
+                    .unwrap_or_default(),
+                root: a.batch.as_ref().map(|b| b.root.clone()).unwrap_or_default(),
+                granularity: sp.granularity.to_string(),
+            }),
         }),
         attempt_number: a.number,
     }
@@ -295,6 +324,7 @@ pub fn progress_out(p: &ProgressReport) -> proto::ProgressUpdate {
         resources: p.resources.as_ref().map(usage_out),
         status: status as i32,
         attempt_id: p.attempt_id.clone(),
+        ..Default::default()
     }
 }
 
@@ -360,6 +390,7 @@ pub fn completion_out(c: &Completion) -> proto::TaskCompletion {
             .iter()
             .map(recovery_attempt_out)
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -406,6 +437,7 @@ pub fn failure_out(f: &Failure) -> proto::FailureNotification {
         test_results: f.test_results.as_ref().map(test_results_out),
         artifacts: f.artifacts.clone(),
         peak_resources: f.peak_resources.as_ref().map(usage_out),
+        ..Default::default()
     }
 }
 

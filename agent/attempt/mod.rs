@@ -70,6 +70,14 @@ impl Context {
 
 /// Runs the attempt to its end and reports it.
 pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: Cancel) {
+    // A split task's attempt runs the runner's invocation made for it here.
+    let a = match crate::split::prepare(&ctx.workdir, a.clone()).await {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let why = format!("cannot lay out the split task's files: {e:#}");
+            return report::report_refused(&ctx, &a, why).await;
+        }
+    };
     let attempt = match Attempt::new(&ctx.workdir, a.clone()) {
         Ok(attempt) => attempt,
         Err(e) => return report::report_refused(&ctx, &a, format!("{e:#}")).await,
@@ -86,7 +94,20 @@ pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: Cancel
     span.set_attribute(KeyValue::new("attempt.id", attempt.a.attempt_id.clone()));
     span.set_attribute(KeyValue::new("agent.id", ctx.agent_id.clone()));
     let cx = parent.with_span(span);
+    let tail = crate::split::is_batch(&attempt.a).then(|| {
+        let p = crate::split::paths(&ctx.workdir, &attempt.a.attempt_id);
+        crate::split::tail(
+            ctx.outbox.clone(),
+            ctx.agent_id.clone(),
+            attempt.task_id.clone(),
+            attempt.a.attempt_id.clone(),
+            p.results,
+        )
+    });
     execute_attempt(&ctx, &attempt, &mut cancel, &cx).await;
+    if let Some(tail) = tail {
+        tail.abort();
+    }
     cx.span().end();
 }
 
@@ -149,7 +170,8 @@ async fn execute_attempt(ctx: &Context, at: &Attempt, cancel: &mut Cancel, cx: &
         let mut judged = results::judge(at, &outcome).await;
         parse_cx.span().end();
         level1.settle_last(judged.success);
-        let step = if judged.success {
+        // A batch's failed tests are the orchestrator's to rerun, alone.
+        let step = if judged.success || crate::split::is_batch(&at.a) {
             None
         } else {
             level1.next(judged.classified.error_type)

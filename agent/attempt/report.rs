@@ -26,6 +26,18 @@ pub(super) async fn report(
     recoveries: Vec<proto::RecoveryAttempt>,
     cx: &OtelContext,
 ) {
+    let mut j = j;
+    let split = crate::split::finish(&ctx.workdir, &at.a, o.exit_code, o.signal).await;
+    if let Some(problem) = split.as_ref().and_then(|s| s.collect_problem.clone()) {
+        if j.success {
+            j.success = false;
+            j.classified.error_type = ErrorType::SystemError;
+            j.classified.message = problem;
+        } else {
+            j.classified.message = format!("{}; {problem}", j.classified.message);
+        }
+    }
+    let (test_cases, collected) = split.map(|s| (s.cases, s.collected)).unwrap_or_default();
     let failure = (!j.success).then_some(&j.classified);
     let files = artifact_files(ctx, at, o, &j, failure);
     let unwritten = write_artifacts(files).await;
@@ -55,6 +67,10 @@ pub(super) async fn report(
             metrics: j.results.metrics,
             peak_resources: Some(j.peak),
             recovery_attempts: recoveries,
+            test_cases,
+            collected: collected.is_some(),
+            collected_root: collected.as_ref().map(|c| c.1.clone()).unwrap_or_default(),
+            collected_tests: collected.map(|c| c.0).unwrap_or_default(),
         })
     } else {
         let mut f = failure_message(
@@ -67,6 +83,7 @@ pub(super) async fn report(
             Some(j.peak),
         );
         f.recovery_attempts = recoveries;
+        f.test_cases = test_cases;
         agent_message::Body::Failure(f)
     };
     let _ = ctx.outbox.send(AgentMessage { body: Some(msg) }).await;
@@ -104,6 +121,7 @@ fn failure_message(
         test_results: tests,
         artifacts,
         peak_resources: peak,
+        test_cases: Vec::new(),
     }
 }
 

@@ -345,6 +345,7 @@ pub(super) async fn send_progress(
             disk_usage_mb: disk_mb,
         }),
         status: status as i32,
+        test_cases: Vec::new(),
     };
     // Progress is best effort: a full outbox drops it rather than stall the task.
     let _ = ctx.outbox.try_send(AgentMessage {

@@ -48,6 +48,14 @@ pub const TASK_DISK_MB: f64 = 100.0;
 /// A task's `resources.timeout`.
 pub const TASK_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// A `split:` task's `max_batch_seconds`: the longest a batch is planned
+/// to run. Batches shrink below it as the queue drains.
+pub const SPLIT_MAX_BATCH: Duration = Duration::from_secs(60);
+/// A `split:` task's `test_retries`: reruns of single failed tests across
+/// the task (each failed test is rerun at most twice: on its agent, then
+/// on another).
+pub const SPLIT_TEST_RETRIES: u32 = 20;
+
 /// `serve --max-connections`: open connections at most, however many file
 /// descriptors the process may have. Each idle HTTP/2 connection costs
 /// buffers as well as a descriptor; a fleet's agents hold one each.

@@ -103,6 +103,23 @@ pub struct PlannedTask {
     pub criteria: IndexMap<String, f64>,
     pub template: String,
     pub execution: ResolvedExecution,
+    /// The template's `{args}` (a subtask's own, else its task's).
+    pub args: Vec<String>,
+    /// Set for a `split:` task: its tests are handed out in batches.
+    pub split: Option<SplitSpec>,
+}
+
+/// A `split:` task's settings, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitSpec {
+    /// pytest | cargo | go
+    pub runner: &'static str,
+    pub paths: Vec<String>,
+    /// test | file: the unit a batch is made of.
+    pub granularity: &'static str,
+    pub max_batch_ms: u64,
+    /// Reruns of single failed tests across the task.
+    pub test_retries: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +150,11 @@ pub struct SuitePlan {
     pub alerts: super::AlertsConfig,
     pub metrics_interval_ms: u64,
     pub cancel_ack_timeout_ms: u64,
+    /// Measured test durations (ms) of split tasks, by task id then test
+    /// id, from earlier runs. The config says nothing of them: the edge
+    /// fills them in from its history before the suite starts.
+    #[serde(skip)]
+    pub test_history: HashMap<String, HashMap<String, u64>>,
 }
 
 impl SuitePlan {
@@ -149,6 +171,8 @@ impl SuitePlan {
 
 pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
     let mut tasks: Vec<PlannedTask> = Vec::new();
+    // Each task's own env and working directory, by task index.
+    let mut overrides: Vec<Overrides> = Vec::new();
     let mut index = HashMap::new();
     for (category, defs) in &config.orchestrator.task_definitions {
         let alloc = config
@@ -204,13 +228,37 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
                 criteria: def.success_criteria.clone(),
                 template: template.clone(),
                 execution: ResolvedExecution::default(),
+                args: def.args.clone(),
+                split: def.split.as_ref().map(split_spec),
+            });
+            overrides.push(Overrides {
+                env: def.env.clone(),
+                working_directory: def.working_directory.clone(),
             });
             for sub in &def.subtasks {
                 let idx = tasks.len();
-                index.insert(sub.clone(), idx);
+                index.insert(sub.id.clone(), idx);
                 tasks[parent_idx].children.push(idx);
                 let parent = &tasks[parent_idx];
+                let mut env = def.env.clone();
+                env.extend(sub.env.clone());
+                overrides.push(Overrides {
+                    env,
+                    working_directory: sub
+                        .working_directory
+                        .clone()
+                        .or_else(|| def.working_directory.clone()),
+                });
+                let sub = &sub.id;
+                let args = def
+                    .subtasks
+                    .iter()
+                    .find(|s| &s.id == sub)
+                    .and_then(|s| s.args.clone())
+                    .unwrap_or_else(|| def.args.clone());
                 tasks.push(PlannedTask {
+                    args,
+                    split: None,
                     id: sub.clone(),
                     name: format!("{} ({sub})", parent.name),
                     category: category.clone(),
@@ -257,7 +305,8 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             .parent
             .map_or_else(|| tasks[i].id.clone(), |p| tasks[p].id.clone());
         if let Some(tpl) = config.templates.get(&tasks[i].template) {
-            tasks[i].execution = resolve_template(tpl, &tasks[i], &parent_id, config_dir);
+            tasks[i].execution =
+                resolve_template(tpl, &tasks[i], &overrides[i], &parent_id, config_dir);
         }
     }
 
@@ -307,6 +356,28 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             Seconds::as_millis,
         ),
         min_agents: config.agent_pool.min_agents.max(0) as u32,
+        test_history: HashMap::new(),
+    }
+}
+
+/// A task's own `env` and `working_directory` (a subtask's over its task's).
+struct Overrides {
+    env: std::collections::BTreeMap<String, String>,
+    working_directory: Option<String>,
+}
+
+fn split_spec(s: &super::SplitConfig) -> SplitSpec {
+    SplitSpec {
+        runner: s.runner.as_str(),
+        paths: s.paths.clone(),
+        granularity: match s.granularity {
+            super::Granularity::Test => "test",
+            super::Granularity::File => "file",
+        },
+        max_batch_ms: s
+            .max_batch_seconds
+            .map_or(defaults::ms(defaults::SPLIT_MAX_BATCH), Seconds::as_millis),
+        test_retries: s.test_retries.unwrap_or(defaults::SPLIT_TEST_RETRIES),
     }
 }
 
@@ -394,6 +465,7 @@ fn add_phase_gates(tasks: &mut [PlannedTask], phases: &[Phase]) {
 fn resolve_template(
     tpl: &super::Template,
     task: &PlannedTask,
+    own: &Overrides,
     parent_id: &str,
     config_dir: &Path,
 ) -> ResolvedExecution {
@@ -406,23 +478,40 @@ fn resolve_template(
         ("category", task.category.as_str()),
         ("config_dir", config_dir.as_str()),
     ];
+    let words = [("args", task.args.as_slice())];
     // Commands are shell text; the rest are paths and environment values.
-    let shell = |s: &str| substitute::fill_command(s, &values);
+    let shell = |s: &str| substitute::fill_command_words(s, &values, &words);
     let plain = |s: &str| substitute::fill_plain(s, &values);
+    // A task's own directory, if relative, is the config's directory's.
+    let own_dir = own.working_directory.as_deref().map(|d| {
+        let d = plain(d);
+        if Path::new(&d).is_absolute() {
+            d
+        } else {
+            Path::new(&config_dir).join(d).display().to_string()
+        }
+    });
+    let mut env: Vec<(String, String)> =
+        tpl.env.iter().map(|(k, v)| (k.clone(), plain(v))).collect();
+    for (k, v) in &own.env {
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), plain(v)));
+    }
     ResolvedExecution {
         command: shell(&tpl.command),
         setup: tpl.setup.as_deref().map(shell).unwrap_or_default(),
-        working_directory: tpl
-            .working_directory
-            .as_deref()
-            .map(plain)
-            .unwrap_or_else(|| config_dir.clone()),
+        working_directory: own_dir.unwrap_or_else(|| {
+            tpl.working_directory
+                .as_deref()
+                .map(plain)
+                .unwrap_or_else(|| config_dir.clone())
+        }),
         progress_parser: match tpl.progress_parser {
             ProgressParser::None => "none",
             p => p.as_str(),
         },
         junit: tpl.junit.as_deref().map(plain).unwrap_or_default(),
         coverage: tpl.coverage.as_deref().map(plain).unwrap_or_default(),
-        env: tpl.env.iter().map(|(k, v)| (k.clone(), plain(v))).collect(),
+        env,
     }
 }

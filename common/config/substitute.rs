@@ -59,10 +59,20 @@ enum Subst {
     Backtick,
 }
 
+/// A placeholder that stands for several words (`{args}`) and its words.
+pub type Words<'a> = (&'a str, &'a [String]);
+
 /// `template` (shell text) with every known placeholder replaced by its
 /// value, escaped for the quoting it stands in. A NUL cannot reach a
 /// command at all, so it is dropped from values.
 pub fn fill_command(template: &str, values: &[Value]) -> String {
+    fill_command_words(template, values, &[])
+}
+
+/// As `fill_command`, and each placeholder of `words` becomes its words,
+/// each escaped for where it stands and separated by a space (outside
+/// quotes, so several words; inside `"…"`, one).
+pub fn fill_command_words(template: &str, values: &[Value], words: &[Words]) -> String {
     if !template.contains('{') {
         return template.to_string();
     }
@@ -71,10 +81,21 @@ pub fn fill_command(template: &str, values: &[Value]) -> String {
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
         if c == '{' {
-            if let Some((value, len)) = placeholder(rest, values) {
+            let found = placeholder(rest, values)
+                .map(|(v, len)| (vec![v], len))
+                .or_else(|| {
+                    placeholder_words(rest, words)
+                        .map(|(w, len)| (w.iter().map(String::as_str).collect(), len))
+                });
+            if let Some((items, len)) = found {
                 let top = *stack.last().expect("the command's own context stays");
                 let mut escaped = String::new();
-                escape_into(&mut escaped, &value.replace('\0', ""), top);
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        escaped.push(' ');
+                    }
+                    escape_into(&mut escaped, &item.replace('\0', ""), top);
+                }
                 // Text inside `…` loses one level of backslashes before it
                 // runs: add one per level.
                 let ticks = stack
@@ -98,6 +119,35 @@ pub fn fill_command(template: &str, values: &[Value]) -> String {
         rest = &rest[len..];
     }
     out
+}
+
+/// The words of the word placeholder `rest` starts with, and its length.
+fn placeholder_words<'w>(rest: &str, words: &[Words<'w>]) -> Option<(&'w [String], usize)> {
+    let near = &rest.as_bytes()[..rest.len().min(MAX_NAME + 2)];
+    let close = near.iter().position(|&b| b == b'}')?;
+    let name = &rest[1..close];
+    words
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, w)| (*w, close + 1))
+}
+
+/// The names of the `{placeholders}` in `template`: braces around a name
+/// (letters, digits, `_`), not after a `$` (the shell's `${HOME}`).
+pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template.match_indices('{').filter_map(move |(i, _)| {
+        if template[..i].ends_with('$') {
+            return None;
+        }
+        let rest = &template[i + 1..];
+        let close = rest.find('}')?;
+        let name = &rest[..close];
+        let is_name = !name.is_empty()
+            && name.len() <= MAX_NAME
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        is_name.then_some(name)
+    })
 }
 
 /// The value of the placeholder `rest` starts with, and its length.

@@ -87,14 +87,14 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-struct Checker<'a> {
-    config: &'a SuiteConfig,
-    lines: Lines<'a>,
+pub(super) struct Checker<'a> {
+    pub(super) config: &'a SuiteConfig,
+    pub(super) lines: Lines<'a>,
     problems: Vec<ConfigProblem>,
 }
 
 impl Checker<'_> {
-    fn report(&mut self, line: Option<usize>, message: impl Into<String>) {
+    pub(super) fn report(&mut self, line: Option<usize>, message: impl Into<String>) {
         self.problems.push(ConfigProblem {
             line,
             message: message.into(),
@@ -112,6 +112,9 @@ pub(super) fn validate(config: &SuiteConfig, text: &str) -> Result<(), Vec<Confi
     };
     check_ids(&mut c);
     check_templates(&mut c);
+    super::names::check_variables(&mut c);
+    super::names::check_criteria(&mut c);
+    super::split_check::check_splits(&mut c);
     check_dependencies(&mut c);
     check_limits(&mut c);
     check_task_resources(&mut c);
@@ -139,7 +142,7 @@ fn all_ids(config: &SuiteConfig) -> impl Iterator<Item = &str> {
         .task_definitions
         .values()
         .flatten()
-        .flat_map(|d| std::iter::once(&d.id).chain(&d.subtasks))
+        .flat_map(|d| std::iter::once(&d.id).chain(d.subtasks.iter().map(|s| &s.id)))
         .map(String::as_str)
 }
 

@@ -46,6 +46,13 @@ pub fn describe_plan(plan: &SuitePlan) -> String {
         if t.kind == TaskKind::Runnable && !t.execution.command.is_empty() {
             let _ = writeln!(out, "{indent}    $ {}", t.execution.command);
         }
+        if let Some(split) = &t.split {
+            let _ = writeln!(
+                out,
+                "{indent}    {}",
+                crate::cli::split_plan::describe(t, split)
+            );
+        }
     }
     out
 }

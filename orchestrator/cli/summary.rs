@@ -39,6 +39,8 @@ struct Totals {
     tests_failed: u64,
     tests_skipped: u64,
     pass_rate: Option<f64>,
+    /// Split tasks' flaky tests, `task: test`.
+    flaky_tests: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -51,6 +53,17 @@ struct Task {
     attempts: Vec<Attempt>,
     /// Level 2: what the orchestrator did after a failed attempt.
     recoveries: Vec<Recovery>,
+    split: Option<SplitCounts>,
+}
+
+/// A split task's counts: its tests are its own, not its attempts'.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SplitCounts {
+    collected: u64,
+    passed: u64,
+    flaky: u64,
+    batches: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,6 +180,15 @@ fn summary(report: &Report) -> String {
         }
     }
     let _ = writeln!(out, "{}", totals(report));
+    let flaky = &report.summary.flaky_tests;
+    if !flaky.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} flaky (failed, then passed on a rerun): {}",
+            flaky.len(),
+            flaky.join(", ")
+        );
+    }
     out
 }
 
@@ -192,10 +214,16 @@ fn totals(report: &Report) -> String {
 
 fn task_line(out: &mut String, t: &Task, id_width: usize) {
     let last = t.attempts.last().and_then(|a| a.test_results.as_ref());
-    let tests = last
-        .filter(|r| r.total_tests > 0)
-        .map(|r| format!("{}/{}", r.passed, r.total_tests))
-        .unwrap_or_else(|| "-".into());
+    let tests = match &t.split {
+        Some(s) => format!("{}/{}", s.passed + s.flaky, s.collected),
+        None => last
+            .filter(|r| r.total_tests > 0)
+            .map(|r| format!("{}/{}", r.passed, r.total_tests))
+            .unwrap_or_else(|| "-".into()),
+    };
+    let attempts = t.split.as_ref().map_or(t.attempts.len() as u64, |s| {
+        t.attempts.len() as u64 + s.batches
+    });
     let cov = last
         .filter(|r| r.coverage_measured)
         .map(|r| format!("{:.1}%", r.coverage_percentage))
@@ -205,7 +233,7 @@ fn task_line(out: &mut String, t: &Task, id_width: usize) {
         "{:<id_width$}  {:<STATUS_WIDTH$} {:>8} {:>10} {:>9}  {}",
         t.task_id,
         t.status.as_str(),
-        t.attempts.len(),
+        attempts,
         tests,
         cov,
         criteria.join(", ")

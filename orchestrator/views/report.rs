@@ -50,6 +50,8 @@ struct Summary {
     tests_skipped: u64,
     /// passed ÷ (passed + failed + errors), as the `pass_rate` criterion.
     pass_rate: Option<f64>,
+    /// Split tasks' tests that failed and then passed, as `task: test`.
+    flaky_tests: Vec<String>,
     stale_results: u32,
     rejected_results: u64,
 }
@@ -102,6 +104,52 @@ struct TaskReport<'a> {
     recoveries: &'a [testfleet_core::state::Recovery],
     waived: bool,
     attempts: Vec<AttemptReport<'a>>,
+    /// A split task's tests, once collected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    split: Option<SplitReport<'a>>,
+}
+
+/// A split task's tests: every one with its verdict and each run of it
+/// (outcome, duration, attempt, batch, agent).
+#[derive(Serialize)]
+struct SplitReport<'a> {
+    runner: &'a str,
+    collected: usize,
+    batches: u32,
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+    flaky: u64,
+    reruns: u32,
+    flaky_tests: Vec<&'a str>,
+    failed_tests: Vec<&'a str>,
+    tests: &'a [testfleet_core::split::TestRun],
+}
+
+fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
+    let spec = suite.plan.tasks[i].split.as_ref()?;
+    let q = &suite.splits.get(&i)?.queue;
+    let (passed, failed, skipped, flaky, _) = q.counts();
+    let named = |f: &dyn Fn(testfleet_core::split::Verdict) -> bool| -> Vec<&'a str> {
+        q.tests
+            .iter()
+            .filter(|t| t.verdict.is_some_and(f))
+            .map(|t| t.id.as_str())
+            .collect()
+    };
+    Some(SplitReport {
+        runner: spec.runner,
+        collected: q.tests.len(),
+        batches: q.batches_made,
+        passed,
+        failed,
+        skipped,
+        flaky,
+        reruns: q.reruns_used,
+        flaky_tests: named(&|v| v == testfleet_core::split::Verdict::Flaky),
+        failed_tests: named(&|v| v.is_failure()),
+        tests: &q.tests,
+    })
 }
 
 #[derive(Serialize)]
@@ -249,13 +297,31 @@ fn task_report<'a>(suite: &'a SuiteRun, i: usize) -> TaskReport<'a> {
         recoveries: &run.recoveries,
         waived: run.waived,
         attempts: run.attempts.iter().map(attempt_report).collect(),
+        split: split_report(suite, i),
     }
 }
 
 fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
     let count = |st: TaskState| suite.tasks.iter().filter(|t| t.state == st).count();
     let (mut total, mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64, 0u64);
-    for run in &suite.tasks {
+    let mut flaky_tests = Vec::new();
+    for (i, run) in suite.tasks.iter().enumerate() {
+        if let Some(split) = suite.splits.get(&i) {
+            let (p, f, sk, fl, _) = split.queue.counts();
+            total += p + f + sk + fl;
+            passed += p + fl;
+            failed += f;
+            skipped += sk;
+            flaky_tests.extend(
+                split
+                    .queue
+                    .tests
+                    .iter()
+                    .filter(|t| t.verdict == Some(testfleet_core::split::Verdict::Flaky))
+                    .map(|t| format!("{}: {}", suite.plan.tasks[i].id, t.id)),
+            );
+            continue;
+        }
         // The last attempt that ran tests, failed or not: a task that
         // failed its tests counts them, as the summary table shows them.
         if let Some(tr) = run.attempts.iter().rev().find_map(|a| {
@@ -286,6 +352,7 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         tests_failed: failed,
         tests_skipped: skipped,
         pass_rate: testfleet_core::policy::criteria::pass_rate(passed, failed, 0),
+        flaky_tests,
         stale_results: suite
             .tasks
             .iter()

@@ -81,6 +81,17 @@ pub struct Assignment {
     /// W3C trace context: the suite is the trace, the attempt a span.
     pub traceparent: String,
     pub assigned_at: UnixMillis,
+    /// A split task's batch: the tests to run. None for a split task's
+    /// first attempt, which collects them.
+    pub batch: Option<Box<BatchSpec>>,
+}
+
+/// The tests of one batch of a split task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSpec {
+    pub tests: Vec<String>,
+    /// Where the ids' paths are relative to (see `results::Collected`).
+    pub root: String,
 }
 
 /// Stop an attempt.

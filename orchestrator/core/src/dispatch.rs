@@ -201,6 +201,7 @@ impl Scheduler {
             timeout_ms: run.timeout_ms.unwrap_or(task.timeout_ms),
             reset_environment: std::mem::take(&mut run.reset_environment),
             assigned_at: now,
+            batch: None,
         };
         let need = assignment.resources;
         let category = task.category.clone();

@@ -66,6 +66,32 @@ pub(super) fn check(s: &Scheduler) -> Result<(), String> {
                 }
             }
         }
+        for (&t, split) in &suite.splits {
+            for b in split.queue.live.values() {
+                if !s
+                    .agents
+                    .get(&b.agent_id)
+                    .is_some_and(|a| a.running.contains(&b.batch_id))
+                {
+                    return Err(format!(
+                        "{}: agent {} does not list batch {}",
+                        plan.tasks[t].id, b.agent_id, b.batch_id
+                    ));
+                }
+                reserved_by_agent
+                    .entry(b.agent_id.clone())
+                    .or_default()
+                    .add(&b.reserved);
+                total.add(&b.reserved);
+            }
+            if suite.tasks[t].state.is_terminal() && !split.queue.live.is_empty() {
+                return Err(format!("{} ended with batches running", plan.tasks[t].id));
+            }
+            split
+                .queue
+                .check()
+                .map_err(|e| format!("{}: {e}", plan.tasks[t].id))?;
+        }
         for (c, n) in &by_category {
             if suite.running_by_category.get(c).copied().unwrap_or(0) != *n {
                 return Err(format!(

@@ -19,6 +19,7 @@ mod notice;
 mod outcome;
 pub mod policy;
 pub mod results;
+pub mod split;
 pub mod state;
 pub mod time;
 
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use testfleet_config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
 
-pub use action::{Action, Alert, Assignment, CancelRequest, Refusal, Rejection, Reply};
+pub use action::{Action, Alert, Assignment, BatchSpec, CancelRequest, Refusal, Rejection, Reply};
 pub use event::Event;
 pub use lifecycle::Lifecycle;
 pub use notice::{Notice, TaskStateChange};
@@ -247,6 +248,7 @@ impl Scheduler {
             }
         }
         self.dispatch(now, &mut out);
+        self.dispatch_batches(now, &mut out);
         if !(quiet_unless_acted && out.is_empty()) {
             self.revision += 1;
         }
@@ -299,6 +301,7 @@ impl Scheduler {
             escalations: Vec::new(),
             rank: Vec::new(),
             ready: Default::default(),
+            splits: BTreeMap::new(),
             ended: 0,
             plan,
         }));
@@ -370,6 +373,7 @@ impl Scheduler {
         agent.connected = true;
         agent.last_heartbeat = now;
         self.reconcile_attempts(&agent_id, &running, now, out);
+        self.split_reconcile(&agent_id, &running, now, out);
         // A reconnecting agent says what it still runs: attempts that are
         // still live here go on; any other is superseded and must stop.
         for attempt_id in running {
@@ -573,6 +577,7 @@ impl Scheduler {
             };
             self.requeue_lost(t, format!("agent {agent_id} lost: {why}"), now, out);
         }
+        self.split_agent_lost(agent_id, now, out);
     }
 
     /// Stops every running attempt and ends every task that has not ended.

@@ -220,10 +220,14 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let suite = self.suite.current_mut().expect("suite");
-        if suite.tasks[t].state.is_terminal() {
+        if self.suite.current().expect("suite").tasks[t]
+            .state
+            .is_terminal()
+        {
             return;
         }
+        self.split_release(t, &reason, now, out);
+        let suite = self.suite.current_mut().expect("suite");
         suite.ended += 1;
         let run = &mut suite.tasks[t];
         run.state = state;
@@ -372,6 +376,19 @@ impl Scheduler {
                 }
             }
         };
+        self.reject_result(agent_id, message_id, attempt_id, rejection, out);
+        None
+    }
+
+    /// Refuses a result: the agent is told why, and nothing changes.
+    pub(super) fn reject_result(
+        &mut self,
+        agent_id: &str,
+        message_id: &str,
+        attempt_id: &str,
+        rejection: Rejection,
+        out: &mut Vec<Action>,
+    ) {
         self.rejected_results += 1;
         out.push(Action::Reject {
             agent_id: agent_id.to_string(),
@@ -379,10 +396,12 @@ impl Scheduler {
             attempt_id: attempt_id.to_string(),
             rejection,
         });
-        None
     }
 
     pub(super) fn progress(&mut self, update: ProgressReport, out: &mut Vec<Action>) {
+        if let Some(t) = self.batch_task(&update.task_id, &update.attempt_id) {
+            return self.batch_progress(t, update, out);
+        }
         let Some(t) = self.locate_result(
             &update.agent_id,
             &update.task_id,
@@ -401,11 +420,22 @@ impl Scheduler {
     }
 
     pub(super) fn completed(&mut self, mut c: Completion, now: UnixMillis, out: &mut Vec<Action>) {
+        if let Some(t) = self.batch_task(&c.task_id, &c.attempt_id) {
+            return self.batch_completed(t, c, now, out);
+        }
         let Some(t) =
             self.locate_result(&c.agent_id, &c.task_id, &c.attempt_id, &c.message_id, out)
         else {
             return;
         };
+        if c.collected.is_some()
+            && self
+                .suite
+                .current()
+                .is_some_and(|s| s.plan.tasks[t].split.is_some())
+        {
+            return self.split_collected(t, c, now, out);
+        }
         let success = c.final_status == FinalStatus::Success;
         let suite = self.suite.current().expect("suite");
         let facts = attempt_facts(&c);
@@ -472,6 +502,9 @@ impl Scheduler {
     }
 
     pub(super) fn failed(&mut self, f: Failure, now: UnixMillis, out: &mut Vec<Action>) {
+        if let Some(t) = self.batch_task(&f.task_id, &f.attempt_id) {
+            return self.batch_failed(t, f, now, out);
+        }
         let Some(t) =
             self.locate_result(&f.agent_id, &f.task_id, &f.attempt_id, &f.message_id, out)
         else {

@@ -96,6 +96,67 @@ pub struct Progress {
     pub estimated_completion: Option<UnixMillis>,
 }
 
+/// How one test of a split task's batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestOutcome {
+    #[default]
+    Passed,
+    Failed,
+    Skipped,
+    /// Its setup or teardown failed, or it could not be collected.
+    Error,
+    /// It was running when its runner died (a signal, out of memory).
+    Crashed,
+}
+
+impl TestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestOutcome::Passed => "passed",
+            TestOutcome::Failed => "failed",
+            TestOutcome::Skipped => "skipped",
+            TestOutcome::Error => "error",
+            TestOutcome::Crashed => "crashed",
+        }
+    }
+    pub fn parse(s: &str) -> TestOutcome {
+        match s {
+            "passed" => TestOutcome::Passed,
+            "skipped" => TestOutcome::Skipped,
+            "error" => TestOutcome::Error,
+            "crashed" => TestOutcome::Crashed,
+            _ => TestOutcome::Failed,
+        }
+    }
+    /// Whether the test did not pass (a skip is no failure).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            TestOutcome::Failed | TestOutcome::Error | TestOutcome::Crashed
+        )
+    }
+}
+
+/// One test's result, as a batch reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TestCase {
+    pub id: String,
+    pub outcome: TestOutcome,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+/// What a split task's collecting attempt found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Collected {
+    /// Test ids, in the runner's order.
+    pub tests: Vec<String>,
+    /// Where test ids' paths are relative to, from the task's working
+    /// directory (pytest's rootdir): batches pass it back.
+    pub root: String,
+}
+
 /// A running attempt's progress.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProgressReport {
@@ -107,6 +168,8 @@ pub struct ProgressReport {
     pub progress: Option<Progress>,
     pub resources: Option<ResourceUsage>,
     pub status: AttemptPhase,
+    /// A split task's batch: the tests that ended since its last report.
+    pub test_cases: Vec<TestCase>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -158,6 +221,10 @@ pub struct Completion {
     pub metrics: HashMap<String, f64>,
     pub peak_resources: Option<ResourceUsage>,
     pub recovery_attempts: Vec<RecoveryAttempt>,
+    /// A split task's batch: its tests' results.
+    pub test_cases: Vec<TestCase>,
+    /// A split task's collecting attempt: the tests it found.
+    pub collected: Option<Collected>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -191,6 +258,8 @@ pub struct Failure {
     pub test_results: Option<TestResults>,
     pub artifacts: Vec<String>,
     pub peak_resources: Option<ResourceUsage>,
+    /// A split task's batch: the results of the tests it finished.
+    pub test_cases: Vec<TestCase>,
 }
 
 impl Failure {

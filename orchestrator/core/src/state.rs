@@ -313,6 +313,8 @@ pub struct SuiteRun {
     pub ready: std::collections::BTreeSet<ReadyKey>,
     /// How many tasks have ended (the suite ends when all have).
     pub ended: usize,
+    /// Split tasks whose tests are collected: their queues and batches.
+    pub splits: BTreeMap<usize, crate::split::SplitRun>,
 }
 
 /// Dispatch order: critical path, then priority, then file order.

@@ -9,3 +9,4 @@ mod phased;
 mod recovery;
 mod resources;
 mod simulation;
+mod split;

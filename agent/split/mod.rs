@@ -1,0 +1,316 @@
+//! A split task's attempts on this agent: the collecting one and batches.
+//!
+//! The orchestrator sends the runner's invocation (the template's command)
+//! and, for a batch, its test ids. `prepare` turns that into the command
+//! this agent runs: for pytest, the invocation with our plugin
+//! (`pytest_plugin/testfleet_runner.py`, written into the workdir and
+//! loaded with `-p`) and the batch's files, the plugin keeping exactly the
+//! batch's ids; for cargo and go, the invocation with `{tests_file}` (the
+//! ids, one a line) filled in. While a batch runs, `tail` sends each test's
+//! result as it ends; `finish` reads what the run left: every result, the
+//! test its runner died under, or the collected ids.
+
+mod files;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use testfleet::config::substitute;
+use testfleet::proto::{self, agent_message, AgentMessage};
+use testfleet::time::now_timestamp;
+use tokio::sync::mpsc;
+
+pub use files::{read_collected, read_results};
+
+/// The plugin, shipped inside the agent.
+const PLUGIN: &str = include_str!("../pytest_plugin/testfleet_runner.py");
+/// How often a running batch's results file is read.
+const TAIL_EVERY: Duration = Duration::from_millis(250);
+
+/// Where a split attempt's files are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+    pub tests: PathBuf,
+    pub results: PathBuf,
+    pub collected: PathBuf,
+}
+
+/// What kind of split attempt an assignment is.
+pub fn spec(a: &proto::TaskAssignment) -> Option<&proto::SplitSpec> {
+    a.execution.as_ref()?.split.as_ref()
+}
+
+pub fn is_batch(a: &proto::TaskAssignment) -> bool {
+    spec(a).is_some_and(|s| !s.tests.is_empty())
+}
+
+fn safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn paths(workdir: &Path, attempt_id: &str) -> Paths {
+    let dir = workdir
+        .join(".testfleet")
+        .join("split")
+        .join(safe(attempt_id));
+    Paths {
+        tests: dir.join("tests.txt"),
+        results: dir.join("results.jsonl"),
+        collected: dir.join("collected.json"),
+        dir,
+    }
+}
+
+/// Rewrites a split assignment's command and environment into what runs
+/// here, and writes the plugin and the batch's ids. Other assignments are
+/// returned as they are.
+pub async fn prepare(
+    workdir: &Path,
+    mut a: proto::TaskAssignment,
+) -> anyhow::Result<proto::TaskAssignment> {
+    let Some(spec) = spec(&a).cloned() else {
+        return Ok(a);
+    };
+    let p = paths(workdir, &a.attempt_id);
+    let plugin_dir = workdir.join(".testfleet").join("pytest_plugin");
+    tokio::fs::create_dir_all(&p.dir).await?;
+    tokio::fs::create_dir_all(&plugin_dir).await?;
+    // A batch run again after a reconnect starts from a clean file.
+    let _ = tokio::fs::remove_file(&p.results).await;
+    let _ = tokio::fs::remove_file(&p.collected).await;
+    tokio::fs::write(plugin_dir.join("testfleet_runner.py"), PLUGIN).await?;
+    let ids: String = spec.tests.iter().map(|t| format!("{t}\n")).collect();
+    tokio::fs::write(&p.tests, ids).await?;
+    let exec = a.execution.get_or_insert_with(Default::default);
+    let quoted = |words: &[String]| -> String {
+        words
+            .iter()
+            .map(|w| {
+                shlex::try_quote(w)
+                    .map(|q| q.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let collecting = spec.tests.is_empty();
+    let command = match spec.runner.as_str() {
+        "pytest" => {
+            let mut pythonpath = plugin_dir.display().to_string();
+            let inherited = exec
+                .env
+                .get("PYTHONPATH")
+                .cloned()
+                .or_else(|| std::env::var("PYTHONPATH").ok());
+            if let Some(more) = inherited.filter(|s| !s.is_empty()) {
+                pythonpath = format!("{pythonpath}:{more}");
+            }
+            exec.env.insert("PYTHONPATH".into(), pythonpath);
+            if collecting {
+                exec.env.insert(
+                    "TESTFLEET_PYTEST_COLLECT".into(),
+                    p.collected.display().to_string(),
+                );
+                format!(
+                    "{} -p testfleet_runner --collect-only -q {}",
+                    exec.command,
+                    quoted(&spec.paths)
+                )
+            } else {
+                exec.env.insert(
+                    "TESTFLEET_PYTEST_TESTS".into(),
+                    p.tests.display().to_string(),
+                );
+                exec.env.insert(
+                    "TESTFLEET_PYTEST_RESULTS".into(),
+                    p.results.display().to_string(),
+                );
+                format!(
+                    "{} -p testfleet_runner {}",
+                    exec.command,
+                    quoted(&batch_files(&spec))
+                )
+            }
+        }
+        runner => {
+            let tests_file = p.tests.display().to_string();
+            let values = [("tests_file", tests_file.as_str())];
+            if collecting {
+                let list = match runner {
+                    "cargo" => format!(
+                        "cargo nextest list --message-format oneline {}",
+                        quoted(&spec.paths)
+                    ),
+                    _ => format!("go test -list . {}", quoted(&spec.paths)),
+                };
+                format!(
+                    "{list} > {}",
+                    shlex::try_quote(&p.collected.display().to_string())
+                        .map(|q| q.into_owned())
+                        .unwrap_or_default()
+                )
+            } else {
+                substitute::fill_command(&exec.command, &values)
+            }
+        }
+    };
+    exec.command = command;
+    // Results come from the plugin, not the output.
+    exec.progress_parser = "none".into();
+    Ok(a)
+}
+
+/// The files (or directories) pytest is given for a batch: each id's file,
+/// under the collection's root, once, in order.
+fn batch_files(spec: &proto::SplitSpec) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in &spec.tests {
+        let file = id.split("::").next().unwrap_or(id);
+        let path = if spec.root.is_empty() || spec.root == "." {
+            file.to_string()
+        } else {
+            format!("{}/{file}", spec.root)
+        };
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Sends each test's result as the running batch writes it, until dropped.
+pub fn tail(
+    outbox: mpsc::Sender<AgentMessage>,
+    agent_id: String,
+    task_id: String,
+    attempt_id: String,
+    results: PathBuf,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        let mut last_current = String::new();
+        loop {
+            tokio::time::sleep(TAIL_EVERY).await;
+            let path = results.clone();
+            let Ok(read) = tokio::task::spawn_blocking(move || read_results(&path)).await else {
+                return;
+            };
+            let current = read.running.clone().unwrap_or_default();
+            if read.cases.len() <= sent && current == last_current {
+                continue;
+            }
+            let new: Vec<proto::TestCase> = read.cases[sent.min(read.cases.len())..].to_vec();
+            sent = read.cases.len();
+            last_current = current.clone();
+            let update = proto::ProgressUpdate {
+                message_id: uuid::Uuid::new_v4().to_string(),
+                timestamp: Some(now_timestamp()),
+                agent_id: agent_id.clone(),
+                task_id: task_id.clone(),
+                attempt_id: attempt_id.clone(),
+                progress: Some(proto::Progress {
+                    current_test: current,
+                    tests_completed: sent as u64,
+                    ..Default::default()
+                }),
+                status: proto::TaskStatus::Running as i32,
+                test_cases: new,
+                ..Default::default()
+            };
+            // Results must not be dropped: wait for room.
+            if outbox
+                .send(AgentMessage {
+                    body: Some(agent_message::Body::Progress(update)),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+/// What a split attempt's run left: its test results (a test that started
+/// and never ended is `crashed` when the runner died), or what it
+/// collected.
+pub struct Finished {
+    pub cases: Vec<proto::TestCase>,
+    pub collected: Option<(Vec<String>, String)>,
+    /// Why a collecting run that exited well still cannot count.
+    pub collect_problem: Option<String>,
+}
+
+pub async fn finish(
+    workdir: &Path,
+    a: &proto::TaskAssignment,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+) -> Option<Finished> {
+    let spec = spec(a)?.clone();
+    let p = paths(workdir, &a.attempt_id);
+    let collecting = spec.tests.is_empty();
+    let runner = spec.runner.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        if collecting {
+            return match read_collected(&runner, &p.collected) {
+                Ok((tests, root, 0)) => Finished {
+                    cases: Vec::new(),
+                    collected: Some((tests, root)),
+                    collect_problem: None,
+                },
+                Ok((_, _, errors)) => Finished {
+                    cases: Vec::new(),
+                    collected: None,
+                    collect_problem: Some(format!("{errors} errors during collection")),
+                },
+                Err(e) => Finished {
+                    cases: Vec::new(),
+                    collected: None,
+                    collect_problem: Some(format!("no collected tests: {e:#}")),
+                },
+            };
+        }
+        let mut cases = if runner == "pytest" {
+            read_results(&p.results).into_cases_with_crash(exit_code, signal)
+        } else {
+            Vec::new()
+        };
+        if runner != "pytest" {
+            // Without a per-test report, the batch's exit says it for all
+            // of its tests; a failed one's tests are rerun alone, which
+            // tells which of them fail.
+            let outcome = if exit_code == Some(0) {
+                "passed"
+            } else {
+                "failed"
+            };
+            cases = spec
+                .tests
+                .iter()
+                .map(|id| proto::TestCase {
+                    id: id.clone(),
+                    outcome: outcome.into(),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        Finished {
+            cases,
+            collected: None,
+            collect_problem: None,
+        }
+    })
+    .await
+    .ok()?;
+    Some(out)
+}

@@ -1,0 +1,525 @@
+//! Split tasks in the scheduler: one task to the user, many batches to the
+//! fleet (DESIGN.md, "Split tasks and the live queue").
+//!
+//! The task's first attempt collects its test ids on one agent. Its
+//! completion carries them; the task then stays `running` with no live
+//! attempt while the queue (`queue.rs`) hands each free agent its next
+//! batch. A batch is placed like an attempt (it reserves the task's
+//! resources on its agent, and its agent lists it as running) but lives
+//! here, fenced by its own id (`<suite>.<task>.b<n>`): results of an ended
+//! batch are stale, those of another agent's batch are refused. A lost
+//! agent's batches end, and their unreported tests wait again. The task
+//! ends when every test has its verdict.
+
+pub mod queue;
+
+use std::sync::Arc;
+
+use testfleet_config::ResourceSpec;
+
+use crate::action::{Action, Assignment, BatchSpec};
+use crate::dispatch::traceparent;
+use crate::notice::Notice;
+use crate::policy::criteria::{self, Facts};
+use crate::results::{Completion, Failure, Progress, ProgressReport, TestCase};
+use crate::state::{AttemptOutcome, TaskState};
+use crate::time::UnixMillis;
+use crate::{Rejection, Scheduler};
+
+pub use queue::{Batch, Queue, TestAttempt, TestRun, Verdict};
+
+/// A split task's run, once its tests are collected.
+#[derive(Debug, Clone)]
+pub struct SplitRun {
+    pub queue: Queue,
+    pub collected_at: UnixMillis,
+}
+
+impl Scheduler {
+    /// The split task a result is about, if it names one of its batches
+    /// (live or ended).
+    pub(crate) fn batch_task(&self, task_id: &str, batch_id: &str) -> Option<usize> {
+        let suite = self.suite.current()?;
+        let &t = suite.plan.index.get(task_id)?;
+        let q = &suite.splits.get(&t)?.queue;
+        (q.live.contains_key(batch_id) || q.ended.contains(batch_id)).then_some(t)
+    }
+
+    /// Whether a result from `agent_id` about batch `batch_id` may count;
+    /// refuses another agent's, and says nothing of a stale one.
+    fn batch_result_counts(
+        &mut self,
+        t: usize,
+        agent_id: &str,
+        batch_id: &str,
+        message_id: &str,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(suite) = self.suite.running() else {
+            return false;
+        };
+        let Some(b) = suite
+            .splits
+            .get(&t)
+            .and_then(|s| s.queue.live.get(batch_id))
+        else {
+            return false;
+        };
+        if b.agent_id != agent_id {
+            self.reject_result(
+                agent_id,
+                message_id,
+                batch_id,
+                Rejection::NotTheAgentsAttempt,
+                out,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The collecting attempt of split task `t` found its tests.
+    pub(crate) fn split_collected(
+        &mut self,
+        t: usize,
+        c: Completion,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let collected = c.collected.clone().unwrap_or_default();
+        let c = Arc::new(c);
+        out.push(Action::publish(Notice::Completion(c.clone())));
+        let suite = self.suite.current_mut().expect("suite");
+        let task = &suite.plan.tasks[t];
+        let spec = task.split.clone().expect("a split task");
+        let history = suite.plan.test_history.get(&task.id);
+        let queue = Queue::new(
+            collected.tests,
+            collected.root,
+            history,
+            spec.granularity == "file",
+            spec.test_retries,
+        );
+        let n = queue.tests.len();
+        let run = &mut suite.tasks[t];
+        if let Some(i) = run.live {
+            run.attempts[i].completion = Some(c);
+        }
+        self.end_live_attempt(t, AttemptOutcome::Succeeded, now);
+        let suite = self.suite.current_mut().expect("suite");
+        if n == 0 {
+            let why = "collected no tests: check split.paths and the task's args".to_string();
+            return self.set_terminal(t, TaskState::Failed, why, now, out);
+        }
+        suite.tasks[t].state = TaskState::Running;
+        suite.splits.insert(
+            t,
+            SplitRun {
+                queue,
+                collected_at: now,
+            },
+        );
+        self.publish_state(t, &format!("collected {n} tests"), out);
+        self.publish_split_progress(t, "", out);
+    }
+
+    pub(crate) fn batch_progress(&mut self, t: usize, p: ProgressReport, out: &mut Vec<Action>) {
+        if !self.batch_result_counts(t, &p.agent_id, &p.attempt_id, &p.message_id, out) {
+            return;
+        }
+        let current = p
+            .progress
+            .as_ref()
+            .map(|p| p.current_test.clone())
+            .unwrap_or_default();
+        if self.record_cases(t, &p.attempt_id, &p.test_cases) || !current.is_empty() {
+            self.publish_split_progress(t, &current, out);
+        }
+    }
+
+    pub(crate) fn batch_completed(
+        &mut self,
+        t: usize,
+        c: Completion,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.batch_result_counts(t, &c.agent_id, &c.attempt_id, &c.message_id, out) {
+            return;
+        }
+        self.record_cases(t, &c.attempt_id, &c.test_cases);
+        self.end_batch(t, &c.attempt_id, now, out);
+    }
+
+    pub(crate) fn batch_failed(
+        &mut self,
+        t: usize,
+        f: Failure,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.batch_result_counts(t, &f.agent_id, &f.attempt_id, &f.message_id, out) {
+            return;
+        }
+        self.record_cases(t, &f.attempt_id, &f.test_cases);
+        self.end_batch(t, &f.attempt_id, now, out);
+    }
+
+    fn record_cases(&mut self, t: usize, batch_id: &str, cases: &[TestCase]) -> bool {
+        let Some(split) = self.suite.current_mut().and_then(|s| s.splits.get_mut(&t)) else {
+            return false;
+        };
+        let mut changed = false;
+        for c in cases {
+            changed |= split
+                .queue
+                .record(batch_id, &c.id, c.outcome, c.duration_ms, &c.message);
+        }
+        changed
+    }
+
+    /// Ends a live batch: releases its room; its unreported tests wait again.
+    fn end_batch(&mut self, t: usize, batch_id: &str, now: UnixMillis, out: &mut Vec<Action>) {
+        let suite = self.suite.current_mut().expect("suite");
+        let Some(split) = suite.splits.get_mut(&t) else {
+            return;
+        };
+        let Some(batch) = split.queue.end_batch(batch_id) else {
+            return;
+        };
+        suite.reserved_total.sub(&batch.reserved);
+        if let Some(agent) = self.agents.get_mut(&batch.agent_id) {
+            agent.reserved.sub(&batch.reserved);
+            agent.running.remove(batch_id);
+        }
+        self.publish_split_progress(t, "", out);
+        self.settle_split(t, now, out);
+    }
+
+    /// A lost agent's batches end; what they had not reported waits again.
+    pub(crate) fn split_agent_lost(
+        &mut self,
+        agent_id: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(suite) = self.suite.running() else {
+            return;
+        };
+        let lost: Vec<(usize, String)> = suite
+            .splits
+            .iter()
+            .flat_map(|(&t, s)| {
+                s.queue
+                    .live
+                    .values()
+                    .filter(|b| b.agent_id == agent_id)
+                    .map(move |b| (t, b.batch_id.clone()))
+            })
+            .collect();
+        for (t, batch_id) in lost {
+            self.end_batch(t, &batch_id, now, out);
+        }
+    }
+
+    /// After a hello: batches placed on the agent that it no longer runs
+    /// are lost.
+    pub(crate) fn split_reconcile(
+        &mut self,
+        agent_id: &str,
+        announced: &[String],
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(suite) = self.suite.running() else {
+            return;
+        };
+        let forgotten: Vec<(usize, String)> = suite
+            .splits
+            .iter()
+            .flat_map(|(&t, s)| {
+                s.queue
+                    .live
+                    .values()
+                    .filter(|b| b.agent_id == agent_id && !announced.contains(&b.batch_id))
+                    .map(move |b| (t, b.batch_id.clone()))
+            })
+            .collect();
+        for (t, batch_id) in forgotten {
+            self.end_batch(t, &batch_id, now, out);
+        }
+    }
+
+    /// Task `t` is ending: its live batches are stopped and let go.
+    pub(crate) fn split_release(
+        &mut self,
+        t: usize,
+        reason: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(suite) = self.suite.current_mut() else {
+            return;
+        };
+        let Some(split) = suite.splits.get_mut(&t) else {
+            return;
+        };
+        let task_id = suite.plan.tasks[t].id.clone();
+        let ids: Vec<String> = split.queue.live.keys().cloned().collect();
+        for batch_id in ids {
+            let suite = self.suite.current_mut().expect("suite");
+            let split = suite.splits.get_mut(&t).expect("split");
+            let Some(batch) = split.queue.end_batch(&batch_id) else {
+                continue;
+            };
+            suite.reserved_total.sub(&batch.reserved);
+            if let Some(agent) = self.agents.get_mut(&batch.agent_id) {
+                agent.reserved.sub(&batch.reserved);
+                agent.running.remove(&batch_id);
+            }
+            self.request_cancel(&batch.agent_id, task_id.clone(), batch_id, reason, now, out);
+        }
+    }
+
+    /// Ends split task `t` once every test has its verdict: failed if any
+    /// test failed (or its criteria miss), flaky if any passed on a rerun.
+    fn settle_split(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(suite) = self.suite.running() else {
+            return;
+        };
+        let Some(split) = suite.splits.get(&t) else {
+            return;
+        };
+        if suite.tasks[t].state.is_terminal() || !split.queue.is_done() {
+            return;
+        }
+        let q = &split.queue;
+        let (passed, failed, skipped, flaky, _) = q.counts();
+        let ran = passed + failed + flaky;
+        let started = suite.tasks[t].started_at.unwrap_or(split.collected_at);
+        let facts = Facts {
+            pass_rate: (ran > 0).then(|| (passed + flaky) as f64 / ran as f64),
+            coverage: None,
+            duration_seconds: now.saturating_sub(started) as f64 / 1000.0,
+            peak_memory_mb: None,
+            metrics: Default::default(),
+        };
+        let criteria = &suite.plan.tasks[t].criteria;
+        let results = criteria::evaluate(criteria, &facts);
+        let names = |v: Verdict| -> Vec<String> {
+            q.tests
+                .iter()
+                .filter(|x| x.verdict == Some(v))
+                .map(|x| x.id.clone())
+                .collect()
+        };
+        let failed_names: Vec<String> = q
+            .tests
+            .iter()
+            .filter(|x| x.verdict.is_some_and(Verdict::is_failure))
+            .map(|x| format!("{} ({})", x.id, x.verdict.map_or("", Verdict::as_str)))
+            .collect();
+        let flaky_names = names(Verdict::Flaky);
+        // Criteria, when set, judge the pass rate; without them every test
+        // must pass.
+        let met = if criteria.is_empty() {
+            failed == 0
+        } else {
+            results.iter().all(|r| r.passed)
+        };
+        let total = q.tests.len();
+        let (state, why) = if !met {
+            let mut why = format!(
+                "{failed} of {total} tests failed: {}",
+                clip_list(&failed_names)
+            );
+            if !criteria.is_empty() {
+                why = format!("{why}; {}", criteria_missed(&results));
+            }
+            (TaskState::Failed, why)
+        } else if !flaky_names.is_empty() {
+            (
+                TaskState::Flaky,
+                format!(
+                    "{flaky} flaky (failed, then passed on a rerun): {}",
+                    clip_list(&flaky_names)
+                ),
+            )
+        } else {
+            (
+                TaskState::CompletedSuccess,
+                format!("{passed} passed, {skipped} skipped of {total} tests"),
+            )
+        };
+        self.suite.current_mut().expect("suite").tasks[t].criteria = results;
+        self.set_terminal(t, state, why, now, out);
+    }
+
+    /// Progress of split task `t` for watchers: tests with a verdict of the
+    /// tests collected (deselected ones were never collected).
+    fn publish_split_progress(&self, t: usize, current: &str, out: &mut Vec<Action>) {
+        let Some(suite) = self.suite.current() else {
+            return;
+        };
+        let Some(split) = suite.splits.get(&t) else {
+            return;
+        };
+        let (_, _, _, _, ended) = split.queue.counts();
+        let total = split.queue.tests.len() as u64;
+        let attempt_id = suite.tasks[t]
+            .attempts
+            .first()
+            .map(|a| a.attempt_id.clone())
+            .unwrap_or_default();
+        out.push(Action::publish(Notice::Progress(Arc::new(
+            ProgressReport {
+                task_id: suite.plan.tasks[t].id.clone(),
+                attempt_id,
+                progress: Some(Progress {
+                    percentage: if total == 0 {
+                        100.0
+                    } else {
+                        ended as f64 * 100.0 / total as f64
+                    },
+                    current_test: current.to_string(),
+                    tests_completed: ended,
+                    tests_remaining: total - ended,
+                    estimated_completion: None,
+                }),
+                ..Default::default()
+            },
+        ))));
+    }
+
+    /// Hands each free agent the next batch of every running split task.
+    pub(crate) fn dispatch_batches(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some(suite) = self.suite.running() else {
+            return;
+        };
+        let tasks: Vec<usize> = suite
+            .splits
+            .iter()
+            .filter(|(&t, s)| suite.tasks[t].state == TaskState::Running && s.queue.has_waiting())
+            .map(|(&t, _)| t)
+            .collect();
+        for t in tasks {
+            while self.hand_out_batch(t, now, out) {}
+        }
+    }
+
+    /// One batch of task `t` to the least loaded agent with room for it.
+    fn hand_out_batch(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) -> bool {
+        let Some(suite) = self.suite.running() else {
+            return false;
+        };
+        let need = suite.needs(t);
+        let limits = &suite.plan.limits;
+        let mut total = suite.reserved_total;
+        total.add(&need);
+        if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
+            || limits
+                .total_cpu_millis
+                .is_some_and(|c| total.cpu_millis > c)
+        {
+            return false;
+        }
+        let workers = self
+            .agents
+            .values()
+            .filter(|a| a.takes_work() && need.fits_within(&a.capacity))
+            .count() as u64;
+        let mut candidates: Vec<(u64, String)> = self
+            .agents
+            .values()
+            .filter(|a| a.takes_work() && need.fits_within(&a.free()))
+            .map(|a| (load(&a.reserved, &a.capacity, &need), a.id.clone()))
+            .collect();
+        candidates.sort();
+        let suite = self.suite.current_mut().expect("suite");
+        let task = &suite.plan.tasks[t];
+        let max_ms = task.split.as_ref().map_or(60_000, |s| s.max_batch_ms);
+        let timeout_ms = suite.tasks[t].timeout_ms.unwrap_or(task.timeout_ms);
+        let task_id = task.id.clone();
+        let split = suite.splits.get_mut(&t).expect("a running split");
+        // The least loaded agent first; a rerun that must go elsewhere
+        // passes an agent over.
+        let Some((agent_id, tests)) = candidates.into_iter().find_map(|(_, agent_id)| {
+            split
+                .queue
+                .next_batch(&agent_id, workers, max_ms)
+                .map(|tests| (agent_id, tests))
+        }) else {
+            return false;
+        };
+        let number = split.queue.batches_made + 1;
+        let batch_id = format!("{}.{}.b{number}", suite.suite_id, task_id);
+        let ids: Vec<String> = tests
+            .iter()
+            .map(|&i| split.queue.tests[i].id.clone())
+            .collect();
+        split.queue.hand_out(Batch {
+            batch_id: batch_id.clone(),
+            agent_id: agent_id.clone(),
+            tests,
+            reported: Default::default(),
+            reserved: need,
+            assigned_at: now,
+        });
+        let root = split.queue.root.clone();
+        suite.reserved_total.add(&need);
+        let traceparent = traceparent(&suite.suite_id, &batch_id);
+        let agent = self.agents.get_mut(&agent_id).expect("a known agent");
+        agent.reserved.add(&need);
+        agent.running.insert(batch_id.clone());
+        out.push(Action::Assign {
+            agent_id,
+            assignment: Box::new(Assignment {
+                task: t,
+                task_id,
+                attempt_id: batch_id,
+                number,
+                resources: need,
+                timeout_ms,
+                reset_environment: false,
+                traceparent,
+                assigned_at: now,
+                batch: Some(Box::new(BatchSpec { tests: ids, root })),
+            }),
+        });
+        true
+    }
+}
+
+fn load(reserved: &ResourceSpec, capacity: &ResourceSpec, need: &ResourceSpec) -> u64 {
+    let mut after = *reserved;
+    after.add(need);
+    let ratio = |used: u64, cap: u64| (used * 1000).checked_div(cap).unwrap_or(1000);
+    ratio(after.cpu_millis, capacity.cpu_millis).max(ratio(after.memory_mb, capacity.memory_mb))
+}
+
+/// Names, the first ten of them and a count of the rest.
+fn clip_list(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 10 {
+        s.push_str(&format!(" and {} more", names.len() - 10));
+    }
+    s
+}
+
+fn criteria_missed(results: &[criteria::CriterionResult]) -> String {
+    let missed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{} expected {} got {:?}", r.criterion, r.expected, r.actual))
+        .collect();
+    if missed.is_empty() {
+        "criteria met".into()
+    } else {
+        format!("criteria not met: {}", missed.join("; "))
+    }
+}

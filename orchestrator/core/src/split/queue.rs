@@ -1,0 +1,422 @@
+//! A split task's live queue: its tests, what each is expected to take,
+//! which are waiting, and how the next batch is cut. Pure bookkeeping, no
+//! scheduler state, so its invariants are unit tested on their own.
+//!
+//! Units (one test, or one file's tests with `granularity: file`) wait
+//! longest first. Each free agent takes the next batch from the front: as
+//! many units as fill a target of the time left divided among the agents
+//! (`BATCHES_PER_AGENT` batches each), at most `max_batch_ms`. So batches
+//! shrink as the queue drains and the last ones are short, and agents end
+//! together; an agent that frees up early just takes the next batch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::results::TestOutcome;
+use crate::state::AgentId;
+use crate::time::UnixMillis;
+
+/// Of the time left, each agent's share is cut into this many batches.
+pub const BATCHES_PER_AGENT: u64 = 3;
+/// A batch is planned to take at least this long (while that much is left):
+/// each batch pays the runner's start.
+pub const MIN_BATCH_MS: u64 = 1_500;
+/// Tests in one batch at most, whatever their durations.
+pub const MAX_BATCH_TESTS: usize = 2_000;
+/// What a test is expected to take when no test of the task has history.
+pub const NOMINAL_TEST_MS: u64 = 100;
+/// A test handed out this many times without a result ends `error`.
+pub const MAX_HANDOUTS: u32 = 4;
+/// Reruns of one failed test at most (on its agent, then on another).
+pub const MAX_RERUNS_PER_TEST: u32 = 2;
+
+/// One run of a test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestAttempt {
+    pub outcome: TestOutcome,
+    pub duration_ms: u64,
+    /// 1 for its first run, 2 for its first rerun...
+    pub attempt: u32,
+    pub batch_id: String,
+    pub agent_id: AgentId,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// A test's verdict once it has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Passed,
+    Skipped,
+    /// Failed, then passed on a rerun.
+    Flaky,
+    Failed,
+    /// Its runner died while it ran, also when run alone.
+    Crashed,
+    /// Handed out `MAX_HANDOUTS` times and never reported.
+    Lost,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Skipped => "skipped",
+            Verdict::Flaky => "flaky",
+            Verdict::Failed => "failed",
+            Verdict::Crashed => "crashed",
+            Verdict::Lost => "lost",
+        }
+    }
+    pub fn is_failure(self) -> bool {
+        matches!(self, Verdict::Failed | Verdict::Crashed | Verdict::Lost)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRun {
+    pub id: String,
+    pub expected_ms: u64,
+    pub attempts: Vec<TestAttempt>,
+    pub verdict: Option<Verdict>,
+    /// Times it was handed out.
+    #[serde(skip)]
+    pub handouts: u32,
+    /// Set for a rerun that should go to another agent.
+    #[serde(skip)]
+    pub avoid: Option<AgentId>,
+}
+
+/// A batch handed to an agent and not yet ended.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub batch_id: String,
+    pub agent_id: AgentId,
+    pub tests: Vec<usize>,
+    pub reported: BTreeSet<usize>,
+    pub reserved: testfleet_config::ResourceSpec,
+    pub assigned_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    pub tests: Vec<TestRun>,
+    index: HashMap<String, usize>,
+    /// Units waiting, longest first: each a list of test indices.
+    waiting: Vec<Vec<usize>>,
+    /// Single failed tests to run again, before anything else.
+    reruns: Vec<usize>,
+    pub live: BTreeMap<String, Batch>,
+    /// Batches that ended: results for them are stale.
+    pub ended: BTreeSet<String>,
+    pub batches_made: u32,
+    pub reruns_used: u32,
+    pub rerun_budget: u32,
+    pub root: String,
+}
+
+fn file_of(id: &str) -> &str {
+    id.split("::").next().unwrap_or(id)
+}
+
+fn median(mut v: Vec<u64>) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    })
+}
+
+impl Queue {
+    /// The queue of `ids` (duplicates dropped), each expected to take its
+    /// history, else the median of the known ones.
+    pub fn new(
+        ids: Vec<String>,
+        root: String,
+        history: Option<&HashMap<String, u64>>,
+        by_file: bool,
+        rerun_budget: u32,
+    ) -> Queue {
+        let known: Vec<u64> = history.map_or_else(Vec::new, |h| {
+            ids.iter().filter_map(|id| h.get(id).copied()).collect()
+        });
+        let fallback = median(known).unwrap_or(NOMINAL_TEST_MS);
+        let mut q = Queue {
+            root,
+            rerun_budget,
+            ..Default::default()
+        };
+        for id in ids {
+            if q.index.contains_key(&id) {
+                continue;
+            }
+            let expected_ms = history
+                .and_then(|h| h.get(&id).copied())
+                .unwrap_or(fallback)
+                .max(1);
+            q.index.insert(id.clone(), q.tests.len());
+            q.tests.push(TestRun {
+                id,
+                expected_ms,
+                attempts: Vec::new(),
+                verdict: None,
+                handouts: 0,
+                avoid: None,
+            });
+        }
+        let mut units: Vec<Vec<usize>> = if by_file {
+            let mut files: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            let mut order = Vec::new();
+            for (i, t) in q.tests.iter().enumerate() {
+                let f = file_of(&t.id);
+                if !files.contains_key(f) {
+                    order.push(f);
+                }
+                files.entry(f).or_default().push(i);
+            }
+            order
+                .into_iter()
+                .map(|f| files.remove(f).unwrap_or_default())
+                .collect()
+        } else {
+            (0..q.tests.len()).map(|i| vec![i]).collect()
+        };
+        // Longest first; ties keep the runner's order.
+        units.sort_by_key(|u| std::cmp::Reverse(q.unit_ms(u)));
+        q.waiting = units;
+        q
+    }
+
+    pub fn test_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    fn unit_ms(&self, unit: &[usize]) -> u64 {
+        unit.iter().map(|&i| self.tests[i].expected_ms).sum()
+    }
+
+    /// Expected time of everything waiting.
+    pub fn waiting_ms(&self) -> u64 {
+        self.waiting.iter().map(|u| self.unit_ms(u)).sum::<u64>()
+            + self
+                .reruns
+                .iter()
+                .map(|&i| self.tests[i].expected_ms)
+                .sum::<u64>()
+    }
+
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty() || !self.reruns.is_empty()
+    }
+
+    /// Whether every test has its verdict and no batch runs.
+    pub fn is_done(&self) -> bool {
+        self.live.is_empty()
+            && !self.has_waiting()
+            && self.tests.iter().all(|t| t.verdict.is_some())
+    }
+
+    /// The next batch for `agent`, given `workers` agents share what is
+    /// left: a rerun alone if one may go there, else units from the front
+    /// up to the target. None when nothing waits (for this agent).
+    pub fn next_batch(
+        &mut self,
+        agent: &str,
+        workers: u64,
+        max_batch_ms: u64,
+    ) -> Option<Vec<usize>> {
+        if let Some(pos) = self
+            .reruns
+            .iter()
+            .position(|&i| self.tests[i].avoid.as_deref() != Some(agent) || workers <= 1)
+        {
+            let i = self.reruns.remove(pos);
+            return Some(vec![i]);
+        }
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let left = self.waiting_ms();
+        let share = left / (workers.max(1) * BATCHES_PER_AGENT);
+        let target = share.max(MIN_BATCH_MS).min(max_batch_ms.max(1));
+        let mut batch: Vec<usize> = Vec::new();
+        let mut planned = 0;
+        while let Some(unit) = self.waiting.first() {
+            let ms = self.unit_ms(unit);
+            if !batch.is_empty()
+                && (planned + ms > target || batch.len() + unit.len() > MAX_BATCH_TESTS)
+            {
+                break;
+            }
+            planned += ms;
+            let unit = self.waiting.remove(0);
+            batch.extend(unit);
+        }
+        Some(batch)
+    }
+
+    /// Marks `tests` handed out as batch `batch` on `agent`.
+    pub fn hand_out(&mut self, batch: Batch) {
+        for &i in &batch.tests {
+            self.tests[i].handouts += 1;
+        }
+        self.batches_made += 1;
+        self.live.insert(batch.batch_id.clone(), batch);
+    }
+
+    /// A test's result from batch `batch_id`. Counted once per batch;
+    /// results of tests the batch does not hold are ignored. Returns
+    /// whether it changed anything.
+    pub fn record(
+        &mut self,
+        batch_id: &str,
+        id: &str,
+        outcome: TestOutcome,
+        duration_ms: u64,
+        message: &str,
+    ) -> bool {
+        let Some(i) = self.test_index(id) else {
+            return false;
+        };
+        let Some(batch) = self.live.get_mut(batch_id) else {
+            return false;
+        };
+        if !batch.tests.contains(&i) || !batch.reported.insert(i) {
+            return false;
+        }
+        let agent = batch.agent_id.clone();
+        let t = &mut self.tests[i];
+        if t.verdict.is_some() {
+            // A hedged or duplicated run of a test that already ended.
+            return false;
+        }
+        t.attempts.push(TestAttempt {
+            outcome,
+            duration_ms,
+            attempt: t.attempts.len() as u32 + 1,
+            batch_id: batch_id.to_string(),
+            agent_id: agent.clone(),
+            message: message.to_string(),
+        });
+        let failed_before = t
+            .attempts
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|a| a.outcome.is_failure());
+        if !outcome.is_failure() {
+            t.verdict = Some(match (outcome, failed_before) {
+                (_, true) => Verdict::Flaky,
+                (TestOutcome::Skipped, false) => Verdict::Skipped,
+                _ => Verdict::Passed,
+            });
+            return true;
+        }
+        let reruns = t.attempts.len() as u32 - 1;
+        if reruns < MAX_RERUNS_PER_TEST && self.reruns_used < self.rerun_budget {
+            self.reruns_used += 1;
+            // The first rerun may go anywhere (its agent is likeliest);
+            // the second goes elsewhere.
+            t.avoid = (reruns >= 1).then_some(agent);
+            self.reruns.push(i);
+        } else {
+            t.verdict = Some(if outcome == TestOutcome::Crashed {
+                Verdict::Crashed
+            } else {
+                Verdict::Failed
+            });
+        }
+        true
+    }
+
+    /// Ends batch `batch_id`: its unreported tests wait again (front of
+    /// the queue), unless they were handed out too often. Returns the
+    /// batch, if it was live.
+    pub fn end_batch(&mut self, batch_id: &str) -> Option<Batch> {
+        let batch = self.live.remove(batch_id)?;
+        self.ended.insert(batch_id.to_string());
+        let mut back: Vec<usize> = Vec::new();
+        for &i in &batch.tests {
+            let t = &mut self.tests[i];
+            if batch.reported.contains(&i) || t.verdict.is_some() {
+                continue;
+            }
+            if t.handouts >= MAX_HANDOUTS {
+                t.verdict = Some(Verdict::Lost);
+                t.attempts.push(TestAttempt {
+                    outcome: TestOutcome::Error,
+                    duration_ms: 0,
+                    attempt: t.attempts.len() as u32 + 1,
+                    batch_id: batch_id.to_string(),
+                    agent_id: batch.agent_id.clone(),
+                    message: format!("handed out {MAX_HANDOUTS} times and never reported"),
+                });
+            } else {
+                back.push(i);
+            }
+        }
+        if !back.is_empty() {
+            // Longest first among what waits: these were the batch's
+            // longest, so they go to the front.
+            back.sort_by_key(|&i| std::cmp::Reverse(self.tests[i].expected_ms));
+            let units: Vec<Vec<usize>> = back.into_iter().map(|i| vec![i]).collect();
+            self.waiting.splice(0..0, units);
+        }
+        Some(batch)
+    }
+
+    /// (passed, failed, skipped, flaky, ended) over tests with a verdict.
+    pub fn counts(&self) -> (u64, u64, u64, u64, u64) {
+        let mut c = (0, 0, 0, 0, 0);
+        for t in &self.tests {
+            match t.verdict {
+                Some(Verdict::Passed) => c.0 += 1,
+                Some(Verdict::Skipped) => c.2 += 1,
+                Some(Verdict::Flaky) => c.3 += 1,
+                Some(_) => c.1 += 1,
+                None => continue,
+            }
+            c.4 += 1;
+        }
+        c
+    }
+
+    /// Checks the queue's own invariants: every test without a verdict is
+    /// waiting or in exactly one live batch (unreported there), and none
+    /// with a verdict waits.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = vec![0u32; self.tests.len()];
+        for u in &self.waiting {
+            for &i in u {
+                seen[i] += 1;
+            }
+        }
+        for &i in &self.reruns {
+            seen[i] += 1;
+        }
+        for b in self.live.values() {
+            for &i in &b.tests {
+                if !b.reported.contains(&i) && self.tests[i].verdict.is_none() {
+                    seen[i] += 1;
+                }
+            }
+        }
+        for (i, t) in self.tests.iter().enumerate() {
+            match (t.verdict.is_some(), seen[i]) {
+                (true, 0) | (false, 1) => {}
+                (true, n) => {
+                    return Err(format!("test {} has a verdict but waits {n} times", t.id))
+                }
+                (false, n) => return Err(format!("test {} is held {n} times", t.id)),
+            }
+        }
+        Ok(())
+    }
+}

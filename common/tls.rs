@@ -83,6 +83,9 @@ pub trait TlsSetup {
 pub struct ServerConfigs {
     pub api: Arc<rustls::ServerConfig>,
     pub metrics: Arc<rustls::ServerConfig>,
+    /// Both configurations' client verifier, to check a connection's
+    /// certificate again after a reload.
+    pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
 }
 
 fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -142,7 +145,7 @@ fn server_configs_with(files: &TlsFiles, crl_pem: Option<&[u8]>) -> anyhow::Resu
         .context("building the client certificate verifier")?;
     let mut api = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs(&files.cert)?, key(&files.key)?)
         .with_context(|| {
             format!(
@@ -157,6 +160,7 @@ fn server_configs_with(files: &TlsFiles, crl_pem: Option<&[u8]>) -> anyhow::Resu
     Ok(ServerConfigs {
         api: Arc::new(api),
         metrics: Arc::new(metrics),
+        verifier,
     })
 }
 
@@ -202,6 +206,8 @@ impl TlsSetup for TlsFiles {
 pub struct ServerTls {
     files: TlsFiles,
     current: arc_swap::ArcSwap<ServerConfigs>,
+    /// Counts the configurations served: each reload that took adds one.
+    reloads: tokio::sync::watch::Sender<u64>,
     /// The CRL file as last read (its bytes, or why it could not be read),
     /// to tell when it changes; held while reloading, so reloads queue.
     crl_seen: std::sync::Mutex<Option<Result<Vec<u8>, std::io::ErrorKind>>>,
@@ -213,6 +219,7 @@ impl ServerTls {
         let configs = server_configs_with(&files, crl.as_deref())?;
         Ok(ServerTls {
             current: arc_swap::ArcSwap::from_pointee(configs),
+            reloads: tokio::sync::watch::Sender::new(0),
             crl_seen: std::sync::Mutex::new(crl.map(Ok)),
             files,
         })
@@ -232,6 +239,30 @@ impl ServerTls {
         self.current.load().metrics.clone()
     }
 
+    /// Tells of each reload that took (its count), so open connections can
+    /// be checked against the new CA and CRL.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Whether a client's certificate chain (end entity first) passes the
+    /// configuration now served: a revoked one does not.
+    pub fn verify(&self, chain: &[CertificateDer<'static>]) -> Result<(), rustls::Error> {
+        let (end, intermediates) = chain
+            .split_first()
+            .ok_or(rustls::Error::NoCertificatesPresented)?;
+        self.current
+            .load()
+            .verifier
+            .verify_client_cert(end, intermediates, rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+    }
+
+    fn serve(&self, configs: ServerConfigs) {
+        self.current.store(Arc::new(configs));
+        self.reloads.send_modify(|n| *n += 1);
+    }
+
     /// Reads every file again (CA, certificate, key, CRL) and, if they
     /// make a configuration, serves it from the next handshake on.
     pub fn reload(&self) -> anyhow::Result<()> {
@@ -239,7 +270,7 @@ impl ServerTls {
         let crl = read_crl(&self.files);
         *seen = Self::seen(&self.files, &crl);
         let configs = server_configs_with(&self.files, crl?.as_deref())?;
-        self.current.store(Arc::new(configs));
+        self.serve(configs);
         Ok(())
     }
 
@@ -258,7 +289,7 @@ impl ServerTls {
         }
         *seen = now;
         let configs = server_configs_with(&self.files, crl?.as_deref())?;
-        self.current.store(Arc::new(configs));
+        self.serve(configs);
         Ok(true)
     }
 

@@ -1,7 +1,8 @@
 //! Identity under mTLS, with certificates from `orchestrator certs init`:
 //! one live stream per agent id (a second certificate with the same name is
 //! refused while the first is connected, and takes nothing), a revocation
-//! list that takes effect when its file changes, and a server certificate
+//! list that takes effect when its file changes (new connections refused,
+//! open ones closed), and a server certificate
 //! rotated on SIGHUP, both without a restart.
 
 use std::path::Path;
@@ -164,8 +165,7 @@ async fn a_revoked_certificate_is_refused_once_the_crl_changes_without_a_restart
     let pid = server.proc.pid();
     let (a1, a2) = (pki.issued("agent_001"), pki.issued("agent_002"));
     let first = hello(&server, &pki, "agent_002", &a2).await;
-    assert!(first.is_ok(), "not yet revoked: {first:?}");
-    drop(first);
+    let (_open_tx, mut open) = first.expect("not yet revoked");
 
     let out = Command::new(orchestrator_bin())
         .args(["certs", "revoke", "--dir"])
@@ -180,14 +180,26 @@ async fn a_revoked_certificate_is_refused_once_the_crl_changes_without_a_restart
         show(&out)
     );
 
+    // Its stream that was open is closed.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match open.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked agent's open stream still runs");
+    // And a new one is refused at the handshake (not for the open one).
     let mut refused = None;
     for _ in 0..100 {
         match hello(&server, &pki, "agent_002", &a2).await {
-            Err(e) => {
+            Err(e) if !e.starts_with("AlreadyExists") => {
                 refused = Some(e);
                 break;
             }
-            Ok(stream) => drop(stream),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -200,6 +212,10 @@ async fn a_revoked_certificate_is_refused_once_the_crl_changes_without_a_restart
     assert!(!process_gone(pid), "the orchestrator was not restarted");
     let text = log(&server);
     assert!(text.contains("the CRL changed: reloaded it"), "{text}");
+    assert!(
+        text.contains("closing a connection: after the reload its certificate is refused"),
+        "{text}"
+    );
     assert!(
         text.contains("refused a TLS handshake") && text.to_lowercase().contains("revoked"),
         "the refusal is logged with its reason: {text}"

@@ -11,7 +11,11 @@ use testfleet_testkit::*;
 
 #[test]
 fn prometheus_scrapes_the_metrics_port_with_the_observer_certificate() {
-    if Command::new("prometheus").arg("--version").output().is_err() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: no prometheus on PATH (apt-get install prometheus)");
         return;
     }
@@ -24,8 +28,12 @@ fn prometheus_scrapes_the_metrics_port_with_the_observer_certificate() {
     );
     let server = Server::start_with(&config, dir.path(), false);
 
-    let shipped = std::fs::read_to_string(repo_root().join("deploy/prometheus/prometheus.yml")).unwrap();
-    assert!(shipped.contains("targets: [\"orchestrator:9090\"]"), "{shipped}");
+    let shipped =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/prometheus.yml")).unwrap();
+    assert!(
+        shipped.contains("targets: [\"orchestrator:9090\"]"),
+        "{shipped}"
+    );
     let local = shipped
         .replace("/certs/", &format!("{}/", pki.dir.display()))
         .replace(
@@ -40,7 +48,10 @@ fn prometheus_scrapes_the_metrics_port_with_the_observer_certificate() {
         .unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", file.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
@@ -55,7 +66,12 @@ fn prometheus_scrapes_the_metrics_port_with_the_observer_certificate() {
         Duration::from_secs(30),
         || {
             let (code, v) = std::panic::catch_unwind(|| {
-                http(web, "GET", "/api/v1/query?query=testfleet_active_agents", "")
+                http(
+                    web,
+                    "GET",
+                    "/api/v1/query?query=testfleet_active_agents",
+                    "",
+                )
             })
             .ok()?;
             let result = v["data"]["result"].as_array()?.first()?.clone();
@@ -67,7 +83,10 @@ fn prometheus_scrapes_the_metrics_port_with_the_observer_certificate() {
     let target = &targets["data"]["activeTargets"][0];
     assert_eq!(target["health"], "up", "{target}");
     assert!(
-        target["scrapeUrl"].as_str().unwrap().starts_with("https://"),
+        target["scrapeUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"),
         "{target}"
     );
 }

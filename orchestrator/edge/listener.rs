@@ -5,8 +5,10 @@
 //! connection is held to the listener's limits (`edge::limits`): past them
 //! it is closed at once, one that does not finish its handshake (or on
 //! plaintext send anything) in time is closed, and so is one idle for the
-//! idle timeout (`edge::idle`). Warnings about refused connections are
-//! told at a bounded rate, with counts.
+//! idle timeout (`edge::idle`). When the TLS files are reloaded (a new CRL,
+//! or SIGHUP), every open connection's certificate is checked again, and
+//! one the new configuration refuses (revoked) is closed. Warnings about
+//! refused connections are told at a bounded rate, with counts.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use testfleet::config::defaults;
 use testfleet::tls::{identity_of, PeerIdentity, Role, ServerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -69,6 +72,8 @@ pub struct Conn {
     io: Io,
     peer: PeerInfo,
     idle: IdleClock,
+    /// Set when a reload refuses its certificate (TLS only).
+    revoked: Option<Revocable>,
     _slot: Slot,
 }
 
@@ -87,6 +92,14 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let conn = self.get_mut();
+        if let Some(revocable) = &conn.revoked {
+            if revocable.revoked(cx) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "its certificate is no longer accepted (revoked)",
+                )));
+            }
+        }
         let read = match &mut conn.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -158,8 +171,12 @@ pub fn accept(
         tls,
         gate: Gate::new(limits),
         warnings: Warnings::default(),
+        open: Arc::default(),
     });
     tokio::spawn(tell_counts(listen.clone(), tx.clone()));
+    if let Some(tls) = &listen.tls {
+        tokio::spawn(recheck_on_reload(tls.reloads(), listen.clone(), tx.clone()));
+    }
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -217,6 +234,8 @@ struct Listen {
     tls: Option<Arc<ServerTls>>,
     gate: Arc<Gate>,
     warnings: Warnings,
+    /// Open TLS connections, to check again after a reload.
+    open: Arc<OpenTls>,
 }
 
 impl Listen {
@@ -285,6 +304,13 @@ impl Listen {
                 }
             },
         };
+        let revoked = match &io {
+            Io::Tls(s) => s.get_ref().1.peer_certificates().map(|chain| {
+                self.open
+                    .add(chain.iter().map(|c| c.clone().into_owned()).collect())
+            }),
+            Io::Plain(_) => None,
+        };
         let mut info = io.peer();
         let admin = info
             .identity
@@ -303,8 +329,111 @@ impl Listen {
             io,
             peer: info,
             idle: IdleClock::new(activity, limits.idle_timeout),
+            revoked,
             _slot: slot,
         })
+    }
+}
+
+/// The open TLS connections' certificate chains, by connection.
+#[derive(Default)]
+struct OpenTls {
+    next: std::sync::atomic::AtomicU64,
+    conns: Mutex<HashMap<u64, OpenConn>>,
+}
+
+/// An open TLS connection: its peer's certificate chain, and its flag.
+type OpenConn = (Vec<CertificateDer<'static>>, Arc<Revoke>);
+
+/// One connection's flag, and who to wake when it is set.
+#[derive(Default)]
+struct Revoke {
+    set: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+/// A connection's place in `OpenTls`, given back when it closes.
+struct Revocable {
+    id: u64,
+    open: Arc<OpenTls>,
+    revoke: Arc<Revoke>,
+}
+
+impl Revocable {
+    fn revoked(&self, cx: &mut Context<'_>) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.revoke.set.load(Ordering::Acquire) {
+            return true;
+        }
+        self.revoke.waker.register(cx.waker());
+        self.revoke.set.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Revocable {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+impl OpenTls {
+    fn add(self: &Arc<Self>, chain: Vec<CertificateDer<'static>>) -> Revocable {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let revoke = Arc::new(Revoke::default());
+        self.lock().insert(id, (chain, revoke.clone()));
+        Revocable {
+            id,
+            open: self.clone(),
+            revoke,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenConn>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// After each reload of the TLS files, closes the open connections whose
+/// certificates the new configuration refuses.
+async fn recheck_on_reload(
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+    listen: Arc<Listen>,
+    tx: mpsc::Sender<io::Result<Conn>>,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(tls) = listen.tls.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            changed = reloads.changed() => if changed.is_err() { return },
+        }
+        let open: Vec<_> = listen
+            .open
+            .lock()
+            .values()
+            .map(|(chain, revoke)| (chain.clone(), revoke.clone()))
+            .collect();
+        let mut closed = 0usize;
+        for (chain, revoke) in open {
+            if let Err(e) = tls.verify(&chain) {
+                // A few by name; a new CA may refuse thousands at once.
+                if closed < defaults::LOG_BURST as usize {
+                    let name = chain.first().and_then(|c| identity_of(c)).map(|i| i.name);
+                    tracing::warn!(identity = name, error = %e, "closing a connection: after the reload its certificate is refused");
+                }
+                revoke.set.store(true, Ordering::Release);
+                revoke.waker.wake();
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::warn!(
+                closed,
+                "closed the connections whose certificates the reloaded TLS files refuse"
+            );
+        }
     }
 }
 

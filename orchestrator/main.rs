@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod edge;
 mod engine;
+mod journal;
 mod observe;
 mod output;
 mod views;
@@ -63,6 +64,10 @@ enum Command {
         insecure: bool,
         #[arg(long)]
         log_file: Option<PathBuf>,
+        /// Keep no event log (DATA_DIR/events.redb): a restart then loses
+        /// the running suite. For measuring what the log costs.
+        #[arg(long)]
+        in_memory: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -250,11 +255,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             metrics_listen,
             insecure,
             log_file,
+            in_memory,
             limits,
         } => {
             serve(
                 &config,
-                data_dir,
+                (data_dir, !in_memory),
                 Listen {
                     bind: listen,
                     metrics: metrics_listen,
@@ -360,7 +366,7 @@ struct Listen {
 
 async fn serve(
     config_path: &Path,
-    data_dir: PathBuf,
+    (data_dir, event_log): (PathBuf, bool),
     listen: Listen,
     log_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
@@ -397,6 +403,17 @@ async fn serve(
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], config_metrics_port))),
         ),
         report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
+        journal: event_log
+            .then(|| -> anyhow::Result<_> {
+                Ok(journal::Options {
+                    path: data_dir.join(journal::FILE),
+                    config_path: config_path.to_path_buf(),
+                    config_text: std::fs::read_to_string(config_path)
+                        .with_context(|| format!("reading {}", config_path.display()))?,
+                    fresh_unless_running: false,
+                })
+            })
+            .transpose()?,
         limits: listen.limits,
     })
     .await?;

@@ -76,6 +76,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Loopback only, between this process and its own children.
         tls: None,
         report_dir: ReportDir::Flat(report_dir.clone()),
+        // A run killed mid-suite resumes from here when started again on
+        // the same report dir; a finished or another suite's log is replaced.
+        journal: Some(crate::journal::Options {
+            path: report_dir.join(crate::journal::FILE),
+            config_path: args.file.clone(),
+            config_text: std::fs::read_to_string(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?,
+            fresh_unless_running: true,
+        }),
         limits: Default::default(),
     })
     .await?;

@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
+use crate::journal::PlanSource;
 use crate::observe::watchers::{Kind, Watch, EVENT_KINDS};
 use crate::output::report;
 use crate::views::status;
@@ -65,12 +66,13 @@ impl ControlService {
 
     /// Starts a suite; shared with the HTTP API.
     pub async fn execute(&self, req: ExecuteSuiteRequest) -> Result<ExecuteSuiteResponse, Status> {
-        let (plan, path) = if req.config_yaml.trim().is_empty() {
-            (self.source.plan.clone(), self.source.path.clone())
+        let (plan, path, source) = if req.config_yaml.trim().is_empty() {
+            let path = self.source.path.clone();
+            (self.source.plan.clone(), path, PlanSource::OwnConfig)
         } else {
             let path = PathBuf::from("<submitted config>");
-            let plan = self.submitted_plan(req.config_yaml, path.clone()).await?;
-            (plan, path)
+            let (plan, source) = self.submitted_plan(req.config_yaml, path.clone()).await?;
+            (plan, path, source)
         };
         if let Some(t) = plan
             .tasks
@@ -97,7 +99,7 @@ impl ControlService {
             plan,
             timeout_ms: (req.timeout_seconds > 0).then_some(req.timeout_seconds * 1000),
         };
-        match self.engine.command(submit).await? {
+        match self.engine.submit(submit, source).await? {
             Reply::Submitted { suite_id } => {
                 tracing::info!(suite_id, suite_name, config = %path.display(), scheduling, "suite submitted");
                 Ok(ExecuteSuiteResponse {
@@ -114,7 +116,11 @@ impl ControlService {
     /// linear time, and neither the runtime's threads nor every core may be
     /// taken from the clients and agents being served meanwhile. Callers
     /// beyond that wait here, without holding a thread.
-    async fn submitted_plan(&self, yaml: String, path: PathBuf) -> Result<Arc<SuitePlan>, Status> {
+    async fn submitted_plan(
+        &self,
+        yaml: String,
+        path: PathBuf,
+    ) -> Result<(Arc<SuitePlan>, PlanSource), Status> {
         let permit = self
             .validating
             .clone()
@@ -122,6 +128,13 @@ impl ControlService {
             .await
             .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
         let dir = std::env::current_dir().unwrap_or_default();
+        // Kept for the event log, which plans it again on replay.
+        let yaml: Arc<str> = yaml.into();
+        let source = PlanSource::Submitted {
+            yaml: yaml.clone(),
+            path: path.clone(),
+            dir: dir.clone(),
+        };
         let planned = tokio::task::spawn_blocking(move || {
             // Held until the work is done, even if the caller has gone.
             let _permit = permit;
@@ -130,7 +143,7 @@ impl ControlService {
         .await
         .map_err(|e| Status::internal(format!("reading the submitted config: {e}")))?;
         match planned {
-            Ok(plan) => Ok(Arc::new(plan)),
+            Ok(plan) => Ok((Arc::new(plan), source)),
             Err(e) => Err(Status::invalid_argument(
                 e.listing(STATUS_MESSAGE_BUDGET, header_len),
             )),

@@ -74,7 +74,14 @@ impl Server {
         flags: &[&str],
         open_files: Option<u64>,
     ) -> anyhow::Result<Server> {
-        Server::spawn(how, flags, open_files, None)
+        Server::spawn(how, flags, (open_files, None), None)
+    }
+
+    /// With no file it writes allowed past `bytes` (RLIMIT_FSIZE, its
+    /// SIGXFSZ ignored so a write past it fails with EFBIG instead of
+    /// killing it): a disk that fills up, for this process alone.
+    pub fn serve_with_file_size(how: Serve, bytes: u64) -> anyhow::Result<Server> {
+        Server::spawn(how, &[], (None, Some(bytes)), None)
     }
 
     /// Kills it with SIGKILL, as a crash or the OOM killer would: nothing
@@ -105,7 +112,7 @@ impl Server {
             env: &[],
             echo_log: false,
         };
-        *self = Server::spawn(how, &flags, None, Some(self.addr))?;
+        *self = Server::spawn(how, &flags, (None, None), Some(self.addr))?;
         Ok(())
     }
 
@@ -114,7 +121,7 @@ impl Server {
     fn spawn(
         how: Serve,
         flags: &[&str],
-        open_files: Option<u64>,
+        (open_files, file_size): (Option<u64>, Option<u64>),
         addr: Option<SocketAddr>,
     ) -> anyhow::Result<Server> {
         let data_dir = how.dir.join("data");
@@ -124,6 +131,9 @@ impl Server {
         let mut command = Command::new(&bin);
         if let Some(n) = open_files {
             limit_open_files(&mut command, n)?;
+        }
+        if let Some(n) = file_size {
+            limit_file_size(&mut command, n);
         }
         let mut child = command
             .args([
@@ -235,6 +245,23 @@ fn limit_open_files(command: &mut Command, n: u64) -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Lets the command's process write no file past `bytes`; a write past it
+/// fails (EFBIG) rather than raising SIGXFSZ, which is ignored.
+fn limit_file_size(command: &mut Command, bytes: u64) {
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit and signal are system calls, async-signal-safe as
+    // the child requires between fork and exec; nothing is allocated. An
+    // ignored signal stays ignored across exec.
+    unsafe {
+        command.pre_exec(move || {
+            signal(Signal::SIGXFSZ, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+            setrlimit(Resource::RLIMIT_FSIZE, bytes, bytes).map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// Copies the orchestrator's JSON log to `log` (and stderr, if `echo`) on a

@@ -72,9 +72,7 @@ impl Agent {
             finished: Arc::new(std::sync::Mutex::new(FinishedAttempts::new(
                 finished_attempts::REMEMBERED,
             ))),
-            unacked: std::sync::Mutex::new(Unacknowledged::new(
-                finished_attempts::UNACKNOWLEDGED,
-            )),
+            unacked: std::sync::Mutex::new(Unacknowledged::new(finished_attempts::UNACKNOWLEDGED)),
             outbox,
         }
     }

@@ -94,7 +94,10 @@ impl Unacknowledged {
         }
         while self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
-                tracing::warn!(attempt_id = old, "forgot a result the orchestrator never acknowledged");
+                tracing::warn!(
+                    attempt_id = old,
+                    "forgot a result the orchestrator never acknowledged"
+                );
                 self.by_attempt.remove(&old);
             }
         }
@@ -129,10 +132,12 @@ impl Unacknowledged {
         self.order
             .iter()
             .filter_map(|a| {
-                self.by_attempt.get(a).map(|(task_id, _)| proto::RunningAttempt {
-                    task_id: task_id.clone(),
-                    attempt_id: a.clone(),
-                })
+                self.by_attempt
+                    .get(a)
+                    .map(|(task_id, _)| proto::RunningAttempt {
+                        task_id: task_id.clone(),
+                        attempt_id: a.clone(),
+                    })
             })
             .collect()
     }

@@ -254,6 +254,19 @@ impl Fleet {
         })
     }
 
+    /// Kills the orchestrator (SIGKILL) and starts it again on its data dir:
+    /// how long until it listens again, its event log replayed.
+    pub fn restart_orchestrator(&mut self) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        tokio::task::block_in_place(|| self._orch.server.restart())?;
+        Ok(start.elapsed())
+    }
+
+    /// The orchestrator's log and data dir.
+    pub fn server(&self) -> &Server {
+        &self._orch.server
+    }
+
     /// Runs the suite once more on the same orchestrator, which keeps the
     /// durations it saw as history.
     pub async fn run(&mut self) -> anyhow::Result<Run> {

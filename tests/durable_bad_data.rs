@@ -78,7 +78,10 @@ fn a_damaged_tail_is_cut_logged_and_the_rest_replayed() {
         .unwrap_or_else(|| panic!("the cut is logged: {}", server.log.display()));
     assert_eq!(cut["from"], last + 1);
     assert_eq!(cut["cut"], 1);
-    assert!(cut["journal"].as_str().unwrap().ends_with("events.redb"), "{cut}");
+    assert!(
+        cut["journal"].as_str().unwrap().ends_with("events.redb"),
+        "{cut}"
+    );
     // Everything before it is still there: the suite it ran.
     assert_eq!(server.status()["status"], "completed");
     let report = server.http_get("/api/v1/final-report").1;
@@ -94,11 +97,17 @@ fn a_log_written_for_another_config_is_refused_naming_the_file() {
     server.kill9();
     std::fs::write(&config, SUITE.replace("name: durable", "name: another")).unwrap();
     let refused = serve(&config, dir.path());
-    assert!(refused.is_err(), "an orchestrator started on another config's log");
+    assert!(
+        refused.is_err(),
+        "an orchestrator started on another config's log"
+    );
     let log = std::fs::read_to_string(dir.path().join("orchestrator.log")).unwrap();
     let file = dir.path().join("data/events.redb");
     assert!(
-        log.contains(&format!("{}: this event log was written with another config", file.display())),
+        log.contains(&format!(
+            "{}: this event log was written with another config",
+            file.display()
+        )),
         "{log}"
     );
 }
@@ -128,18 +137,26 @@ fn a_full_disk_stops_new_work_with_a_clear_error_and_keeps_what_is_durable() {
     let said = show(&submit);
     let file = server.data_dir.join("events.redb");
     assert!(
-        said.contains(&format!("the event log {} cannot be written", file.display())),
+        said.contains(&format!(
+            "the event log {} cannot be written",
+            file.display()
+        )),
         "{said}"
     );
     assert!(said.contains("starts no new work"), "{said}");
     // It is still up, says why to operators, and refuses other commands too.
     let again = server.client(&["submit"]);
     assert!(!again.status.success(), "{}", show(&again));
-    assert!(show(&again).contains("cannot be written"), "{}", show(&again));
     assert!(
-        log_lines(&server)
-            .iter()
-            .any(|l| l["level"] == "ERROR" && l["message"].as_str().is_some_and(|m| m.starts_with("the event log cannot be written"))),
+        show(&again).contains("cannot be written"),
+        "{}",
+        show(&again)
+    );
+    assert!(
+        log_lines(&server).iter().any(|l| l["level"] == "ERROR"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the event log cannot be written"))),
         "the failure is logged: {}",
         server.log.display()
     );

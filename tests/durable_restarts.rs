@@ -140,7 +140,11 @@ fn the_cashcow_suite_survives_three_kill_9s_of_its_orchestrator() {
         }
     }
     let replays = replays_logged(&server);
-    assert_eq!(replays.len(), 4, "one start and three restarts: {replays:?}");
+    assert_eq!(
+        replays.len(),
+        4,
+        "one start and three restarts: {replays:?}"
+    );
     assert!(replays[1..].iter().all(|n| *n > 0), "{replays:?}");
 }
 

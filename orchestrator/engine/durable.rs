@@ -67,7 +67,11 @@ impl Durability {
     pub fn durable(&mut self, seq: u64) -> Vec<Deferred> {
         self.durable = self.durable.max(seq);
         let mut ready = Vec::new();
-        while self.waiting.front().is_some_and(|(s, _)| *s <= self.durable) {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(s, _)| *s <= self.durable)
+        {
             if let Some((_, d)) = self.waiting.pop_front() {
                 ready.push(d);
             }

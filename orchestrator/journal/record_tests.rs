@@ -113,7 +113,8 @@ fn a_submit_is_planned_again_from_its_config() {
         panic!("a submit");
     };
     assert_eq!((suite_id.as_str(), timeout_ms), ("s", Some(60_000)));
-    let ids = |p: &testfleet::config::SuitePlan| p.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let ids =
+        |p: &testfleet::config::SuitePlan| p.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&replanned), ids(&plan));
     assert_eq!(replanned.mode, plan.mode);
 }
@@ -122,7 +123,10 @@ fn a_submit_is_planned_again_from_its_config() {
 fn a_torn_or_damaged_record_is_told_apart() {
     let bytes = encode(&Event::Tick, 5, &PlanSource::OwnConfig);
     assert!(matches!(read(&bytes[..2]), Err(Unreadable::Short(2))));
-    assert!(matches!(read(&bytes[..bytes.len() - 1]), Err(Unreadable::Checksum)));
+    assert!(matches!(
+        read(&bytes[..bytes.len() - 1]),
+        Err(Unreadable::Checksum)
+    ));
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0xff;

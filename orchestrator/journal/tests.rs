@@ -31,7 +31,12 @@ fn half_run(yaml: &str) -> Sim {
     }
     s.advance(1_000);
     if let Some(a) = s.running().first().cloned() {
-        s.step(Event::Completed(sim::completion(&a, FinalStatus::Success, 5, 4)));
+        s.step(Event::Completed(sim::completion(
+            &a,
+            FinalStatus::Success,
+            5,
+            4,
+        )));
     }
     s
 }
@@ -48,7 +53,10 @@ fn write(opened: Opened, path: &Path, events: &[(Event, u64, usize)]) {
         last = a.append(encode(e, *at, &PlanSource::OwnConfig));
     }
     while last > 0 {
-        match rx.recv_timeout(Duration::from_secs(20)).expect("the writer answers") {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer answers")
+        {
             Written::Durable(seq) if seq >= last => break,
             Written::Durable(_) => {}
             Written::Failed(why) => panic!("{why}"),
@@ -70,8 +78,17 @@ fn report(s: &Scheduler) -> serde_json::Value {
 fn same(a: &serde_json::Value, b: &serde_json::Value) {
     if a != b {
         let (x, y) = (a.to_string(), b.to_string());
-        let at = x.chars().zip(y.chars()).position(|(p, q)| p != q).unwrap_or(0);
-        let cut = |s: &str| s.chars().skip(at.saturating_sub(200)).take(400).collect::<String>();
+        let at = x
+            .chars()
+            .zip(y.chars())
+            .position(|(p, q)| p != q)
+            .unwrap_or(0);
+        let cut = |s: &str| {
+            s.chars()
+                .skip(at.saturating_sub(200))
+                .take(400)
+                .collect::<String>()
+        };
         panic!("reports differ at {at}:\n{}\n{}", cut(&x), cut(&y));
     }
 }
@@ -130,7 +147,12 @@ fn a_damaged_tail_is_cut_and_the_rest_replayed() {
     let back = reopen(&opts).unwrap();
     assert_eq!(back.replayed, n - 1, "replayed up to the damaged entry");
     assert_eq!(back.next_seq, n);
-    let prefix = Scheduler::replay("orch", s.events[..s.events.len() - 1].iter().map(|e| (e.0.clone(), e.1)));
+    let prefix = Scheduler::replay(
+        "orch",
+        s.events[..s.events.len() - 1]
+            .iter()
+            .map(|e| (e.0.clone(), e.1)),
+    );
     same(&report(&back.scheduler), &report(&prefix));
     drop(back);
     // The cut is written: the next open finds a whole log.
@@ -142,10 +164,17 @@ fn a_damaged_tail_is_cut_and_the_rest_replayed() {
 fn a_log_of_another_config_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = sim::seed_yaml("dag");
-    write(open(&options(dir.path(), &yaml), "orch").unwrap(), &dir.path().join(FILE), &[]);
+    write(
+        open(&options(dir.path(), &yaml), "orch").unwrap(),
+        &dir.path().join(FILE),
+        &[],
+    );
     let other = options(dir.path(), &sim::seed_yaml("phased"));
     let err = format!("{:#}", reopen(&other).err().expect("refused"));
-    assert!(err.contains(&dir.path().join(FILE).display().to_string()), "{err}");
+    assert!(
+        err.contains(&dir.path().join(FILE).display().to_string()),
+        "{err}"
+    );
     assert!(err.contains("another config"), "{err}");
     // `run` starts afresh instead.
     let fresh = reopen(&Options {

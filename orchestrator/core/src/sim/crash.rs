@@ -41,11 +41,23 @@ impl Sim {
 /// ordered by a hasher but the attempt index, which is compared as a map).
 pub fn same_state(a: &Scheduler, b: &Scheduler) -> Result<(), String> {
     let fields: [(&str, String, String); 7] = [
-        ("orchestrator_id", dbg(&a.orchestrator_id), dbg(&b.orchestrator_id)),
+        (
+            "orchestrator_id",
+            dbg(&a.orchestrator_id),
+            dbg(&b.orchestrator_id),
+        ),
         ("agents", dbg(&a.agents), dbg(&b.agents)),
         ("suite", dbg(&a.suite), dbg(&b.suite)),
-        ("rejected_results", dbg(&a.rejected_results), dbg(&b.rejected_results)),
-        ("pending_cancels", dbg(&a.pending_cancels), dbg(&b.pending_cancels)),
+        (
+            "rejected_results",
+            dbg(&a.rejected_results),
+            dbg(&b.rejected_results),
+        ),
+        (
+            "pending_cancels",
+            dbg(&a.pending_cancels),
+            dbg(&b.pending_cancels),
+        ),
         ("alerting", dbg(&a.alerting), dbg(&b.alerting)),
         ("revision", dbg(&a.revision), dbg(&b.revision)),
     ];

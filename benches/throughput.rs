@@ -56,9 +56,9 @@ pub async fn restart(tasks: usize, agents: usize) -> anyhow::Result<()> {
     let log = std::fs::read_to_string(&fleet.server().log)?;
     let replay = log
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == "event log replayed")
-        .last()
+        .find(|v| v["message"] == "event log replayed")
         .context("the restarted orchestrator logged its replay")?;
     let file = fleet.server().data_dir.join("events.redb");
     let mb = std::fs::metadata(&file)?.len() as f64 / (1024.0 * 1024.0);

@@ -22,7 +22,8 @@ pub type ReplyTx = oneshot::Sender<Result<Reply, Status>>;
 /// An answer held back until the event that caused it is durable.
 pub enum Deferred {
     Reply(ReplyTx, Reply),
-    ToAgent(String, orchestrator_message::Body),
+    /// Boxed: the body type holds assignments too, far larger than these.
+    ToAgent(String, Box<orchestrator_message::Body>),
 }
 
 pub struct Durability {

@@ -353,7 +353,7 @@ impl Loop {
         }
         if let Some((agent_id, ack)) = acked.filter(|_| !refused) {
             let body = orchestrator_message::Body::ResultAck(ack);
-            self.defer(seq, durable::Deferred::ToAgent(agent_id, body));
+            self.defer(seq, durable::Deferred::ToAgent(agent_id, Box::new(body)));
         }
         self.traces.after(&self.scheduler);
         // Gauges follow the current suite's metrics_interval (its default when idle).
@@ -381,7 +381,7 @@ impl Loop {
             durable::Deferred::Reply(tx, answer) => {
                 let _ = tx.send(Ok(answer));
             }
-            durable::Deferred::ToAgent(agent_id, body) => self.streams.send(&agent_id, body),
+            durable::Deferred::ToAgent(agent_id, body) => self.streams.send(&agent_id, *body),
         }
     }
 }
@@ -485,10 +485,11 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
                 code: code as i32,
                 message: rejection.describe().into(),
             });
-            if let Some(durable::Deferred::ToAgent(a, body)) =
-                durability.defer(seq, durable::Deferred::ToAgent(agent_id.clone(), body))
-            {
-                streams.send(&a, body);
+            if let Some(durable::Deferred::ToAgent(a, body)) = durability.defer(
+                seq,
+                durable::Deferred::ToAgent(agent_id.clone(), Box::new(body)),
+            ) {
+                streams.send(&a, *body);
             }
             // Kept at the edge while the scheduler is reshaped; the
             // scheduler's `rejected_results` counts the same refusals.

@@ -52,14 +52,16 @@ fn write(opened: Opened, path: &Path, events: &[(Event, u64, usize)]) {
     for (e, at, _) in events {
         last = a.append(encode(e, *at, &PlanSource::OwnConfig));
     }
-    while last > 0 {
-        match rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the writer answers")
-        {
-            Written::Durable(seq) if seq >= last => break,
-            Written::Durable(_) => {}
-            Written::Failed(why) => panic!("{why}"),
+    if last > 0 {
+        loop {
+            match rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the writer answers")
+            {
+                Written::Durable(seq) if seq >= last => break,
+                Written::Durable(_) => {}
+                Written::Failed(why) => panic!("{why}"),
+            }
         }
     }
     drop(a);

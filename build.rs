@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["testfleet/v1/messages.proto", "testfleet/v1/services.proto"];
+const PROTOS: &[&str] = &[
+    "testfleet/v1/messages.proto",
+    "testfleet/v1/services.proto",
+    "testfleet/v1/journal.proto",
+];
 
 /// Wire timestamps and enums print as the seed writes them ("2025-07-10T10:00:00Z",
 /// "calculation_error"), so JSON for humans reads like the specification.

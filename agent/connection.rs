@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::attempt::{self, Context};
-use crate::finished_attempts::{self, FinishedAttempts};
+use crate::finished_attempts::{self, FinishedAttempts, Unacknowledged};
 use crate::limits;
 
 pub struct Identity {
@@ -42,6 +42,8 @@ pub struct Agent {
     running: Running,
     /// Attempts run to their end here: never run again.
     finished: Arc<std::sync::Mutex<FinishedAttempts>>,
+    /// Results sent and not yet acknowledged: sent again on a reconnect.
+    unacked: std::sync::Mutex<Unacknowledged>,
     outbox: mpsc::Receiver<AgentMessage>,
 }
 
@@ -80,6 +82,7 @@ impl Agent {
             finished: Arc::new(std::sync::Mutex::new(FinishedAttempts::new(
                 finished_attempts::REMEMBERED,
             ))),
+            unacked: std::sync::Mutex::new(Unacknowledged::new(finished_attempts::UNACKNOWLEDGED)),
             outbox,
         }
     }
@@ -162,6 +165,15 @@ impl Agent {
 
     async fn hello(&self) -> AgentMessage {
         let running = self.running.lock().await;
+        // An attempt whose result is not acknowledged is still ours: its
+        // result follows the hello.
+        let unacked = self
+            .unacked
+            .lock()
+            .map(|u| u.attempts())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !running.contains_key(&r.attempt_id));
         AgentMessage {
             body: Some(agent_message::Body::Hello(proto::AgentHello {
                 agent_id: self.id.agent_id.clone(),
@@ -174,6 +186,7 @@ impl Agent {
                         task_id: task_id.clone(),
                         attempt_id: attempt_id.clone(),
                     })
+                    .chain(unacked)
                     .collect(),
                 version: env!("CARGO_PKG_VERSION").into(),
             })),
@@ -197,7 +210,18 @@ impl Agent {
         };
         *backoff = BACKOFF_START;
         self.connected_once = true;
-        tracing::info!(orchestrator = ack.orchestrator_id, "connected");
+        // What the last orchestrator did not acknowledge goes first.
+        let mut resend: std::collections::VecDeque<AgentMessage> = self
+            .unacked
+            .lock()
+            .map(|u| u.pending())
+            .unwrap_or_default()
+            .into();
+        tracing::info!(
+            orchestrator = ack.orchestrator_id,
+            resending = resend.len(),
+            "connected"
+        );
         let mut host = sysinfo::System::new().ok();
         let mut heartbeat = tokio::time::interval(Duration::from_millis(
             ack.heartbeat_interval_ms.max(100) as u64,
@@ -229,8 +253,16 @@ impl Agent {
                         SEND_STALL.as_secs()
                     ));
                 }
-                Some(out) = self.outbox.recv(), if unsent.is_none() => {
-                    unsent = Some(limits::fit(out));
+                () = std::future::ready(()), if unsent.is_none() && !resend.is_empty() => {
+                    unsent = resend.pop_front();
+                    stall.as_mut().reset(tokio::time::Instant::now() + SEND_STALL);
+                }
+                Some(out) = self.outbox.recv(), if unsent.is_none() && resend.is_empty() => {
+                    let out = limits::fit(out);
+                    if let Ok(mut u) = self.unacked.lock() {
+                        u.keep(&out);
+                    }
+                    unsent = Some(out);
                     stall.as_mut().reset(tokio::time::Instant::now() + SEND_STALL);
                 }
                 _ = heartbeat.tick(), if unsent.is_none() => {
@@ -275,7 +307,18 @@ impl Agent {
                     }
                 }
             }
+            Some(orchestrator_message::Body::ResultAck(a)) => {
+                if let Ok(mut u) = self.unacked.lock() {
+                    u.acknowledged(&a.attempt_id);
+                }
+            }
             Some(orchestrator_message::Body::Rejection(r)) => {
+                // A refused result is final: it is not sent again.
+                if let Ok(mut u) = self.unacked.lock() {
+                    if u.message_id(&r.attempt_id) == Some(r.message_id.as_str()) {
+                        u.acknowledged(&r.attempt_id);
+                    }
+                }
                 tracing::warn!(
                     message_id = r.message_id,
                     attempt_id = r.attempt_id,

@@ -1,6 +1,7 @@
 //! The attempts this agent has run to their end (the latest few thousand),
 //! so that an assignment naming one of them again is refused, not run a
-//! second time.
+//! second time; and their results until the orchestrator acknowledges them
+//! (`Unacknowledged`).
 //!
 //! The refusal is a system_error failure for that attempt, not silence: an
 //! orchestrator that sent it again may still count the attempt as running
@@ -8,7 +9,7 @@
 //! attempt in its view and frees what it reserved; one that already had the
 //! attempt's result counts the failure as stale and changes nothing.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use testfleet::proto::{self, agent_message, AgentMessage, ErrorType};
 use testfleet::time::now_timestamp;
@@ -47,6 +48,98 @@ impl FinishedAttempts {
 
     pub fn contains(&self, attempt_id: &str) -> bool {
         self.ids.contains(attempt_id)
+    }
+}
+
+/// Results (completions and failures) sent but not yet acknowledged. The
+/// orchestrator acknowledges a result once it is in its event log, so until
+/// then it may die without it: the agent keeps each one, sends it again
+/// after every reconnect, and announces its attempt as still running here
+/// in the hello, so that a restarted orchestrator waits for the result
+/// instead of counting the attempt lost. A copy it already had changes
+/// nothing there (it is fenced by attempt id) and is refused or
+/// acknowledged, which ends the keeping too.
+pub struct Unacknowledged {
+    order: VecDeque<String>,
+    by_attempt: HashMap<String, (String, AgentMessage)>,
+    cap: usize,
+}
+
+/// How many results wait for an acknowledgement at most: an orchestrator
+/// that never acknowledges (an older one) must not grow the agent forever.
+pub const UNACKNOWLEDGED: usize = 4096;
+
+impl Unacknowledged {
+    pub fn new(cap: usize) -> Self {
+        Unacknowledged {
+            order: VecDeque::new(),
+            by_attempt: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Keeps `msg` if it is a result, until it is acknowledged.
+    pub fn keep(&mut self, msg: &AgentMessage) {
+        let (attempt_id, task_id) = match &msg.body {
+            Some(agent_message::Body::Completion(c)) => (&c.attempt_id, &c.task_id),
+            Some(agent_message::Body::Failure(f)) => (&f.attempt_id, &f.task_id),
+            _ => return,
+        };
+        if attempt_id.is_empty() {
+            return;
+        }
+        let entry = (task_id.clone(), msg.clone());
+        if self.by_attempt.insert(attempt_id.clone(), entry).is_none() {
+            self.order.push_back(attempt_id.clone());
+        }
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                tracing::warn!(
+                    attempt_id = old,
+                    "forgot a result the orchestrator never acknowledged"
+                );
+                self.by_attempt.remove(&old);
+            }
+        }
+    }
+
+    /// The orchestrator has the attempt's result (or refused it for good).
+    pub fn acknowledged(&mut self, attempt_id: &str) {
+        if self.by_attempt.remove(attempt_id).is_some() {
+            self.order.retain(|a| a != attempt_id);
+        }
+    }
+
+    /// The message id of the result kept for `attempt_id`.
+    pub fn message_id(&self, attempt_id: &str) -> Option<&str> {
+        match &self.by_attempt.get(attempt_id)?.1.body {
+            Some(agent_message::Body::Completion(c)) => Some(&c.message_id),
+            Some(agent_message::Body::Failure(f)) => Some(&f.message_id),
+            _ => None,
+        }
+    }
+
+    /// The results to send again, oldest first.
+    pub fn pending(&self) -> Vec<AgentMessage> {
+        self.order
+            .iter()
+            .filter_map(|a| self.by_attempt.get(a).map(|(_, m)| m.clone()))
+            .collect()
+    }
+
+    /// Their attempts, as a hello announces them.
+    pub fn attempts(&self) -> Vec<proto::RunningAttempt> {
+        self.order
+            .iter()
+            .filter_map(|a| {
+                self.by_attempt
+                    .get(a)
+                    .map(|(task_id, _)| proto::RunningAttempt {
+                        task_id: task_id.clone(),
+                        attempt_id: a.clone(),
+                    })
+            })
+            .collect()
     }
 }
 
@@ -93,6 +186,39 @@ mod tests {
             assert!(f.contains(id), "{id}");
         }
         assert_eq!(f.order.len(), 3);
+    }
+
+    fn completion(attempt_id: &str) -> AgentMessage {
+        AgentMessage {
+            body: Some(agent_message::Body::Completion(proto::TaskCompletion {
+                attempt_id: attempt_id.into(),
+                task_id: "T".into(),
+                message_id: format!("m-{attempt_id}"),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn results_are_kept_until_acknowledged_and_announced_as_running() {
+        let mut u = Unacknowledged::new(2);
+        u.keep(&completion("a"));
+        u.keep(&completion("b"));
+        // Not a result: not kept.
+        u.keep(&AgentMessage {
+            body: Some(agent_message::Body::CancelAck(proto::CancelAck::default())),
+        });
+        assert_eq!(u.order.len(), 2);
+        assert_eq!(u.message_id("a"), Some("m-a"));
+        let ids: Vec<_> = u.attempts().into_iter().map(|r| r.attempt_id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        u.acknowledged("a");
+        assert_eq!(u.pending(), vec![completion("b")]);
+        // Past the bound the oldest goes.
+        u.keep(&completion("c"));
+        u.keep(&completion("d"));
+        let ids: Vec<_> = u.attempts().into_iter().map(|r| r.attempt_id).collect();
+        assert_eq!(ids, ["c", "d"]);
     }
 
     #[test]

@@ -40,6 +40,14 @@ enum Workload {
         #[arg(long, default_value_t = 4)]
         agents: usize,
     },
+    /// A finished suite of no-op tasks in the event log: the orchestrator
+    /// killed and started again, the time to replay it and listen.
+    Restart {
+        #[arg(long, default_value_t = 20_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+    },
     /// A layered DAG, each task depending on 2 of the layer before.
     Dag {
         #[arg(long, default_value_t = 50)]
@@ -97,6 +105,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn workload(w: Workload) -> anyhow::Result<()> {
     match w {
         Workload::Throughput { tasks, agents } => throughput::throughput(tasks, agents).await,
+        Workload::Restart { tasks, agents } => throughput::restart(tasks, agents).await,
         Workload::Dag {
             layers,
             width,
@@ -112,6 +121,10 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
         Workload::Smoke => {
             let tiny = [
                 Workload::Throughput {
+                    tasks: 200,
+                    agents: 4,
+                },
+                Workload::Restart {
                     tasks: 200,
                     agents: 4,
                 },

@@ -33,15 +33,22 @@ pub fn start_orchestrator(suite: &Suite) -> anyhow::Result<Orchestrator> {
     std::fs::write(&config, &suite.yaml)?;
     let rust_log =
         std::env::var("TESTFLEET_BENCH_RUST_LOG").unwrap_or_else(|_| ORCHESTRATOR_LOG.into());
-    let server = Server::serve(Serve {
-        config: &config,
-        dir: dir.path(),
-        insecure: true,
-        env: &[("RUST_LOG", &rust_log)],
-        // TESTFLEET_BENCH_LOG=1 shows the orchestrator's log, for debugging
-        // a workload.
-        echo_log: std::env::var_os("TESTFLEET_BENCH_LOG").is_some(),
-    })?;
+    // TESTFLEET_BENCH_IN_MEMORY=1: no event log, for what the log costs
+    // (BENCHMARKS.md).
+    let in_memory = std::env::var_os("TESTFLEET_BENCH_IN_MEMORY").is_some();
+    let server = Server::serve_with(
+        Serve {
+            config: &config,
+            dir: dir.path(),
+            insecure: true,
+            env: &[("RUST_LOG", &rust_log)],
+            // TESTFLEET_BENCH_LOG=1 shows the orchestrator's log, for debugging
+            // a workload.
+            echo_log: std::env::var_os("TESTFLEET_BENCH_LOG").is_some(),
+        },
+        if in_memory { &["--in-memory"] } else { &[] },
+        None,
+    )?;
     Ok(Orchestrator { server, _dir: dir })
 }
 
@@ -245,6 +252,19 @@ impl Fleet {
             control,
             records,
         })
+    }
+
+    /// Kills the orchestrator (SIGKILL) and starts it again on its data dir:
+    /// how long until it listens again, its event log replayed.
+    pub fn restart_orchestrator(&mut self) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        tokio::task::block_in_place(|| self._orch.server.restart())?;
+        Ok(start.elapsed())
+    }
+
+    /// The orchestrator's log and data dir.
+    pub fn server(&self) -> &Server {
+        &self._orch.server
     }
 
     /// Runs the suite once more on the same orchestrator, which keeps the

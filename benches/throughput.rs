@@ -2,7 +2,9 @@
 //! and a chain of them for the dispatch latency.
 
 use crate::percentile;
-use crate::simulated_fleet::{run, Run};
+use anyhow::Context;
+
+use crate::simulated_fleet::{run, Fleet, Run};
 use crate::suites::{chain, independent, layered};
 
 /// Tasks per second from submit to final report, and where the time goes.
@@ -39,6 +41,39 @@ pub async fn throughput(tasks: usize, agents: usize) -> anyhow::Result<()> {
     println!(
         "{name}_report_fetch {:.0} ms",
         s * 1000.0 - phases.finished_ms
+    );
+    Ok(())
+}
+
+/// A finished suite of `tasks` no-op tasks in the event log: how long an
+/// orchestrator killed then takes to replay it and listen again.
+pub async fn restart(tasks: usize, agents: usize) -> anyhow::Result<()> {
+    let mut fleet = Fleet::start(&independent(tasks), agents).await?;
+    fleet.run().await?;
+    // The last entries' commit: a few ms; then the kill.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let took = fleet.restart_orchestrator()?;
+    let log = std::fs::read_to_string(&fleet.server().log)?;
+    let replay = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "event log replayed")
+        .context("the restarted orchestrator logged its replay")?;
+    let file = fleet.server().data_dir.join("events.redb");
+    let mb = std::fs::metadata(&file)?.len() as f64 / (1024.0 * 1024.0);
+    println!(
+        "restart_{tasks}_tasks_replayed_events {}",
+        replay["replayed"].as_u64().unwrap_or(0)
+    );
+    println!("restart_{tasks}_tasks_log_size {mb:.1} MB");
+    println!(
+        "restart_{tasks}_tasks_replay {:.0} ms",
+        replay["replay_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
+        "restart_{tasks}_tasks_kill_to_listening {:.0} ms",
+        took.as_secs_f64() * 1000.0
     );
     Ok(())
 }

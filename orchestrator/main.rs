@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod edge;
 mod engine;
+mod journal;
 mod observe;
 mod output;
 mod views;
@@ -82,6 +83,10 @@ enum Command {
         /// Write the logs (JSON lines) to this file instead of stderr.
         #[arg(long)]
         log_file: Option<PathBuf>,
+        /// Keep no event log (DATA_DIR/events.redb): a restart then loses
+        /// the running suite. For measuring what the log costs.
+        #[arg(long)]
+        in_memory: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -295,13 +300,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             insecure,
             insecure_allow_remote,
             log_file,
+            in_memory,
             limits,
         } => {
             // clap makes sure exactly one of the two is given.
             let config = file.or(config).context("no suite config given")?;
             serve(
                 &config,
-                data_dir,
+                (data_dir, !in_memory),
                 Listen {
                     bind: listen,
                     metrics: metrics_listen,
@@ -434,7 +440,7 @@ struct Listen {
 
 async fn serve(
     config_path: &Path,
-    data_dir: PathBuf,
+    (data_dir, event_log): (PathBuf, bool),
     listen: Listen,
     log_file: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
@@ -479,6 +485,17 @@ async fn serve(
         bind,
         metrics_bind,
         report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
+        journal: event_log
+            .then(|| -> anyhow::Result<_> {
+                Ok(journal::Options {
+                    path: data_dir.join(journal::FILE),
+                    config_path: config_path.to_path_buf(),
+                    config_text: std::fs::read_to_string(config_path)
+                        .with_context(|| format!("reading {}", config_path.display()))?,
+                    fresh_unless_running: false,
+                })
+            })
+            .transpose()?,
         limits: listen.limits,
     })
     .await?;

@@ -293,7 +293,7 @@ pub fn alert(a: &Alert) -> proto::AlertEvent {
     }
 }
 
-fn usage_out(u: &ResourceUsage) -> proto::ResourceUsage {
+pub fn usage_out(u: &ResourceUsage) -> proto::ResourceUsage {
     proto::ResourceUsage {
         memory_usage_mb: u.memory_usage_mb,
         cpu_utilization: u.cpu_utilization,

@@ -85,6 +85,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Loopback only, between this process and its own children.
         tls: None,
         report_dir: ReportDir::Flat(report_dir.clone()),
+        // A run killed mid-suite resumes from here when started again on
+        // the same report dir; a finished or another suite's log is replaced.
+        journal: Some(crate::journal::Options {
+            path: report_dir.join(crate::journal::FILE),
+            config_path: args.file.clone(),
+            config_text: std::fs::read_to_string(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?,
+            fresh_unless_running: true,
+        }),
         limits: Default::default(),
     })
     .await?;
@@ -180,13 +189,36 @@ async fn run_suite(
 ) -> anyhow::Result<Option<String>> {
     let mut watch = running.engine.subscribe(&[]);
     let plan = config.plan(&testfleet::config::config_dir(&args.file));
-    let submitted = running
-        .control
-        .execute(ExecuteSuiteRequest {
-            timeout_seconds: args.timeout,
-            ..Default::default()
+    // A run killed mid-suite and started again on its report dir goes on
+    // with the suite its event log holds.
+    let resumed = running
+        .engine
+        .query(|s| {
+            s.suite()
+                .filter(|_| s.is_running())
+                .map(|r| r.suite_id.clone())
         })
-        .await;
+        .await
+        .ok()
+        .flatten();
+    let submitted = match resumed {
+        Some(suite_id) => {
+            eprintln!("testfleet: resuming suite {suite_id} from its event log");
+            Ok(testfleet::proto::ExecuteSuiteResponse {
+                suite_id,
+                status: "running".into(),
+            })
+        }
+        None => {
+            running
+                .control
+                .execute(ExecuteSuiteRequest {
+                    timeout_seconds: args.timeout,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
     let suite_id = match submitted {
         Ok(r) => r.suite_id,
         Err(s) => {

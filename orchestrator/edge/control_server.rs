@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
+use crate::journal::PlanSource;
 use crate::observe::watchers::{Kind, Watch, EVENT_KINDS};
 use crate::output::report;
 use crate::views::status;
@@ -81,15 +82,16 @@ impl ControlService {
 
     /// Starts a suite; shared with the HTTP API.
     pub async fn execute(&self, req: ExecuteSuiteRequest) -> Result<ExecuteSuiteResponse, Status> {
-        let (plan, path) = if req.config_yaml.trim().is_empty() {
-            (self.source.plan.clone(), self.source.path.clone())
+        let (plan, path, source) = if req.config_yaml.trim().is_empty() {
+            let path = self.source.path.clone();
+            (self.source.plan.clone(), path, PlanSource::OwnConfig)
         } else {
             let path = PathBuf::from("<submitted config>");
             let dir = submitted_dir(&req.config_dir)?;
-            let plan = self
+            let (plan, source) = self
                 .submitted_plan(req.config_yaml, path.clone(), dir)
                 .await?;
-            (plan, path)
+            (plan, path, source)
         };
         if let Some(t) = plan
             .tasks
@@ -116,7 +118,7 @@ impl ControlService {
             plan,
             timeout_ms: (req.timeout_seconds > 0).then_some(req.timeout_seconds * 1000),
         };
-        match self.engine.command(submit).await? {
+        match self.engine.submit(submit, source).await? {
             Reply::Submitted { suite_id } => {
                 tracing::info!(suite_id, suite_name, config = %path.display(), scheduling, "suite submitted");
                 Ok(ExecuteSuiteResponse {
@@ -138,13 +140,20 @@ impl ControlService {
         yaml: String,
         path: PathBuf,
         dir: PathBuf,
-    ) -> Result<Arc<SuitePlan>, Status> {
+    ) -> Result<(Arc<SuitePlan>, PlanSource), Status> {
         let permit = self
             .validating
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("the orchestrator is shutting down"))?;
+        // Kept for the event log, which plans it again on replay.
+        let yaml: Arc<str> = yaml.into();
+        let source = PlanSource::Submitted {
+            yaml: yaml.clone(),
+            path: path.clone(),
+            dir: dir.clone(),
+        };
         let planned = tokio::task::spawn_blocking(move || {
             // Held until the work is done, even if the caller has gone.
             let _permit = permit;
@@ -153,7 +162,7 @@ impl ControlService {
         .await
         .map_err(|e| Status::internal(format!("reading the submitted config: {e}")))?;
         match planned {
-            Ok(plan) => Ok(Arc::new(plan)),
+            Ok(plan) => Ok((Arc::new(plan), source)),
             Err(e) => Err(Status::invalid_argument(
                 e.listing(STATUS_MESSAGE_BUDGET, header_len),
             )),

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     /// run on loopback).
     pub tls: Option<Arc<ServerTls>>,
     pub report_dir: ReportDir,
+    /// The event log to replay and append to; None: in memory only.
+    pub journal: Option<crate::journal::Options>,
     /// The listener's limits, before they are fitted under the process's
     /// open-file limit.
     pub limits: Limits,
@@ -80,6 +82,25 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
+    // Before the port is taken: a log that cannot be used is refused first.
+    let orchestrator_id = opts.config.orchestrator.name.clone();
+    let journal = match &opts.journal {
+        None => None,
+        Some(j) => {
+            let opened = crate::journal::open(j, &orchestrator_id)?;
+            tracing::info!(
+                journal = %j.path.display(),
+                replayed = opened.replayed,
+                replay_ms = opened.took.as_secs_f64() * 1000.0,
+                suite_running = opened.scheduler.is_running(),
+                "event log replayed"
+            );
+            Some(crate::engine::Journal {
+                opened,
+                path: j.path.clone(),
+            })
+        }
+    };
     let listener = listen(opts.bind).with_context(|| {
         format!(
             "cannot listen on {} (is another orchestrator running there?)",
@@ -103,8 +124,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             limits.max_connections
         );
     }
-    let orchestrator_id = opts.config.orchestrator.name.clone();
-    let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
+    let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK, journal)?;
     if let Some(listener) = metrics_listener {
         crate::observe::metrics_server::serve(
             engine.metrics.clone(),

@@ -1,12 +1,16 @@
 //! The one owner of the scheduler. Every edge (agent streams, control calls,
 //! HTTP, timers) sends it inputs over a channel; it reads the clock, feeds
 //! the scheduler and carries out the actions it returns. No locks: queries
-//! run as closures on this task.
+//! run as closures on this task. With an event log (`crate::journal`),
+//! every event is logged before it is handled, and answers wait for it to be
+//! durable (`durable`).
 
-use std::collections::HashMap;
+mod durable;
+mod streams;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use testfleet::config::defaults;
@@ -15,12 +19,13 @@ use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::journal::{self, Appender, PlanSource, Written};
 use crate::observe::metrics::Metrics;
-use crate::observe::refusals::{LogRate, Noted, StreamRefusals, Untold};
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
 use crate::wire;
+use streams::{tell_refused, Streams};
 use testfleet_core::results::Completion;
 use testfleet_core::{Action, Event, Notice, Reply, Scheduler, SuiteState};
 
@@ -32,11 +37,15 @@ type Query = Box<dyn FnOnce(&Scheduler) + Send>;
 #[allow(clippy::large_enum_variant)]
 pub enum Input {
     Event(Event),
-    /// An event that is a command: the scheduler's answer goes to `reply`.
+    /// An event that is a command: the scheduler's answer goes to `reply`,
+    /// once the event is durable. A submit's plan came from `source`.
     Command {
         event: Event,
-        reply: oneshot::Sender<Reply>,
+        source: PlanSource,
+        reply: durable::ReplyTx,
     },
+    /// What the event log's writer has made durable.
+    Written(Written),
     /// A new stream: where to send this agent's assignments from now on.
     Attach {
         agent_id: String,
@@ -75,8 +84,21 @@ impl ReportDir {
     }
 }
 
+/// The event log the engine appends to, opened and replayed.
+pub struct Journal {
+    pub opened: journal::Opened,
+    pub path: PathBuf,
+}
+
 impl Engine {
-    pub fn start(orchestrator_id: String, report_dir: ReportDir, tick: Duration) -> Engine {
+    /// Starts the loop: on the scheduler rebuilt from `journal` (logging
+    /// every event to it from now on), or on a new one, in memory only.
+    pub fn start(
+        orchestrator_id: String,
+        report_dir: ReportDir,
+        tick: Duration,
+        journal: Option<Journal>,
+    ) -> anyhow::Result<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
         let watchers = Watchers::new(4096);
         let metrics = Metrics::new();
@@ -97,14 +119,30 @@ impl Engine {
                 }
             }
         });
-        tokio::spawn(run(
-            Scheduler::new(orchestrator_id),
-            rx,
+        let (scheduler, appender, replayed) = match journal {
+            None => (Scheduler::new(orchestrator_id), None, 0),
+            Some(Journal { opened, path }) => {
+                let told = engine.tx.clone();
+                let appender = Appender::start(opened.db, path, opened.next_seq, move |w| {
+                    let _ = told.send(Input::Written(w));
+                })
+                .context("starting the event log's writer")?;
+                (opened.scheduler, Some(appender), opened.replayed)
+            }
+        };
+        let looped = Loop {
+            scheduler,
+            streams: Streams::new(),
             watchers,
             report_dir,
             metrics,
-        ));
-        engine
+            last_refresh: 0,
+            traces: Traces::default(),
+            reports: Reports::default(),
+            durability: durable::Durability::new(appender),
+        };
+        tokio::spawn(looped.run(rx, replayed));
+        Ok(engine)
     }
 
     pub fn send(&self, event: Event) {
@@ -115,8 +153,18 @@ impl Engine {
     /// Sends a command and waits for the scheduler's answer: the command
     /// was carried out, or refused with the reason, never dropped unsaid.
     pub async fn command(&self, event: Event) -> Result<Reply, Status> {
+        self.submit(event, PlanSource::OwnConfig).await
+    }
+
+    /// A command whose suite (if it submits one) was planned from `source`.
+    pub async fn submit(&self, event: Event, source: PlanSource) -> Result<Reply, Status> {
         debug_assert!(event.is_command(), "not a command: {event:?}");
-        self.ask(|reply| Input::Command { event, reply }).await
+        self.ask(|reply| Input::Command {
+            event,
+            source,
+            reply,
+        })
+        .await?
     }
 
     pub fn attach(&self, agent_id: String, conn: u64, tx: AgentSender) {
@@ -159,199 +207,211 @@ impl Engine {
     }
 }
 
-struct Streams {
-    by_agent: HashMap<String, (u64, AgentSender)>,
-    /// Each agent's warnings about its current stream, told at a bounded
-    /// rate: from the stream's attach until the agent's side ends, so results
-    /// refused after the stream was closed stay quiet too.
-    logs: HashMap<String, StreamLogs>,
-}
-
-struct StreamLogs {
-    conn: u64,
-    refused: StreamRefusals,
-    unqueued: LogRate,
-}
-
-impl Streams {
-    fn send(&mut self, agent_id: &str, body: orchestrator_message::Body) {
-        if let Some((_, tx)) = self.by_agent.get(agent_id) {
-            // A full or closed stream means the agent is going away; the
-            // stream's end (or its silence) tells the scheduler.
-            if tx
-                .try_send(Ok(OrchestratorMessage { body: Some(body) }))
-                .is_err()
-            {
-                let noted = self
-                    .logs
-                    .get_mut(agent_id)
-                    .map(|l| l.unqueued.note(Instant::now()));
-                if let Some(untold) = noted.and_then(|n| n.untold) {
-                    tell_unqueued(agent_id, untold);
-                }
-                if noted.is_none_or(|n| n.tell) {
-                    tracing::warn!(agent_id, "could not queue a message to the agent");
-                }
-            }
-        }
-    }
-    fn close(&mut self, agent_id: &str, conn: u64, status: Status) {
-        if self.by_agent.get(agent_id).is_some_and(|(c, _)| *c == conn) {
-            if let Some((_, tx)) = self.by_agent.remove(agent_id) {
-                // A full queue loses the reason, not the close: this was the
-                // stream's last sender, so its replies end once drained.
-                let _ = tx.try_send(Err(status));
-            }
-        }
-    }
-    fn attach(&mut self, agent_id: String, conn: u64, tx: AgentSender) {
-        self.forget(&agent_id, None);
-        let logs = StreamLogs {
-            conn,
-            refused: StreamRefusals::default(),
-            unqueued: LogRate::default(),
-        };
-        self.logs.insert(agent_id.clone(), logs);
-        self.by_agent.insert(agent_id, (conn, tx));
-    }
-    /// Tells what is left untold about the agent's stream (`conn`, or
-    /// whichever it has) and lets go of its warnings.
-    fn forget(&mut self, agent_id: &str, conn: Option<u64>) {
-        let Some(logs) = self.logs.get(agent_id) else {
-            return;
-        };
-        if conn.is_some_and(|c| c != logs.conn) {
-            return;
-        }
-        let Some(mut logs) = self.logs.remove(agent_id) else {
-            return;
-        };
-        let now = Instant::now();
-        if let Some(untold) = logs.refused.log.flush(now) {
-            tell_refused(agent_id, untold);
-        }
-        if let Some(untold) = logs.unqueued.flush(now) {
-            tell_unqueued(agent_id, untold);
-        }
-    }
-    /// Notes a refused result from the agent: whether to tell it, and the
-    /// stream to close (with why) when the agent has sent too many.
-    fn refused(&mut self, agent_id: &str) -> (Noted, Option<(u64, String)>) {
-        let Some(logs) = self.logs.get_mut(agent_id) else {
-            let tell_all = Noted {
-                tell: true,
-                untold: None,
-            };
-            return (tell_all, None);
-        };
-        let (noted, give_up) = logs.refused.note(Instant::now());
-        let close = give_up.then(|| (logs.conn, logs.refused.reason("results")));
-        (noted, close)
-    }
-}
-
-fn tell_refused(agent_id: &str, untold: Untold) {
-    crate::observe::refusals::warn_untold(agent_id, "refused {} more results from", untold);
-}
-
-fn tell_unqueued(agent_id: &str, untold: Untold) {
-    crate::observe::refusals::warn_untold(agent_id, "could not queue {} more messages to", untold);
-}
-
-async fn run(
-    mut scheduler: Scheduler,
-    mut rx: mpsc::UnboundedReceiver<Input>,
+/// The loop's state: the scheduler and everything that carries out its
+/// actions.
+struct Loop {
+    scheduler: Scheduler,
+    streams: Streams,
     watchers: Watchers,
     report_dir: ReportDir,
     metrics: Metrics,
-) {
-    let mut streams = Streams {
-        by_agent: HashMap::new(),
-        logs: HashMap::new(),
-    };
-    let mut last_refresh = 0;
-    let mut traces = Traces::default();
-    let mut reports = Reports::default();
-    while let Some(input) = rx.recv().await {
-        let (event, mut reply) = match input {
-            Input::Event(Event::AgentDisconnected { agent_id, conn }) => {
-                // The agent's side is gone: let go of the replies too, so the
-                // stream ends whatever the scheduler decides.
-                streams.close(
-                    &agent_id,
-                    conn,
-                    Status::unavailable("the agent's stream ended"),
-                );
-                streams.forget(&agent_id, Some(conn));
-                (Event::AgentDisconnected { agent_id, conn }, None)
+    last_refresh: u64,
+    traces: Traces,
+    reports: Reports,
+    durability: durable::Durability,
+}
+
+impl Loop {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, replayed: u64) {
+        if replayed > 0 {
+            self.resume();
+        }
+        while let Some(input) = rx.recv().await {
+            let (event, reply, source) = match input {
+                Input::Event(Event::AgentDisconnected { agent_id, conn }) => {
+                    // The agent's side is gone: let go of the replies too, so the
+                    // stream ends whatever the scheduler decides.
+                    self.streams.close(
+                        &agent_id,
+                        conn,
+                        Status::unavailable("the agent's stream ended"),
+                    );
+                    self.streams.forget(&agent_id, Some(conn));
+                    (
+                        Event::AgentDisconnected { agent_id, conn },
+                        None,
+                        PlanSource::OwnConfig,
+                    )
+                }
+                Input::Event(e) => (e, None, PlanSource::OwnConfig),
+                Input::Command {
+                    event,
+                    source,
+                    reply,
+                } => (event, Some(reply), source),
+                Input::Attach { agent_id, conn, tx } => {
+                    self.streams.attach(agent_id, conn, tx);
+                    continue;
+                }
+                Input::Query(q) => {
+                    q(&self.scheduler);
+                    continue;
+                }
+                Input::Report(reply) => {
+                    let _ = reply.send(self.reports.current(&self.scheduler));
+                    continue;
+                }
+                Input::Written(Written::Durable(seq)) => {
+                    for d in self.durability.durable(seq) {
+                        self.release(d);
+                    }
+                    continue;
+                }
+                Input::Written(Written::Failed(why)) => {
+                    tracing::error!(
+                        why,
+                        "the event log cannot be written: no new work is started; what is durable is kept"
+                    );
+                    self.durability.failed(why);
+                    continue;
+                }
+            };
+            self.step(event, reply, &source);
+        }
+    }
+
+    /// After a replay: the old process's streams are gone; every agent it
+    /// counted as connected gets its full agent_timeout to come back, and a
+    /// finished suite whose report was not written gets it now.
+    fn resume(&mut self) {
+        for event in self.scheduler.restart_events() {
+            self.step(event, None, &PlanSource::OwnConfig);
+        }
+        if let Some(suite) = self
+            .scheduler
+            .suite()
+            .filter(|_| !self.scheduler.is_running())
+        {
+            let dir = self.report_dir.for_suite(&suite.suite_id);
+            if !dir.join(report::REPORT_FILE).exists() {
+                if let Err(e) = self.reports.write(&self.scheduler, &dir) {
+                    tracing::error!(error = format!("{e:#}"), "could not write the report");
+                }
             }
-            Input::Event(e) => (e, None),
-            Input::Command { event, reply } => (event, Some(reply)),
-            Input::Attach { agent_id, conn, tx } => {
-                streams.attach(agent_id, conn, tx);
-                continue;
+        }
+        self.metrics.refresh(&self.scheduler);
+    }
+
+    /// Logs `event`, hands it to the scheduler and carries out its actions;
+    /// answers wait for the event to be durable.
+    fn step(&mut self, event: Event, reply: Option<durable::ReplyTx>, source: &PlanSource) {
+        if let Some(why) = &self.durability.halted {
+            // Nothing is handled that cannot be logged: results stay with
+            // their agents (unacknowledged), commands are told why.
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(durable::halted_status(why)));
             }
-            Input::Query(q) => {
-                q(&scheduler);
-                continue;
-            }
-            Input::Report(reply) => {
-                let _ = reply.send(reports.current(&scheduler));
-                continue;
-            }
-        };
+            return;
+        }
         let now = now_millis();
-        traces.before(&event);
-        let actions = scheduler.handle(event, now);
+        let seq = self.durability.log(&event, now, source);
+        let acked = result_ack(&event);
+        self.traces.before(&event);
+        let actions = self.scheduler.handle(event, now);
         // Debug builds (every test run) check DESIGN.md's invariants after
         // every real event too, not only in the simulation.
         #[cfg(debug_assertions)]
-        if let Err(broken) = scheduler.check_invariants() {
+        if let Err(broken) = self.scheduler.check_invariants() {
             tracing::error!(broken, "scheduler invariant broken");
             panic!("scheduler invariant broken: {broken}");
         }
+        let mut reply = reply;
+        let mut refused = false;
         for mut action in actions {
-            if let Action::Reply(answer) = action {
-                // The caller may have given up waiting; the command stands.
-                if let Some(reply) = reply.take() {
-                    let _ = reply.send(answer);
+            match action {
+                Action::Reply(answer) => {
+                    // The caller may have given up waiting; the command stands.
+                    if let Some(reply) = reply.take() {
+                        self.defer(seq, durable::Deferred::Reply(reply, answer));
+                    }
+                    continue;
                 }
-                continue;
+                Action::Reject {
+                    ref agent_id,
+                    ref attempt_id,
+                    ..
+                } => {
+                    refused |= acked
+                        .as_ref()
+                        .is_some_and(|(a, ack)| a == agent_id && &ack.attempt_id == attempt_id);
+                }
+                _ => {}
             }
-            metrics.observe(&scheduler, &action);
-            traces.on_action(&mut action);
-            carry_out(
-                action,
-                &scheduler,
-                &mut streams,
-                &watchers,
-                &report_dir,
-                &mut reports,
-            );
+            self.metrics.observe(&self.scheduler, &action);
+            self.traces.on_action(&mut action);
+            carry_out(action, seq, self);
         }
-        traces.after(&scheduler);
+        if let Some((agent_id, ack)) = acked.filter(|_| !refused) {
+            let body = orchestrator_message::Body::ResultAck(ack);
+            self.defer(seq, durable::Deferred::ToAgent(agent_id, Box::new(body)));
+        }
+        self.traces.after(&self.scheduler);
         // Gauges follow the current suite's metrics_interval (its default when idle).
-        let interval = scheduler
+        let interval = self
+            .scheduler
             .suite()
             .map_or(defaults::ms(defaults::METRICS_INTERVAL), |s| {
                 s.plan.metrics_interval_ms
             })
             .max(100);
-        if now.saturating_sub(last_refresh) >= interval {
-            metrics.refresh(&scheduler);
-            last_refresh = now;
+        if now.saturating_sub(self.last_refresh) >= interval {
+            self.metrics.refresh(&self.scheduler);
+            self.last_refresh = now;
+        }
+    }
+
+    fn defer(&mut self, seq: u64, d: durable::Deferred) {
+        if let Some(now) = self.durability.defer(seq, d) {
+            self.release(now);
+        }
+    }
+
+    fn release(&mut self, d: durable::Deferred) {
+        match d {
+            durable::Deferred::Reply(tx, answer) => {
+                let _ = tx.send(Ok(answer));
+            }
+            durable::Deferred::ToAgent(agent_id, body) => self.streams.send(&agent_id, *body),
         }
     }
 }
 
-fn carry_out(
-    action: Action,
-    scheduler: &Scheduler,
-    streams: &mut Streams,
-    watchers: &Watchers,
-    report_dir: &ReportDir,
-    reports: &mut Reports,
-) {
+/// The acknowledgement a result earns once it is durable: to its agent.
+fn result_ack(event: &Event) -> Option<(String, proto::ResultAck)> {
+    let (agent_id, attempt_id, message_id) = match event {
+        Event::Completed(c) => (&c.agent_id, &c.attempt_id, &c.message_id),
+        Event::Failed(f) => (&f.agent_id, &f.attempt_id, &f.message_id),
+        _ => return None,
+    };
+    let ack = proto::ResultAck {
+        attempt_id: attempt_id.clone(),
+        message_id: message_id.clone(),
+    };
+    Some((agent_id.clone(), ack))
+}
+
+/// Carries out one action of the event logged as `seq`.
+fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
+    let Loop {
+        scheduler,
+        streams,
+        watchers,
+        report_dir,
+        reports,
+        durability,
+        ..
+    } = lp;
+    let scheduler = &*scheduler;
     match action {
         Action::Assign {
             agent_id,
@@ -424,15 +484,20 @@ fn carry_out(
                     "refused a result"
                 );
             }
-            streams.send(
-                &agent_id,
-                orchestrator_message::Body::Rejection(proto::Rejection {
-                    message_id,
-                    attempt_id,
-                    code: code as i32,
-                    message: rejection.describe().into(),
-                }),
-            );
+            // A refusal, like an acknowledgement, is final for the agent:
+            // it waits until the event is durable.
+            let body = orchestrator_message::Body::Rejection(proto::Rejection {
+                message_id,
+                attempt_id,
+                code: code as i32,
+                message: rejection.describe().into(),
+            });
+            if let Some(durable::Deferred::ToAgent(a, body)) = durability.defer(
+                seq,
+                durable::Deferred::ToAgent(agent_id.clone(), Box::new(body)),
+            ) {
+                streams.send(&a, *body);
+            }
             // Kept at the edge while the scheduler is reshaped; the
             // scheduler's `rejected_results` counts the same refusals.
             if let Some((conn, why)) = close {

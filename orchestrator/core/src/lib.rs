@@ -18,6 +18,7 @@ mod lifecycle;
 mod notice;
 mod outcome;
 pub mod policy;
+mod replay;
 pub mod results;
 pub mod split;
 pub mod state;

@@ -32,6 +32,10 @@ pub struct Server {
     pub metrics_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// What it was started with, to start it again (`restart`).
+    config: PathBuf,
+    insecure: bool,
+    flags: Vec<String>,
 }
 
 impl Server {
@@ -70,18 +74,72 @@ impl Server {
         flags: &[&str],
         open_files: Option<u64>,
     ) -> anyhow::Result<Server> {
+        Server::spawn(how, flags, (open_files, None), None)
+    }
+
+    /// With no file it writes allowed past `bytes` (RLIMIT_FSIZE, its
+    /// SIGXFSZ ignored so a write past it fails with EFBIG instead of
+    /// killing it): a disk that fills up, for this process alone.
+    pub fn serve_with_file_size(how: Serve, bytes: u64) -> anyhow::Result<Server> {
+        Server::spawn(how, &[], (None, Some(bytes)), None)
+    }
+
+    /// Kills it with SIGKILL, as a crash or the OOM killer would: nothing
+    /// is flushed or closed on its way out.
+    pub fn kill9(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+        self.proc.wait_exit(Duration::from_secs(10));
+    }
+
+    /// Kills it (SIGKILL) if it still runs, and starts it again with the
+    /// same config, flags and data dir, on the same gRPC port (so agents
+    /// find it again); its log goes on in the same file.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.proc.child.try_wait()?.is_none() {
+            self.kill9();
+        }
+        let dir = self
+            .data_dir
+            .parent()
+            .context("the data dir is in the test's dir")?
+            .to_path_buf();
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let config = self.config.clone();
+        let how = Serve {
+            config: &config,
+            dir: &dir,
+            insecure: self.insecure,
+            env: &[],
+            echo_log: false,
+        };
+        *self = Server::spawn(how, &flags, (None, None), Some(self.addr))?;
+        Ok(())
+    }
+
+    /// Starts one; on `addr` (its log appended to) when given, else on a
+    /// free port.
+    fn spawn(
+        how: Serve,
+        flags: &[&str],
+        (open_files, file_size): (Option<u64>, Option<u64>),
+        addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Server> {
         let data_dir = how.dir.join("data");
         let log = how.dir.join("orchestrator.log");
         let bin = orchestrator_bin();
+        let listen = addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
         let mut command = Command::new(&bin);
         if let Some(n) = open_files {
             limit_open_files(&mut command, n)?;
+        }
+        if let Some(n) = file_size {
+            limit_file_size(&mut command, n);
         }
         let mut child = command
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                &listen,
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
@@ -103,7 +161,7 @@ impl Server {
             child,
             name: "orchestrator".into(),
         };
-        let addresses = copy_log(stderr, &log, how.echo_log)?;
+        let addresses = copy_log(stderr, &log, how.echo_log, addr.is_some())?;
         let (addr, metrics_addr) = listening(&addresses)
             .with_context(|| format!("the orchestrator's log: {}", log.display()))?;
         Ok(Server {
@@ -112,6 +170,9 @@ impl Server {
             metrics_addr,
             data_dir,
             log,
+            config: how.config.to_path_buf(),
+            insecure: how.insecure,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         })
     }
 
@@ -186,6 +247,23 @@ fn limit_open_files(command: &mut Command, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lets the command's process write no file past `bytes`; a write past it
+/// fails (EFBIG) rather than raising SIGXFSZ, which is ignored.
+fn limit_file_size(command: &mut Command, bytes: u64) {
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit and signal are system calls, async-signal-safe as
+    // the child requires between fork and exec; nothing is allocated. An
+    // ignored signal stays ignored across exec.
+    unsafe {
+        command.pre_exec(move || {
+            signal(Signal::SIGXFSZ, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+            setrlimit(Resource::RLIMIT_FSIZE, bytes, bytes).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Copies the orchestrator's JSON log to `log` (and stderr, if `echo`) on a
 /// thread of its own, so it never blocks on a full pipe; sends on what each
 /// line that gives an address says (`addr`, `metrics_addr`).
@@ -193,9 +271,15 @@ fn copy_log(
     stderr: std::process::ChildStderr,
     log: &Path,
     echo: bool,
+    append: bool,
 ) -> anyhow::Result<mpsc::Receiver<(&'static str, String)>> {
-    let mut file =
-        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .with_context(|| format!("creating {}", log.display()))?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {

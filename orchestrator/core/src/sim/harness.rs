@@ -36,6 +36,9 @@ pub struct Sim {
     pub s: Scheduler,
     pub now: u64,
     pub log: Vec<Action>,
+    /// Every event handled, with its time and how long `log` was before it:
+    /// what a crash replays (`crash_restart`).
+    pub events: Vec<(Event, u64, usize)>,
     conns: BTreeMap<String, u64>,
 }
 
@@ -58,12 +61,14 @@ impl Sim {
             s: Scheduler::new("orch"),
             now: 1_000,
             log: Vec::new(),
+            events: Vec::new(),
             conns: BTreeMap::new(),
         }
     }
 
     pub fn step(&mut self, e: Event) -> Vec<Action> {
         let command = e.is_command();
+        self.events.push((e.clone(), self.now, self.log.len()));
         let out = self.s.handle(e, self.now);
         if let Err(broken) = self.s.check_invariants() {
             panic!("invariant broken at t={}: {broken}", self.now);

@@ -3,8 +3,10 @@
 //! answer with results, and seeded random schedules with every invariant
 //! checked after every step.
 
+mod crash;
 mod harness;
 mod schedule;
 
+pub use crash::same_state;
 pub use harness::*;
 pub use schedule::run_schedule;

@@ -170,6 +170,42 @@ impl World<'_> {
         }
     }
 
+    /// The orchestrator dies and comes back: the scheduler is rebuilt from
+    /// its events (the newest perhaps not yet durable, and lost), and must
+    /// come back as it was. Then most agents reconnect, announcing some of
+    /// what they were given.
+    fn crash(&mut self) {
+        let lost = if self.rng.random_bool(0.5) {
+            0
+        } else {
+            self.rng.random_range(1..=3)
+        };
+        self.trace
+            .push(format!("crash and restart ({lost} events not yet durable)"));
+        if let Err(broken) = self.sim.crash_restart(lost) {
+            panic!("{broken}");
+        }
+        (self.observe)(&self.sim.s);
+        for id in self.agents.clone() {
+            if !self.rng.random_bool(0.7) {
+                continue;
+            }
+            let Some(c) = self.sim.s.agents().find(|a| a.id == id).map(|a| a.capacity) else {
+                continue;
+            };
+            let running = self
+                .issued
+                .iter()
+                .filter(|a| a.agent == id && self.rng.random_bool(0.5))
+                .map(|a| a.attempt.clone())
+                .collect();
+            self.trace.push(format!("rejoin {id}"));
+            let out = self.sim.join_with(&id, c, running);
+            self.issued.extend(assigned(&out));
+            (self.observe)(&self.sim.s);
+        }
+    }
+
     /// An awake agent confirms one of the cancels it was sent.
     fn confirm_a_cancel(&mut self) {
         let pending: Vec<(String, String)> = self
@@ -342,6 +378,9 @@ pub fn run_schedule(
     let steps = w.rng.random_range(20..200);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for _ in 0..steps {
+            if w.rng.random_bool(0.015) {
+                w.crash();
+            }
             w.random_event();
         }
         w.settle();

@@ -3,6 +3,7 @@
 //! agent processes, exactly as on remote hosts. This is the run's flow; its
 //! agents, escalation prompt, progress display and summary are beside it.
 
+use anyhow::Context;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ mod edge;
 mod engine;
 mod observe;
 mod output;
+mod pool;
 mod views;
 mod wire;
 
@@ -367,6 +368,10 @@ async fn serve(
     let config = load_config(config_path)?;
     testfleet::logging::init(&config.orchestrator.log_level, log_file)?;
     let telemetry = start_telemetry(&config)?;
+    let tls_ca = config.tls.as_ref().map(|f| {
+        f.relative_to(&testfleet::config::config_dir(config_path))
+            .ca
+    });
     let tls = match &config.tls {
         Some(files) => {
             let files = files.relative_to(&testfleet::config::config_dir(config_path));
@@ -398,8 +403,11 @@ async fn serve(
         ),
         report_dir: engine::ReportDir::PerSuite(data_dir.join("reports")),
         limits: listen.limits,
+        pool_dir: data_dir.join("pool"),
+        tls_ca,
     })
     .await?;
+    let pool = running.engine.pool.clone();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
@@ -413,6 +421,8 @@ async fn serve(
         r = shutdown => { r?; tracing::info!("shutting down"); }
         r = running.wait() => { r?; }
     }
+    // The agents the pool started go with the orchestrator.
+    pool.shutdown().await;
     telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
 }

@@ -77,6 +77,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tls: None,
         report_dir: ReportDir::Flat(report_dir.clone()),
         limits: Default::default(),
+        pool_dir: report_dir.join("pool"),
+        tls_ca: None,
     })
     .await?;
     let endpoint = format!("http://{}", running.addr);

@@ -34,6 +34,11 @@ pub struct ServeOptions {
     /// The listener's limits, before they are fitted under the process's
     /// open-file limit.
     pub limits: Limits,
+    /// Where the agent pool's agents keep their workdirs, logs and minted
+    /// certificates.
+    pub pool_dir: std::path::PathBuf,
+    /// The CA of `tls:` (absolute), which pool agents are minted from.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 pub struct Running {
@@ -46,6 +51,7 @@ pub struct Running {
 
 impl Running {
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.engine.pool.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -96,7 +102,26 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         );
     }
     let orchestrator_id = opts.config.orchestrator.name.clone();
-    let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK);
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    // Agents on this host reach a wildcard listener on loopback.
+    let reach = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let pool = crate::pool::Context {
+        endpoint: format!("{scheme}://{reach}"),
+        tls: opts
+            .tls
+            .is_some()
+            .then(|| opts.tls_ca.clone())
+            .flatten()
+            .map(|ca| crate::pool::TlsContext { ca }),
+        agent_bin: crate::cli::local_agents::agent_bin(None)?,
+        dir: opts.pool_dir.clone(),
+        instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+    };
+    let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK, pool);
     if let Some(addr) = opts.metrics_bind {
         // Metrics are for operators; a busy port must not stop the suite.
         if let Err(e) = engine.metrics.clone().serve(addr).await {

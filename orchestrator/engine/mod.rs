@@ -20,6 +20,7 @@ use crate::observe::refusals::{LogRate, Noted, StreamRefusals, Untold};
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
+use crate::pool::PoolEdge;
 use crate::wire;
 use testfleet_core::results::Completion;
 use testfleet_core::{Action, Event, Notice, Reply, Scheduler, SuiteState};
@@ -55,6 +56,8 @@ pub struct Engine {
     watchers: Watchers,
     pub report_dir: ReportDir,
     pub metrics: Metrics,
+    /// Starts and stops the agents the scheduler's pool decides on.
+    pub pool: PoolEdge,
 }
 
 /// Where finished suites' reports go.
@@ -76,11 +79,21 @@ impl ReportDir {
 }
 
 impl Engine {
-    pub fn start(orchestrator_id: String, report_dir: ReportDir, tick: Duration) -> Engine {
+    pub fn start(
+        orchestrator_id: String,
+        report_dir: ReportDir,
+        tick: Duration,
+        pool: crate::pool::Context,
+    ) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let watchers = Watchers::new(4096);
         let metrics = Metrics::new();
+        let to_engine = tx.clone();
+        let pool = PoolEdge::new(pool, move |e| {
+            let _ = to_engine.send(Input::Event(e));
+        });
         let engine = Engine {
+            pool: pool.clone(),
             tx,
             metrics: metrics.clone(),
             watchers: watchers.clone(),
@@ -103,6 +116,7 @@ impl Engine {
             watchers,
             report_dir,
             metrics,
+            pool,
         ));
         engine
     }
@@ -264,6 +278,7 @@ async fn run(
     watchers: Watchers,
     report_dir: ReportDir,
     metrics: Metrics,
+    pool: PoolEdge,
 ) {
     let mut streams = Streams {
         by_agent: HashMap::new(),
@@ -327,6 +342,7 @@ async fn run(
                 &watchers,
                 &report_dir,
                 &mut reports,
+                &pool,
             );
         }
         traces.after(&scheduler);
@@ -351,8 +367,21 @@ fn carry_out(
     watchers: &Watchers,
     report_dir: &ReportDir,
     reports: &mut Reports,
+    pool: &PoolEdge,
 ) {
     match action {
+        Action::ProvisionAgent {
+            agent_id,
+            size,
+            reason,
+        } => {
+            let plan = scheduler
+                .suite()
+                .map(|s| s.plan.pool.clone())
+                .unwrap_or_default();
+            pool.provision(&plan, agent_id, size, &reason);
+        }
+        Action::StopAgent { agent_id, reason } => pool.stop(agent_id, &reason),
         Action::Assign {
             agent_id,
             assignment,
@@ -474,8 +503,10 @@ fn carry_out(
             }
         }
         Action::Publish(notice) => {
-            if let Notice::Completion(c) = &*notice {
-                log_completion(c);
+            match &*notice {
+                Notice::Completion(c) => log_completion(c),
+                Notice::Pool(r) => log_pool(r),
+                _ => {}
             }
             watchers.publish(wire::notice_kind(&notice), || wire::notice(&notice));
         }
@@ -565,6 +596,36 @@ fn log_assignment(a: &proto::TaskAssignment) {
         timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
         "task_assigned"
     );
+}
+
+/// Every pool decision is in the log; the ones a person should act on warn.
+fn log_pool(r: &testfleet_core::pool::PoolRecord) {
+    let warn = matches!(r.decision, "waiting" | "unplaceable" | "provision_failed");
+    let join_seconds = r.join_seconds.unwrap_or_default();
+    if warn {
+        tracing::warn!(
+            event = "pool",
+            decision = r.decision,
+            agent_id = r.agent_id,
+            task_id = r.task_id,
+            cpu_cores = r.cpu_cores,
+            memory_mb = r.memory_mb,
+            "{}",
+            r.reason
+        );
+    } else {
+        tracing::info!(
+            event = "pool",
+            decision = r.decision,
+            agent_id = r.agent_id,
+            task_id = r.task_id,
+            cpu_cores = r.cpu_cores,
+            memory_mb = r.memory_mb,
+            join_seconds,
+            "{}",
+            r.reason
+        );
+    }
 }
 
 fn log_completion(c: &Completion) {

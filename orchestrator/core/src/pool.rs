@@ -277,6 +277,8 @@ impl Scheduler {
         }
         self.place_or_explain(pool, now, out);
         if self.running_suite().is_none() {
+            // An unplaceable task's end ended the suite.
+            self.stop_everything("the suite ended", now, out);
             return;
         }
         if pool.provisioner.is_some() {
@@ -309,7 +311,9 @@ impl Scheduler {
             self.pool
                 .started
                 .insert(id.clone(), Started { idle_since: None });
+            // The provisioner works: no more backing off.
             self.pool.failures_in_a_row = 0;
+            self.pool.retry_at = 0;
             let secs = now.saturating_sub(p.asked_at) as f64 / 1000.0;
             let capacity = self.agents[&id].capacity;
             let reason = format!("joined {secs:.1} s after it was asked for");

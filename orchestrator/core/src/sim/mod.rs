@@ -4,7 +4,9 @@
 //! checked after every step.
 
 mod harness;
+mod pool_schedule;
 mod schedule;
 
 pub use harness::*;
+pub use pool_schedule::run_pool_schedule;
 pub use schedule::run_schedule;

@@ -330,3 +330,13 @@ fn waiting_work_past_the_threshold_grows_the_fleet() {
     );
     assert!(second[0].3.contains("utilisation 100%"), "{}", second[0].3);
 }
+
+#[test]
+fn random_pool_schedules_stay_within_min_and_max_and_always_end() {
+    for seed in 0..300 {
+        if let Err((msg, trace)) = crate::sim::run_pool_schedule(seed) {
+            let tail = trace.len().saturating_sub(40);
+            panic!("seed {seed}: {msg}\n{}", trace[tail..].join("\n"));
+        }
+    }
+}

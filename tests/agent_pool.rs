@@ -154,3 +154,200 @@ fn a_task_no_agent_can_take_is_explained_and_fails_unplaceable_so_the_suite_ends
         "{decisions:?}"
     );
 }
+
+fn decisions(report: &Value) -> Vec<Value> {
+    report["pool"]["decisions"]
+        .as_array()
+        .expect("the report has the pool's decisions")
+        .clone()
+}
+
+#[test]
+fn the_local_provisioner_grows_the_fleet_for_c1_and_shrinks_it_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("suite.yaml");
+    std::fs::write(
+        &config,
+        seed_suite(
+            "  min_agents: 1\n  max_agents: 4\n  scale_down_threshold: 0.6\n  scale_down_grace: 1\n  placement_timeout: 60\n  provisioner: {type: local, cpu_cores: 2, memory_mb: 2048}\n",
+            4,
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config, dir.path());
+    let run = server.client(&["submit", "--wait"]);
+    let watched = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "the suite succeeds: {}", show(&run));
+
+    let (_, report) = server.http_get("/api/v1/final-report");
+    let d = decisions(&report);
+    let summary: Vec<String> = d
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["decision"], r["agent_id"], r["task_id"], r["reason"]
+            )
+        })
+        .collect();
+    let summary = summary.join("\n");
+    // One agent for min_agents, of the configured size.
+    let first = &d[0];
+    assert_eq!(first["decision"], "provision", "{summary}");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("min_agents 1"),
+        "{summary}"
+    );
+    assert_eq!(first["cpu_cores"], 2.0);
+    // One sized for C1, which fits no 2-core agent, and it joined.
+    let for_c1 = d
+        .iter()
+        .find(|r| r["decision"] == "provision" && r["task_id"] == "C1")
+        .unwrap_or_else(|| panic!("no agent for C1:\n{summary}"));
+    assert_eq!(
+        (for_c1["cpu_cores"].as_f64(), for_c1["memory_mb"].as_u64()),
+        (Some(4.0), Some(4096))
+    );
+    let c1_agent = for_c1["agent_id"].as_str().unwrap();
+    let joined = d
+        .iter()
+        .find(|r| r["decision"] == "joined" && r["agent_id"] == c1_agent)
+        .unwrap_or_else(|| panic!("{c1_agent} never joined:\n{summary}"));
+    assert!(joined["join_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(task(&report, "C1")["attempts"][0]["agent_id"], c1_agent);
+    // While C1 ran, an idle 2-core agent went (utilisation below 60%).
+    assert!(
+        d.iter()
+            .any(|r| r["decision"] == "stop" && r["reason"].as_str().unwrap().starts_with("idle")),
+        "the fleet shrinks when work no longer needs it:\n{summary}"
+    );
+    assert!(
+        watched.contains(&format!("pool: provision {c1_agent} (for C1)")),
+        "{watched}"
+    );
+
+    // And every agent it started is gone when the suite is.
+    wait_for(
+        "the pool's agents to leave",
+        Duration::from_secs(20),
+        || {
+            let out = server.client(&["agents"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (!text.contains(" connected ")).then_some(())
+        },
+    );
+}
+
+#[test]
+fn the_command_provisioner_runs_the_users_script_and_its_agent_joins_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let init = Command::new(orchestrator_bin())
+        .args(["certs", "init", "--agents", "0", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", show(&init));
+    let record = dir.path().join("record.txt");
+    let script = dir.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+# start ID CORES MB ENDPOINT CA CERT KEY | stop ID
+echo "$@" >> {record}
+case "$1" in
+  start)
+    {agent} --orchestrator-endpoint "$5" --agent-id "$2" --cpu-cores "$3" --memory-mb "$4" \
+      --ca "$6" --cert "$7" --key "$8" --workdir "{dir}/$2" --log-file "{dir}/$2.log" </dev/null >/dev/null 2>&1 &
+    echo $! > "{dir}/$2.pid" ;;
+  stop) kill "$(cat "{dir}/$2.pid")" ;;
+esac
+"#,
+            record = record.display(),
+            agent = agent_bin().display(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("suite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls: {{ca: certs/ca.pem, cert: certs/server.pem, key: certs/server.key}}
+agent_pool:
+  min_agents: 0
+  provisioner:
+    type: command
+    start: sh {script} start {{agent_id}} {{cpu_cores}} {{memory_mb}} {{endpoint}} {{ca}} {{cert}} {{key}}
+    stop: sh {script} stop {{agent_id}}
+templates:
+  t: {{command: \"true\"}}
+orchestrator:
+  task_definitions:
+    unit_tests:
+      - {{id: T, template: t, resources: {{cpu_cores: 1, memory_mb: 256}}}}
+",
+            script = script.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&config, dir.path(), false);
+    let admin = |args: &[&str]| {
+        Command::new(orchestrator_bin())
+            .args(args)
+            .args([
+                "--endpoint",
+                &format!("https://localhost:{}", server.addr.port()),
+            ])
+            .args(["--ca", &certs.join("ca.pem").display().to_string()])
+            .args(["--cert", &certs.join("admin.pem").display().to_string()])
+            .args(["--key", &certs.join("admin.key").display().to_string()])
+            .output()
+            .unwrap()
+    };
+    let run = admin(&["submit", "--wait"]);
+    assert!(
+        run.status.success(),
+        "the suite succeeds on the provisioned agent: {}",
+        show(&run)
+    );
+
+    let report: Value = serde_json::from_slice(&admin(&["report"]).stdout).unwrap();
+    assert_eq!(task(&report, "T")["attempts"][0]["agent_id"], "pool_001");
+    let pool_dir = server.data_dir.join("pool/pool_001");
+    let started = format!(
+        "start pool_001 2 2048 https://127.0.0.1:{} {} {} {}",
+        server.addr.port(),
+        dir.path().join("certs/ca.pem").display(),
+        pool_dir.join("pool_001.pem").display(),
+        pool_dir.join("pool_001.key").display(),
+    );
+    let recorded = wait_for("the stop command", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&record).ok()?;
+        text.contains("stop pool_001").then_some(text)
+    });
+    assert_eq!(recorded, format!("{started}\nstop pool_001\n"));
+    // The minted certificate names the agent: the orchestrator took it as pool_001.
+    let cert = std::fs::read_to_string(pool_dir.join("pool_001.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut cert.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let id = testfleet::tls::identity_of(&der).unwrap();
+    assert_eq!(
+        (id.name.as_str(), id.role),
+        ("pool_001", Some(testfleet::tls::Role::Agent))
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("pool_001.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for("the agent process to end", Duration::from_secs(20), || {
+        process_gone(pid).then_some(())
+    });
+}

@@ -99,7 +99,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only these kinds of event, comma-separated: assignment, progress,
-        /// completion, failure, task_state, suite_finished, alert. The
+        /// completion, failure, task_state, suite_finished, alert, pool. The
         /// suite's end is always shown. Default: all.
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,

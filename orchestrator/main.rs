@@ -17,6 +17,7 @@ mod engine;
 mod journal;
 mod observe;
 mod output;
+mod pool;
 mod views;
 mod wire;
 #[cfg(test)]
@@ -131,7 +132,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only these kinds of event, comma-separated: assignment, progress,
-        /// completion, failure, task_state, suite_finished, alert. The
+        /// completion, failure, task_state, suite_finished, alert, pool. The
         /// suite's end is always shown. Default: all.
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
@@ -447,6 +448,10 @@ async fn serve(
     let config = load_config(config_path)?;
     testfleet::logging::init(&config.orchestrator.log_level, log_file)?;
     let telemetry = start_telemetry(&config)?;
+    let tls_ca = config.tls.as_ref().map(|f| {
+        f.relative_to(&testfleet::config::config_dir(config_path))
+            .ca
+    });
     let tls = match &config.tls {
         Some(files) => {
             let files = files.relative_to(&testfleet::config::config_dir(config_path));
@@ -497,8 +502,11 @@ async fn serve(
             })
             .transpose()?,
         limits: listen.limits,
+        pool_dir: data_dir.join("pool"),
+        tls_ca,
     })
     .await?;
+    let pool = running.engine.pool.clone();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;
@@ -512,6 +520,8 @@ async fn serve(
         r = shutdown => { r?; tracing::info!("shutting down"); }
         r = running.wait() => { r?; }
     }
+    // The agents the pool started go with the orchestrator.
+    pool.shutdown().await;
     telemetry.shutdown();
     Ok(ExitCode::SUCCESS)
 }

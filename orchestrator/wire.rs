@@ -449,6 +449,7 @@ pub fn notice_kind(n: &Notice) -> Kind {
         Notice::Failure(_) => Kind::FAILURE,
         Notice::TaskState(_) => Kind::TASK_STATE,
         Notice::SuiteFinished { .. } => Kind::SUITE_FINISHED,
+        Notice::Pool(_) => Kind::POOL,
     }
 }
 
@@ -471,6 +472,20 @@ pub fn notice(n: &Notice) -> suite_event::Body {
                 status: status.as_str().into(),
             })
         }
+        Notice::Pool(r) => suite_event::Body::Pool(pool_event(r)),
+    }
+}
+
+/// A pool decision as a watch event's body.
+pub fn pool_event(r: &testfleet_core::pool::PoolRecord) -> proto::PoolEvent {
+    proto::PoolEvent {
+        decision: r.decision.into(),
+        agent_id: r.agent_id.clone(),
+        task_id: r.task_id.clone(),
+        reason: r.reason.clone(),
+        cpu_cores: r.cpu_cores,
+        memory_mb: r.memory_mb,
+        join_seconds: r.join_seconds.unwrap_or_default(),
     }
 }
 

@@ -18,6 +18,30 @@ pub const METRICS_PORT: u16 = 9090;
 /// `agent_pool.agent_timeout`: an agent silent this long is lost and its
 /// attempts are requeued.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// `agent_pool.placement_timeout`: a ready task that fits no agent, and for
+/// which none can be provisioned, fails `unplaceable` after this long; a
+/// provisioned agent that has not joined this long after it was asked for
+/// counts as failed to provision.
+pub const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// `agent_pool.scale_down_grace`: an idle agent the pool started stays this
+/// long before it is stopped.
+pub const SCALE_DOWN_GRACE: Duration = Duration::from_secs(30);
+/// `agent_pool.scale_up_threshold`: fleet utilisation at or above which
+/// waiting work gets a new agent.
+pub const SCALE_UP_THRESHOLD: f64 = 0.8;
+/// `agent_pool.scale_down_threshold`: fleet utilisation below which idle
+/// provisioned agents are stopped.
+pub const SCALE_DOWN_THRESHOLD: f64 = 0.3;
+/// `agent_pool.provisioner.cpu_cores`: cores of an agent started for
+/// `min_agents` or for load.
+pub const POOL_AGENT_CPU_CORES: f64 = 2.0;
+/// `agent_pool.provisioner.memory_mb`.
+pub const POOL_AGENT_MEMORY_MB: f64 = 2048.0;
+/// Disk a provisioned agent is taken to offer until it says, MB.
+pub const POOL_AGENT_DISK_MB: u64 = 10_240;
+/// `agent_pool.provisioner.image` (type: docker): what deploy/build-images.sh
+/// builds.
+pub const DOCKER_IMAGE: &str = "testfleet:dev";
 /// `monitoring.metrics_interval`: how often gauges refresh and alert rules
 /// are evaluated.
 pub const METRICS_INTERVAL: Duration = Duration::from_secs(10);

@@ -13,6 +13,7 @@ mod names;
 mod nesting;
 mod plan;
 mod split_check;
+mod pool;
 pub mod substitute;
 mod tls_files;
 mod validate;
@@ -32,6 +33,9 @@ pub use duration::Seconds;
 pub use plan::{
     Phase, PhaseStrategy, PlannedTask, ResolvedExecution, ResourceSpec, SplitSpec, SuitePlan,
     TaskKind,
+};
+pub use pool::{
+    AgentPool, CommandProvisioner, DockerProvisioner, LocalProvisioner, PoolPlan, Provisioner,
 };
 pub use tls_files::TlsFiles;
 pub use validate::{ConfigError, ConfigProblem, MAX_LISTED};
@@ -344,38 +348,6 @@ pub enum PriorityName {
     Critical,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentPool {
-    /// Agents expected; fewer is reported, not refused. Default: 1.
-    #[serde(default = "one")]
-    pub min_agents: i64,
-    /// Default: unlimited (see also `agent_limits.max_agents`).
-    #[serde(default)]
-    pub max_agents: Option<i64>,
-    /// Utilisation above which a provisioner would add agents. Reported only.
-    #[serde(default)]
-    pub scale_up_threshold: Option<f64>,
-    /// Utilisation below which a provisioner would remove agents. Reported only.
-    #[serde(default)]
-    pub scale_down_threshold: Option<f64>,
-    /// Seconds without a heartbeat before an agent counts as lost. Default: 300.
-    #[serde(default = "default_agent_timeout")]
-    pub agent_timeout: Seconds,
-}
-
-impl Default for AgentPool {
-    fn default() -> Self {
-        AgentPool {
-            min_agents: 1,
-            max_agents: None,
-            scale_up_threshold: None,
-            scale_down_threshold: None,
-            agent_timeout: default_agent_timeout(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recovery {
@@ -658,17 +630,11 @@ fn default_api_port() -> u16 {
 fn default_metrics_port() -> u16 {
     defaults::METRICS_PORT
 }
-fn default_agent_timeout() -> Seconds {
-    Seconds::from_duration(defaults::AGENT_TIMEOUT)
-}
 fn default_metrics_interval() -> Seconds {
     Seconds::from_duration(defaults::METRICS_INTERVAL)
 }
 fn default_health_interval() -> Seconds {
     Seconds::from_duration(defaults::HEALTH_CHECK_INTERVAL)
-}
-fn one() -> i64 {
-    1
 }
 
 /// The retry policy, resolved from the two places the seed writes it.

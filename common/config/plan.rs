@@ -145,6 +145,8 @@ pub struct SuitePlan {
     pub retry: RetryPolicy,
     pub agent_timeout_ms: u64,
     pub min_agents: u32,
+    /// `agent_pool`: when to start and stop agents, and with what.
+    pub pool: super::PoolPlan,
     /// Where escalation reports go.
     pub webhook: Option<String>,
     pub alerts: super::AlertsConfig,
@@ -356,6 +358,11 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             Seconds::as_millis,
         ),
         min_agents: config.agent_pool.min_agents.max(0) as u32,
+        pool: config.agent_pool.plan(
+            config.agent_limits.max_agents,
+            config_dir,
+            config.tls.as_ref().map(|t| t.ca.as_path()),
+        ),
         test_history: HashMap::new(),
     }
 }

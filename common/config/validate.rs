@@ -119,6 +119,7 @@ pub(super) fn validate(config: &SuiteConfig, text: &str) -> Result<(), Vec<Confi
     check_limits(&mut c);
     check_task_resources(&mut c);
     check_phases(&mut c);
+    check_pool(&mut c);
     if c.problems.is_empty() {
         // Fit and cycles are only meaningful once every id resolves.
         let plan = config.plan(std::path::Path::new("."));
@@ -321,6 +322,13 @@ fn check_limits(c: &mut Checker) {
                 format!("{section}.{key} must not be negative, got {v}"),
             );
         }
+    }
+}
+
+fn check_pool(c: &mut Checker) {
+    for (path, message) in c.config.agent_pool.problems() {
+        let line = c.lines.key(&path);
+        c.report(line, message);
     }
 }
 

@@ -138,6 +138,10 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
             "  {:<8} {:<18} attempts {}{place}",
             t.task_id, t.status, t.attempts
         );
+        // Why a ready task waits (a task no agent can take), or how it failed.
+        if !t.detail.is_empty() && (t.status == "ready" || !t.failure_type.is_empty()) {
+            println!("           {}", t.detail);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -152,6 +156,7 @@ fn message_type(body: &suite_event::Body) -> &'static str {
         suite_event::Body::TaskState(_) => "task_state",
         suite_event::Body::SuiteFinished(_) => "suite_finished",
         suite_event::Body::Alert(_) => "alert",
+        suite_event::Body::Pool(_) => "pool_decision",
     }
 }
 
@@ -166,6 +171,7 @@ pub fn event_json(body: &suite_event::Body) -> anyhow::Result<Value> {
         suite_event::Body::TaskState(m) => serde_json::to_value(m)?,
         suite_event::Body::SuiteFinished(m) => serde_json::to_value(m)?,
         suite_event::Body::Alert(m) => serde_json::to_value(m)?,
+        suite_event::Body::Pool(m) => serde_json::to_value(m)?,
     };
     let mut out = serde_json::Map::new();
     out.insert("message_type".into(), message_type(body).into());
@@ -217,7 +223,17 @@ pub fn describe_event(body: &suite_event::Body) -> Option<String> {
             a.name, a.severity, a.detail, a.action
         ),
         suite_event::Body::Alert(a) => format!("alert {} cleared", a.name),
+        suite_event::Body::Pool(p) => describe_pool(p),
     })
+}
+
+fn describe_pool(p: &proto::PoolEvent) -> String {
+    let who = match (p.agent_id.is_empty(), p.task_id.is_empty()) {
+        (false, true) => p.agent_id.clone(),
+        (false, false) => format!("{} (for {})", p.agent_id, p.task_id),
+        (true, _) => p.task_id.clone(),
+    };
+    format!("pool: {} {who}: {}", p.decision, p.reason)
 }
 
 async fn follow(mut events: tonic::Streaming<SuiteEvent>, json: bool) -> anyhow::Result<ExitCode> {

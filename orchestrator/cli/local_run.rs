@@ -96,6 +96,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             fresh_unless_running: true,
         }),
         limits: Default::default(),
+        pool_dir: report_dir.join("pool"),
+        tls_ca: None,
     })
     .await?;
     let endpoint = format!("http://{}", running.addr);

@@ -3,7 +3,7 @@
 
 pub mod client;
 mod escalation_prompt;
-mod local_agents;
+pub mod local_agents;
 pub mod local_run;
 pub mod plan_printer;
 mod progress_display;

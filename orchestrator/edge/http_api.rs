@@ -102,6 +102,7 @@ async fn status(State(c): State<ControlService>) -> Response {
             "tasks": s.tasks.iter().map(|t| json!({
                 "task_id": t.task_id, "status": t.status, "agent_id": t.agent_id,
                 "attempt_id": t.attempt_id, "attempts": t.attempts,
+                "detail": t.detail, "failure_type": t.failure_type,
             })).collect::<Vec<_>>(),
         }))
         .into_response(),

@@ -38,6 +38,11 @@ pub struct ServeOptions {
     /// The listener's limits, before they are fitted under the process's
     /// open-file limit.
     pub limits: Limits,
+    /// Where the agent pool's agents keep their workdirs, logs and minted
+    /// certificates.
+    pub pool_dir: std::path::PathBuf,
+    /// The CA of `tls:` (absolute), which pool agents are minted from.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 pub struct Running {
@@ -50,6 +55,7 @@ pub struct Running {
 
 impl Running {
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.engine.pool.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -124,7 +130,32 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             limits.max_connections
         );
     }
-    let engine = Engine::start(orchestrator_id.clone(), opts.report_dir, TICK, journal)?;
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    // Agents on this host reach a wildcard listener on loopback.
+    let reach = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let pool = crate::pool::Context {
+        endpoint: format!("{scheme}://{reach}"),
+        tls: opts
+            .tls
+            .is_some()
+            .then(|| opts.tls_ca.clone())
+            .flatten()
+            .map(|ca| crate::pool::TlsContext { ca }),
+        agent_bin: crate::cli::local_agents::agent_bin(None)?,
+        dir: opts.pool_dir.clone(),
+        instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+    };
+    let engine = Engine::start(
+        orchestrator_id.clone(),
+        opts.report_dir,
+        TICK,
+        journal,
+        pool,
+    )?;
     if let Some(listener) = metrics_listener {
         crate::observe::metrics_server::serve(
             engine.metrics.clone(),

@@ -24,6 +24,7 @@ use crate::observe::metrics::Metrics;
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
+use crate::pool::PoolEdge;
 use crate::wire;
 use streams::{tell_refused, Streams};
 use testfleet_core::results::Completion;
@@ -64,6 +65,8 @@ pub struct Engine {
     watchers: Watchers,
     pub report_dir: ReportDir,
     pub metrics: Metrics,
+    /// Starts and stops the agents the scheduler's pool decides on.
+    pub pool: PoolEdge,
 }
 
 /// Where finished suites' reports go.
@@ -98,11 +101,17 @@ impl Engine {
         report_dir: ReportDir,
         tick: Duration,
         journal: Option<Journal>,
+        pool: crate::pool::Context,
     ) -> anyhow::Result<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
         let watchers = Watchers::new(4096);
         let metrics = Metrics::new();
+        let to_engine = tx.clone();
+        let pool = PoolEdge::new(pool, move |e| {
+            let _ = to_engine.send(Input::Event(e));
+        });
         let engine = Engine {
+            pool: pool.clone(),
             tx,
             metrics: metrics.clone(),
             watchers: watchers.clone(),
@@ -140,6 +149,7 @@ impl Engine {
             traces: Traces::default(),
             reports: Reports::default(),
             durability: durable::Durability::new(appender),
+            pool,
         };
         tokio::spawn(looped.run(rx, replayed));
         Ok(engine)
@@ -219,6 +229,7 @@ struct Loop {
     traces: Traces,
     reports: Reports,
     durability: durable::Durability,
+    pool: PoolEdge,
 }
 
 impl Loop {
@@ -409,10 +420,23 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         report_dir,
         reports,
         durability,
+        pool,
         ..
     } = lp;
     let scheduler = &*scheduler;
     match action {
+        Action::ProvisionAgent {
+            agent_id,
+            size,
+            reason,
+        } => {
+            let plan = scheduler
+                .suite()
+                .map(|s| s.plan.pool.clone())
+                .unwrap_or_default();
+            pool.provision(&plan, agent_id, size, &reason);
+        }
+        Action::StopAgent { agent_id, reason } => pool.stop(agent_id, &reason),
         Action::Assign {
             agent_id,
             assignment,
@@ -546,8 +570,10 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
             }
         }
         Action::Publish(notice) => {
-            if let Notice::Completion(c) = &*notice {
-                log_completion(c);
+            match &*notice {
+                Notice::Completion(c) => log_completion(c),
+                Notice::Pool(r) => log_pool(r),
+                _ => {}
             }
             watchers.publish(wire::notice_kind(&notice), || wire::notice(&notice));
         }
@@ -654,6 +680,36 @@ fn log_assignment(a: &proto::TaskAssignment) {
         timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
         "task_assigned"
     );
+}
+
+/// Every pool decision is in the log; the ones a person should act on warn.
+fn log_pool(r: &testfleet_core::pool::PoolRecord) {
+    let warn = matches!(r.decision, "waiting" | "unplaceable" | "provision_failed");
+    let join_seconds = r.join_seconds.unwrap_or_default();
+    if warn {
+        tracing::warn!(
+            event = "pool",
+            decision = r.decision,
+            agent_id = r.agent_id,
+            task_id = r.task_id,
+            cpu_cores = r.cpu_cores,
+            memory_mb = r.memory_mb,
+            "{}",
+            r.reason
+        );
+    } else {
+        tracing::info!(
+            event = "pool",
+            decision = r.decision,
+            agent_id = r.agent_id,
+            task_id = r.task_id,
+            cpu_cores = r.cpu_cores,
+            memory_mb = r.memory_mb,
+            join_seconds,
+            "{}",
+            r.reason
+        );
+    }
 }
 
 fn log_completion(c: &Completion) {

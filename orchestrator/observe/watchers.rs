@@ -12,7 +12,7 @@ use testfleet::time::now_timestamp;
 use tokio::sync::broadcast;
 
 /// The kinds of suite event, named as their body fields in SuiteEvent.
-pub const EVENT_KINDS: [&str; 7] = [
+pub const EVENT_KINDS: [&str; 8] = [
     "assignment",
     "progress",
     "completion",
@@ -20,6 +20,7 @@ pub const EVENT_KINDS: [&str; 7] = [
     "task_state",
     "suite_finished",
     "alert",
+    "pool",
 ];
 
 /// One of [`EVENT_KINDS`].
@@ -34,6 +35,7 @@ impl Kind {
     pub const TASK_STATE: Kind = Kind(4);
     pub const SUITE_FINISHED: Kind = Kind(5);
     pub const ALERT: Kind = Kind(6);
+    pub const POOL: Kind = Kind(7);
 
     pub fn of(body: &suite_event::Body) -> Kind {
         use suite_event::Body;
@@ -45,6 +47,7 @@ impl Kind {
             Body::TaskState(_) => Kind::TASK_STATE,
             Body::SuiteFinished(_) => Kind::SUITE_FINISHED,
             Body::Alert(_) => Kind::ALERT,
+            Body::Pool(_) => Kind::POOL,
         }
     }
 

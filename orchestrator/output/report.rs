@@ -82,12 +82,12 @@ fn serialise(
                 let range = range.clone();
                 scope.spawn(move || {
                     let mut part = ReportTextWriter::new(PIECE_BYTES, |_| {});
-                    write_tasks(&mut part, suite, range);
+                    write_tasks(&mut part, s.pool(), suite, range);
                     part.finish()
                 })
             })
             .collect();
-        write_tasks(&mut text, suite, ranges[0].clone());
+        write_tasks(&mut text, s.pool(), suite, ranges[0].clone());
         for part in later {
             let part = part.join().expect("a report's tasks serialise");
             text.write_all(b",").expect("writes to memory");

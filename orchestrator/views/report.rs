@@ -30,6 +30,18 @@ struct SuiteReport<'a> {
     agents: Vec<AgentReport<'a>>,
     alerts: &'a [testfleet_core::alerting::AlertRecord],
     escalations: Vec<EscalationReport<'a>>,
+    pool: PoolReport<'a>,
+}
+
+/// What the agent pool did: its provisioner and every decision, with why,
+/// which agent and how long it took to join.
+#[derive(Serialize)]
+struct PoolReport<'a> {
+    provisioner: Option<&'static str>,
+    min_agents: u32,
+    max_agents: Option<u32>,
+    placement_timeout_seconds: f64,
+    decisions: &'a [testfleet_core::pool::PoolRecord],
 }
 
 #[derive(Serialize)]
@@ -92,6 +104,8 @@ struct TaskReport<'a> {
     waits_on: Vec<&'a str>,
     status: TaskState,
     reason: &'a str,
+    /// `unplaceable` when no agent could take it.
+    failure_type: Option<&'static str>,
     started_at: Option<Rfc3339>,
     started_at_ms: Option<u64>,
     ended_at: Option<Rfc3339>,
@@ -263,7 +277,11 @@ fn attempt_report(a: &Attempt) -> AttemptReport<'_> {
     }
 }
 
-fn task_report<'a>(suite: &'a SuiteRun, i: usize) -> TaskReport<'a> {
+fn task_report<'a>(
+    pool: &testfleet_core::pool::PoolState,
+    suite: &'a SuiteRun,
+    i: usize,
+) -> TaskReport<'a> {
     let (t, run, plan) = (&suite.plan.tasks[i], &suite.tasks[i], &suite.plan);
     TaskReport {
         task_id: &t.id,
@@ -285,6 +303,7 @@ fn task_report<'a>(suite: &'a SuiteRun, i: usize) -> TaskReport<'a> {
             .collect(),
         status: run.state,
         reason: &run.reason,
+        failure_type: pool.failure_type(i),
         started_at: run.started_at.map(Rfc3339),
         started_at_ms: run.started_at,
         ended_at: run.ended_at.map(Rfc3339),
@@ -407,6 +426,13 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
         agents,
         alerts: s.alert_history(),
         escalations,
+        pool: PoolReport {
+            provisioner: suite.plan.pool.provisioner.as_ref().map(|p| p.name()),
+            min_agents: suite.plan.pool.min_agents,
+            max_agents: suite.plan.pool.max_agents,
+            placement_timeout_seconds: suite.plan.pool.placement_timeout_ms as f64 / 1000.0,
+            decisions: s.pool().history(),
+        },
     }
 }
 
@@ -418,11 +444,16 @@ pub(crate) fn write_all_but_tasks(text: &mut impl Write, s: &Scheduler, suite: &
 }
 
 /// Tasks `range`, comma-separated.
-pub(crate) fn write_tasks(text: &mut impl Write, suite: &SuiteRun, range: std::ops::Range<usize>) {
+pub(crate) fn write_tasks(
+    text: &mut impl Write,
+    pool: &testfleet_core::pool::PoolState,
+    suite: &SuiteRun,
+    range: std::ops::Range<usize>,
+) {
     for i in range.clone() {
         if i != range.start {
             text.write_all(b",").expect("writes to memory");
         }
-        serde_json::to_writer(&mut *text, &task_report(suite, i)).expect("a task serialises");
+        serde_json::to_writer(&mut *text, &task_report(pool, suite, i)).expect("a task serialises");
     }
 }

@@ -33,6 +33,11 @@ pub fn status(s: &Scheduler) -> proto::SuiteStatus {
                         .parent
                         .map(|p| suite.plan.tasks[p].id.clone())
                         .unwrap_or_default(),
+                    detail: s
+                        .pool()
+                        .waiting_reason(i)
+                        .map_or_else(|| run.reason.clone(), str::to_string),
+                    failure_type: s.pool().failure_type(i).unwrap_or_default().into(),
                 }
             })
             .collect(),

@@ -50,6 +50,18 @@ pub enum Action {
     },
     /// For watchers.
     Publish(Box<Notice>),
+    /// Start an agent of `size` named `agent_id` (the pool's decision; the
+    /// provisioner answers with `AgentProvisioned` or `ProvisionFailed`).
+    ProvisionAgent {
+        agent_id: AgentId,
+        size: ResourceSpec,
+        reason: String,
+    },
+    /// Stop an agent the pool started (or asked for); nothing runs there.
+    StopAgent {
+        agent_id: AgentId,
+        reason: String,
+    },
     SuiteFinished {
         suite_id: String,
         state: SuiteState,

@@ -45,6 +45,16 @@ pub enum Event {
     },
     /// Periodic: heartbeat deadlines, retry delays, the suite's deadline.
     Tick,
+    /// The pool's provisioner started the agent it was asked for
+    /// (`Action::ProvisionAgent`); it joins with `AgentConnected`.
+    AgentProvisioned {
+        agent_id: AgentId,
+    },
+    /// The provisioner could not start it.
+    ProvisionFailed {
+        agent_id: AgentId,
+        error: String,
+    },
     /// Command: stop the running suite.
     CancelSuite {
         reason: String,

@@ -19,6 +19,7 @@ mod notice;
 mod outcome;
 pub mod policy;
 mod replay;
+pub mod pool;
 pub mod results;
 pub mod split;
 pub mod state;
@@ -68,6 +69,8 @@ pub struct Scheduler {
     /// misses a deadline is wedged and is evicted.
     pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
     pub(crate) alerting: alerting::Alerting,
+    /// What the agent pool asked for, started and explained.
+    pub(crate) pool: pool::PoolState,
     /// Bumped by every event that may have changed what a report shows.
     revision: u64,
 }
@@ -82,6 +85,7 @@ impl Scheduler {
             rejected_results: 0,
             pending_cancels: BTreeMap::new(),
             alerting: alerting::Alerting::default(),
+            pool: pool::PoolState::default(),
             revision: 0,
         }
     }
@@ -170,6 +174,7 @@ impl Scheduler {
         // A heartbeat only moves the agent's last-seen time and usage, which
         // no report shows; a quiet tick found nothing due.
         let quiet_unless_acted = matches!(event, Event::Heartbeat { .. } | Event::Tick);
+        let pool_looks = self.pool_wants(&event);
         // A result and the assignment it frees room for make about five
         // actions: room for them up front, not grown twice per event. The
         // events that seldom act (a fleet's heartbeats) allocate nothing.
@@ -238,6 +243,12 @@ impl Scheduler {
                 let reply = self.drain(&agent_id);
                 out.push(Action::Reply(reply));
             }
+            Event::AgentProvisioned { agent_id } => {
+                self.agent_provisioned(&agent_id, now, &mut out)
+            }
+            Event::ProvisionFailed { agent_id, error } => {
+                self.provision_failed(&agent_id, &error, now, &mut out)
+            }
             Event::CancelSuite { reason } => {
                 let reply = if self.is_running() {
                     self.end_suite(&reason, SuiteState::Cancelled, now, &mut out);
@@ -250,6 +261,15 @@ impl Scheduler {
         }
         self.dispatch(now, &mut out);
         self.dispatch_batches(now, &mut out);
+        // A suite that just ended lets its pool's agents go at once, before
+        // another suite can start.
+        if pool_looks || (!self.is_running() && self.pool.holds_agents()) {
+            self.pool_step(now, &mut out);
+            // An agent the pool stopped frees nothing, but an unplaceable
+            // task's end may have readied others.
+            self.dispatch(now, &mut out);
+            self.dispatch_batches(now, &mut out);
+        }
         if !(quiet_unless_acted && out.is_empty()) {
             self.revision += 1;
         }

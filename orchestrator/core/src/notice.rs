@@ -16,6 +16,8 @@ pub enum Notice {
         suite_id: String,
         status: SuiteState,
     },
+    /// A decision of the agent pool, or what became of it.
+    Pool(Box<super::pool::PoolRecord>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

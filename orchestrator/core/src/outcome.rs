@@ -145,7 +145,7 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let cap = self.largest_placement();
+        let cap = self.reallocation_cap();
         let suite = self.suite.current_mut().expect("suite");
         let run = &mut suite.tasks[t];
         match plan.budget {
@@ -184,7 +184,7 @@ impl Scheduler {
     }
 
     /// The most any single connected agent (and the fleet's limits) can hold.
-    fn largest_placement(&self) -> Option<ResourceSpec> {
+    pub(super) fn largest_placement(&self) -> Option<ResourceSpec> {
         let limits = &self.suite.current()?.plan.limits;
         let mut cap =
             self.agents

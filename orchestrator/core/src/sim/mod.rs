@@ -5,8 +5,10 @@
 
 mod crash;
 mod harness;
+mod pool_schedule;
 mod schedule;
 
 pub use crash::same_state;
 pub use harness::*;
+pub use pool_schedule::run_pool_schedule;
 pub use schedule::run_schedule;

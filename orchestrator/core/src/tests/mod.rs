@@ -6,6 +6,7 @@ mod commands;
 mod dag;
 mod fencing;
 mod phased;
+mod pool;
 mod recovery;
 mod resources;
 mod simulation;

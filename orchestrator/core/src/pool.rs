@@ -1,0 +1,856 @@
+//! The agent pool's decisions: keep `min_agents`, start agents for waiting
+//! work (sized for a task no agent fits, the seed's
+//! `provision_new_agent(required_resources)`, and for level-2 reallocation),
+//! stop idle ones it started, never past `max_agents`; and explain, then
+//! fail `unplaceable`, a ready task that no agent can take and none can be
+//! provisioned for. Decided here, as actions (`ProvisionAgent`,
+//! `StopAgent`) and notices; the provisioners that carry them out are edges
+//! and report back as events (`AgentProvisioned`, `ProvisionFailed`).
+//!
+//! The pool looks at the fleet on ticks and on its own events, not on every
+//! heartbeat or result: its decisions are about seconds, and a 20,000-task
+//! suite's ready set is walked four times a second at most.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use testfleet_config::{PoolPlan, ResourceSpec};
+
+use super::time::UnixMillis;
+use super::{Action, AgentId, Notice, Scheduler, TaskState, TaskStateChange};
+
+/// Failed provisions for one task (or, for `min_agents` and load, in a row)
+/// after which the pool stops asking: a broken provisioner must not be
+/// asked four times a second forever, and an unplaceable task must end.
+pub const MAX_PROVISION_FAILURES: u32 = 3;
+
+/// After a failed provision, the pool waits this long times the failures in
+/// a row before it asks again: a provisioner that fails at once is not
+/// asked three times within one tick.
+pub const PROVISION_BACKOFF_MS: u64 = 2_000;
+
+/// One decision of the pool, or what became of it, as watchers and the
+/// report see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolRecord {
+    pub at: UnixMillis,
+    /// provision | started | joined | provision_failed | stop | unplaceable
+    pub decision: &'static str,
+    pub agent_id: String,
+    pub task_id: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    pub cpu_cores: f64,
+    pub memory_mb: u64,
+    /// For `joined`: seconds from the request to the agent's hello.
+    pub join_seconds: Option<f64>,
+}
+
+/// An agent asked for and not yet joined.
+#[derive(Debug, Clone)]
+struct Pending {
+    size: ResourceSpec,
+    asked_at: UnixMillis,
+    /// The task it was sized for, if any.
+    for_task: Option<usize>,
+}
+
+/// An agent the pool started, which it may stop.
+#[derive(Debug, Clone)]
+struct Started {
+    idle_since: Option<UnixMillis>,
+}
+
+/// A ready task no agent can take.
+#[derive(Debug, Clone)]
+struct Stuck {
+    since: UnixMillis,
+    sentence: String,
+}
+
+#[derive(Debug, Default)]
+pub struct PoolState {
+    suite_id: String,
+    pending: BTreeMap<AgentId, Pending>,
+    started: BTreeMap<AgentId, Started>,
+    /// Agents told to stop, until their stream ends.
+    stopping: BTreeSet<AgentId>,
+    next: u32,
+    stuck: BTreeMap<usize, Stuck>,
+    failures_for_task: BTreeMap<usize, u32>,
+    failures_in_a_row: u32,
+    last_failure: String,
+    /// No provisioning before this (backoff after failures).
+    retry_at: UnixMillis,
+    unplaceable: BTreeSet<usize>,
+    history: Vec<PoolRecord>,
+}
+
+impl PoolState {
+    /// The current suite's pool decisions, in order.
+    pub fn history(&self) -> &[PoolRecord] {
+        &self.history
+    }
+
+    /// Agents asked for that have not joined.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether any agent the pool started or asked for is still its own.
+    pub fn holds_agents(&self) -> bool {
+        !self.started.is_empty() || !self.pending.is_empty()
+    }
+
+    pub fn is_pending(&self, agent_id: &str) -> bool {
+        self.pending.contains_key(agent_id)
+    }
+
+    /// Whether the pool started this agent (and has not stopped it).
+    pub fn started(&self, agent_id: &str) -> bool {
+        self.started.contains_key(agent_id)
+    }
+
+    /// Provisions that failed in a row (reset when an agent joins).
+    pub fn failures_in_a_row(&self) -> u32 {
+        self.failures_in_a_row
+    }
+
+    /// Why ready task `t` is not placed, if no agent can take it.
+    pub fn waiting_reason(&self, t: usize) -> Option<&str> {
+        self.stuck.get(&t).map(|s| s.sentence.as_str())
+    }
+
+    /// `unplaceable` for a task the pool failed; None for any other.
+    pub fn failure_type(&self, t: usize) -> Option<&'static str> {
+        self.unplaceable.contains(&t).then_some("unplaceable")
+    }
+}
+
+fn max_each(a: ResourceSpec, b: ResourceSpec) -> ResourceSpec {
+    ResourceSpec {
+        memory_mb: a.memory_mb.max(b.memory_mb),
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        disk_mb: a.disk_mb.max(b.disk_mb),
+    }
+}
+
+fn cores(r: &ResourceSpec) -> String {
+    let c = r.cpu_cores();
+    if c.fract() == 0.0 {
+        format!("{c:.0}")
+    } else {
+        format!("{c}")
+    }
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+impl Scheduler {
+    /// The pool's decisions, published.
+    pub fn pool(&self) -> &PoolState {
+        &self.pool
+    }
+
+    /// Whether `event` is one the pool looks at the fleet after.
+    pub(super) fn pool_wants(&self, event: &super::Event) -> bool {
+        use super::Event as E;
+        match event {
+            E::Tick
+            | E::SubmitSuite { .. }
+            | E::AgentProvisioned { .. }
+            | E::ProvisionFailed { .. } => true,
+            E::AgentConnected { agent_id, .. } => self.pool.is_pending(agent_id),
+            _ => false,
+        }
+    }
+
+    /// The provisioner started the agent; it has yet to join.
+    pub(super) fn agent_provisioned(
+        &mut self,
+        agent_id: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(p) = self.pool.pending.get(agent_id) else {
+            return;
+        };
+        let reason = format!(
+            "started after {:.1} s; waiting for it to join",
+            now.saturating_sub(p.asked_at) as f64 / 1000.0
+        );
+        let size = p.size;
+        self.pool_record(
+            "started",
+            agent_id,
+            None,
+            reason,
+            Some(size),
+            None,
+            now,
+            out,
+        );
+    }
+
+    /// The provisioner could not start the agent.
+    pub(super) fn provision_failed(
+        &mut self,
+        agent_id: &str,
+        error: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(p) = self.pool.pending.remove(agent_id) else {
+            return;
+        };
+        self.note_failure(p.for_task, error, now);
+        let reason = format!("could not start it: {error}");
+        self.pool_record(
+            "provision_failed",
+            agent_id,
+            p.for_task,
+            reason,
+            Some(p.size),
+            None,
+            now,
+            out,
+        );
+    }
+
+    fn note_failure(&mut self, for_task: Option<usize>, error: &str, now: UnixMillis) {
+        if let Some(t) = for_task {
+            *self.pool.failures_for_task.entry(t).or_default() += 1;
+        }
+        self.pool.failures_in_a_row += 1;
+        self.pool.last_failure = error.to_string();
+        self.pool.retry_at = now + PROVISION_BACKOFF_MS * u64::from(self.pool.failures_in_a_row);
+    }
+
+    /// The most one agent may hold after level-2 reallocation: with a
+    /// provisioner, what it may start (an agent is started for it);
+    /// without, the largest connected agent.
+    pub(super) fn reallocation_cap(&self) -> Option<ResourceSpec> {
+        let suite = self.suite.current()?;
+        let pool = &suite.plan.pool;
+        if pool.provisioner.is_none() {
+            return self.largest_placement();
+        }
+        let mut cap = pool.max_agent_size.unwrap_or(ResourceSpec {
+            memory_mb: u64::MAX,
+            cpu_millis: u64::MAX,
+            disk_mb: u64::MAX,
+        });
+        let limits = &suite.plan.limits;
+        if let Some(m) = limits.total_memory_mb {
+            cap.memory_mb = cap.memory_mb.min(m);
+        }
+        if let Some(c) = limits.total_cpu_millis {
+            cap.cpu_millis = cap.cpu_millis.min(c);
+        }
+        Some(cap)
+    }
+
+    /// Looks at the fleet and the ready work; decides.
+    pub(super) fn pool_step(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        let Some((suite_id, plan)) = self
+            .running_suite()
+            .map(|s| (s.suite_id.clone(), s.plan.clone()))
+        else {
+            self.stop_everything("the suite ended", now, out);
+            return;
+        };
+        if suite_id != self.pool.suite_id {
+            let next = self.pool.next;
+            self.pool = PoolState {
+                suite_id,
+                next,
+                ..Default::default()
+            };
+        }
+        let pool = &plan.pool;
+        self.note_joins_and_losses(pool, now, out);
+        self.expire_pending(pool, now, out);
+        if pool.provisioner.is_some() {
+            self.keep_min_agents(pool, now, out);
+        }
+        self.place_or_explain(pool, now, out);
+        if self.running_suite().is_none() {
+            // An unplaceable task's end ended the suite.
+            self.stop_everything("the suite ended", now, out);
+            return;
+        }
+        if pool.provisioner.is_some() {
+            self.scale_up(pool, now, out);
+            self.scale_down(pool, now, out);
+        }
+    }
+
+    fn fleet_size(&self) -> u32 {
+        let connected = self
+            .agents
+            .values()
+            .filter(|a| a.connected && !self.pool.stopping.contains(&a.id))
+            .count();
+        (connected + self.pool.pending.len()) as u32
+    }
+
+    /// Pending agents that joined become the pool's; started agents whose
+    /// stream ended are forgotten.
+    fn note_joins_and_losses(&mut self, _pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
+        let joined: Vec<AgentId> = self
+            .pool
+            .pending
+            .keys()
+            .filter(|id| self.agents.get(*id).is_some_and(|a| a.connected))
+            .cloned()
+            .collect();
+        for id in joined {
+            let p = self.pool.pending.remove(&id).expect("pending");
+            self.pool
+                .started
+                .insert(id.clone(), Started { idle_since: None });
+            // The provisioner works: no more backing off.
+            self.pool.failures_in_a_row = 0;
+            self.pool.retry_at = 0;
+            let secs = now.saturating_sub(p.asked_at) as f64 / 1000.0;
+            let capacity = self.agents[&id].capacity;
+            let reason = format!("joined {secs:.1} s after it was asked for");
+            self.pool_record(
+                "joined",
+                &id,
+                p.for_task,
+                reason,
+                Some(capacity),
+                Some(secs),
+                now,
+                out,
+            );
+        }
+        let agents = &self.agents;
+        self.pool
+            .started
+            .retain(|id, _| agents.get(id).is_some_and(|a| a.connected));
+        self.pool
+            .stopping
+            .retain(|id| agents.get(id).is_some_and(|a| a.connected));
+    }
+
+    /// An agent that has not joined within `placement_timeout` failed to
+    /// provision: it is stopped, whatever the provisioner made of it.
+    fn expire_pending(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
+        let late: Vec<AgentId> = self
+            .pool
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.asked_at + pool.placement_timeout_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            let p = self.pool.pending.remove(&id).expect("pending");
+            let why = format!(
+                "did not join within agent_pool.placement_timeout ({} s)",
+                pool.placement_timeout_ms as f64 / 1000.0
+            );
+            self.note_failure(p.for_task, &why, now);
+            out.push(Action::StopAgent {
+                agent_id: id.clone(),
+                reason: why.clone(),
+            });
+            self.pool_record(
+                "provision_failed",
+                &id,
+                p.for_task,
+                why,
+                Some(p.size),
+                None,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Each ready task that fits no agent: an agent is provisioned for it,
+    /// or it is explained, and after `placement_timeout` failed.
+    fn place_or_explain(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
+        // Distinct agent shapes: a fleet has few, so each task is checked
+        // against a handful, not against every agent.
+        let mut shapes: Vec<ResourceSpec> = self
+            .agents
+            .values()
+            .filter(|a| a.takes_work())
+            .map(|a| a.capacity)
+            .collect();
+        shapes.sort_by_key(|r| (r.cpu_millis, r.memory_mb, r.disk_mb));
+        shapes.dedup();
+        let Some(suite) = self.running_suite() else {
+            return;
+        };
+        let mut unfit: Vec<(usize, ResourceSpec)> = Vec::new();
+        for &(_, _, t) in &suite.ready {
+            if suite.tasks[t].state != TaskState::Ready || !suite.may_start(t, now) {
+                continue;
+            }
+            let need = suite.needs(t);
+            if !shapes.iter().any(|s| need.fits_within(s)) {
+                unfit.push((t, need));
+            }
+        }
+        let unfit_set: BTreeSet<usize> = unfit.iter().map(|(t, _)| *t).collect();
+        self.pool.stuck.retain(|t, _| unfit_set.contains(t));
+        for (t, need) in unfit {
+            let covered = self
+                .pool
+                .pending
+                .values()
+                .any(|p| need.fits_within(&p.size));
+            if covered {
+                self.pool.stuck.remove(&t);
+                continue;
+            }
+            match self.why_not_provision(pool, t, &need) {
+                // Backing off after a failure: asked again soon.
+                None if now < self.pool.retry_at => {
+                    self.pool.stuck.remove(&t);
+                }
+                None => {
+                    self.pool.stuck.remove(&t);
+                    let size = max_each(need, pool.agent_size);
+                    let reason = self.sized_reason(t, &need);
+                    self.provision(size, Some(t), reason, now, out);
+                }
+                Some(why) => self.explain(pool, t, &need, &shapes, &why, now, out),
+            }
+        }
+        let due: Vec<usize> = self
+            .pool
+            .stuck
+            .iter()
+            .filter(|(_, s)| now >= s.since + pool.placement_timeout_ms)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            let Some(stuck) = self.pool.stuck.remove(&t) else {
+                continue;
+            };
+            if self.running_suite().is_none() {
+                return;
+            }
+            self.pool.unplaceable.insert(t);
+            let reason = format!(
+                "unplaceable: {} (waited {} s, agent_pool.placement_timeout)",
+                stuck.sentence,
+                now.saturating_sub(stuck.since) as f64 / 1000.0
+            );
+            let task_id = self.task_name(t);
+            self.pool_record(
+                "unplaceable",
+                "",
+                Some(t),
+                reason.clone(),
+                None,
+                None,
+                now,
+                out,
+            );
+            let _ = task_id;
+            self.set_terminal(t, TaskState::Failed, reason, now, out);
+        }
+    }
+
+    fn task_name(&self, t: usize) -> String {
+        self.suite
+            .current()
+            .map(|s| s.plan.tasks[t].id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why an agent with `need` for task `t` cannot be provisioned; None
+    /// when it can.
+    fn why_not_provision(&self, pool: &PoolPlan, t: usize, need: &ResourceSpec) -> Option<String> {
+        let mut why = Vec::new();
+        if let Some(max) = pool.max_agents {
+            if self.fleet_size() >= max {
+                why.push(format!("max_agents {max} reached"));
+            }
+        }
+        let Some(provisioner) = &pool.provisioner else {
+            why.push("no provisioner is configured (agent_pool.provisioner)".into());
+            return Some(why.join("; "));
+        };
+        if let Some(max) = pool.max_agent_size {
+            if !need.fits_within(&max) {
+                why.push(format!(
+                    "the {} provisioner starts agents of at most {} cores and {} MB",
+                    provisioner.name(),
+                    cores(&max),
+                    max.memory_mb
+                ));
+            }
+        }
+        if let Some(total) = self.fleet_total_after(need) {
+            why.push(total);
+        }
+        let failed = self.pool.failures_for_task.get(&t).copied().unwrap_or(0);
+        if failed >= MAX_PROVISION_FAILURES {
+            why.push(format!(
+                "provisioning an agent for it failed {failed} times (last: {})",
+                self.pool.last_failure
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// What `agent_limits` totals say against one more agent of `size`.
+    fn fleet_total_after(&self, size: &ResourceSpec) -> Option<String> {
+        let limits = &self.suite.current()?.plan.limits;
+        let mut total = *size;
+        for a in self.agents.values().filter(|a| a.connected) {
+            total.add(&a.capacity);
+        }
+        for p in self.pool.pending.values() {
+            total.add(&p.size);
+        }
+        if let Some(c) = limits.total_cpu_millis.filter(|c| total.cpu_millis > *c) {
+            return Some(format!(
+                "agent_limits.total_cpu_cores {} leaves no room for another agent of {} cores",
+                c as f64 / 1000.0,
+                cores(size)
+            ));
+        }
+        if let Some(m) = limits.total_memory_mb.filter(|m| total.memory_mb > *m) {
+            return Some(format!(
+                "agent_limits.total_memory_mb {m} leaves no room for another agent of {} MB",
+                size.memory_mb
+            ));
+        }
+        None
+    }
+
+    fn sized_reason(&self, t: usize, need: &ResourceSpec) -> String {
+        let Some(suite) = self.suite.current() else {
+            return String::new();
+        };
+        let id = &suite.plan.tasks[t].id;
+        let what = format!("{} cores and {} MB", cores(need), need.memory_mb);
+        if suite.tasks[t]
+            .resources
+            .is_some_and(|r| r != suite.plan.tasks[t].resources)
+        {
+            format!("level-2 reallocation: {id} now needs {what}, more than any agent has")
+        } else {
+            format!("{id} needs {what}, more than any agent has")
+        }
+    }
+
+    /// Says, once per change, why task `t` waits; the clock for
+    /// `placement_timeout` starts the first time.
+    #[allow(clippy::too_many_arguments)]
+    fn explain(
+        &mut self,
+        pool: &PoolPlan,
+        t: usize,
+        need: &ResourceSpec,
+        shapes: &[ResourceSpec],
+        why: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let id = self.task_name(t);
+        let mut short = Vec::new();
+        let largest = shapes.iter().fold(None::<ResourceSpec>, |acc, s| {
+            Some(acc.map_or(*s, |a| max_each(a, *s)))
+        });
+        match largest {
+            None => short.push("no agent is connected".to_string()),
+            Some(l) => {
+                let mut has = Vec::new();
+                if need.cpu_millis > l.cpu_millis {
+                    has.push(format!("{} cores", cores(&l)));
+                }
+                if need.memory_mb > l.memory_mb {
+                    has.push(format!("{} MB", l.memory_mb));
+                }
+                if need.disk_mb > l.disk_mb {
+                    has.push(format!("{} MB of disk", l.disk_mb));
+                }
+                if has.is_empty() {
+                    short.push("no single agent has all of it".to_string());
+                } else {
+                    short.push(format!("the largest agent has {}", has.join(" and ")));
+                }
+            }
+        }
+        let sentence = format!(
+            "{id} needs {} cores and {} MB; {}; {why}",
+            cores(need),
+            need.memory_mb,
+            short.join("; ")
+        );
+        let since = self.pool.stuck.get(&t).map_or(now, |s| s.since);
+        let changed = self
+            .pool
+            .stuck
+            .get(&t)
+            .is_none_or(|s| s.sentence != sentence);
+        self.pool.stuck.insert(
+            t,
+            Stuck {
+                since,
+                sentence: sentence.clone(),
+            },
+        );
+        if changed {
+            let left = (since + pool.placement_timeout_ms).saturating_sub(now);
+            let detail = format!(
+                "{sentence}; it fails unplaceable in {} s unless an agent that fits joins",
+                left as f64 / 1000.0
+            );
+            out.push(Action::publish(Notice::TaskState(TaskStateChange {
+                task_id: id,
+                status: TaskState::Ready,
+                agent_id: String::new(),
+                attempt_id: String::new(),
+                detail: detail.clone(),
+            })));
+            self.pool_record("waiting", "", Some(t), detail, Some(*need), None, now, out);
+        }
+    }
+
+    /// Asks for an agent of `size`.
+    fn provision(
+        &mut self,
+        size: ResourceSpec,
+        for_task: Option<usize>,
+        reason: String,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        self.pool.next += 1;
+        let agent_id = format!("pool_{:03}", self.pool.next);
+        self.pool.pending.insert(
+            agent_id.clone(),
+            Pending {
+                size,
+                asked_at: now,
+                for_task,
+            },
+        );
+        out.push(Action::ProvisionAgent {
+            agent_id: agent_id.clone(),
+            size,
+            reason: reason.clone(),
+        });
+        self.pool_record(
+            "provision",
+            &agent_id,
+            for_task,
+            reason,
+            Some(size),
+            None,
+            now,
+            out,
+        );
+    }
+
+    fn may_provision_more(&self, pool: &PoolPlan, now: UnixMillis) -> bool {
+        self.pool.failures_in_a_row < MAX_PROVISION_FAILURES
+            && now >= self.pool.retry_at
+            && pool.max_agents.is_none_or(|m| self.fleet_size() < m)
+            && self.fleet_total_after(&pool.agent_size).is_none()
+    }
+
+    fn keep_min_agents(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
+        while self.fleet_size() < pool.min_agents && self.may_provision_more(pool, now) {
+            let reason = format!(
+                "min_agents {}: the fleet has {}",
+                pool.min_agents,
+                self.fleet_size()
+            );
+            self.provision(pool.agent_size, None, reason, now, out);
+        }
+    }
+
+    /// Reserved over offered, of the scarcer resource, across agents that
+    /// take work; 1 with none.
+    fn utilisation(&self) -> f64 {
+        let (mut reserved, mut capacity) = (ResourceSpec::default(), ResourceSpec::default());
+        for a in self.agents.values().filter(|a| a.takes_work()) {
+            reserved.add(&a.reserved);
+            capacity.add(&a.capacity);
+        }
+        let share = |r: u64, c: u64| if c == 0 { 1.0 } else { r as f64 / c as f64 };
+        share(reserved.cpu_millis, capacity.cpu_millis)
+            .max(share(reserved.memory_mb, capacity.memory_mb))
+    }
+
+    /// Ready tasks that fit some agent but find no room now, and that room
+    /// would start (not held back by `max_parallel` or `agent_limits`): the
+    /// largest of their needs, and how many.
+    fn waiting_for_room(&self, now: UnixMillis) -> Option<(ResourceSpec, usize)> {
+        let suite = self.running_suite()?;
+        let mut largest = None::<ResourceSpec>;
+        let mut n = 0;
+        let mut running = suite.running_by_category.clone();
+        for &(_, _, t) in &suite.ready {
+            if suite.tasks[t].state != TaskState::Ready
+                || !suite.may_start(t, now)
+                || self.pool.stuck.contains_key(&t)
+            {
+                continue;
+            }
+            let task = &suite.plan.tasks[t];
+            let busy = running.entry(task.category.clone()).or_default();
+            if suite
+                .plan
+                .max_parallel
+                .get(&task.category)
+                .is_some_and(|m| *busy >= *m)
+            {
+                continue;
+            }
+            *busy += 1;
+            let need = suite.needs(t);
+            let mut total = suite.reserved_total;
+            total.add(&need);
+            let limits = &suite.plan.limits;
+            if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
+                || limits
+                    .total_cpu_millis
+                    .is_some_and(|c| total.cpu_millis > c)
+            {
+                continue;
+            }
+            n += 1;
+            largest = Some(largest.map_or(need, |l| max_each(l, need)));
+        }
+        largest.map(|l| (l, n))
+    }
+
+    fn scale_up(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
+        // One agent for load at a time: it may be all the waiting work needs.
+        if !self.pool.pending.is_empty() || !self.may_provision_more(pool, now) {
+            return;
+        }
+        let Some((largest, n)) = self.waiting_for_room(now) else {
+            return;
+        };
+        let used = self.utilisation();
+        if used < pool.scale_up_threshold {
+            return;
+        }
+        let size = max_each(pool.agent_size, largest);
+        if pool.max_agent_size.is_some_and(|m| !size.fits_within(&m)) {
+            return;
+        }
+        let reason = format!(
+            "{n} ready {} for room; utilisation {} is at or above scale_up_threshold {}",
+            if n == 1 { "task waits" } else { "tasks wait" },
+            percent(used),
+            percent(pool.scale_up_threshold)
+        );
+        self.provision(size, None, reason, now, out);
+    }
+
+    fn scale_down(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
+        let used = self.utilisation();
+        let waiting = self.waiting_for_room(now).is_some();
+        let ids: Vec<AgentId> = self.pool.started.keys().cloned().collect();
+        for id in ids {
+            let idle = self
+                .agents
+                .get(&id)
+                .is_some_and(|a| a.takes_work() && a.running.is_empty());
+            let keep = !idle
+                || waiting
+                || used >= pool.scale_down_threshold
+                || self.fleet_size() <= pool.min_agents;
+            let started = self.pool.started.get_mut(&id).expect("started");
+            if keep {
+                started.idle_since = None;
+                continue;
+            }
+            let since = *started.idle_since.get_or_insert(now);
+            if now < since + pool.scale_down_grace_ms {
+                continue;
+            }
+            let reason = format!(
+                "idle {} s; utilisation {} is below scale_down_threshold {}",
+                now.saturating_sub(since) as f64 / 1000.0,
+                percent(used),
+                percent(pool.scale_down_threshold)
+            );
+            self.stop_agent(&id, reason, now, out);
+        }
+    }
+
+    fn stop_agent(&mut self, id: &str, reason: String, now: UnixMillis, out: &mut Vec<Action>) {
+        self.pool.started.remove(id);
+        let capacity = self.agents.get_mut(id).map(|a| {
+            // Nothing new goes to an agent being stopped.
+            a.draining = true;
+            a.capacity
+        });
+        if capacity.is_some_and(|_| self.agents[id].connected) {
+            self.pool.stopping.insert(id.to_string());
+        }
+        out.push(Action::StopAgent {
+            agent_id: id.to_string(),
+            reason: reason.clone(),
+        });
+        self.pool_record("stop", id, None, reason, capacity, None, now, out);
+    }
+
+    /// The suite is over: every agent the pool started or asked for goes.
+    fn stop_everything(&mut self, why: &str, now: UnixMillis, out: &mut Vec<Action>) {
+        let started: Vec<AgentId> = self.pool.started.keys().cloned().collect();
+        for id in started {
+            self.stop_agent(&id, why.to_string(), now, out);
+        }
+        let pending: Vec<AgentId> = self.pool.pending.keys().cloned().collect();
+        for id in pending {
+            let p = self.pool.pending.remove(&id).expect("pending");
+            out.push(Action::StopAgent {
+                agent_id: id.clone(),
+                reason: why.to_string(),
+            });
+            self.pool_record(
+                "stop",
+                &id,
+                None,
+                why.to_string(),
+                Some(p.size),
+                None,
+                now,
+                out,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pool_record(
+        &mut self,
+        decision: &'static str,
+        agent_id: &str,
+        task: Option<usize>,
+        reason: String,
+        size: Option<ResourceSpec>,
+        join_seconds: Option<f64>,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let record = PoolRecord {
+            at: now,
+            decision,
+            agent_id: agent_id.to_string(),
+            task_id: task.map(|t| self.task_name(t)).unwrap_or_default(),
+            reason,
+            cpu_cores: size.map_or(0.0, |s| s.cpu_cores()),
+            memory_mb: size.map_or(0, |s| s.memory_mb),
+            join_seconds,
+        };
+        self.pool.history.push(record.clone());
+        out.push(Action::publish(Notice::Pool(Box::new(record))));
+    }
+}

@@ -1,0 +1,342 @@
+//! The agent pool: unplaceable tasks explained and failed, agents started
+//! for work and for `min_agents`, stopped when idle, never past `max_agents`.
+
+use crate::results::ErrorType;
+use crate::sim::*;
+use crate::{Action, Event, SuiteState, TaskState};
+
+/// The seed's suite with `agent_pool` replaced by `pool` (YAML flow map
+/// body) and `agent_limits.max_agents` by `max_agents`.
+fn seed_with_pool(pool: &str, max_agents: u32) -> String {
+    seed_yaml("dag")
+        .replace(
+            "agent_pool:\n  min_agents: 3\n  max_agents: 6\n",
+            &format!("agent_pool:\n  {pool}\n"),
+        )
+        .replace(
+            "  max_agents: 6\n",
+            &format!("  max_agents: {max_agents}\n"),
+        )
+}
+
+fn provisions(actions: &[Action]) -> Vec<(String, u64, u64, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ProvisionAgent {
+                agent_id,
+                size,
+                reason,
+            } => Some((
+                agent_id.clone(),
+                size.cpu_millis / 1000,
+                size.memory_mb,
+                reason.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stops(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopAgent { agent_id, .. } => Some(agent_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// SMALL (1 core), then BIG (4 cores, 4096 MB), then AFTER, which waits on BIG.
+fn big_after_small(pool: &str) -> String {
+    format!("agent_pool: {{{pool}}}\ntemplates:\n  t: {{command: x}}\norchestrator:\n  task_definitions:\n    u:\n      - {{id: SMALL, template: t, resources: {{cpu_cores: 1, memory_mb: 100}}}}\n      - {{id: BIG, template: t, dependencies: [SMALL], resources: {{cpu_cores: 4, memory_mb: 4096}}}}\n      - {{id: AFTER, template: t, dependencies: [BIG], resources: {{cpu_cores: 1, memory_mb: 100}}}}\n")
+}
+
+/// Runs SMALL on one 2-core agent; BIG is then ready and fits no agent.
+fn up_to_big(pool: &str) -> Sim {
+    let mut sim = Sim::new();
+    sim.join("small", cap(2, 2048));
+    let out = sim.submit(plan(&big_after_small(pool)));
+    assert!(provisions(&out).is_empty(), "{out:?}");
+    sim.drain_successfully();
+    assert_eq!(sim.state("BIG"), TaskState::Ready);
+    sim
+}
+
+fn task_index(sim: &Sim, id: &str) -> usize {
+    sim.s.suite().unwrap().plan.index[id]
+}
+
+/// Runs the seed's suite on one 2-core agent until only C1 (4 cores) is left.
+fn up_to_c1(yaml: &str) -> Sim {
+    let mut sim = Sim::new();
+    sim.join("small", cap(2, 2048));
+    sim.submit(plan(yaml));
+    sim.drain_successfully();
+    assert_eq!(sim.state("C1"), TaskState::Ready);
+    sim
+}
+
+#[test]
+fn a_task_no_agent_fits_is_explained_then_fails_unplaceable_and_its_dependents_skip() {
+    let yaml = seed_with_pool("placement_timeout: 30\n  min_agents: 1", 2);
+    let mut sim = up_to_c1(&yaml);
+    let out = sim.advance(250);
+    let c1 = task_index(&sim, "C1");
+    let why = sim.s.pool().waiting_reason(c1).expect("C1 is explained");
+    assert_eq!(
+        why,
+        "C1 needs 4 cores and 4096 MB; the largest agent has 2 cores and 2048 MB; no provisioner is configured (agent_pool.provisioner)"
+    );
+    // Watchers are told once, not on every tick.
+    let told = |out: &[Action]| {
+        out.iter()
+            .filter(|a| matches!(a, Action::Publish(n) if matches!(&**n, crate::Notice::TaskState(s) if s.task_id == "C1" && s.detail.starts_with("C1 needs"))))
+            .count()
+    };
+    assert_eq!(told(&out), 1);
+    assert_eq!(told(&sim.advance(250)), 0);
+
+    sim.advance(29_000);
+    assert_eq!(
+        sim.state("C1"),
+        TaskState::Ready,
+        "not before placement_timeout"
+    );
+    sim.advance(1_000);
+    assert_eq!(sim.state("C1"), TaskState::Failed);
+    assert_eq!(sim.s.pool().failure_type(c1), Some("unplaceable"));
+    let reason = &sim.s.suite().unwrap().tasks[c1].reason;
+    assert!(
+        reason.starts_with("unplaceable: C1 needs 4 cores"),
+        "{reason}"
+    );
+    assert_eq!(sim.state("C2"), TaskState::Skipped);
+    assert_eq!(sim.state("C3"), TaskState::Skipped);
+    assert_eq!(sim.suite_state(), SuiteState::Failed, "the suite ends");
+}
+
+#[test]
+fn the_sentence_says_when_max_agents_is_reached() {
+    let yaml = seed_with_pool(
+        "placement_timeout: 30\n  min_agents: 1\n  max_agents: 1\n  provisioner: {type: local}",
+        1,
+    );
+    let mut sim = up_to_c1(&yaml);
+    sim.advance(250);
+    let why = sim
+        .s
+        .pool()
+        .waiting_reason(task_index(&sim, "C1"))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        why,
+        "C1 needs 4 cores and 4096 MB; the largest agent has 2 cores and 2048 MB; max_agents 1 reached"
+    );
+}
+
+#[test]
+fn an_agent_joining_that_fits_ends_the_wait() {
+    let yaml = seed_with_pool("placement_timeout: 30\n  min_agents: 1", 2);
+    let mut sim = up_to_c1(&yaml);
+    sim.advance(20_000);
+    let out = sim.join("big", cap(4, 8192));
+    assert_eq!(assigned(&out)[0].task, "C1");
+    sim.advance(20_000);
+    assert_eq!(sim.s.pool().waiting_reason(task_index(&sim, "C1")), None);
+    assert_eq!(sim.state("C1"), TaskState::Running);
+}
+
+#[test]
+fn an_agent_is_provisioned_for_a_task_that_fits_none_and_stopped_when_idle() {
+    let mut sim = up_to_big("min_agents: 0, max_agents: 3, provisioner: {type: local}");
+    let out = sim.advance(250);
+    let asked = provisions(&out);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let (id, cpu, mem, reason) = &asked[0];
+    assert_eq!((*cpu, *mem), (4, 4096), "sized for C1");
+    assert_eq!(
+        reason,
+        "BIG needs 4 cores and 4096 MB, more than any agent has"
+    );
+    // Not asked twice while it starts.
+    assert!(provisions(&sim.advance(250)).is_empty());
+    sim.step(Event::AgentProvisioned {
+        agent_id: id.clone(),
+    });
+    sim.now += 1_500;
+    let out = sim.join(id, cap(4, 4096));
+    assert_eq!(assigned(&out)[0].task, "BIG");
+    let joined = sim
+        .s
+        .pool()
+        .history()
+        .iter()
+        .find(|r| r.decision == "joined")
+        .unwrap();
+    assert_eq!(&joined.agent_id, id);
+    assert!(joined.join_seconds.unwrap() >= 1.5);
+
+    sim.drain_successfully();
+    assert_eq!(sim.suite_state(), SuiteState::Completed);
+    let stopped: Vec<_> = sim
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopAgent { agent_id, reason } => Some((agent_id.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stopped,
+        vec![(id.clone(), "the suite ended".to_string())],
+        "the suite's end lets its agents go"
+    );
+}
+
+#[test]
+fn an_idle_provisioned_agent_is_stopped_after_the_grace_period() {
+    let yaml = "agent_pool: {min_agents: 0, scale_down_grace: 10, provisioner: {type: local}}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: BIG, template: t, resources: {cpu_cores: 4, memory_mb: 4096}}\n      - {id: LONG, template: t, resources: {cpu_cores: 1, memory_mb: 100}}\n";
+    let mut sim = Sim::new();
+    sim.join("small", cap(2, 2048));
+    let id = provisions(&sim.submit(plan(yaml)))[0].0.clone();
+    sim.join(&id, cap(4, 4096));
+    let big = sim.running().into_iter().find(|a| a.task == "BIG").unwrap();
+    sim.succeed(&big);
+    // LONG still runs on `small`: the pool's agent idles.
+    assert!(stops(&sim.advance(250)).is_empty());
+    assert!(
+        stops(&sim.advance(9_000)).is_empty(),
+        "not within the grace"
+    );
+    let out = sim.advance(1_000);
+    assert_eq!(stops(&out), vec![id.clone()]);
+    assert!(!sim.s.agents().find(|a| a.id == id).unwrap().takes_work());
+    let rec = sim
+        .s
+        .pool()
+        .history()
+        .iter()
+        .rev()
+        .find(|r| r.decision == "stop")
+        .unwrap();
+    assert!(rec.reason.starts_with("idle 10"), "{}", rec.reason);
+    assert!(
+        rec.reason.contains("below scale_down_threshold 30%"),
+        "{}",
+        rec.reason
+    );
+}
+
+#[test]
+fn min_agents_are_started_with_the_suite_and_never_more_than_max_agents() {
+    let yaml = seed_with_pool("min_agents: 2\n  max_agents: 3\n  provisioner: {type: local, cpu_cores: 1, memory_mb: 1024}", 3);
+    let mut sim = Sim::new();
+    let out = sim.submit(plan(&yaml));
+    let asked = provisions(&out);
+    assert_eq!(asked.len(), 2);
+    assert!(asked
+        .iter()
+        .all(|(_, c, m, r)| (*c, *m) == (1, 1024) && r.starts_with("min_agents 2")));
+    for (id, ..) in &asked {
+        sim.join(id, cap(1, 1024));
+    }
+    // Three unit tests of one core on two one-core agents: one more agent
+    // for the waiting one, and then max_agents holds.
+    for _ in 0..20 {
+        sim.advance(250);
+        let fleet = sim.s.agents().filter(|a| a.connected).count() + sim.s.pool().pending();
+        assert!(fleet <= 3, "fleet {fleet}");
+    }
+    assert_eq!(provisions(&sim.log).len(), 3);
+}
+
+#[test]
+fn failed_provisions_end_in_unplaceable() {
+    let mut sim = up_to_big("placement_timeout: 30, min_agents: 0, provisioner: {type: local}");
+    for n in 0..3 {
+        let asked = provisions(&sim.advance(2_000 * n + 250));
+        assert_eq!(asked.len(), 1, "attempt {n}");
+        sim.step(Event::ProvisionFailed {
+            agent_id: asked[0].0.clone(),
+            error: "no docker".into(),
+        });
+    }
+    assert!(
+        provisions(&sim.advance(10_000)).is_empty(),
+        "three failures: no more asking"
+    );
+    let why = sim
+        .s
+        .pool()
+        .waiting_reason(task_index(&sim, "BIG"))
+        .unwrap()
+        .to_string();
+    assert!(
+        why.ends_with("provisioning an agent for it failed 3 times (last: no docker)"),
+        "{why}"
+    );
+    sim.advance(20_000);
+    assert_eq!(sim.state("BIG"), TaskState::Failed);
+    assert_eq!(sim.state("AFTER"), TaskState::Skipped);
+}
+
+#[test]
+fn an_agent_that_never_joins_is_stopped_and_counted_as_failed() {
+    let mut sim = up_to_big("placement_timeout: 30, min_agents: 0, provisioner: {type: local}");
+    let id = provisions(&sim.advance(250))[0].0.clone();
+    let out = sim.advance(30_000);
+    assert_eq!(stops(&out), vec![id]);
+    assert!(provisions(&out).is_empty(), "backs off");
+    assert_eq!(provisions(&sim.advance(2_000)).len(), 1, "asked again");
+}
+
+#[test]
+fn level_2_reallocation_starts_an_agent_with_doubled_resources() {
+    let yaml = "agent_pool: {min_agents: 0, provisioner: {type: local}}\nfailure_handling: {retry_delay_seconds: 0}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: T, template: t, resources: {cpu_cores: 2, memory_mb: 2048}}\n";
+    let mut sim = Sim::new();
+    sim.join("small", cap(2, 2048));
+    sim.submit(plan(yaml));
+    let a = sim.running()[0].clone();
+    sim.fail(&a, ErrorType::ResourceExhaustion);
+    let asked = provisions(&sim.advance(250));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!((asked[0].1, asked[0].2), (4, 4096));
+    assert!(
+        asked[0]
+            .3
+            .starts_with("level-2 reallocation: T now needs 4 cores and 4096 MB"),
+        "{}",
+        asked[0].3
+    );
+    let out = sim.join(&asked[0].0, cap(4, 4096));
+    assert_eq!(assigned(&out)[0].agent, asked[0].0);
+}
+
+#[test]
+fn waiting_work_past_the_threshold_grows_the_fleet() {
+    let yaml = "agent_pool: {min_agents: 1, max_agents: 2, provisioner: {type: local, cpu_cores: 1, memory_mb: 512}}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: T1, template: t, resources: {cpu_cores: 1, memory_mb: 100}}\n      - {id: T2, template: t, resources: {cpu_cores: 1, memory_mb: 100}}\n";
+    let mut sim = Sim::new();
+    let first = provisions(&sim.submit(plan(yaml)));
+    assert_eq!(first.len(), 1);
+    let second = provisions(&sim.join(&first[0].0, cap(1, 512)));
+    assert_eq!(second.len(), 1, "T2 waits on a full fleet");
+    assert!(
+        second[0].3.starts_with("1 ready task waits for room"),
+        "{}",
+        second[0].3
+    );
+    assert!(second[0].3.contains("utilisation 100%"), "{}", second[0].3);
+}
+
+#[test]
+fn random_pool_schedules_stay_within_min_and_max_and_always_end() {
+    for seed in 0..300 {
+        if let Err((msg, trace)) = crate::sim::run_pool_schedule(seed) {
+            let tail = trace.len().saturating_sub(40);
+            panic!("seed {seed}: {msg}\n{}", trace[tail..].join("\n"));
+        }
+    }
+}

@@ -158,6 +158,17 @@ fn entry(event: &Event, source: &PlanSource) -> Entry {
         Event::DrainAgent { agent_id } => Entry::Drain(proto::JournalDrain {
             agent_id: agent_id.clone(),
         }),
+        Event::AgentProvisioned { agent_id } => {
+            Entry::AgentProvisioned(proto::JournalDrain {
+                agent_id: agent_id.clone(),
+            })
+        }
+        Event::ProvisionFailed { agent_id, error } => {
+            Entry::ProvisionFailed(proto::JournalProvisionFailed {
+                agent_id: agent_id.clone(),
+                error: error.clone(),
+            })
+        }
         Event::ResolveEscalation {
             escalation_id,
             resolution,
@@ -240,6 +251,13 @@ pub fn event(entry: JournalEntry, own: &OwnConfig) -> Result<(Event, UnixMillis)
         Entry::CancelSuite(c) => Event::CancelSuite { reason: c.reason },
         Entry::Drain(d) => Event::DrainAgent {
             agent_id: d.agent_id,
+        },
+        Entry::AgentProvisioned(d) => Event::AgentProvisioned {
+            agent_id: d.agent_id,
+        },
+        Entry::ProvisionFailed(f) => Event::ProvisionFailed {
+            agent_id: f.agent_id,
+            error: f.error,
         },
         Entry::Resolve(r) => Event::ResolveEscalation {
             escalation_id: r.escalation_id,

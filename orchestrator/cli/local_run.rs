@@ -210,6 +210,10 @@ fn print_report_paths(report_dir: &Path) {
         "junit:  {}",
         report_dir.join(crate::output::report::JUNIT_FILE).display()
     );
+    eprintln!(
+        "html:   {}",
+        report_dir.join(crate::output::report::HTML_FILE).display()
+    );
 }
 
 fn agent_capacity(config: &SuiteConfig, args: &RunArgs) -> (f64, u64) {

@@ -85,6 +85,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.local_agents,
         report_dir.display()
     );
+    eprintln!(
+        "testfleet: live page on {endpoint}{}",
+        crate::edge::web_page::PAGE_PATH
+    );
 
     let agent_bin = local_agents::agent_bin(args.agent_bin.as_deref())?;
     let launch = AgentLaunch {

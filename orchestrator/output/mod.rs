@@ -5,7 +5,7 @@ pub mod junit_merge;
 pub mod layout;
 pub mod report;
 pub mod report_html;
-mod report_html_model;
+pub(crate) mod report_html_model;
 pub mod webhook;
 
 #[cfg(test)]

@@ -155,12 +155,12 @@ fn every_metric_the_dashboard_queries_is_served_by_the_orchestrator() {
     let served = |name: &str| {
         families.iter().any(|(family, kind)| {
             let suffix = name.strip_prefix(family.as_str());
-            match (kind.as_str(), suffix) {
-                (_, Some("")) => true,
-                ("counter", Some("_total")) => true,
-                ("histogram", Some("_bucket" | "_sum" | "_count")) => true,
-                _ => false,
-            }
+            matches!(
+                (kind.as_str(), suffix),
+                (_, Some(""))
+                    | ("counter", Some("_total"))
+                    | ("histogram", Some("_bucket" | "_sum" | "_count"))
+            )
         })
     };
     let missing: Vec<&String> = queried.iter().filter(|m| !served(m)).collect();

@@ -530,8 +530,8 @@ fn tasks(page: &mut String, r: &Report, cases: &[Case]) {
             .filter(|c| c.task == t.task_id && (list_all || c.failed()))
             .collect();
         // A success says why only when it is not the plain one.
-        let reason = !t.reason.is_empty()
-            && !(t.status == "completed_success" && t.reason == "all criteria met");
+        let plain = t.status == "completed_success" && t.reason == "all criteria met";
+        let reason = !t.reason.is_empty() && !plain;
         if !reason && own.is_empty() {
             continue;
         }

@@ -670,40 +670,5 @@ fn clock(rfc3339: &str) -> &str {
     rfc3339.get(11..19).unwrap_or(rfc3339)
 }
 
-const CSS: &str = r#"
-:root{--bg:#f6f7f9;--fg:#1c2330;--mut:#667085;--card:#fff;--line:#e4e7ec;--good:#12805c;--bad:#c4320a;--warn:#b54708;--info:#175cd3;--gray:#98a2b3}
-*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-.wrap{max-width:1200px;margin:0 auto;padding:0 24px}
-header{background:#101828;color:#f2f4f7;padding:20px 0 18px}header .brand{font-size:12px;letter-spacing:.08em;text-transform:uppercase;color:#98a2b3}
-h1{margin:4px 0 6px;font-size:26px;font-weight:650}.meta{margin:0;color:#d0d5dd;font-size:13px}.meta code{color:#f2f4f7}
-.reason{margin:8px 0 0;color:#fec84b}
-section{margin:22px 0}h2{font-size:17px;margin:0 0 10px;font-weight:650}h2 .count{color:var(--mut);font-weight:400;font-size:14px;margin-left:6px}
-h3{font-size:15px;margin:0 0 6px;font-weight:600}h3 .on{color:var(--mut);font-weight:400;font-size:13px}
-a{color:var(--info);text-decoration:none}a:hover{text-decoration:underline}
-code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px;min-width:130px}
-.card .v{font-size:24px;font-weight:650}.card .v small{font-size:15px;color:var(--mut);font-weight:500}.card .l{color:var(--mut);font-size:12.5px}
-.card.good{border-left:4px solid var(--good)}.card.bad{border-left:4px solid var(--bad)}.card.warn{border-left:4px solid var(--warn)}
-.pill{display:inline-block;border-radius:999px;padding:1px 9px;font-size:12px;font-weight:600;vertical-align:middle;background:#eaecf0;color:#344054}
-.st-completed,.st-completed_success{background:#d1fadf;color:#05603a}.st-failed{background:#fee4e2;color:#b42318}.st-flaky,.st-skipped,.st-paused,.st-escalated{background:#fef0c7;color:#93370d}
-.st-running{background:#d1e9ff;color:#1849a9}.st-cancelled{background:#eaecf0;color:#475467}
-.tag{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;font-weight:600;background:#eaecf0}.tag.err,.sev-critical{background:#fee4e2;color:#b42318}.sev-warning{background:#fef0c7;color:#93370d}
-.failure{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--bad);border-radius:8px;padding:12px 16px;margin:0 0 10px}
-pre{white-space:pre-wrap;word-break:break-word;margin:6px 0;font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-pre.msg{background:#fff6f5;border-radius:6px;padding:8px 10px;color:#7a271a}.where,.advice{margin:4px 0;color:var(--mut)}
-ul.tests{margin:4px 0;padding-left:20px}details.trace summary{cursor:pointer;color:var(--mut)}details.trace pre{background:#f9fafb;padding:8px 10px;border-radius:6px}
-table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:8px;overflow:hidden}
-th{text-align:left;font-size:12px;color:var(--mut);font-weight:600;background:#f9fafb}th,td{padding:7px 10px;border-bottom:1px solid var(--line);vertical-align:top}
-tr.more td{background:#fcfcfd;padding-top:2px;color:var(--mut)}tr.sub td:first-child{padding-left:28px}.cat{color:var(--mut);font-size:12px}
-.why{font-size:13px}td.t{white-space:nowrap;color:var(--mut);font-variant-numeric:tabular-nums}
-.crit{display:inline-block;font-size:12px;border-radius:4px;padding:0 6px;margin:1px}.crit.ok{background:#ecfdf3;color:#05603a}.crit.no{background:#fee4e2;color:#b42318}
-table.cases{border:none}table.cases td{padding:3px 8px;font-size:13px}.res{font-size:11px;font-weight:700;text-transform:uppercase}.r-passed{color:var(--good)}.r-failed,.r-error{color:var(--bad)}.r-skipped{color:var(--mut)}
-.lvl{font-size:12px;white-space:nowrap}.l1{color:var(--info)}.l2{color:var(--warn)}.l3{color:var(--bad)}
-.tl{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px 12px}
-.lane{display:flex;align-items:center;min-height:30px}.lane .who{width:110px;flex:none;font-weight:600;font-size:12.5px;overflow:hidden;text-overflow:ellipsis}
-.track{position:relative;flex:1;height:22px;border-left:1px solid var(--line);background:repeating-linear-gradient(90deg,#f9fafb 0 1px,transparent 1px 100%)}
-.axis{height:20px}.axis .track{background:none}.tick{position:absolute;font-size:11px;color:var(--mut);transform:translateX(-50%)}
-.bar{position:absolute;top:2px;height:19px;border-radius:4px;font-size:11px;line-height:18px;color:#fff;padding:0 4px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis;box-shadow:inset 0 0 0 1px rgba(0,0,0,.08)}
-.bar:hover{text-decoration:none;filter:brightness(1.1)}.o-succeeded{background:#32d583}.o-failed{background:#f04438}.o-agent_lost{background:#f79009}.o-cancelled{background:var(--gray)}.o-running{background:#2e90fa}
-.legend .bar{position:static;display:inline-block;margin-right:8px}.none{color:var(--mut)}
-"#;
+/// The page's style, inlined into it (nothing may be loaded).
+const CSS: &str = include_str!("report_html.css");

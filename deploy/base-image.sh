@@ -3,9 +3,15 @@
 # this workplace has no image registry, so nothing can be pulled. Uses the
 # Debian mirror this host's apt sources name, and no other: with none, it
 # stops and says so.
+#   deploy/base-image.sh                      testfleet-base:bookworm (python3, venv)
+#   deploy/base-image.sh IMAGE PACKAGES [docker import --change ...]
 set -euo pipefail
 
-image=testfleet-base:bookworm
+image=${1:-testfleet-base:bookworm}
+packages=${2:-python3,python3-venv,ca-certificates,procps}
+shift $(( $# > 2 ? 2 : $# ))
+changes=()
+for c in "$@"; do changes+=(--change "$c"); done
 if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
@@ -24,7 +30,7 @@ fi
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
 echo "building $image from $mirror" >&2
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,procps bookworm "$rootfs" "$mirror" >/dev/null
+debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror" >/dev/null
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-tar -C "$rootfs" -c . | docker import - "$image" >/dev/null
+tar -C "$rootfs" -c . | docker import "${changes[@]}" - "$image" >/dev/null
 echo "built $image" >&2

@@ -107,6 +107,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         report_dir.display(),
         cache_dir.display()
     );
+    eprintln!(
+        "testfleet: live page on {endpoint}{}",
+        crate::edge::web_page::PAGE_PATH
+    );
 
     let agent_bin = local_agents::agent_bin(args.agent_bin.as_deref())?;
     let launch = AgentLaunch {
@@ -269,6 +273,10 @@ fn print_report_paths(report_dir: &Path) {
     eprintln!(
         "junit:  {}",
         report_dir.join(crate::output::report::JUNIT_FILE).display()
+    );
+    eprintln!(
+        "html:   {}",
+        report_dir.join(crate::output::report::HTML_FILE).display()
     );
 }
 

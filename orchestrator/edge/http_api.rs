@@ -1,5 +1,6 @@
 //! The seed's HTTP API, served on the gRPC port so its `orchestrator.sh`
-//! works unchanged but for its launch lines.
+//! works unchanged but for its launch lines; the live page's routes
+//! (edge/web_page.rs) go beside it, under the same admin check.
 
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -17,16 +18,24 @@ use crate::edge::listener::PeerInfo;
 use crate::views::status;
 use testfleet::tls::Role;
 
-pub fn router(control: ControlService, mode: Mode) -> Router {
+/// `closing` turns true when the server stops: the live pages' event
+/// streams end then.
+pub fn router(
+    control: ControlService,
+    mode: Mode,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     Router::new()
         .route("/api/v1/execute-suite", post(execute_suite))
         .route("/api/v1/status", get(status))
         .route("/api/v1/progress", get(progress))
         .route("/api/v1/final-report", get(final_report))
+        .merge(crate::edge::web_page::routes(closing))
         .with_state(control)
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                // Under mTLS the HTTP API, like Control, needs an admin certificate.
+                // Under mTLS the HTTP API and the live page, like Control,
+                // need an admin certificate (the browser's, for the page).
                 match auth::require(mode, req.extensions().get::<PeerInfo>(), Role::Admin) {
                     Ok(_) => next.run(req).await,
                     Err(status) => error(status),
@@ -52,7 +61,7 @@ struct Limits {
     max_cpu_cores: f64,
 }
 
-fn error(status: tonic::Status) -> Response {
+pub(crate) fn error(status: tonic::Status) -> Response {
     let code = match status.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,

@@ -1,4 +1,5 @@
-//! Where the world meets the engine: the gRPC services, the seed's HTTP API,
+//! Where the world meets the engine: the gRPC services, the seed's HTTP API
+//! and the live page,
 //! the listener that accepts (and authenticates) connections, and the server
 //! that puts them on one port. Edges turn requests into engine inputs and
 //! never decide anything the scheduler decides.
@@ -14,3 +15,4 @@ pub mod listener;
 pub mod live_agents;
 pub mod server;
 pub mod tls_reload;
+pub mod web_page;

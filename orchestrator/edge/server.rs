@@ -50,11 +50,13 @@ pub struct Running {
     pub engine: Engine,
     pub control: ControlService,
     shutdown: Option<oneshot::Sender<()>>,
+    closing: tokio::sync::watch::Sender<bool>,
     join: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.closing.send(true);
         self.engine.pool.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -202,17 +204,24 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         )?;
         Ok(req)
     };
-    let routes = tonic::service::Routes::from(crate::edge::http_api::router(control.clone(), mode))
-        .add_service(AgentGatewayServer::new(AgentGatewayService::new(
-            engine.clone(),
-            orchestrator_id,
-            mode,
-            opts.config.storage.limits(),
-        )))
-        .add_service(ControlServer::with_interceptor(control.clone(), admin_only))
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    // Live pages' event streams never end by themselves: they are told to
+    // when the server stops, or its graceful shutdown would wait for them.
+    let (closing, pages_closing) = tokio::sync::watch::channel(false);
+    let routes = tonic::service::Routes::from(crate::edge::http_api::router(
+        control.clone(),
+        mode,
+        pages_closing,
+    ))
+    .add_service(AgentGatewayServer::new(AgentGatewayService::new(
+        engine.clone(),
+        orchestrator_id,
+        mode,
+        opts.config.storage.limits(),
+    )))
+    .add_service(ControlServer::with_interceptor(control.clone(), admin_only))
+    .add_service(health)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha);
 
     let (tx, rx) = oneshot::channel::<()>();
     let tls = opts.tls.clone();
@@ -250,6 +259,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         engine,
         control,
         shutdown: Some(tx),
+        closing,
         join,
     })
 }

@@ -158,11 +158,9 @@ fn entry(event: &Event, source: &PlanSource) -> Entry {
         Event::DrainAgent { agent_id } => Entry::Drain(proto::JournalDrain {
             agent_id: agent_id.clone(),
         }),
-        Event::AgentProvisioned { agent_id } => {
-            Entry::AgentProvisioned(proto::JournalDrain {
-                agent_id: agent_id.clone(),
-            })
-        }
+        Event::AgentProvisioned { agent_id } => Entry::AgentProvisioned(proto::JournalDrain {
+            agent_id: agent_id.clone(),
+        }),
         Event::ProvisionFailed { agent_id, error } => {
             Entry::ProvisionFailed(proto::JournalProvisionFailed {
                 agent_id: agent_id.clone(),

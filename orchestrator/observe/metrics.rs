@@ -27,6 +27,12 @@ pub struct TaskLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabel {
+    pub alert: String,
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabel {
     pub category: String,
 }
@@ -58,6 +64,8 @@ pub struct Metrics {
     agent_tasks_total: Family<AgentLabel, Counter>,
     agent_errors_total: Family<AgentLabel, Counter>,
     agent_latency: Family<AgentLabel, FloatGauge>,
+    // the seed's alert rules
+    alert_active: Family<AlertLabel, Gauge>,
 }
 
 impl Metrics {
@@ -86,6 +94,7 @@ impl Metrics {
             agent_tasks_total: Family::default(),
             agent_errors_total: Family::default(),
             agent_latency: Family::default(),
+            alert_active: Family::default(),
         };
         r.register(
             "orchestrator_status",
@@ -178,6 +187,11 @@ impl Metrics {
             "Heartbeat age when it arrived (clock skew included)",
             m.agent_latency.clone(),
         );
+        r.register(
+            "alert_active",
+            "1 while an alert rule of the seed holds, 0 once cleared",
+            m.alert_active.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m
@@ -186,6 +200,14 @@ impl Metrics {
 
     /// Counts what happened.
     pub fn observe(&self, s: &Scheduler, action: &Action) {
+        if let Action::Alert(a) = action {
+            let label = AlertLabel {
+                alert: a.name.to_string(),
+                severity: a.severity.to_string(),
+            };
+            self.alert_active.get_or_create(&label).set(a.active.into());
+            return;
+        }
         let Action::Publish(notice) = action else {
             return;
         };

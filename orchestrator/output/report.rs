@@ -1,6 +1,7 @@
 //! The final report as files: built in pieces, on a thread per core for a
 //! large suite, written as report.json (atomically) beside the merged
-//! junit.xml, and kept as text the API serves without copying.
+//! junit.xml and report.html, and kept as text the API serves without
+//! copying.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use testfleet_core::{Scheduler, SuiteRun};
 use crate::views::report::{write_all_but_tasks, write_tasks};
 
 pub use super::layout::{JUNIT_FILE, REPORT_FILE};
+pub use super::report_html::HTML_FILE;
 
 /// Reports are built in pieces this long: small enough that the file writer
 /// keeps pace with the serialiser, large enough that a 20 MB report is a few
@@ -155,9 +157,20 @@ fn write_files<P: AsRef<[u8]>>(
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(REPORT_FILE);
-    write_atomically(&path, report)?;
+    // report.html is rendered from this same text, once it is whole.
+    let mut whole = Vec::new();
+    let pieces = report
+        .into_iter()
+        .inspect(|p| whole.extend_from_slice(p.as_ref()));
+    write_atomically(&path, pieces)?;
     let junit = crate::output::junit_merge::merge(suite, dir)?;
     write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])?;
+    // The JSON is the report; a page that cannot be made costs only itself.
+    let html = crate::output::report_html::render(&whole, Some(&junit))
+        .and_then(|page| write_atomically(&dir.join(HTML_FILE), [page.as_bytes()]));
+    if let Err(e) = html {
+        tracing::warn!(error = format!("{e:#}"), dir = %dir.display(), "report.html was not written");
+    }
     Ok(path)
 }
 

@@ -1,12 +1,13 @@
 //! What the black-box tests (tests/) and the benchmark harness (benches/)
 //! share: the real binaries, started on real sockets and stopped (with
 //! everything they started) when dropped; hand-driven agent streams and a
-//! hand-driven orchestrator for a real agent; and
+//! hand-driven orchestrator for a real agent; a headless browser; and
 //! waits on states with deadlines instead of sleeps.
 //!
 //! Everything is re-exported here, so a test says `use testfleet_testkit::*`.
 
 mod agents;
+mod browser;
 mod control;
 mod flood;
 mod http;
@@ -20,6 +21,7 @@ mod wait;
 mod workspace;
 
 pub use agents::*;
+pub use browser::*;
 pub use control::*;
 pub use flood::*;
 pub use http::*;

@@ -30,8 +30,10 @@ fn suite(project: &Path, args: &[&str]) -> std::path::PathBuf {
     file
 }
 
-/// Each test of the split task: (id, verdict, its runs as (outcome, agent)).
-fn tests_of(report: &Value) -> Vec<(String, String, Vec<(String, String)>)> {
+/// A test of the split task: (id, verdict, its runs as (outcome, agent)).
+type ReportedTest = (String, String, Vec<(String, String)>);
+
+fn tests_of(report: &Value) -> Vec<ReportedTest> {
     task(report, "unit")["split"]["tests"]
         .as_array()
         .expect("the split task lists its tests")

@@ -242,6 +242,8 @@ fn unknown_tests_get_the_median_and_batches_shrink_longest_first() {
 }
 
 #[test]
+// The seed count is a test setting, read by the test, not by the core.
+#[allow(clippy::disallowed_methods)]
 fn seeded_schedules_hand_out_every_test_until_reported_once() {
     let seeds: u64 = std::env::var("TESTFLEET_SPLIT_SEEDS")
         .ok()

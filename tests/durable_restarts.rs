@@ -5,7 +5,6 @@
 //! `TESTFLEET_KILL_SEED=S` replays one choice of kill points.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -148,34 +147,6 @@ fn the_cashcow_suite_survives_three_kill_9s_of_its_orchestrator() {
     assert!(replays[1..].iter().all(|n| *n > 0), "{replays:?}");
 }
 
-/// A real HTTP listener standing in for the team's alerting webhook.
-fn webhook() -> (u16, std::sync::mpsc::Receiver<Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut len, mut line) = (0, String::new());
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            let mut s = stream;
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if let Ok(v) = serde_json::from_slice(&body) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn a_pending_escalation_survives_a_restart_and_is_resolved_after_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,7 +162,7 @@ recovery:
   human_notification_webhook: "http://127.0.0.1:{port}/hook"
 templates:
   calc:
-    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, f'Expected {{exp}}, got {{got}}'\""
+    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, 'Expected %s, got %s' % (exp, got)\""
   report:
     command: "echo report"
 orchestrator:

@@ -1,7 +1,6 @@
 //! Recovery against real processes: the faults suite, agents killed and
 //! stopped, an escalation to a real webhook, and wire input that does not fit.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -288,35 +287,6 @@ fn a_stopped_agent_is_detected_and_its_late_result_is_stale() {
     assert_eq!(task(&report, "SLEEPY")["status"], "completed_success");
 }
 
-/// A real HTTP listener standing in for the team's alerting webhook.
-fn webhook() -> (u16, std::sync::mpsc::Receiver<Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0;
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            let mut s = stream;
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if let Ok(v) = serde_json::from_slice(&body) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn a_calculation_error_escalates_to_the_webhook_and_resumes_on_retry() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,7 +302,7 @@ recovery:
   human_notification_webhook: "http://127.0.0.1:{port}/hook"
 templates:
   calc:
-    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, f'Expected {{exp}}, got {{got}}'\""
+    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, 'Expected %s, got %s' % (exp, got)\""
   report:
     command: "echo report"
 orchestrator:

@@ -18,6 +18,7 @@ mod raw_agent;
 mod raw_orchestrator;
 mod suite_run;
 mod wait;
+mod webhook;
 mod workspace;
 
 pub use agents::*;
@@ -32,4 +33,5 @@ pub use raw_agent::*;
 pub use raw_orchestrator::*;
 pub use suite_run::*;
 pub use wait::*;
+pub use webhook::*;
 pub use workspace::*;

@@ -151,31 +151,7 @@ fn the_cashcow_suite_survives_three_kill_9s_of_its_orchestrator() {
 fn a_pending_escalation_survives_a_restart_and_is_resolved_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let (port, hook) = webhook();
-    let expected = dir.path().join("expected.txt");
-    std::fs::write(&expected, "2083.34").unwrap();
-    let config = dir.path().join("suite.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"failure_handling: {{retry_delay_seconds: 0}}
-recovery:
-  human_notification_webhook: "http://127.0.0.1:{port}/hook"
-templates:
-  calc:
-    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, 'Expected %s, got %s' % (exp, got)\""
-  report:
-    command: "echo report"
-orchestrator:
-  name: escalation
-  task_definitions:
-    unit_tests:
-      - {{id: "CALC", template: calc, resources: {{memory_mb: 64, timeout: 60}}}}
-      - {{id: "REPORT", template: report, dependencies: ["CALC"], resources: {{memory_mb: 64, timeout: 60}}}}
-"#,
-            exp = expected.display()
-        ),
-    )
-    .unwrap();
+    let (config, expected) = escalation_suite(dir.path(), port);
     let mut server = Server::start(&config, dir.path());
     let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
     server.wait_for_agents(1);

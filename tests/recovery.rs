@@ -291,31 +291,7 @@ fn a_stopped_agent_is_detected_and_its_late_result_is_stale() {
 fn a_calculation_error_escalates_to_the_webhook_and_resumes_on_retry() {
     let dir = tempfile::tempdir().unwrap();
     let (port, hook) = webhook();
-    let expected = dir.path().join("expected.txt");
-    std::fs::write(&expected, "2083.34").unwrap();
-    let config = dir.path().join("suite.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"failure_handling: {{retry_delay_seconds: 0}}
-recovery:
-  human_notification_webhook: "http://127.0.0.1:{port}/hook"
-templates:
-  calc:
-    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, 'Expected %s, got %s' % (exp, got)\""
-  report:
-    command: "echo report"
-orchestrator:
-  name: escalation
-  task_definitions:
-    unit_tests:
-      - {{id: "CALC", template: calc, resources: {{memory_mb: 64, timeout: 60}}}}
-      - {{id: "REPORT", template: report, dependencies: ["CALC"], resources: {{memory_mb: 64, timeout: 60}}}}
-"#,
-            exp = expected.display()
-        ),
-    )
-    .unwrap();
+    let (config, expected) = escalation_suite(dir.path(), port);
     let server = Server::start(&config, dir.path());
     let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
     server.wait_for_agents(1);

@@ -31,3 +31,40 @@ pub fn webhook() -> (u16, std::sync::mpsc::Receiver<serde_json::Value>) {
     });
     (port, rx)
 }
+
+/// A suite whose CALC task fails with a calculation error (it expects the
+/// value in the returned `expected` file: write 2083.33 to let a retry
+/// pass), so it escalates to the webhook on `webhook_port`; REPORT waits
+/// on it. Returns (the suite file, the expected-value file).
+pub fn escalation_suite(
+    dir: &std::path::Path,
+    webhook_port: u16,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let port = webhook_port;
+    let expected = dir.join("expected.txt");
+    std::fs::write(&expected, "2083.34").unwrap();
+    let config = dir.join("suite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"failure_handling: {{retry_delay_seconds: 0}}
+recovery:
+  human_notification_webhook: "http://127.0.0.1:{port}/hook"
+templates:
+  calc:
+    command: "python3 -c \"exp = float(open('{exp}').read()); got = round(100000 / 48, 2); assert got == exp, 'Expected %s, got %s' % (exp, got)\""
+  report:
+    command: "echo report"
+orchestrator:
+  name: escalation
+  task_definitions:
+    unit_tests:
+      - {{id: "CALC", template: calc, resources: {{memory_mb: 64, timeout: 60}}}}
+      - {{id: "REPORT", template: report, dependencies: ["CALC"], resources: {{memory_mb: 64, timeout: 60}}}}
+"#,
+            exp = expected.display()
+        ),
+    )
+    .unwrap();
+    (config, expected)
+}

@@ -5,6 +5,7 @@
 //! tested without files. Validation collects every problem it finds, each with
 //! the file and line it concerns, before anything runs.
 
+mod alerts;
 pub mod defaults;
 mod duration;
 pub mod ids;
@@ -15,6 +16,7 @@ mod plan;
 mod pool;
 mod split_check;
 pub mod substitute;
+mod tasks;
 mod tls_files;
 mod validate;
 
@@ -29,6 +31,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+pub use alerts::*;
 pub use duration::Seconds;
 pub use plan::{
     Phase, PhaseStrategy, PlannedTask, ResolvedExecution, ResourceSpec, SplitSpec, SuitePlan,
@@ -37,6 +40,7 @@ pub use plan::{
 pub use pool::{
     AgentPool, CommandProvisioner, DockerProvisioner, LocalProvisioner, PoolPlan, Provisioner,
 };
+pub use tasks::*;
 pub use tls_files::TlsFiles;
 pub use validate::{ConfigError, ConfigProblem, MAX_LISTED};
 
@@ -157,197 +161,6 @@ pub struct OrchestratorSection {
     pub task_definitions: IndexMap<String, Vec<TaskDefinition>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskDefinition {
-    /// Unique id of the task (and of subtasks, which share this namespace).
-    pub id: String,
-    /// Human name. Default: the id.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The template that runs it. Required unless every subtask has one.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Ids that must end `completed_success` before this task starts.
-    #[serde(default)]
-    pub dependencies: Vec<String>,
-    /// Overrides of the category's resources.
-    #[serde(default)]
-    pub resources: TaskResources,
-    /// Criteria checked on the task's results (see `criteria`).
-    #[serde(default)]
-    pub success_criteria: IndexMap<String, f64>,
-    /// Subtasks that run in parallel in place of the task. Each inherits the
-    /// task's template, resources, dependencies, `args`, `env` and
-    /// `working_directory`; a subtask written as a map may set its own.
-    #[serde(default)]
-    pub subtasks: Vec<SubtaskDefinition>,
-    /// low | medium | high | critical. Default: medium.
-    #[serde(default)]
-    pub priority: Option<PriorityName>,
-    /// Role named in the assignment and $TESTFLEET_ROLE. Default: the name.
-    #[serde(default)]
-    pub role: Option<String>,
-    /// The template's `{args}`: each item one word, shell-quoted like any
-    /// other value. Default: none (`{args}` is empty).
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Environment of this task, over the template's. Default: none.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Directory the command runs in, over the template's. Default: the
-    /// template's, else the config file's directory.
-    #[serde(default)]
-    pub working_directory: Option<String>,
-    /// Split the task's tests across the fleet (see `SplitConfig`).
-    /// Default: none, the command runs once.
-    #[serde(default)]
-    pub split: Option<SplitConfig>,
-}
-
-/// A subtask: its id alone (`B1a`), or a map with its id and its own
-/// `args`, `env` (over the task's) and `working_directory`.
-#[derive(Debug, Clone)]
-pub struct SubtaskDefinition {
-    pub id: String,
-    /// Default: the task's.
-    pub args: Option<Vec<String>>,
-    pub env: BTreeMap<String, String>,
-    /// Default: the task's.
-    pub working_directory: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubtaskMap {
-    id: String,
-    #[serde(default)]
-    args: Option<Vec<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    working_directory: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for SubtaskDefinition {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = SubtaskDefinition;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a subtask id, or a map with `id` and optional `args`, `env`, `working_directory`")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(SubtaskDefinition::from(v.to_string()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Self::Value, A::Error> {
-                // Through serde's own map deserializer, so unknown keys keep
-                // serde's message.
-                let m = SubtaskMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SubtaskDefinition {
-                    id: m.id,
-                    args: m.args,
-                    env: m.env,
-                    working_directory: m.working_directory,
-                })
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-impl From<String> for SubtaskDefinition {
-    fn from(id: String) -> Self {
-        SubtaskDefinition {
-            id,
-            args: None,
-            env: BTreeMap::new(),
-            working_directory: None,
-        }
-    }
-}
-
-/// A task whose tests are handed out across the fleet from a live queue:
-/// an agent collects the test ids once, and each free agent then runs its
-/// next batch, longest first by measured duration, batches shrinking as the
-/// queue drains.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SplitConfig {
-    /// pytest | cargo | go. Required.
-    pub runner: SplitRunner,
-    /// Passed to the runner when collecting (for pytest, files and
-    /// directories). Default: none (the runner's own default).
-    #[serde(default)]
-    pub paths: Vec<String>,
-    /// test | file: the unit handed out. Default: test.
-    #[serde(default)]
-    pub granularity: Granularity,
-    /// Longest a batch may be planned to run. Default: 60.
-    #[serde(default)]
-    pub max_batch_seconds: Option<Seconds>,
-    /// Reruns of single failed tests across the whole task (each failed
-    /// test at most twice: on its agent, then on another); a test that
-    /// fails and then passes is `flaky`. Default: 20.
-    #[serde(default)]
-    pub test_retries: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SplitRunner {
-    Pytest,
-    Cargo,
-    Go,
-}
-
-impl SplitRunner {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SplitRunner::Pytest => "pytest",
-            SplitRunner::Cargo => "cargo",
-            SplitRunner::Go => "go",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Granularity {
-    #[default]
-    Test,
-    File,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskResources {
-    /// Default: the category's, else 512.
-    pub memory_mb: Option<f64>,
-    /// Default: the category's, else 1.
-    pub cpu_cores: Option<f64>,
-    /// Default: the category's, else 100.
-    pub disk_mb: Option<f64>,
-    /// Seconds. Default: the category's, else 600.
-    #[serde(alias = "timeout_seconds")]
-    pub timeout: Option<Seconds>,
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Default,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PriorityName {
-    Low,
-    #[default]
-    Medium,
-    High,
-    Critical,
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recovery {
@@ -438,105 +251,6 @@ impl StorageConfig {
                 defaults::MAX_SUITE_ARTIFACT_BYTES,
             ),
             min_free_disk_bytes: bytes(self.min_free_disk_mb, defaults::MIN_FREE_DISK_BYTES),
-        }
-    }
-}
-
-/// Alert rules, evaluated every `monitoring.metrics_interval`.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
-    #[serde(default)]
-    pub high_failure_rate: FailureRateRule,
-    #[serde(default)]
-    pub memory_exhaustion: MemoryRule,
-    #[serde(default)]
-    pub agent_unresponsive: UnresponsiveRule,
-    #[serde(default)]
-    pub performance_degradation: DegradationRule,
-}
-
-/// Failed attempts over ended attempts above `threshold` (with at least
-/// `min_attempts` ended): critical, pauses new tasks for `pause_seconds`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FailureRateRule {
-    /// Default: true.
-    pub enabled: bool,
-    /// Default: 0.2.
-    pub threshold: f64,
-    /// Default: 5.
-    pub min_attempts: u32,
-    /// Default: 60.
-    pub pause_seconds: Seconds,
-}
-
-impl Default for FailureRateRule {
-    fn default() -> Self {
-        FailureRateRule {
-            enabled: true,
-            threshold: 0.2,
-            min_attempts: 5,
-            pause_seconds: Seconds(60.0),
-        }
-    }
-}
-
-/// Fleet memory in use (from heartbeats) over capacity above `threshold`:
-/// warning, runs fewer tasks at once while it lasts.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MemoryRule {
-    /// Default: true.
-    pub enabled: bool,
-    /// Default: 0.9.
-    pub threshold: f64,
-}
-
-impl Default for MemoryRule {
-    fn default() -> Self {
-        MemoryRule {
-            enabled: true,
-            threshold: 0.9,
-        }
-    }
-}
-
-/// An agent silent for `seconds`: critical, its tasks are reassigned.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UnresponsiveRule {
-    /// Default: true.
-    pub enabled: bool,
-    /// Default: 120.
-    pub seconds: Seconds,
-}
-
-impl Default for UnresponsiveRule {
-    fn default() -> Self {
-        UnresponsiveRule {
-            enabled: true,
-            seconds: Seconds(120.0),
-        }
-    }
-}
-
-/// Average task duration above `factor` × its baseline (the same tasks in
-/// earlier suites on this orchestrator): warning.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DegradationRule {
-    /// Default: true.
-    pub enabled: bool,
-    /// Default: 2.0.
-    pub factor: f64,
-}
-
-impl Default for DegradationRule {
-    fn default() -> Self {
-        DegradationRule {
-            enabled: true,
-            factor: 2.0,
         }
     }
 }

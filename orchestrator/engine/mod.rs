@@ -6,9 +6,11 @@
 //! durable (`durable`).
 
 mod durable;
+mod log_lines;
+mod reports;
 mod streams;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +28,9 @@ use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
 use crate::pool::PoolEdge;
 use crate::wire;
+use log_lines::{log_assignment, log_completion, log_pool};
+use reports::Reports;
 use streams::{tell_refused, Streams};
-use testfleet_core::results::Completion;
 use testfleet_core::{Action, Event, Notice, Reply, Scheduler, SuiteState};
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
@@ -599,132 +602,4 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
             }
         }
     }
-}
-
-/// The last report built, and the scheduler revision it describes; and
-/// the reports that could not be written yet.
-#[derive(Default)]
-struct Reports {
-    last: Option<(u64, Arc<ReportJson>)>,
-    retries: crate::output::report_retry::ReportRetries,
-}
-
-impl Reports {
-    fn current(&mut self, scheduler: &Scheduler) -> Option<Arc<ReportJson>> {
-        if let Some(kept) = self.kept(scheduler) {
-            return Some(kept);
-        }
-        let report = report::build(scheduler)?;
-        Some(self.keep(scheduler, report))
-    }
-
-    /// Writes the current report into `dir`, building it as it is written
-    /// unless it is kept already.
-    /// One that cannot be written is kept and written later
-    /// (`output::report_retry`).
-    fn write(&mut self, scheduler: &Scheduler, dir: &Path) -> anyhow::Result<PathBuf> {
-        let (report, written) = match self.kept(scheduler) {
-            Some(kept) => {
-                let written = report::write(scheduler, &kept, dir);
-                (kept, written)
-            }
-            None => {
-                let (report, written) = report::build_and_write(scheduler, dir)
-                    .context("a finished suite has a report")?;
-                (self.keep(scheduler, report), written)
-            }
-        };
-        match (&written, scheduler.suite()) {
-            (Err(_), Some(suite)) => {
-                let junit = crate::output::junit_merge::merge(suite, dir).ok();
-                self.retries.keep(&suite.suite_id, dir, report, junit);
-            }
-            _ => self.retries.forget(dir),
-        }
-        written
-    }
-
-    fn keep(&mut self, scheduler: &Scheduler, report: ReportJson) -> Arc<ReportJson> {
-        let report = Arc::new(report);
-        self.last = Some((scheduler.revision(), report.clone()));
-        report
-    }
-
-    /// The report last built, if the scheduler has not changed since.
-    fn kept(&self, scheduler: &Scheduler) -> Option<Arc<ReportJson>> {
-        let (at, report) = self.last.as_ref()?;
-        if *at != scheduler.revision() {
-            return None;
-        }
-        #[cfg(debug_assertions)]
-        assert_eq!(
-            report::build(scheduler).as_ref(),
-            Some(&**report),
-            "the scheduler changed the report without a new revision"
-        );
-        Some(report.clone())
-    }
-}
-
-fn log_assignment(a: &proto::TaskAssignment) {
-    // Borrowed, not cloned: this runs for every assignment, logged or not.
-    let d = a.task_details.as_ref();
-    let r = d.and_then(|d| d.resources).unwrap_or_default();
-    tracing::info!(
-        event = "task_assigned",
-        task_id = d.map_or("", |d| d.task_id.as_str()),
-        agent_id = a.target_agent,
-        attempt_id = a.attempt_id,
-        memory_mb = r.memory_mb,
-        cpu_cores = r.cpu_cores,
-        timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
-        "task_assigned"
-    );
-}
-
-/// Every pool decision is in the log; the ones a person should act on warn.
-fn log_pool(r: &testfleet_core::pool::PoolRecord) {
-    let warn = matches!(r.decision, "waiting" | "unplaceable" | "provision_failed");
-    let join_seconds = r.join_seconds.unwrap_or_default();
-    if warn {
-        tracing::warn!(
-            event = "pool",
-            decision = r.decision,
-            agent_id = r.agent_id,
-            task_id = r.task_id,
-            cpu_cores = r.cpu_cores,
-            memory_mb = r.memory_mb,
-            "{}",
-            r.reason
-        );
-    } else {
-        tracing::info!(
-            event = "pool",
-            decision = r.decision,
-            agent_id = r.agent_id,
-            task_id = r.task_id,
-            cpu_cores = r.cpu_cores,
-            memory_mb = r.memory_mb,
-            join_seconds,
-            "{}",
-            r.reason
-        );
-    }
-}
-
-fn log_completion(c: &Completion) {
-    let tr = c.test_results.unwrap_or_default();
-    let s = c.execution_summary.unwrap_or_default();
-    tracing::info!(
-        event = "task_completed",
-        task_id = c.task_id,
-        agent_id = c.agent_id,
-        attempt_id = c.attempt_id,
-        duration_seconds = s.duration_seconds,
-        status = c.final_status.as_str(),
-        test_pass_rate = tr.pass_rate,
-        coverage = tr.coverage_percentage,
-        timestamp = testfleet::time::millis_to_rfc3339(now_millis()),
-        "task_completed"
-    );
 }

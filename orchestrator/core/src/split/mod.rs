@@ -203,23 +203,7 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Some(suite) = self.suite.running() else {
-            return;
-        };
-        let lost: Vec<(usize, String)> = suite
-            .splits
-            .iter()
-            .flat_map(|(&t, s)| {
-                s.queue
-                    .live
-                    .values()
-                    .filter(|b| b.agent_id == agent_id)
-                    .map(move |b| (t, b.batch_id.clone()))
-            })
-            .collect();
-        for (t, batch_id) in lost {
-            self.end_batch(t, &batch_id, now, out);
-        }
+        self.split_reconcile(agent_id, &[], now, out);
     }
 
     /// After a hello: batches placed on the agent that it no longer runs

@@ -1,7 +1,8 @@
 //! The docker-compose cluster (deploy/) under faults: an orchestrator and
 //! three agents in their own containers on a private network, over mTLS,
 //! run the CashCow suite submitted from the host while one agent is killed
-//! mid-task and another is cut off the network and let back on. Prometheus
+//! mid-task, another is cut off the network and let back on, and the
+//! orchestrator is killed (SIGKILL) and started again on its data. Prometheus
 //! (built from Debian's package) scrapes the orchestrator meanwhile.
 //!
 //! It needs the Docker engine and builds its images (deploy/build-images.sh,
@@ -145,6 +146,21 @@ fn running_on(status: &Value, agent: &str) -> Option<(String, String)> {
     })
 }
 
+/// Succeeded tasks of a status, with how many attempts each took.
+fn succeeded_attempts(status: &Value) -> std::collections::BTreeMap<String, u64> {
+    let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+    tasks
+        .iter()
+        .filter(|t| t["status"] == "completed_success")
+        .map(|t| {
+            (
+                t["task_id"].as_str().unwrap_or_default().to_string(),
+                t["attempts"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 fn task_in<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
     status["tasks"]
         .as_array()?
@@ -188,7 +204,7 @@ fn certs_init(dir: &Path) {
 
 #[test]
 #[ignore = "needs the Docker engine and builds images: run by deploy/cluster-test"]
-fn the_compose_cluster_completes_cashcow_through_a_killed_and_a_cut_off_agent() {
+fn the_compose_cluster_completes_cashcow_through_a_killed_agent_a_cut_off_agent_and_a_killed_orchestrator() {
     let start = Instant::now();
     build_images();
     say(
@@ -294,6 +310,62 @@ fn the_compose_cluster_completes_cashcow_through_a_killed_and_a_cut_off_agent() 
         "RECOVERY: agent_002 reconnected; what it still ran of the old attempt is superseded",
     );
 
+    // Fault 3: the orchestrator killed (SIGKILL) while a task runs, and
+    // started again on the same data dir: it replays its log, the agents
+    // reconnect and re-announce, and the live attempt goes on.
+    let (live_task, live_attempt) = wait_for(
+        "a task running before the orchestrator is killed",
+        Duration::from_secs(300),
+        || {
+            let s = cluster.status();
+            ["agent_002", "agent_003"]
+                .iter()
+                .find_map(|a| running_on(&s, a))
+        },
+    );
+    let finished_before = succeeded_attempts(&cluster.status());
+    let orchestrator = cluster.container("orchestrator");
+    docker(&["kill", "--signal", "KILL", &orchestrator]);
+    say(
+        start,
+        &format!(
+            "FAULT: docker kill -s KILL orchestrator while {live_task} ({live_attempt}) ran; {} tasks had succeeded",
+            finished_before.len()
+        ),
+    );
+    docker(&["start", &orchestrator]);
+    wait_for(
+        "the restarted orchestrator to see agent_002 and agent_003 again",
+        Duration::from_secs(180),
+        || {
+            let agents = cluster.agents();
+            ["agent_002", "agent_003"]
+                .iter()
+                .all(|a| {
+                    agents
+                        .lines()
+                        .any(|l| l.contains(a) && l.contains(" connected "))
+                })
+                .then_some(())
+        },
+    );
+    let resumed = cluster.status();
+    assert!(
+        succeeded_attempts(&resumed)
+            .iter()
+            .all(|(task, n)| finished_before.get(task).is_none_or(|before| before == n)),
+        "a task's counted success changed across the restart: before {finished_before:?}, after {:?}",
+        succeeded_attempts(&resumed)
+    );
+    say(
+        start,
+        &format!(
+            "RECOVERY: the orchestrator replayed its log ({} successes kept, suite {}) and agent_002, agent_003 reconnected",
+            finished_before.len(),
+            resumed["status"]
+        ),
+    );
+
     let status = wait_for("the suite to end", Duration::from_secs(900), || {
         let s = cluster.status()["status"]
             .as_str()
@@ -352,6 +424,34 @@ fn the_compose_cluster_completes_cashcow_through_a_killed_and_a_cut_off_agent() 
     assert!(
         cut["stale_results"].as_u64().unwrap_or(0) >= 1 || cut["cancel_acknowledged"] == true,
         "agent_002's superseded attempt neither reported stale results nor acknowledged its cancel: {cut:#}"
+    );
+    // Nothing that had finished before the restart ran again, and the
+    // attempt that was live went on instead of being given up.
+    for (id, count) in &finished_before {
+        let attempts = task(&report, id)["attempts"].as_array().unwrap();
+        assert_eq!(
+            attempts.len() as u64,
+            *count,
+            "{id} ran again after the restart: {attempts:#?}"
+        );
+    }
+    let live = task(&report, &live_task)["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["attempt_id"] == live_attempt.as_str())
+        .cloned()
+        .unwrap();
+    assert_ne!(
+        live["outcome"], "agent_lost",
+        "the attempt live across the restart was given up: {live:#}"
+    );
+    say(
+        start,
+        &format!(
+            "{live_task} {live_attempt}, live across the restart: {}",
+            live["outcome"]
+        ),
     );
     let hosts: BTreeSet<&str> = report["agents"]
         .as_array()

@@ -428,6 +428,40 @@ fn http_api_refuses_a_second_suite_and_grpc_needs_no_suite_to_answer() {
     server.wait_for_status(&["cancelled"], Duration::from_secs(10));
 }
 
+#[test]
+fn http_submits_from_another_origin_a_form_or_an_unknown_key_are_refused_and_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture("watch_suite.yaml"), dir.path());
+    let submit = |headers: &[(&str, &str)], body: &str| {
+        http_with_headers(server.addr, "POST", "/api/v1/execute-suite", headers, body)
+    };
+    let json = ("Content-Type", "application/json");
+    // Another site's page in a visitor's browser: its Origin names it.
+    let (code, body) = submit(&[json, ("Origin", "http://evil.example")], "{}");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("evil.example"), "{body}");
+    // A form post (no CORS preflight): not read as an empty body.
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let (code, body) = submit(&[form], "suite_name=x");
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("application/json"), "{body}");
+    // A typo'd key is named, not ignored for a suite run with defaults.
+    let (code, body) = submit(&[json], r#"{"timeout_second": 60}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("timeout_second"), "{body}");
+    let (code, body) = submit(&[json], r#"{"timeout_seconds": "soon"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        server.status()["status"],
+        "idle",
+        "a refused submit changed state"
+    );
+    // The page's own origin, and the seed's script (no Origin), still work.
+    let own = format!("http://{}", server.addr);
+    let (code, body) = submit(&[json, ("Origin", &own)], r#"{"suite_name": "x"}"#);
+    assert_eq!(code, 202, "{body}");
+}
+
 /// A suite of `n` tasks that never start (no agent joins): large enough that
 /// building its report keeps the scheduler's task busy for a while.
 fn idle_suite(dir: &std::path::Path, n: usize) -> std::path::PathBuf {

@@ -2,9 +2,10 @@
 //! works unchanged but for its launch lines; the live page's routes
 //! (edge/web_page.rs) go beside it, under the same admin check.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +16,7 @@ use testfleet::proto::{ExecuteSuiteRequest, ResourceLimits};
 use crate::edge::auth::{self, Mode};
 use crate::edge::control_server::ControlService;
 use crate::edge::listener::PeerInfo;
+use crate::edge::same_origin::{self, Refusal};
 use crate::views::status;
 use testfleet::tls::Role;
 
@@ -44,9 +46,9 @@ pub fn router(
         ))
 }
 
-/// The seed script's body; every field optional.
+/// The seed script's body; every field optional, no other.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct ExecuteBody {
     suite_name: String,
     phases: Vec<String>,
@@ -55,10 +57,36 @@ struct ExecuteBody {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct Limits {
     max_memory_gb: f64,
     max_cpu_cores: f64,
+}
+
+fn execute_body(headers: &HeaderMap, body: &[u8]) -> Result<ExecuteBody, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ExecuteBody::default());
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json = content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("execute-suite takes a JSON body (Content-Type: application/json), not {content_type:?}"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("the execute-suite body: {e}"),
+        )
+    })
 }
 
 pub(crate) fn error(status: tonic::Status) -> Response {
@@ -73,11 +101,21 @@ pub(crate) fn error(status: tonic::Status) -> Response {
     (code, Json(json!({"error": status.message()}))).into_response()
 }
 
+/// The body is the seed script's JSON, or nothing for every default. Any
+/// other body is refused, never read as "no body": a typo'd key or a form
+/// post must not start a suite with defaults.
 async fn execute_suite(
     State(c): State<ControlService>,
-    body: Option<Json<ExecuteBody>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    if let Err(refused) = same_origin::check(&headers, "a submit") {
+        return refused.into_response();
+    }
+    let body = match execute_body(&headers, &body) {
+        Ok(b) => b,
+        Err(refused) => return refused.into_response(),
+    };
     let req = ExecuteSuiteRequest {
         suite_name: body.suite_name,
         phases: body.phases,

@@ -13,6 +13,7 @@ pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod live_agents;
+pub(crate) mod same_origin;
 pub mod server;
 pub mod tls_reload;
 pub mod web_page;

@@ -16,8 +16,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, ORIGIN};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,23 +110,8 @@ async fn resolve(
     headers: HeaderMap,
     body: Json<ResolveBody>,
 ) -> Response {
-    if let Some(origin) = headers.get(ORIGIN) {
-        let host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let origin = origin.to_str().unwrap_or("");
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|o| o == host);
-        if !same {
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({"error": format!("a resolve from origin {origin:?} is refused: use the page on {host}")})),
-            )
-                .into_response();
-        }
+    if let Err(refused) = crate::edge::same_origin::check(&headers, "a resolve") {
+        return refused.into_response();
     }
     let req = tonic::Request::new(ResolveEscalationRequest {
         escalation_id: id,

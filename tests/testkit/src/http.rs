@@ -16,11 +16,33 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Val
 
 /// A request: its status code and body, de-chunked.
 pub fn http_text(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with_headers(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )
+}
+
+/// A request with exactly these headers (besides Host, Content-Length and
+/// Connection): its status code and body, de-chunked.
+pub fn http_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

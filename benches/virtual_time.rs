@@ -65,12 +65,14 @@ fn run_to_end(
     }
     let suite = sim.s.suite().context("no suite was submitted")?;
     anyhow::ensure!(
-        suite.state == SuiteState::Completed,
+        suite.state() == SuiteState::Completed,
         "the suite ended {} with nothing left running",
-        suite.state.as_str()
+        suite.state().as_str()
     );
-    let finished = suite.finished_at.context("a completed suite has an end")?;
-    Ok(finished - suite.started_at)
+    let finished = suite
+        .finished_at()
+        .context("a completed suite has an end")?;
+    Ok(finished - suite.started_at())
 }
 
 /// What a simulated agent sends when a task has passed after `ms`.

@@ -50,7 +50,7 @@ async fn open_escalations(
             s.suite()
                 .map(|suite| {
                     suite
-                        .escalations
+                        .escalations()
                         .iter()
                         .filter(|e| e.resolution.is_none())
                         .map(|e| {

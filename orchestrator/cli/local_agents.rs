@@ -97,7 +97,7 @@ pub async fn wait_for(running: &server::Running, n: u32) -> anyhow::Result<()> {
     loop {
         let connected = running
             .engine
-            .query(|s| s.agents().filter(|a| a.connected).count())
+            .query(|s| s.agents().filter(|a| a.connected()).count())
             .await?;
         if connected as u32 >= n {
             return Ok(());

@@ -203,7 +203,7 @@ async fn run_suite(
         .query(|s| {
             s.suite()
                 .filter(|_| s.is_running())
-                .map(|r| r.suite_id.clone())
+                .map(|r| r.suite_id().to_string())
         })
         .await
         .ok()

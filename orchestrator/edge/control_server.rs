@@ -260,7 +260,7 @@ impl Control for ControlService {
             .engine
             .query(|s| {
                 s.suite()
-                    .map(|suite| suite.escalations.iter().map(escalation_info).collect())
+                    .map(|suite| suite.escalations().iter().map(escalation_info).collect())
                     .unwrap_or_default()
             })
             .await?;
@@ -331,19 +331,19 @@ impl Control for ControlService {
             .query(|s| {
                 s.agents()
                     .map(|a| AgentInfo {
-                        agent_id: a.id.clone(),
-                        host: a.host.clone(),
-                        labels: a.labels.clone().into_iter().collect(),
-                        capacity: Some(resources(&a.capacity)),
-                        reserved: Some(resources(&a.reserved)),
-                        running_attempts: a.running.iter().cloned().collect(),
-                        state: match (a.connected, a.draining) {
+                        agent_id: a.id().to_string(),
+                        host: a.host().to_string(),
+                        labels: a.labels().clone().into_iter().collect(),
+                        capacity: Some(resources(&a.capacity())),
+                        reserved: Some(resources(&a.reserved())),
+                        running_attempts: a.running().iter().cloned().collect(),
+                        state: match (a.connected(), a.draining()) {
                             (true, false) => "connected",
                             (true, true) => "draining",
                             (false, _) => "lost",
                         }
                         .into(),
-                        last_heartbeat: Some(testfleet::time::to_timestamp(a.last_heartbeat)),
+                        last_heartbeat: Some(testfleet::time::to_timestamp(a.last_heartbeat())),
                     })
                     .collect()
             })

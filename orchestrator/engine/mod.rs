@@ -306,7 +306,7 @@ impl Loop {
             .suite()
             .filter(|_| !self.scheduler.is_running())
         {
-            let dir = self.report_dir.for_suite(&suite.suite_id);
+            let dir = self.report_dir.for_suite(suite.suite_id());
             if !dir.join(report::REPORT_FILE).exists() {
                 if let Err(e) = self.reports.write(&self.scheduler, &dir) {
                     tracing::error!(error = format!("{e:#}"), "could not write the report");
@@ -375,7 +375,7 @@ impl Loop {
             .scheduler
             .suite()
             .map_or(defaults::ms(defaults::METRICS_INTERVAL), |s| {
-                s.plan.metrics_interval_ms
+                s.plan().metrics_interval_ms
             })
             .max(100);
         if now.saturating_sub(self.last_refresh) >= interval {
@@ -435,7 +435,7 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         } => {
             let plan = scheduler
                 .suite()
-                .map(|s| s.plan.pool.clone())
+                .map(|s| s.plan().pool.clone())
                 .unwrap_or_default();
             pool.provision(&plan, agent_id, size, &reason);
         }
@@ -448,11 +448,11 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
                 return;
             };
             let route = wire::Route {
-                suite_id: &suite.suite_id,
+                suite_id: suite.suite_id(),
                 orchestrator_id: scheduler.orchestrator_id(),
                 agent_id: &agent_id,
             };
-            let assignment = wire::assignment(&assignment, &suite.plan, &route);
+            let assignment = wire::assignment(&assignment, suite.plan(), &route);
             log_assignment(&assignment);
             watchers.publish(Kind::ASSIGNMENT, || {
                 proto::suite_event::Body::Assignment(assignment.clone())

@@ -46,7 +46,7 @@ impl Reports {
         match (&written, scheduler.suite()) {
             (Err(_), Some(suite)) => {
                 let junit = crate::output::junit_merge::merge(suite, dir).ok();
-                self.retries.keep(&suite.suite_id, dir, report, junit);
+                self.retries.keep(suite.suite_id(), dir, report, junit);
             }
             _ => self.retries.forget(dir),
         }

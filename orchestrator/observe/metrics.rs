@@ -284,22 +284,22 @@ impl Metrics {
     pub fn refresh(&self, s: &Scheduler) {
         let running = s
             .suite()
-            .is_some_and(|suite| suite.state == SuiteState::Running);
+            .is_some_and(|suite| suite.state() == SuiteState::Running);
         self.orchestrator_status.set(i64::from(running));
-        let connected: Vec<_> = s.agents().filter(|a| a.connected).collect();
+        let connected: Vec<_> = s.agents().filter(|a| a.connected()).collect();
         self.active_agents.set(connected.len() as i64);
         let (mut mem, mut cpu, mut reporting) = (0u64, 0.0, 0u32);
         for a in s.agents() {
             let label = AgentLabel {
-                agent_id: a.id.clone(),
+                agent_id: a.id().to_string(),
             };
             self.agent_health
                 .get_or_create(&label)
-                .set(i64::from(a.connected));
+                .set(i64::from(a.connected()));
             self.agent_running_tasks
                 .get_or_create(&label)
-                .set(a.running.len() as i64);
-            if let Some(u) = a.last_usage.as_ref().filter(|_| a.connected) {
+                .set(a.running().len() as i64);
+            if let Some(u) = a.last_usage().filter(|_| a.connected()) {
                 self.agent_memory_usage_mb
                     .get_or_create(&label)
                     .set(u.memory_usage_mb as i64);
@@ -319,15 +319,15 @@ impl Metrics {
         });
         if let Some(suite) = s.suite() {
             let queued = suite
-                .tasks
+                .tasks()
                 .iter()
-                .filter(|t| t.state == TaskState::Ready)
+                .filter(|t| t.state() == TaskState::Ready)
                 .count();
             self.task_queue_length.set(queued as i64);
             let ended: Vec<_> = suite
-                .tasks
+                .tasks()
                 .iter()
-                .filter(|t| t.state.is_terminal())
+                .filter(|t| t.state().is_terminal())
                 .collect();
             let ok = ended.iter().filter(|t| t.satisfies_dependents()).count();
             self.task_success_rate.set(if ended.is_empty() {

@@ -130,7 +130,7 @@ impl Traces {
             return;
         }
         self.attempts.retain(|attempt_id, cx| {
-            let outcome = s.attempt(attempt_id).map(|a| a.outcome.clone());
+            let outcome = s.attempt(attempt_id).map(|a| a.outcome().clone());
             match outcome {
                 Some(AttemptOutcome::Running) => true,
                 Some(o) => {

@@ -18,15 +18,15 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
     let mut w = Writer::new_with_indent(Cursor::new(Vec::new()), b' ', 2);
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     let mut root = BytesStart::new("testsuites");
-    root.push_attribute(("name", suite.suite_name.as_str()));
+    root.push_attribute(("name", suite.suite_name()));
     w.write_event(Event::Start(root))?;
-    for (i, run) in suite.tasks.iter().enumerate() {
-        let task_id = &suite.plan.tasks[i].id;
-        let Some(last) = run.attempts.last().filter(|a| uploaded_junit(a)) else {
+    for (i, run) in suite.tasks().iter().enumerate() {
+        let task_id = &suite.plan().tasks[i].id;
+        let Some(last) = run.attempts().last().filter(|a| uploaded_junit(a)) else {
             continue;
         };
         // An id no upload could have been stored under has nothing to merge.
-        let Ok(dir) = artifact_dir(suite_dir, task_id, last.number) else {
+        let Ok(dir) = artifact_dir(suite_dir, task_id, last.number()) else {
             continue;
         };
         let path = dir.join(JUNIT_ARTIFACT);
@@ -58,10 +58,10 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
 /// read, so a suite of 20,000 tasks without one costs no file lookups.
 fn uploaded_junit(a: &testfleet_core::Attempt) -> bool {
     let listed = a
-        .completion
+        .completion()
         .as_ref()
         .map(|c| &c.artifacts)
-        .or_else(|| a.failure.as_ref().map(|f| &f.artifacts));
+        .or_else(|| a.failure().map(|f| &f.artifacts));
     listed.is_some_and(|names| names.iter().any(|n| n == JUNIT_ARTIFACT))
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn build_on(s: &Scheduler, threads: usize) -> Option<ReportJson> {
 
 fn threads_for(suite: &SuiteRun) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(suite.tasks.len() / TASKS_PER_THREAD).max(1)
+    cores.min(suite.tasks().len() / TASKS_PER_THREAD).max(1)
 }
 
 /// Builds the report and writes it into `dir` (report.json, then the merged
@@ -76,7 +76,7 @@ fn serialise(
     let mut text = ReportTextWriter::new(PIECE_BYTES, on_piece);
     write_all_but_tasks(&mut text, s, suite);
     text.write_all(br#","tasks":["#).expect("writes to memory");
-    let ranges = task_ranges(suite.tasks.len(), threads);
+    let ranges = task_ranges(suite.tasks().len(), threads);
     std::thread::scope(|scope| {
         let later: Vec<_> = ranges[1..]
             .iter()
@@ -98,8 +98,8 @@ fn serialise(
     });
     text.write_all(b"]}").expect("writes to memory");
     ReportJson {
-        suite_id: suite.suite_id.clone(),
-        status: suite.state.as_str(),
+        suite_id: suite.suite_id().to_string(),
+        status: suite.state().as_str(),
         json: text.finish(),
     }
 }

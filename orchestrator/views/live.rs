@@ -85,29 +85,29 @@ pub struct EscalationView {
 
 pub fn snapshot(s: &Scheduler) -> Snapshot {
     let suite = s.suite().map(|suite| SuiteView {
-        suite_id: suite.suite_id.clone(),
-        suite_name: suite.suite_name.clone(),
-        status: suite.state.as_str(),
-        started_at_ms: suite.started_at,
-        finished_at_ms: suite.finished_at,
+        suite_id: suite.suite_id().to_string(),
+        suite_name: suite.suite_name().to_string(),
+        status: suite.state().as_str(),
+        started_at_ms: suite.started_at(),
+        finished_at_ms: suite.finished_at(),
         tasks: suite
-            .plan
+            .plan()
             .tasks
             .iter()
-            .zip(&suite.tasks)
+            .zip(suite.tasks())
             .map(|(t, run)| {
                 let live = run.live_attempt();
                 let progress = live
-                    .and_then(|a| a.last_progress.as_ref())
+                    .and_then(|a| a.last_progress())
                     .and_then(|p| p.progress.as_ref());
                 TaskView {
                     id: t.id.clone(),
                     category: t.category.clone(),
                     dependencies: t.dependencies.clone(),
-                    parent: t.parent.map(|p| suite.plan.tasks[p].id.clone()),
-                    state: run.state.as_str(),
-                    agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
-                    attempts: run.attempts.len(),
+                    parent: t.parent.map(|p| suite.plan().tasks[p].id.clone()),
+                    state: run.state().as_str(),
+                    agent_id: live.map(|a| a.agent_id().to_string()).unwrap_or_default(),
+                    attempts: run.attempts().len(),
                     percentage: progress.map(|p| p.percentage),
                     current_test: progress.map(|p| p.current_test.clone()).unwrap_or_default(),
                     tests_completed: progress.map_or(0, |p| p.tests_completed),
@@ -127,36 +127,36 @@ pub fn fleet(s: &Scheduler) -> Fleet {
     // Attempt ids name their task: `<suite>.<task>.<n>`.
     let task_of = |attempt: &str| -> String {
         let rest = suite
-            .and_then(|su| attempt.strip_prefix(su.suite_id.as_str()))
+            .and_then(|su| attempt.strip_prefix(su.suite_id()))
             .and_then(|r| r.strip_prefix('.'))
             .unwrap_or(attempt);
         rest.rsplit_once('.').map_or(rest, |(t, _)| t).to_string()
     };
     Fleet {
-        suite_id: suite.map(|su| su.suite_id.clone()).unwrap_or_default(),
+        suite_id: suite.map(|su| su.suite_id().to_string()).unwrap_or_default(),
         agents: s
             .agents()
             .map(|a| AgentView {
-                agent_id: a.id.clone(),
-                host: a.host.clone(),
-                state: match (a.connected, a.draining) {
+                agent_id: a.id().to_string(),
+                host: a.host().to_string(),
+                state: match (a.connected(), a.draining()) {
                     (true, false) => "connected",
                     (true, true) => "draining",
                     (false, _) => "lost",
                 },
-                capacity_cpu: a.capacity.cpu_cores(),
-                capacity_memory_mb: a.capacity.memory_mb,
-                reserved_cpu: a.reserved.cpu_cores(),
-                reserved_memory_mb: a.reserved.memory_mb,
-                running: a.running.iter().map(|r| task_of(r)).collect(),
-                cpu_utilization: a.last_usage.as_ref().map(|u| u.cpu_utilization),
-                memory_usage_mb: a.last_usage.as_ref().map(|u| u.memory_usage_mb),
-                last_heartbeat_ms: a.last_heartbeat,
+                capacity_cpu: a.capacity().cpu_cores(),
+                capacity_memory_mb: a.capacity().memory_mb,
+                reserved_cpu: a.reserved().cpu_cores(),
+                reserved_memory_mb: a.reserved().memory_mb,
+                running: a.running().iter().map(|r| task_of(r)).collect(),
+                cpu_utilization: a.last_usage().map(|u| u.cpu_utilization),
+                memory_usage_mb: a.last_usage().map(|u| u.memory_usage_mb),
+                last_heartbeat_ms: a.last_heartbeat(),
             })
             .collect(),
         escalations: suite
             .map(|su| {
-                su.escalations
+                su.escalations()
                     .iter()
                     .map(|e| EscalationView {
                         escalation_id: e.escalation_id.clone(),

@@ -141,8 +141,8 @@ struct SplitReport<'a> {
 }
 
 fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
-    let spec = suite.plan.tasks[i].split.as_ref()?;
-    let q = &suite.splits.get(&i)?.queue;
+    let spec = suite.plan().tasks[i].split.as_ref()?;
+    let q = &suite.splits().get(&i)?.queue;
     let (passed, failed, skipped, flaky, _) = q.counts();
     let named = |f: &dyn Fn(testfleet_core::split::Verdict) -> bool| -> Vec<&'a str> {
         q.tests
@@ -232,20 +232,20 @@ fn ts(t: Option<UnixMillis>) -> Option<String> {
 }
 
 fn attempt_report(a: &Attempt) -> AttemptReport<'_> {
-    let (c, f) = (a.completion.as_ref(), a.failure.as_ref());
+    let (c, f) = (a.completion(), a.failure());
     let summary = c
         .and_then(|c| c.execution_summary)
         .or_else(|| f.and_then(|f| f.execution_summary));
     AttemptReport {
-        attempt_id: &a.attempt_id,
-        number: a.number,
-        agent_id: &a.agent_id,
-        outcome: &a.outcome,
-        assigned_at: Rfc3339(a.assigned_at),
-        assigned_at_ms: a.assigned_at,
-        ended_at: a.ended_at.map(Rfc3339),
-        ended_at_ms: a.ended_at,
-        reserved: (&a.reserved).into(),
+        attempt_id: a.attempt_id(),
+        number: a.number(),
+        agent_id: a.agent_id(),
+        outcome: a.outcome(),
+        assigned_at: Rfc3339(a.assigned_at()),
+        assigned_at_ms: a.assigned_at(),
+        ended_at: a.ended_at().map(Rfc3339),
+        ended_at_ms: a.ended_at(),
+        reserved: (&a.reserved()).into(),
         start_time: ts(summary.and_then(|s| s.start_time)),
         end_time: ts(summary.and_then(|s| s.end_time)),
         duration_seconds: summary.map(|s| s.duration_seconds),
@@ -272,8 +272,8 @@ fn attempt_report(a: &Attempt) -> AttemptReport<'_> {
             .map(|c| c.artifacts.as_slice())
             .or_else(|| f.map(|f| f.artifacts.as_slice()))
             .unwrap_or_default(),
-        stale_results: a.stale_results,
-        cancel_acknowledged: a.cancel_acknowledged,
+        stale_results: a.stale_results(),
+        cancel_acknowledged: a.cancel_acknowledged(),
     }
 }
 
@@ -282,7 +282,7 @@ fn task_report<'a>(
     suite: &'a SuiteRun,
     i: usize,
 ) -> TaskReport<'a> {
-    let (t, run, plan) = (&suite.plan.tasks[i], &suite.tasks[i], &suite.plan);
+    let (t, run, plan) = (&suite.plan().tasks[i], &suite.tasks()[i], &suite.plan());
     TaskReport {
         task_id: &t.id,
         name: &t.name,
@@ -301,31 +301,31 @@ fn task_report<'a>(
             .iter()
             .map(|&w| plan.tasks[w].id.as_str())
             .collect(),
-        status: run.state,
-        reason: &run.reason,
+        status: run.state(),
+        reason: run.reason(),
         failure_type: pool.failure_type(i),
-        started_at: run.started_at.map(Rfc3339),
-        started_at_ms: run.started_at,
-        ended_at: run.ended_at.map(Rfc3339),
-        ended_at_ms: run.ended_at,
+        started_at: run.started_at().map(Rfc3339),
+        started_at_ms: run.started_at(),
+        ended_at: run.ended_at().map(Rfc3339),
+        ended_at_ms: run.ended_at(),
         resources: (&t.resources).into(),
         timeout_seconds: t.timeout_ms as f64 / 1000.0,
-        criteria: &run.criteria,
-        infrastructure_retries: run.infra_retries,
-        application_retries: run.app_retries,
-        recoveries: &run.recoveries,
-        waived: run.waived,
-        attempts: run.attempts.iter().map(attempt_report).collect(),
+        criteria: run.criteria(),
+        infrastructure_retries: run.infra_retries(),
+        application_retries: run.app_retries(),
+        recoveries: run.recoveries(),
+        waived: run.waived(),
+        attempts: run.attempts().iter().map(attempt_report).collect(),
         split: split_report(suite, i),
     }
 }
 
 fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
-    let count = |st: TaskState| suite.tasks.iter().filter(|t| t.state == st).count();
+    let count = |st: TaskState| suite.tasks().iter().filter(|t| t.state() == st).count();
     let (mut total, mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64, 0u64);
     let mut flaky_tests = Vec::new();
-    for (i, run) in suite.tasks.iter().enumerate() {
-        if let Some(split) = suite.splits.get(&i) {
+    for (i, run) in suite.tasks().iter().enumerate() {
+        if let Some(split) = suite.splits().get(&i) {
             let (p, f, sk, fl, _) = split.queue.counts();
             total += p + f + sk + fl;
             passed += p + fl;
@@ -337,17 +337,17 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
                     .tests
                     .iter()
                     .filter(|t| t.verdict == Some(testfleet_core::split::Verdict::Flaky))
-                    .map(|t| format!("{}: {}", suite.plan.tasks[i].id, t.id)),
+                    .map(|t| format!("{}: {}", suite.plan().tasks[i].id, t.id)),
             );
             continue;
         }
         // The last attempt that ran tests, failed or not: a task that
         // failed its tests counts them, as the summary table shows them.
-        if let Some(tr) = run.attempts.iter().rev().find_map(|a| {
-            a.completion
+        if let Some(tr) = run.attempts().iter().rev().find_map(|a| {
+            a.completion()
                 .as_ref()
                 .and_then(|c| c.test_results.as_ref())
-                .or_else(|| a.failure.as_ref().and_then(|f| f.test_results.as_ref()))
+                .or_else(|| a.failure().and_then(|f| f.test_results.as_ref()))
                 .filter(|tr| tr.total_tests > 0)
         }) {
             total += tr.total_tests;
@@ -357,7 +357,7 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         }
     }
     Summary {
-        total_tasks: suite.tasks.len(),
+        total_tasks: suite.tasks().len(),
         completed_success: count(TaskState::CompletedSuccess),
         failed: count(TaskState::Failed),
         skipped: count(TaskState::Skipped),
@@ -365,7 +365,7 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         flaky: count(TaskState::Flaky),
         escalated: count(TaskState::Escalated),
         paused: count(TaskState::Paused),
-        attempts: suite.tasks.iter().map(|t| t.attempts.len()).sum(),
+        attempts: suite.tasks().iter().map(|t| t.attempts().len()).sum(),
         total_tests: total,
         tests_passed: passed,
         tests_failed: failed,
@@ -373,10 +373,10 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         pass_rate: testfleet_core::policy::criteria::pass_rate(passed, failed, 0),
         flaky_tests,
         stale_results: suite
-            .tasks
+            .tasks()
             .iter()
-            .flat_map(|t| &t.attempts)
-            .map(|a| a.stale_results)
+            .flat_map(|t| t.attempts())
+            .map(|a| a.stale_results())
             .sum(),
         rejected_results: s.rejected_results(),
     }
@@ -386,16 +386,16 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
     let agents = s
         .agents()
         .map(|a| AgentReport {
-            agent_id: &a.id,
-            host: &a.host,
-            labels: &a.labels,
-            capacity: (&a.capacity).into(),
-            peak_reserved: suite.peak_reserved.get(&a.id).map(Into::into),
-            connected: a.connected,
+            agent_id: a.id(),
+            host: a.host(),
+            labels: a.labels(),
+            capacity: (&a.capacity()).into(),
+            peak_reserved: suite.peak_reserved().get(a.id()).map(Into::into),
+            connected: a.connected(),
         })
         .collect();
     let escalations = suite
-        .escalations
+        .escalations()
         .iter()
         .map(|e| EscalationReport {
             escalation_id: &e.escalation_id,
@@ -411,26 +411,26 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
         })
         .collect();
     SuiteReport {
-        suite_id: &suite.suite_id,
-        suite_name: &suite.suite_name,
-        status: suite.state.as_str(),
-        reason: &suite.reason,
-        scheduling: suite.plan.mode,
-        orchestrator_id: &suite.plan.orchestrator_id,
-        started_at: Rfc3339(suite.started_at),
-        finished_at: suite.finished_at.map(Rfc3339),
+        suite_id: suite.suite_id(),
+        suite_name: suite.suite_name(),
+        status: suite.state().as_str(),
+        reason: suite.reason(),
+        scheduling: suite.plan().mode,
+        orchestrator_id: &suite.plan().orchestrator_id,
+        started_at: Rfc3339(suite.started_at()),
+        finished_at: suite.finished_at().map(Rfc3339),
         duration_seconds: suite
-            .finished_at
-            .map(|f| (f - suite.started_at) as f64 / 1000.0),
+            .finished_at()
+            .map(|f| (f - suite.started_at()) as f64 / 1000.0),
         summary: summary(s, suite),
         agents,
         alerts: s.alert_history(),
         escalations,
         pool: PoolReport {
-            provisioner: suite.plan.pool.provisioner.as_ref().map(|p| p.name()),
-            min_agents: suite.plan.pool.min_agents,
-            max_agents: suite.plan.pool.max_agents,
-            placement_timeout_seconds: suite.plan.pool.placement_timeout_ms as f64 / 1000.0,
+            provisioner: suite.plan().pool.provisioner.as_ref().map(|p| p.name()),
+            min_agents: suite.plan().pool.min_agents,
+            max_agents: suite.plan().pool.max_agents,
+            placement_timeout_seconds: suite.plan().pool.placement_timeout_ms as f64 / 1000.0,
             decisions: s.pool().history(),
         },
     }

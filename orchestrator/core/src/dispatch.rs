@@ -24,61 +24,50 @@ use std::ops::Bound::{Excluded, Unbounded};
 
 use testfleet_config::ResourceSpec;
 
+use super::fleet::Fleet;
 use super::state::ReadyKey;
 use super::time::UnixMillis;
 use super::{
-    Action, Assignment, Attempt, AttemptOutcome, Notice, Scheduler, TaskState, TaskStateChange,
+    Action, Assignment, Attempt, AttemptOutcome, Notice, SuiteRun, TaskState, TaskStateChange,
 };
 
-impl Scheduler {
+impl SuiteRun {
     /// Walks the ready set in dispatch order, dropping stale entries, until
     /// no connected agent has room left.
-    pub(super) fn dispatch(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(super) fn dispatch(&mut self, fleet: &mut Fleet, now: UnixMillis, out: &mut Vec<Action>) {
         let mut after: Option<ReadyKey> = None;
         // Decided once, at the first task that may be placed: each placement
         // takes the same amount from the demand and from the free room.
         let mut pack: Option<bool> = None;
+        // Placing a task ends nothing, so the suite runs throughout.
         loop {
-            let Some(suite) = self.running_suite_mut() else {
-                return;
-            };
             let next = match after {
-                None => suite.ready.iter().next().copied(),
-                Some(k) => suite.ready.range((Excluded(k), Unbounded)).next().copied(),
+                None => self.ready.iter().next().copied(),
+                Some(k) => self.ready.range((Excluded(k), Unbounded)).next().copied(),
             };
             let Some(key) = next else { return };
             after = Some(key);
             let t = key.2;
-            if suite.tasks[t].state != TaskState::Ready {
-                suite.ready.remove(&key);
+            if self.tasks[t].state != TaskState::Ready {
+                self.ready.remove(&key);
                 continue;
             }
-            if !suite.may_start(t, now) {
+            if !self.may_start(t, now) {
                 continue;
             }
-            if !self.alerts_allow_dispatch(now) {
+            if !fleet.alerting.allows_dispatch(&fleet.agents, now) {
                 return;
             }
-            let pack = *pack.get_or_insert_with(|| self.spreading_would_strand_work(now));
-            match self.place(t, pack) {
+            let pack = *pack.get_or_insert_with(|| self.spreading_would_strand_work(fleet, now));
+            match self.place(fleet, t, pack) {
                 Some(agent_id) => {
-                    self.assign(t, agent_id, now, out);
-                    if let Some(suite) = self.suite.current_mut() {
-                        suite.ready.remove(&key);
-                    }
+                    self.assign(fleet, t, agent_id, now, out);
+                    self.ready.remove(&key);
                 }
-                None if !self.fleet_has_room() => return,
+                None if !fleet.has_room() => return,
                 None => {}
             }
         }
-    }
-
-    /// Whether any connected agent could take any more work at all.
-    fn fleet_has_room(&self) -> bool {
-        self.agents.values().any(|a| {
-            let free = a.free();
-            a.takes_work() && free.cpu_millis > 0 && free.memory_mb > 0
-        })
     }
 
     /// Whether spreading the ready tasks that may start now, each to the
@@ -87,30 +76,27 @@ impl Scheduler {
     /// holes too small for one of them. (A dry run of placement by resources
     /// alone: `max_parallel`, `agent_limits` and avoided agents only ever
     /// leave more room.)
-    fn spreading_would_strand_work(&self, now: UnixMillis) -> bool {
-        let Some(suite) = self.suite.current() else {
-            return false;
-        };
+    fn spreading_would_strand_work(&self, fleet: &Fleet, now: UnixMillis) -> bool {
         let mut free = ResourceSpec::default();
-        for agent in self.agents.values().filter(|a| a.takes_work()) {
+        for agent in fleet.agents.values().filter(|a| a.takes_work()) {
             free.add(&agent.free());
         }
         // The total first: it stops after a fleet's worth of tasks, however
         // many are ready.
         let mut demand = ResourceSpec::default();
         let mut needs = Vec::new();
-        for &(_, _, t) in &suite.ready {
-            if suite.tasks[t].state != TaskState::Ready || !suite.may_start(t, now) {
+        for &(_, _, t) in &self.ready {
+            if self.tasks[t].state != TaskState::Ready || !self.may_start(t, now) {
                 continue;
             }
-            let need = suite.needs(t);
+            let need = self.needs(t);
             demand.add(&need);
             if !demand.fits_within(&free) {
                 return true;
             }
             needs.push(need);
         }
-        let mut agents: Vec<(ResourceSpec, ResourceSpec)> = self
+        let mut agents: Vec<(ResourceSpec, ResourceSpec)> = fleet
             .agents
             .values()
             .filter(|a| a.takes_work())
@@ -135,13 +121,12 @@ impl Scheduler {
 
     /// The agent for task `t`: least loaded after it, or, when `pack`, most
     /// loaded after it (best fit). Ties go to the lowest agent id.
-    fn place(&self, t: usize, pack: bool) -> Option<String> {
-        let suite = self.suite.current()?;
-        let task = &suite.plan.tasks[t];
-        let run = &suite.tasks[t];
-        let need = suite.needs(t);
-        if let Some(&max) = suite.plan.max_parallel.get(&task.category) {
-            if suite
+    fn place(&self, fleet: &Fleet, t: usize, pack: bool) -> Option<String> {
+        let task = &self.plan.tasks[t];
+        let run = &self.tasks[t];
+        let need = self.needs(t);
+        if let Some(&max) = self.plan.max_parallel.get(&task.category) {
+            if self
                 .running_by_category
                 .get(&task.category)
                 .copied()
@@ -151,9 +136,9 @@ impl Scheduler {
                 return None;
             }
         }
-        let mut total = suite.reserved_total;
+        let mut total = self.reserved_total;
         total.add(&need);
-        let limits = &suite.plan.limits;
+        let limits = &self.plan.limits;
         if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
             || limits
                 .total_cpu_millis
@@ -163,11 +148,11 @@ impl Scheduler {
         }
         // Agents recovery moved the task away from are used only if no
         // other agent could ever hold it.
-        let others_exist = self
+        let others_exist = fleet
             .agents
             .values()
             .any(|a| a.takes_work() && !run.avoid.contains(&a.id) && need.fits_within(&a.capacity));
-        let candidates = self
+        let candidates = fleet
             .agents
             .values()
             .filter(|a| a.takes_work() && need.fits_within(&a.free()))
@@ -185,16 +170,22 @@ impl Scheduler {
         chosen.map(|a| a.id.clone())
     }
 
-    fn assign(&mut self, t: usize, agent_id: String, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.current_mut().expect("suite");
-        let task = &suite.plan.tasks[t];
-        let number = suite.tasks[t].attempts.len() as u32 + 1;
-        let attempt_id = format!("{}.{}.{}", suite.suite_id, task.id, number);
-        let run = &mut suite.tasks[t];
+    fn assign(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        agent_id: String,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let task = &self.plan.tasks[t];
+        let number = self.tasks[t].attempts.len() as u32 + 1;
+        let attempt_id = format!("{}.{}.{}", self.suite_id, task.id, number);
+        let run = &mut self.tasks[t];
         let assignment = Assignment {
             task: t,
             task_id: task.id.clone(),
-            traceparent: traceparent(&suite.suite_id, &attempt_id),
+            traceparent: traceparent(&self.suite_id, &attempt_id),
             attempt_id: attempt_id.clone(),
             number,
             resources: run.resources.unwrap_or(task.resources),
@@ -206,7 +197,7 @@ impl Scheduler {
         let need = assignment.resources;
         let category = task.category.clone();
 
-        let run = &mut suite.tasks[t];
+        let run = &mut self.tasks[t];
         run.attempts.push(Attempt {
             attempt_id: attempt_id.clone(),
             number,
@@ -224,19 +215,19 @@ impl Scheduler {
         run.live = Some(run.attempts.len() - 1);
         run.state = TaskState::Running;
         run.started_at.get_or_insert(now);
-        *suite.running_by_category.entry(category).or_default() += 1;
-        suite.reserved_total.add(&need);
-        let agent = self
+        *self.running_by_category.entry(category).or_default() += 1;
+        self.reserved_total.add(&need);
+        let agent = fleet
             .agents
             .get_mut(&agent_id)
             .expect("placed on a known agent");
         agent.reserved.add(&need);
         agent.running.insert(attempt_id.clone());
-        let peak = suite.peak_reserved.entry(agent_id.clone()).or_default();
+        let peak = self.peak_reserved.entry(agent_id.clone()).or_default();
         peak.memory_mb = peak.memory_mb.max(agent.reserved.memory_mb);
         peak.cpu_millis = peak.cpu_millis.max(agent.reserved.cpu_millis);
         peak.disk_mb = peak.disk_mb.max(agent.reserved.disk_mb);
-        self.attempt_index.insert(attempt_id.clone(), t);
+        fleet.attempt_index.insert(attempt_id.clone(), t);
 
         let task_id = assignment.task_id.clone();
         // Watchers see the assignment from this action too: the engine

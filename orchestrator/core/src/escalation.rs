@@ -6,10 +6,11 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::Serialize;
 
+use super::fleet::Fleet;
 use super::results::{ErrorContext, ErrorType, Failure, RecoveryAttempt};
 use super::state::Recovery;
 use super::time::{self, UnixMillis};
-use super::{Action, Escalation, Reply, Resolution, Scheduler, SuiteState, TaskState};
+use super::{Action, Escalation, Reply, Resolution, SuiteRun, SuiteState, TaskState};
 
 /// The seed's escalation report: what a person is sent and shown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,18 +59,17 @@ fn rfc3339<S: serde::Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&time::rfc3339(*t))
 }
 
-impl Scheduler {
+impl SuiteRun {
     /// Everything not yet ended that cannot proceed while `t` is stuck: its
     /// dependents, transitively, and the group it belongs to.
     fn blocked_by(&self, t: usize) -> Vec<usize> {
-        let suite = self.suite.current().expect("suite");
         let mut seen = BTreeSet::new();
         let mut queue = VecDeque::from([t]);
         while let Some(x) = queue.pop_front() {
-            let mut next: Vec<usize> = suite.dependents[x].clone();
-            next.extend(suite.plan.tasks[x].parent);
+            let mut next: Vec<usize> = self.dependents[x].clone();
+            next.extend(self.plan.tasks[x].parent);
             for n in next {
-                if n != t && !suite.tasks[n].state.is_terminal() && seen.insert(n) {
+                if n != t && !self.tasks[n].state.is_terminal() && seen.insert(n) {
                     queue.push_back(n);
                 }
             }
@@ -80,6 +80,7 @@ impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn escalate(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         error: ErrorType,
         severity: &str,
@@ -89,23 +90,22 @@ impl Scheduler {
         out: &mut Vec<Action>,
     ) {
         let blocking = self.blocked_by(t);
-        let mut report = self.escalation_report(t, error, severity, &why, failure, &blocking, now);
-        let suite = self.suite.current_mut().expect("suite");
+        let mut report =
+            self.escalation_report(fleet, t, error, severity, &why, failure, &blocking, now);
         let escalation_id = format!(
             "esc-{}-{}",
-            suite
-                .suite_id
+            self.suite_id
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric())
                 .take(12)
                 .collect::<String>(),
-            suite.escalations.len() + 1
+            self.escalations.len() + 1
         );
         report.escalation_id = escalation_id.clone();
-        suite.tasks[t].state = TaskState::Escalated;
-        suite.tasks[t].reason = why.clone();
-        let task_id = suite.plan.tasks[t].id.clone();
-        suite.escalations.push(Escalation {
+        self.tasks[t].state = TaskState::Escalated;
+        self.tasks[t].reason = why.clone();
+        let task_id = self.plan.tasks[t].id.clone();
+        self.escalations.push(Escalation {
             escalation_id: escalation_id.clone(),
             task: t,
             task_id,
@@ -119,14 +119,14 @@ impl Scheduler {
         });
         self.publish_state(t, &format!("escalated ({escalation_id}): {why}"), out);
         for b in blocking {
-            let run = &mut self.suite.current_mut().expect("suite").tasks[b];
+            let run = &mut self.tasks[b];
             if run.state == TaskState::Waiting {
                 run.state = TaskState::Paused;
                 run.reason = format!("paused by escalation {escalation_id}");
                 self.publish_state(b, &format!("paused by escalation {escalation_id}"), out);
             }
         }
-        let webhook = self.suite.current().and_then(|s| s.plan.webhook.clone());
+        let webhook = self.plan.webhook.clone();
         out.push(Action::Escalate {
             webhook,
             report: Box::new(report),
@@ -136,6 +136,7 @@ impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     fn escalation_report(
         &self,
+        fleet: &Fleet,
         t: usize,
         error: ErrorType,
         severity: &str,
@@ -144,16 +145,15 @@ impl Scheduler {
         blocking: &[usize],
         now: UnixMillis,
     ) -> EscalationReport {
-        let suite = self.suite.current().expect("suite");
-        let run = &suite.tasks[t];
+        let run = &self.tasks[t];
         let details = failure
             .and_then(|f| f.failure_details.clone())
             .unwrap_or_default();
-        let count = |s: TaskState| suite.tasks.iter().filter(|r| r.state == s).count();
+        let count = |s: TaskState| self.tasks.iter().filter(|r| r.state == s).count();
         EscalationReport {
             escalation_id: String::new(),
             timestamp: now,
-            task_id: suite.plan.tasks[t].id.clone(),
+            task_id: self.plan.tasks[t].id.clone(),
             issue_type: error,
             severity: severity.to_string(),
             context: EscalationContext {
@@ -167,17 +167,17 @@ impl Scheduler {
                 agent_recovery_attempts: failure.map(|f| f.recovery_attempts.clone()),
             },
             system_state: SystemState {
-                suite_id: suite.suite_id.clone(),
-                agents_connected: self.agents.values().filter(|a| a.connected).count(),
+                suite_id: self.suite_id.clone(),
+                agents_connected: fleet.agents.values().filter(|a| a.connected).count(),
                 tasks_running: count(TaskState::Running),
                 tasks_queued: count(TaskState::Ready),
-                tasks_completed: suite
+                tasks_completed: self
                     .tasks
                     .iter()
                     .filter(|r| r.satisfies_dependents())
                     .count(),
                 tasks_failed: count(TaskState::Failed),
-                open_escalations: suite
+                open_escalations: self
                     .escalations
                     .iter()
                     .filter(|e| e.resolution.is_none())
@@ -188,7 +188,7 @@ impl Scheduler {
                 .unwrap_or_default(),
             blocking_tasks: blocking
                 .iter()
-                .map(|&b| suite.plan.tasks[b].id.clone())
+                .map(|&b| self.plan.tasks[b].id.clone())
                 .collect(),
             resolve_with:
                 "orchestrator escalations resolve <escalation_id> --action retry|skip|abort",
@@ -197,16 +197,14 @@ impl Scheduler {
 
     pub(super) fn resolve(
         &mut self,
+        fleet: &mut Fleet,
         escalation_id: &str,
         resolution: Resolution,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) -> Reply {
-        let Some(suite) = self.suite.current_mut() else {
-            return Reply::refused_escalation(escalation_id, false);
-        };
-        let running = suite.state == SuiteState::Running;
-        let Some(e) = suite
+        let running = self.state == SuiteState::Running;
+        let Some(e) = self
             .escalations
             .iter_mut()
             .find(|e| e.escalation_id == escalation_id)
@@ -222,43 +220,48 @@ impl Scheduler {
         let why = format!("escalation {escalation_id} resolved: {resolution:?}").to_lowercase();
         match resolution {
             Resolution::Retry => {
-                let run = &mut suite.tasks[t];
+                let run = &mut self.tasks[t];
                 // A person looked at it: a fresh budget.
                 run.failures = 0;
                 run.app_retries = 0;
                 run.infra_retries = 0;
                 run.flaky_from = run.attempts.len();
                 run.reason = why.clone();
-                suite.queue(t, now);
+                self.queue(t, now);
                 self.publish_state(t, &why, out);
-                self.unpause(&blocking, now, out);
+                self.unpause(fleet, &blocking, now, out);
             }
             Resolution::Skip => {
-                suite.tasks[t].waived = true;
-                self.unpause(&blocking, now, out);
-                self.set_terminal(t, TaskState::Skipped, why, now, out);
+                self.tasks[t].waived = true;
+                self.unpause(fleet, &blocking, now, out);
+                self.set_terminal(fleet, t, TaskState::Skipped, why, now, out);
             }
             Resolution::Abort => {
                 let reason = format!("aborted by an operator (escalation {escalation_id})");
-                self.end_suite(&reason, SuiteState::Failed, now, out);
+                self.end(fleet, &reason, SuiteState::Failed, now, out);
             }
         }
         Reply::Resolved
     }
 
     /// Paused tasks that no other open escalation holds wait again.
-    fn unpause(&mut self, tasks: &[usize], now: UnixMillis, out: &mut Vec<Action>) {
+    fn unpause(
+        &mut self,
+        fleet: &mut Fleet,
+        tasks: &[usize],
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         for &b in tasks {
-            let suite = self.suite.current_mut().expect("suite");
-            let held = suite
+            let held = self
                 .escalations
                 .iter()
                 .any(|e| e.resolution.is_none() && e.blocking.contains(&b));
-            if suite.tasks[b].state == TaskState::Paused && !held {
-                suite.tasks[b].state = TaskState::Waiting;
-                suite.tasks[b].reason.clear();
+            if self.tasks[b].state == TaskState::Paused && !held {
+                self.tasks[b].state = TaskState::Waiting;
+                self.tasks[b].reason.clear();
                 self.publish_state(b, "resumed", out);
-                self.promote_if_ready(b, now, out);
+                self.promote_if_ready(fleet, b, now, out);
             }
         }
     }

@@ -30,6 +30,7 @@ pub(super) fn check(s: &Scheduler) -> Result<(), String> {
                         ));
                     }
                     let agent = s
+                        .fleet
                         .agents
                         .get(&a.agent_id)
                         .ok_or(format!("{}: runs on unknown agent", task.id))?;
@@ -69,6 +70,7 @@ pub(super) fn check(s: &Scheduler) -> Result<(), String> {
         for (&t, split) in &suite.splits {
             for b in split.queue.live.values() {
                 if !s
+                    .fleet
                     .agents
                     .get(&b.agent_id)
                     .is_some_and(|a| a.running.contains(&b.batch_id))
@@ -135,7 +137,7 @@ pub(super) fn check(s: &Scheduler) -> Result<(), String> {
             ));
         }
     }
-    for a in s.agents.values() {
+    for a in s.fleet.agents.values() {
         let expected = reserved_by_agent.remove(&a.id).unwrap_or_default();
         if a.reserved != expected {
             return Err(format!(

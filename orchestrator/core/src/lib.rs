@@ -11,6 +11,7 @@ mod critical_path;
 pub(crate) mod dispatch;
 pub mod escalation;
 mod event;
+mod fleet;
 // Checked by tests and, in debug builds, after every real event.
 #[cfg(any(test, debug_assertions, feature = "sim"))]
 mod invariants;
@@ -30,15 +31,18 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use testfleet_config::{defaults, PlannedTask, ResourceSpec, SuitePlan, TaskKind};
+
+use fleet::Fleet;
 
 pub use action::{Action, Alert, Assignment, BatchSpec, CancelRequest, Refusal, Rejection, Reply};
 pub use event::Event;
 pub use lifecycle::Lifecycle;
 pub use notice::{Notice, TaskStateChange};
+use results::{Completion, Failure, ProgressReport};
 pub use state::{
     AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, Escalation, Resolution, SuiteRun,
     SuiteState, TaskRun, TaskState,
@@ -56,19 +60,10 @@ pub struct AttemptPlace {
 
 pub struct Scheduler {
     pub(crate) orchestrator_id: String,
-    pub(crate) agents: BTreeMap<AgentId, AgentState>,
     pub(crate) suite: Lifecycle,
-    /// attempt id -> (task index) for the current suite.
-    /// Only looked up, never walked, so its order cannot leak into a
-    /// decision: hashed, as ids that share the suite id as a prefix make
-    /// a tree's comparisons long.
-    pub(crate) attempt_index: HashMap<AttemptId, usize>,
-    /// Results refused since start.
-    rejected_results: u64,
-    /// Cancels not yet confirmed: attempt -> (agent, deadline). An agent that
-    /// misses a deadline is wedged and is evicted.
-    pub(crate) pending_cancels: BTreeMap<AttemptId, (AgentId, UnixMillis)>,
-    pub(crate) alerting: alerting::Alerting,
+    /// The agents and their bookkeeping: apart from `suite`, so code that
+    /// changes both borrows both (see fleet.rs).
+    pub(crate) fleet: Fleet,
     /// What the agent pool asked for, started and explained.
     pub(crate) pool: pool::PoolState,
     /// Bumped by every event that may have changed what a report shows.
@@ -79,12 +74,8 @@ impl Scheduler {
     pub fn new(orchestrator_id: impl Into<String>) -> Self {
         Scheduler {
             orchestrator_id: orchestrator_id.into(),
-            agents: BTreeMap::new(),
             suite: Lifecycle::Idle,
-            attempt_index: HashMap::new(),
-            rejected_results: 0,
-            pending_cancels: BTreeMap::new(),
-            alerting: alerting::Alerting::default(),
+            fleet: Fleet::default(),
             pool: pool::PoolState::default(),
             revision: 0,
         }
@@ -104,7 +95,7 @@ impl Scheduler {
     }
 
     pub fn agents(&self) -> impl Iterator<Item = &AgentState> {
-        self.agents.values()
+        self.fleet.agents.values()
     }
 
     /// The running suite, or the last one.
@@ -114,7 +105,7 @@ impl Scheduler {
 
     /// Results refused since start (unknown attempt, another agent's, wrong task).
     pub fn rejected_results(&self) -> u64 {
-        self.rejected_results
+        self.fleet.rejected_results
     }
 
     /// Whether a suite runs, ran, or none has been submitted.
@@ -126,13 +117,9 @@ impl Scheduler {
         self.suite.running()
     }
 
-    fn running_suite_mut(&mut self) -> Option<&mut SuiteRun> {
-        self.suite.running_mut()
-    }
-
     /// An attempt of the current suite, by id.
     pub fn attempt(&self, attempt_id: &str) -> Option<&Attempt> {
-        let &t = self.attempt_index.get(attempt_id)?;
+        let &t = self.fleet.attempt_index.get(attempt_id)?;
         self.suite.current()?.tasks[t]
             .attempts
             .iter()
@@ -141,7 +128,7 @@ impl Scheduler {
 
     /// Where an attempt of the current suite belongs, found by its index.
     pub fn attempt_place(&self, attempt_id: &str) -> Option<AttemptPlace> {
-        let &t = self.attempt_index.get(attempt_id)?;
+        let &t = self.fleet.attempt_index.get(attempt_id)?;
         let suite = self.suite.current()?;
         let a = suite.tasks[t]
             .attempts
@@ -158,7 +145,7 @@ impl Scheduler {
     /// Whether an attempt is still live: its suite runs and its result has
     /// not arrived (nor has it been lost, cancelled or replaced).
     pub fn attempt_is_live(&self, attempt_id: &str) -> bool {
-        let Some(&t) = self.attempt_index.get(attempt_id) else {
+        let Some(&t) = self.fleet.attempt_index.get(attempt_id) else {
             return false;
         };
         self.running_suite()
@@ -205,6 +192,7 @@ impl Scheduler {
             ),
             Event::AgentDisconnected { agent_id, conn } => {
                 if self
+                    .fleet
                     .agents
                     .get(&agent_id)
                     .is_some_and(|a| a.conn == conn && a.connected)
@@ -217,14 +205,19 @@ impl Scheduler {
                 conn,
                 usage,
             } => {
-                if let Some(a) = self.agents.get_mut(&agent_id).filter(|a| a.conn == conn) {
+                if let Some(a) = self
+                    .fleet
+                    .agents
+                    .get_mut(&agent_id)
+                    .filter(|a| a.conn == conn)
+                {
                     a.last_heartbeat = now;
                     if usage.is_some() {
                         a.last_usage = usage;
                     }
                 }
             }
-            Event::Progress(update) => self.progress(update, &mut out),
+            Event::Progress(p) => self.progress(p, &mut out),
             Event::Completed(c) => self.completed(c, now, &mut out),
             Event::Failed(f) => self.failed(f, now, &mut out),
             Event::CancelAcked {
@@ -250,17 +243,23 @@ impl Scheduler {
                 self.provision_failed(&agent_id, &error, now, &mut out)
             }
             Event::CancelSuite { reason } => {
-                let reply = if self.is_running() {
-                    self.end_suite(&reason, SuiteState::Cancelled, now, &mut out);
-                    Reply::Cancelling
-                } else {
-                    Reply::Refused(Refusal::NoSuiteRunning)
+                let reply = match self.suite.running_mut() {
+                    Some(suite) => {
+                        suite.end(
+                            &mut self.fleet,
+                            &reason,
+                            SuiteState::Cancelled,
+                            now,
+                            &mut out,
+                        );
+                        Reply::Cancelling
+                    }
+                    None => Reply::Refused(Refusal::NoSuiteRunning),
                 };
                 out.push(Action::Reply(reply));
             }
         }
         self.dispatch(now, &mut out);
-        self.dispatch_batches(now, &mut out);
         // A suite that just ended lets its pool's agents go at once, before
         // another suite can start.
         if pool_looks || (!self.is_running() && self.pool.holds_agents()) {
@@ -268,8 +267,10 @@ impl Scheduler {
             // An agent the pool stopped frees nothing, but an unplaceable
             // task's end may have readied others.
             self.dispatch(now, &mut out);
-            self.dispatch_batches(now, &mut out);
         }
+        // A suite ends inside the event (its state says so); its stage
+        // follows here, once, where nothing holds it borrowed.
+        self.suite.finish();
         if !(quiet_unless_acted && out.is_empty()) {
             self.revision += 1;
         }
@@ -292,12 +293,13 @@ impl Scheduler {
             });
         }
         // Alerts are per suite; the duration baselines carry over.
-        let baselines = std::mem::take(&mut self.alerting.baselines);
-        self.alerting = alerting::Alerting {
+        let alerting = &mut self.fleet.alerting;
+        let baselines = std::mem::take(&mut alerting.baselines);
+        *alerting = alerting::Alerting {
             baselines,
             ..Default::default()
         };
-        self.attempt_index.clear();
+        self.fleet.attempt_index.clear();
         let tasks = plan.tasks.iter().map(|_| TaskRun::new()).collect();
         let mut dependents = vec![Vec::new(); plan.tasks.len()];
         for (i, t) in plan.tasks.iter().enumerate() {
@@ -305,7 +307,7 @@ impl Scheduler {
                 dependents[w].push(i);
             }
         }
-        self.suite = Lifecycle::Running(Box::new(SuiteRun {
+        let mut suite = Box::new(SuiteRun {
             suite_id,
             suite_name,
             tasks,
@@ -325,213 +327,55 @@ impl Scheduler {
             splits: BTreeMap::new(),
             ended: 0,
             plan,
-        }));
-        if let Some(suite) = self.suite.current_mut() {
-            suite.rank =
-                critical_path::ranks(&suite.plan, &suite.dependents, &self.alerting.baselines);
+        });
+        suite.rank = critical_path::ranks(
+            &suite.plan,
+            &suite.dependents,
+            &self.fleet.alerting.baselines,
+        );
+        for i in 0..suite.tasks.len() {
+            suite.promote_if_ready(&mut self.fleet, i, now, out);
         }
-        let n = self.suite.current().map_or(0, |s| s.tasks.len());
-        for i in 0..n {
-            self.promote_if_ready(i, now, out);
-        }
-        let suite_id = self.suite.current().map(|s| s.suite_id.clone());
-        self.finish_suite_if_done(now, out);
-        Reply::Submitted {
-            suite_id: suite_id.unwrap_or_default(),
+        suite.finish_if_done(&mut self.fleet, now, out);
+        let suite_id = suite.suite_id.clone();
+        self.suite = Lifecycle::Running(suite);
+        Reply::Submitted { suite_id }
+    }
+
+    // Results and resolutions are the suite's to judge; with none there is
+    // no attempt or escalation they could be about.
+
+    fn progress(&mut self, p: ProgressReport, out: &mut Vec<Action>) {
+        match self.suite.current_mut() {
+            Some(suite) => suite.progress(&mut self.fleet, p, out),
+            None => (self.fleet).reject_unknown(&p.agent_id, &p.message_id, &p.attempt_id, out),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn agent_connected(
+    fn completed(&mut self, c: Completion, now: UnixMillis, out: &mut Vec<Action>) {
+        match self.suite.current_mut() {
+            Some(suite) => suite.completed(&mut self.fleet, c, now, out),
+            None => (self.fleet).reject_unknown(&c.agent_id, &c.message_id, &c.attempt_id, out),
+        }
+    }
+
+    fn failed(&mut self, f: Failure, now: UnixMillis, out: &mut Vec<Action>) {
+        match self.suite.current_mut() {
+            Some(suite) => suite.failed(&mut self.fleet, f, now, out),
+            None => (self.fleet).reject_unknown(&f.agent_id, &f.message_id, &f.attempt_id, out),
+        }
+    }
+
+    fn resolve(
         &mut self,
-        agent_id: AgentId,
-        conn: u64,
-        host: String,
-        labels: BTreeMap<String, String>,
-        capacity: ResourceSpec,
-        running: Vec<AttemptId>,
+        escalation_id: &str,
+        resolution: Resolution,
         now: UnixMillis,
         out: &mut Vec<Action>,
-    ) {
-        let known = self.agents.contains_key(&agent_id);
-        let connected = self
-            .agents
-            .values()
-            .filter(|a| a.connected && a.id != agent_id)
-            .count() as u32;
-        let max = self.suite.current().and_then(|s| s.plan.limits.max_agents);
-        if !known && max.is_some_and(|m| connected >= m) {
-            out.push(Action::RefuseAgent {
-                agent_id,
-                conn,
-                reason: format!(
-                    "the fleet is full: agent_limits.max_agents is {}",
-                    max.unwrap_or(0)
-                ),
-            });
-            return;
-        }
-        let agent = self
-            .agents
-            .entry(agent_id.clone())
-            .or_insert_with(|| AgentState {
-                id: agent_id.clone(),
-                host: String::new(),
-                labels: BTreeMap::new(),
-                capacity,
-                reserved: ResourceSpec::default(),
-                running: BTreeSet::new(),
-                conn,
-                connected: true,
-                draining: false,
-                last_heartbeat: now,
-                last_usage: None,
-            });
-        agent.host = host;
-        agent.labels = labels;
-        agent.capacity = capacity;
-        agent.conn = conn;
-        agent.connected = true;
-        agent.last_heartbeat = now;
-        self.reconcile_attempts(&agent_id, &running, now, out);
-        self.split_reconcile(&agent_id, &running, now, out);
-        // A reconnecting agent says what it still runs: attempts that are
-        // still live here go on; any other is superseded and must stop.
-        for attempt_id in running {
-            if !self.agents[&agent_id].running.contains(&attempt_id) {
-                let task_id = self.task_id_of_attempt(&attempt_id).unwrap_or_default();
-                let why = "superseded: the task was reassigned while this agent was away";
-                self.request_cancel(&agent_id, task_id, attempt_id, why, now, out);
-            }
-        }
-    }
-
-    /// After a hello: attempts we placed here that the agent no longer runs
-    /// are lost, and if it came back smaller, the newest attempts that no
-    /// longer fit are stopped. Both are requeued at once.
-    fn reconcile_attempts(
-        &mut self,
-        agent_id: &str,
-        announced: &[AttemptId],
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
-        let agent = &self.agents[agent_id];
-        let forgotten: Vec<AttemptId> = agent
-            .running
-            .iter()
-            .filter(|a| !announced.contains(a))
-            .cloned()
-            .collect();
-        for attempt_id in forgotten {
-            if let Some(&t) = self.attempt_index.get(&attempt_id) {
-                let why = format!("agent {agent_id} came back without attempt {attempt_id}");
-                self.requeue_lost(t, why, now, out);
-            }
-        }
-        loop {
-            let agent = &self.agents[agent_id];
-            if agent.reserved.fits_within(&agent.capacity) {
-                break;
-            }
-            let newest = agent
-                .running
-                .iter()
-                .filter_map(|a| self.attempt_index.get(a).map(|&t| (t, a.clone())))
-                .max_by_key(|(t, _)| {
-                    self.suite
-                        .current()
-                        .and_then(|s| s.tasks[*t].live_attempt())
-                        .map_or(0, |a| a.assigned_at)
-                });
-            let Some((t, attempt_id)) = newest else { break };
-            let task_id = self.task_id_of_attempt(&attempt_id).unwrap_or_default();
-            let why = "the agent came back with less capacity than this attempt needs";
-            self.request_cancel(agent_id, task_id, attempt_id.clone(), why, now, out);
-            self.requeue_lost(t, format!("agent {agent_id} shrank"), now, out);
-        }
-    }
-
-    /// No new work for the agent; what it runs finishes there.
-    fn drain(&mut self, agent_id: &str) -> Reply {
-        let agent_id = agent_id.to_string();
-        match self.agents.get_mut(&agent_id) {
-            None => Reply::Refused(Refusal::NoSuchAgent { agent_id }),
-            Some(a) if !a.connected => Reply::Refused(Refusal::AgentLost { agent_id }),
-            Some(a) => {
-                a.draining = true;
-                Reply::Draining {
-                    running: a.running.len() as u32,
-                }
-            }
-        }
-    }
-
-    /// Tells the agent to stop an attempt and expects a confirmation in time.
-    fn request_cancel(
-        &mut self,
-        agent_id: &str,
-        task_id: String,
-        attempt_id: AttemptId,
-        reason: &str,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
-        if self.agents.get(agent_id).is_some_and(|a| a.connected) {
-            let timeout = self
-                .suite
-                .current()
-                .map_or(defaults::ms(defaults::CANCEL_ACK_TIMEOUT), |s| {
-                    s.plan.cancel_ack_timeout_ms
-                });
-            self.pending_cancels
-                .insert(attempt_id.clone(), (agent_id.to_string(), now + timeout));
-        }
-        out.push(cancel(agent_id, task_id, attempt_id, reason));
-    }
-
-    /// Agents still heartbeating but deaf to cancels are evicted.
-    fn evict_wedged_agents(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let wedged: BTreeSet<AgentId> = self
-            .pending_cancels
-            .iter()
-            .filter(|(_, (agent, deadline))| {
-                now >= *deadline && self.agents.get(agent).is_some_and(|a| a.connected)
-            })
-            .map(|(_, (agent, _))| agent.clone())
-            .collect();
-        for agent_id in wedged {
-            let why = "did not confirm a cancel within recovery.cancel_ack_timeout";
-            let conn = self.agents[&agent_id].conn;
-            self.lose_agent(&agent_id, why, now, out);
-            out.push(Action::DropAgent {
-                agent_id,
-                conn,
-                reason: why.into(),
-            });
-        }
-    }
-
-    fn cancel_acked(&mut self, agent_id: &str, attempt_id: &str) {
-        if self
-            .pending_cancels
-            .get(attempt_id)
-            .is_some_and(|(a, _)| a == agent_id)
-        {
-            self.pending_cancels.remove(attempt_id);
-        }
-        let Some(&t) = self.attempt_index.get(attempt_id) else {
-            return;
-        };
-        let Some(suite) = self.suite.current_mut() else {
-            return;
-        };
-        if let Some(a) = suite.tasks[t]
-            .attempts
-            .iter_mut()
-            .find(|a| a.attempt_id == attempt_id && a.agent_id == agent_id)
-        {
-            a.cancel_acknowledged = true;
+    ) -> Reply {
+        match self.suite.current_mut() {
+            Some(suite) => suite.resolve(&mut self.fleet, escalation_id, resolution, now, out),
+            None => Reply::refused_escalation(escalation_id, false),
         }
     }
 
@@ -543,7 +387,7 @@ impl Scheduler {
     /// finding it by task id when the attempt is recent: its entry in the
     /// attempt index is still in cache, the plan's index is not.
     pub fn task_of_attempt(&self, attempt_id: &str) -> Option<&PlannedTask> {
-        let &t = self.attempt_index.get(attempt_id)?;
+        let &t = self.fleet.attempt_index.get(attempt_id)?;
         Some(&self.suite.current()?.plan.tasks[t])
     }
 
@@ -557,6 +401,7 @@ impl Scheduler {
                 s.plan.agent_timeout_ms
             });
         let silent: Vec<(AgentId, u64)> = self
+            .fleet
             .agents
             .values()
             .filter(|a| a.connected && now.saturating_sub(a.last_heartbeat) > timeout)
@@ -570,67 +415,21 @@ impl Scheduler {
                 reason: "no heartbeat within agent_timeout".into(),
             });
         }
-        if let Some(deadline) = self.running_suite().and_then(|s| s.deadline) {
-            if now >= deadline {
-                self.end_suite(
-                    "the suite ran past its timeout",
-                    SuiteState::Failed,
-                    now,
-                    out,
-                );
+        if let Some(suite) = self.suite.running_mut() {
+            if suite.deadline.is_some_and(|d| now >= d) {
+                let why = "the suite ran past its timeout";
+                suite.end(&mut self.fleet, why, SuiteState::Failed, now, out);
             }
         }
     }
 
-    /// The agent is gone: its attempts are lost and their tasks requeued at
-    /// once on whatever agent fits.
-    fn lose_agent(&mut self, agent_id: &str, why: &str, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(agent) = self.agents.get_mut(agent_id) else {
-            return;
-        };
-        agent.connected = false;
-        // Its stream is gone: a reconnect re-announces what still runs there.
-        self.pending_cancels.retain(|_, (a, _)| a != agent_id);
-        let attempts: Vec<AttemptId> = agent.running.iter().cloned().collect();
-        for attempt_id in attempts {
-            let Some(&t) = self.attempt_index.get(&attempt_id) else {
-                continue;
-            };
-            self.requeue_lost(t, format!("agent {agent_id} lost: {why}"), now, out);
+    /// Hands out what the fleet has room for: ready tasks, then batches of
+    /// split tasks.
+    fn dispatch(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
+        if let Some(suite) = self.suite.running_mut() {
+            suite.dispatch(&mut self.fleet, now, out);
+            suite.dispatch_batches(&mut self.fleet, now, out);
         }
-        self.split_agent_lost(agent_id, now, out);
-    }
-
-    /// Stops every running attempt and ends every task that has not ended.
-    fn end_suite(
-        &mut self,
-        reason: &str,
-        end_as: SuiteState,
-        now: UnixMillis,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(suite) = self.running_suite_mut() else {
-            return;
-        };
-        suite.end_as = Some(end_as);
-        suite.reason = reason.to_string();
-        let n = suite.tasks.len();
-        for t in 0..n {
-            let suite = self.suite.current().expect("suite");
-            if let Some(a) = suite.tasks[t].live_attempt() {
-                let task_id = suite.plan.tasks[t].id.clone();
-                let (agent_id, attempt_id) = (a.agent_id.clone(), a.attempt_id.clone());
-                self.request_cancel(&agent_id, task_id, attempt_id, reason, now, out);
-                self.end_live_attempt(t, AttemptOutcome::Cancelled, now);
-            }
-            if !self.suite.current().expect("suite").tasks[t]
-                .state
-                .is_terminal()
-            {
-                self.set_terminal(t, TaskState::Cancelled, reason.to_string(), now, out);
-            }
-        }
-        self.finish_suite_if_done(now, out);
     }
 
     #[cfg(any(test, debug_assertions, feature = "sim"))]

@@ -29,25 +29,29 @@ impl Lifecycle {
         }
     }
 
+    /// The suite, while it runs. (Its `state` is checked too: a suite that
+    /// ended during the event being handled moves to `Finished` only when
+    /// the event is done, see `finish`.)
     pub fn running(&self) -> Option<&SuiteRun> {
         match self {
-            Lifecycle::Running(s) => Some(s),
+            Lifecycle::Running(s) if s.state == SuiteState::Running => Some(s),
             _ => None,
         }
     }
 
     pub(crate) fn running_mut(&mut self) -> Option<&mut SuiteRun> {
         match self {
-            Lifecycle::Running(s) => Some(s),
+            Lifecycle::Running(s) if s.state == SuiteState::Running => Some(s),
             _ => None,
         }
     }
 
     /// Moves a running suite whose `state` says it ended to `Finished`.
     pub(crate) fn finish(&mut self) {
-        if let Lifecycle::Running(s) = std::mem::take(self) {
-            debug_assert_ne!(s.state, SuiteState::Running, "finished with no outcome");
-            *self = Lifecycle::Finished(s);
+        if matches!(self, Lifecycle::Running(s) if s.state != SuiteState::Running) {
+            if let Lifecycle::Running(s) = std::mem::take(self) {
+                *self = Lifecycle::Finished(s);
+            }
         }
     }
 }

@@ -3,24 +3,24 @@
 
 use std::sync::Arc;
 
-use testfleet_config::{ResourceSpec, TaskKind};
+use testfleet_config::TaskKind;
 
+use super::fleet::Fleet;
 use super::policy::criteria::{self, Facts};
 use super::policy::recovery::{self, Budget, Decision, History, RetryPlan};
 use super::results::{Completion, ErrorType, Failure, FinalStatus, ProgressReport};
 use super::state::Recovery;
 use super::time::{rfc3339, UnixMillis};
 use super::{
-    Action, AttemptOutcome, Notice, Rejection, Scheduler, SuiteState, TaskState, TaskStateChange,
+    Action, AttemptOutcome, Notice, Rejection, SuiteRun, SuiteState, TaskState, TaskStateChange,
 };
 
-impl Scheduler {
-    pub(super) fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
-        let suite = self.suite.current().expect("suite");
-        let run = &suite.tasks[t];
+impl SuiteRun {
+    pub(crate) fn publish_state(&self, t: usize, detail: &str, out: &mut Vec<Action>) {
+        let run = &self.tasks[t];
         let live = run.live_attempt();
         out.push(Action::publish(Notice::TaskState(TaskStateChange {
-            task_id: suite.plan.tasks[t].id.clone(),
+            task_id: self.plan.tasks[t].id.clone(),
             status: run.state,
             agent_id: live.map(|a| a.agent_id.clone()).unwrap_or_default(),
             attempt_id: live.map(|a| a.attempt_id.clone()).unwrap_or_default(),
@@ -29,79 +29,85 @@ impl Scheduler {
     }
 
     /// Moves a waiting task on once everything it waits on has ended.
-    pub(super) fn promote_if_ready(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.current().expect("suite");
-        if suite.tasks[t].state != TaskState::Waiting {
+    pub(crate) fn promote_if_ready(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if self.tasks[t].state != TaskState::Waiting {
             return;
         }
-        let task = &suite.plan.tasks[t];
+        let task = &self.plan.tasks[t];
         if let Some(p) = task.parent {
-            if suite.tasks[p].state.is_terminal() {
+            if self.tasks[p].state.is_terminal() {
                 let why = format!(
                     "its group {} ended {}",
-                    suite.plan.tasks[p].id,
-                    suite.tasks[p].state.as_str()
+                    self.plan.tasks[p].id,
+                    self.tasks[p].state.as_str()
                 );
-                return self.set_terminal(t, TaskState::Skipped, why, now, out);
+                return self.set_terminal(fleet, t, TaskState::Skipped, why, now, out);
             }
         }
         let blocked = task.wait_on.iter().find(|&&d| {
-            let dep = &suite.tasks[d];
+            let dep = &self.tasks[d];
             dep.state.is_terminal() && !dep.satisfies_dependents()
         });
         if let Some(&d) = blocked {
-            let dep = suite.tasks[d].state;
-            let why = format!("{} ended {}", suite.plan.tasks[d].id, dep.as_str());
+            let dep = self.tasks[d].state;
+            let why = format!("{} ended {}", self.plan.tasks[d].id, dep.as_str());
             // What waits on a cancelled task is cancelled with it, not skipped.
             let end = if dep == TaskState::Cancelled {
                 TaskState::Cancelled
             } else {
                 TaskState::Skipped
             };
-            return self.set_terminal(t, end, why, now, out);
+            return self.set_terminal(fleet, t, end, why, now, out);
         }
         if task
             .wait_on
             .iter()
-            .any(|&d| !suite.tasks[d].satisfies_dependents())
+            .any(|&d| !self.tasks[d].satisfies_dependents())
         {
             return;
         }
         let kind = task.kind;
         let children = task.children.clone();
-        let suite = self.suite.current_mut().expect("suite");
         match kind {
             TaskKind::Runnable => {
-                suite.queue(t, now);
+                self.queue(t, now);
                 self.publish_state(t, "dependencies met", out);
             }
             TaskKind::Group => {
-                suite.tasks[t].state = TaskState::Running;
-                suite.tasks[t].started_at = Some(now);
+                self.tasks[t].state = TaskState::Running;
+                self.tasks[t].started_at = Some(now);
                 self.publish_state(t, "subtasks starting", out);
                 for c in children {
-                    self.promote_if_ready(c, now, out);
+                    self.promote_if_ready(fleet, c, now, out);
                 }
             }
         }
     }
 
     /// Ends the live attempt of task `t` and releases what it reserved.
-    pub(super) fn end_live_attempt(&mut self, t: usize, outcome: AttemptOutcome, now: UnixMillis) {
-        let suite = self.suite.current_mut().expect("suite");
-        let run = &mut suite.tasks[t];
+    pub(crate) fn end_live_attempt(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        outcome: AttemptOutcome,
+        now: UnixMillis,
+    ) {
+        let run = &mut self.tasks[t];
         let Some(i) = run.live.take() else { return };
         let attempt = &mut run.attempts[i];
         attempt.outcome = outcome;
         attempt.ended_at = Some(now);
         let reserved = attempt.reserved;
-        if let Some(agent) = self.agents.get_mut(&attempt.agent_id) {
-            agent.reserved.sub(&reserved);
-            agent.running.remove(&attempt.attempt_id);
-        }
-        suite.reserved_total.sub(&reserved);
-        let category = &suite.plan.tasks[t].category;
-        if let Some(n) = suite.running_by_category.get_mut(category) {
+        fleet.release(&attempt.agent_id, &attempt.attempt_id, &reserved);
+        self.reserved_total.sub(&reserved);
+        let category = &self.plan.tasks[t].category;
+        if let Some(n) = self.running_by_category.get_mut(category) {
             *n = n.saturating_sub(1);
         }
         if run.state == TaskState::Running {
@@ -111,33 +117,35 @@ impl Scheduler {
 
     /// The attempt's agent is gone (or no longer runs it): requeue at once,
     /// up to `max_retries` + 1 times; a task that keeps losing its agents fails.
-    pub(super) fn requeue_lost(
+    pub(crate) fn requeue_lost(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         why: String,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        self.end_live_attempt(t, AttemptOutcome::AgentLost, now);
-        let suite = self.suite.current_mut().expect("suite");
-        if suite.state != SuiteState::Running || suite.tasks[t].state.is_terminal() {
+        self.end_live_attempt(fleet, t, AttemptOutcome::AgentLost, now);
+        if !self.is_running() || self.tasks[t].state.is_terminal() {
             return;
         }
-        let max = suite.plan.retry.max_retries + 1;
-        let run = &mut suite.tasks[t];
+        let max = self.plan.retry.max_retries + 1;
+        let run = &mut self.tasks[t];
         if run.infra_retries >= max {
             let reason = format!("{why}; lost its agent {} times", run.infra_retries + 1);
-            return self.set_terminal(t, TaskState::Failed, reason, now, out);
+            return self.set_terminal(fleet, t, TaskState::Failed, reason, now, out);
         }
         run.infra_retries += 1;
         run.reason = why.clone();
-        suite.queue(t, now);
+        self.queue(t, now);
         self.publish_state(t, &format!("requeued: {why}"), out);
     }
 
     /// Level 2: carry out what `recovery::decide` chose.
+    #[allow(clippy::too_many_arguments)]
     fn apply_recovery(
         &mut self,
+        fleet: &Fleet,
         t: usize,
         plan: RetryPlan,
         failed_on: &str,
@@ -145,9 +153,8 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let cap = self.reallocation_cap();
-        let suite = self.suite.current_mut().expect("suite");
-        let run = &mut suite.tasks[t];
+        let cap = crate::pool::reallocation_cap(&self.plan, fleet);
+        let run = &mut self.tasks[t];
         match plan.budget {
             Budget::Infrastructure => run.infra_retries += 1,
             Budget::Application => run.app_retries += 1,
@@ -179,143 +186,114 @@ impl Scheduler {
         });
         run.reason = format!("{error}: recovering by {}", plan.action);
         let detail = run.reason.clone();
-        suite.queue(t, now + plan.delay_ms);
+        self.queue(t, now + plan.delay_ms);
         self.publish_state(t, &detail, out);
-    }
-
-    /// The most any single connected agent (and the fleet's limits) can hold.
-    pub(super) fn largest_placement(&self) -> Option<ResourceSpec> {
-        let limits = &self.suite.current()?.plan.limits;
-        let mut cap =
-            self.agents
-                .values()
-                .filter(|a| a.connected)
-                .fold(None::<ResourceSpec>, |acc, a| {
-                    let c = a.capacity;
-                    Some(match acc {
-                        None => c,
-                        Some(m) => ResourceSpec {
-                            memory_mb: m.memory_mb.max(c.memory_mb),
-                            cpu_millis: m.cpu_millis.max(c.cpu_millis),
-                            disk_mb: m.disk_mb.max(c.disk_mb),
-                        },
-                    })
-                })?;
-        if let Some(m) = limits.total_memory_mb {
-            cap.memory_mb = cap.memory_mb.min(m);
-        }
-        if let Some(c) = limits.total_cpu_millis {
-            cap.cpu_millis = cap.cpu_millis.min(c);
-        }
-        Some(cap)
     }
 
     /// The one place a task ends. Propagates to its group, its dependents and
     /// the suite.
-    pub(super) fn set_terminal(
+    pub(crate) fn set_terminal(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         state: TaskState,
         reason: String,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        if self.suite.current().expect("suite").tasks[t]
-            .state
-            .is_terminal()
-        {
+        if self.tasks[t].state.is_terminal() {
             return;
         }
-        self.split_release(t, &reason, now, out);
-        let suite = self.suite.current_mut().expect("suite");
-        suite.ended += 1;
-        let run = &mut suite.tasks[t];
+        self.split_release(fleet, t, &reason, now, out);
+        self.ended += 1;
+        let run = &mut self.tasks[t];
         run.state = state;
         run.reason = reason.clone();
         run.ended_at = Some(now);
         self.publish_state(t, &reason, out);
 
-        let suite = self.suite.current().expect("suite");
-        let children = suite.plan.tasks[t].children.clone();
-        let parent = suite.plan.tasks[t].parent;
-        let dependents = suite.dependents[t].clone();
+        let children = self.plan.tasks[t].children.clone();
+        let parent = self.plan.tasks[t].parent;
+        let dependents = self.dependents[t].clone();
         for c in children {
             // Subtasks not yet started end with their group; running ones finish.
-            if matches!(
-                self.suite.current().expect("suite").tasks[c].state,
-                TaskState::Waiting | TaskState::Ready
-            ) {
-                let id = self.suite.current().expect("suite").plan.tasks[t]
-                    .id
-                    .clone();
-                self.set_terminal(
-                    c,
-                    TaskState::Skipped,
-                    format!("its group {id} ended {}", state.as_str()),
-                    now,
-                    out,
+            if matches!(self.tasks[c].state, TaskState::Waiting | TaskState::Ready) {
+                let why = format!(
+                    "its group {} ended {}",
+                    self.plan.tasks[t].id,
+                    state.as_str()
                 );
+                self.set_terminal(fleet, c, TaskState::Skipped, why, now, out);
             }
         }
         if let Some(p) = parent {
-            self.settle_group(p, now, out);
+            self.settle_group(fleet, p, now, out);
         }
         for d in dependents {
-            self.promote_if_ready(d, now, out);
+            self.promote_if_ready(fleet, d, now, out);
         }
-        self.finish_suite_if_done(now, out);
+        self.finish_if_done(fleet, now, out);
     }
 
     /// A group succeeds when all its subtasks did and its criteria hold on
     /// their results together; it fails as soon as one subtask fails.
-    fn settle_group(&mut self, g: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.current().expect("suite");
-        if suite.tasks[g].state.is_terminal() {
+    fn settle_group(
+        &mut self,
+        fleet: &mut Fleet,
+        g: usize,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if self.tasks[g].state.is_terminal() {
             return;
         }
-        let children = &suite.plan.tasks[g].children;
+        let children = &self.plan.tasks[g].children;
         if let Some(&bad) = children.iter().find(|&&c| {
-            let child = &suite.tasks[c];
+            let child = &self.tasks[c];
             child.state.is_terminal() && !child.satisfies_dependents()
         }) {
             let why = format!(
                 "subtask {} ended {}",
-                suite.plan.tasks[bad].id,
-                suite.tasks[bad].state.as_str()
+                self.plan.tasks[bad].id,
+                self.tasks[bad].state.as_str()
             );
-            return self.set_terminal(g, TaskState::Failed, why, now, out);
+            return self.set_terminal(fleet, g, TaskState::Failed, why, now, out);
         }
         if children
             .iter()
-            .all(|&c| suite.tasks[c].satisfies_dependents())
+            .all(|&c| self.tasks[c].satisfies_dependents())
         {
-            let facts = group_facts(suite, g);
-            let results = criteria::evaluate(&suite.plan.tasks[g].criteria, &facts);
+            let facts = group_facts(self, g);
+            let results = criteria::evaluate(&self.plan.tasks[g].criteria, &facts);
             let ok = results.iter().all(|r| r.passed);
             let why = criteria_reason(&results);
             let any_flaky = children
                 .iter()
-                .any(|&c| suite.tasks[c].state == TaskState::Flaky);
-            self.suite.current_mut().expect("suite").tasks[g].criteria = results;
+                .any(|&c| self.tasks[c].state == TaskState::Flaky);
+            self.tasks[g].criteria = results;
             let state = match (ok, any_flaky) {
                 (false, _) => TaskState::Failed,
                 (true, true) => TaskState::Flaky,
                 (true, false) => TaskState::CompletedSuccess,
             };
-            self.set_terminal(g, state, why, now, out);
+            self.set_terminal(fleet, g, state, why, now, out);
         }
     }
 
-    pub(super) fn finish_suite_if_done(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.running_suite_mut() else {
-            return;
-        };
-        if suite.ended < suite.tasks.len() {
+    /// Ends the suite once every task has: its state says how. (Its stage
+    /// in `Lifecycle` follows when the event is done.)
+    pub(crate) fn finish_if_done(
+        &mut self,
+        fleet: &mut Fleet,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_running() || self.ended < self.tasks.len() {
             return;
         }
-        suite.state = if let Some(forced) = suite.end_as.take() {
+        self.state = if let Some(forced) = self.end_as.take() {
             forced
-        } else if suite
+        } else if self
             .tasks
             .iter()
             .all(|t| matches!(t.state, TaskState::CompletedSuccess | TaskState::Flaky))
@@ -324,10 +302,9 @@ impl Scheduler {
         } else {
             SuiteState::Failed
         };
-        suite.finished_at = Some(now);
-        let (suite_id, state) = (suite.suite_id.clone(), suite.state);
-        self.suite.finish();
-        self.remember_durations();
+        self.finished_at = Some(now);
+        let (suite_id, state) = (self.suite_id.clone(), self.state);
+        fleet.alerting.remember_durations(self);
         // The report is written first: a watcher told the suite finished can
         // read report.json at once.
         out.push(Action::SuiteFinished {
@@ -340,33 +317,57 @@ impl Scheduler {
         }));
     }
 
-    /// Finds the task of a result and checks the agent holds the attempt.
-    /// `Ok(None)` means a known attempt that is no longer live: stale.
+    /// Stops every running attempt and ends every task that has not ended.
+    pub(crate) fn end(
+        &mut self,
+        fleet: &mut Fleet,
+        reason: &str,
+        end_as: SuiteState,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_running() {
+            return;
+        }
+        self.end_as = Some(end_as);
+        self.reason = reason.to_string();
+        for t in 0..self.tasks.len() {
+            if let Some(a) = self.tasks[t].live_attempt() {
+                let task_id = self.plan.tasks[t].id.clone();
+                let (agent_id, attempt_id) = (a.agent_id.clone(), a.attempt_id.clone());
+                let deadline = self.cancel_deadline(now);
+                fleet.request_cancel(&agent_id, task_id, attempt_id, reason, deadline, out);
+                self.end_live_attempt(fleet, t, AttemptOutcome::Cancelled, now);
+            }
+            if !self.tasks[t].state.is_terminal() {
+                self.set_terminal(fleet, t, TaskState::Cancelled, reason.to_string(), now, out);
+            }
+        }
+        self.finish_if_done(fleet, now, out);
+    }
+
     /// Finds the live attempt a result is about. A known attempt that is
     /// no longer live is stale: counted, nothing else. A result that names
     /// no attempt of ours, another agent's attempt, or the wrong task is
     /// refused: the agent is told why, and nothing changes.
     fn locate_result(
         &mut self,
+        fleet: &mut Fleet,
         agent_id: &str,
         task_id: &str,
         attempt_id: &str,
         message_id: &str,
         out: &mut Vec<Action>,
     ) -> Option<usize> {
-        let rejection = match self.attempt_index.get(attempt_id) {
+        let rejection = match fleet.attempt_index.get(attempt_id) {
             None => Rejection::UnknownAttempt,
             Some(&t) => {
-                let suite = self
-                    .suite
-                    .current_mut()
-                    .expect("indexed attempts belong to the suite");
-                let run = &mut suite.tasks[t];
+                let run = &mut self.tasks[t];
                 match run.attempts.iter().position(|a| a.attempt_id == attempt_id) {
                     Some(i) if run.attempts[i].agent_id != agent_id => {
                         Rejection::NotTheAgentsAttempt
                     }
-                    Some(_) if suite.plan.tasks[t].id != task_id => Rejection::TaskMismatch,
+                    Some(_) if self.plan.tasks[t].id != task_id => Rejection::TaskMismatch,
                     Some(i) if run.live == Some(i) => return Some(t),
                     Some(i) => {
                         run.attempts[i].stale_results += 1;
@@ -376,33 +377,21 @@ impl Scheduler {
                 }
             }
         };
-        self.reject_result(agent_id, message_id, attempt_id, rejection, out);
+        fleet.reject_result(agent_id, message_id, attempt_id, rejection, out);
         None
     }
 
-    /// Refuses a result: the agent is told why, and nothing changes.
-    pub(super) fn reject_result(
+    pub(crate) fn progress(
         &mut self,
-        agent_id: &str,
-        message_id: &str,
-        attempt_id: &str,
-        rejection: Rejection,
+        fleet: &mut Fleet,
+        update: ProgressReport,
         out: &mut Vec<Action>,
     ) {
-        self.rejected_results += 1;
-        out.push(Action::Reject {
-            agent_id: agent_id.to_string(),
-            message_id: message_id.to_string(),
-            attempt_id: attempt_id.to_string(),
-            rejection,
-        });
-    }
-
-    pub(super) fn progress(&mut self, update: ProgressReport, out: &mut Vec<Action>) {
         if let Some(t) = self.batch_task(&update.task_id, &update.attempt_id) {
-            return self.batch_progress(t, update, out);
+            return self.batch_progress(fleet, t, update, out);
         }
         let Some(t) = self.locate_result(
+            fleet,
             &update.agent_id,
             &update.task_id,
             &update.attempt_id,
@@ -412,36 +401,41 @@ impl Scheduler {
             return;
         };
         let update = Arc::new(update);
-        let run = &mut self.suite.current_mut().expect("suite").tasks[t];
+        let run = &mut self.tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].last_progress = Some(update.clone());
         }
         out.push(Action::publish(Notice::Progress(update)));
     }
 
-    pub(super) fn completed(&mut self, mut c: Completion, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(crate) fn completed(
+        &mut self,
+        fleet: &mut Fleet,
+        mut c: Completion,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(t) = self.batch_task(&c.task_id, &c.attempt_id) {
-            return self.batch_completed(t, c, now, out);
+            return self.batch_completed(fleet, t, c, now, out);
         }
-        let Some(t) =
-            self.locate_result(&c.agent_id, &c.task_id, &c.attempt_id, &c.message_id, out)
-        else {
+        let Some(t) = self.locate_result(
+            fleet,
+            &c.agent_id,
+            &c.task_id,
+            &c.attempt_id,
+            &c.message_id,
+            out,
+        ) else {
             return;
         };
-        if c.collected.is_some()
-            && self
-                .suite
-                .current()
-                .is_some_and(|s| s.plan.tasks[t].split.is_some())
-        {
-            return self.split_collected(t, c, now, out);
+        if c.collected.is_some() && self.plan.tasks[t].split.is_some() {
+            return self.split_collected(fleet, t, c, now, out);
         }
         let success = c.final_status == FinalStatus::Success;
-        let suite = self.suite.current().expect("suite");
         let facts = attempt_facts(&c);
-        let results = criteria::evaluate(&suite.plan.tasks[t].criteria, &facts);
+        let results = criteria::evaluate(&self.plan.tasks[t].criteria, &facts);
         let met = success && results.iter().all(|r| r.passed);
-        c.next_actions = next_actions(suite, t, met);
+        c.next_actions = next_actions(self, t, met);
         let c = Arc::new(c);
         out.push(Action::publish(Notice::Completion(c.clone())));
 
@@ -450,32 +444,25 @@ impl Scheduler {
         } else {
             AttemptOutcome::Failed
         };
-        let suite = self.suite.current_mut().expect("suite");
-        let run = &mut suite.tasks[t];
+        let run = &mut self.tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].completion = Some(c);
         }
         run.criteria = results.clone();
-        self.end_live_attempt(t, outcome, now);
-        if met {
-            let (state, why) = self.success_state(t);
-            self.set_terminal(t, state, why, now, out);
+        self.end_live_attempt(fleet, t, outcome, now);
+        let (state, why) = if met {
+            self.success_state(t)
         } else if !success {
-            self.set_terminal(
-                t,
-                TaskState::Failed,
-                "the command reported failure".into(),
-                now,
-                out,
-            );
+            (TaskState::Failed, "the command reported failure".into())
         } else {
-            self.set_terminal(t, TaskState::Failed, criteria_reason(&results), now, out);
-        }
+            (TaskState::Failed, criteria_reason(&results))
+        };
+        self.set_terminal(fleet, t, state, why, now, out);
     }
 
     /// A pass after a failed test run is flaky, never a silent pass.
     fn success_state(&self, t: usize) -> (TaskState, String) {
-        let run = &self.suite.current().expect("suite").tasks[t];
+        let run = &self.tasks[t];
         let earlier = run.attempts[run.flaky_from.min(run.attempts.len())..]
             .iter()
             .rev()
@@ -501,13 +488,24 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn failed(&mut self, f: Failure, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(crate) fn failed(
+        &mut self,
+        fleet: &mut Fleet,
+        f: Failure,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(t) = self.batch_task(&f.task_id, &f.attempt_id) {
-            return self.batch_failed(t, f, now, out);
+            return self.batch_failed(fleet, t, f, now, out);
         }
-        let Some(t) =
-            self.locate_result(&f.agent_id, &f.task_id, &f.attempt_id, &f.message_id, out)
-        else {
+        let Some(t) = self.locate_result(
+            fleet,
+            &f.agent_id,
+            &f.task_id,
+            &f.attempt_id,
+            &f.message_id,
+            out,
+        ) else {
             return;
         };
         let f = Arc::new(f);
@@ -519,10 +517,9 @@ impl Scheduler {
             .as_ref()
             .map_or("", |d| d.error_message.as_str());
         let reason = format!("{error_name}: {message}");
-        let suite = self.suite.current_mut().expect("suite");
-        let policy = suite.plan.retry.clone();
-        let original_timeout_ms = suite.plan.tasks[t].timeout_ms;
-        let run = &mut suite.tasks[t];
+        let policy = self.plan.retry.clone();
+        let original_timeout_ms = self.plan.tasks[t].timeout_ms;
+        let run = &mut self.tasks[t];
         let Some(i) = run.live else { return };
         run.attempts[i].failure = Some(f.clone());
         run.failures += 1;
@@ -536,21 +533,18 @@ impl Scheduler {
             original_timeout_ms,
         };
         let agent_id = run.attempts[i].agent_id.clone();
-        self.end_live_attempt(t, AttemptOutcome::Failed, now);
+        self.end_live_attempt(fleet, t, AttemptOutcome::Failed, now);
         if !self.is_running() {
             return;
         }
         match recovery::decide(error, &history, &policy) {
-            Decision::Retry(plan) => self.apply_recovery(t, plan, &agent_id, &error_name, now, out),
-            Decision::Escalate { severity, why } => self.escalate(
-                t,
-                error,
-                severity,
-                format!("{reason} ({why})"),
-                Some(&*f),
-                now,
-                out,
-            ),
+            Decision::Retry(plan) => {
+                self.apply_recovery(fleet, t, plan, &agent_id, &error_name, now, out)
+            }
+            Decision::Escalate { severity, why } => {
+                let why = format!("{reason} ({why})");
+                self.escalate(fleet, t, error, severity, why, Some(&*f), now, out)
+            }
         }
     }
 }

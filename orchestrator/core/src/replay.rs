@@ -37,7 +37,8 @@ impl Scheduler {
     /// time the orchestrator was down. Retry delays, cancel deadlines and the
     /// suite's deadline keep the times they were set at.
     pub fn restart_events(&self) -> Vec<Event> {
-        self.agents
+        self.fleet
+            .agents
             .values()
             .filter(|a| a.connected)
             .map(|a| Event::Heartbeat {

@@ -1,5 +1,6 @@
 //! What the scheduler remembers: agents, the running suite, its tasks and
-//! every attempt of each.
+//! every attempt of each. Their fields are the core's: the edges read them
+//! through the query methods below, and change nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,24 +18,68 @@ pub type AttemptId = String;
 
 #[derive(Debug, Clone)]
 pub struct AgentState {
-    pub id: AgentId,
-    pub host: String,
-    pub labels: BTreeMap<String, String>,
-    pub capacity: ResourceSpec,
-    pub reserved: ResourceSpec,
-    pub running: BTreeSet<AttemptId>,
+    pub(crate) id: AgentId,
+    pub(crate) host: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) capacity: ResourceSpec,
+    pub(crate) reserved: ResourceSpec,
+    pub(crate) running: BTreeSet<AttemptId>,
     /// Which stream of this agent is current; events of older streams are
     /// ignored, so a slow close of a replaced stream cannot evict the new one.
-    pub conn: u64,
-    pub connected: bool,
+    pub(crate) conn: u64,
+    pub(crate) connected: bool,
     /// An operator drained it: it finishes what runs there and takes no
     /// new work (also after a reconnect).
-    pub draining: bool,
-    pub last_heartbeat: UnixMillis,
-    pub last_usage: Option<ResourceUsage>,
+    pub(crate) draining: bool,
+    pub(crate) last_heartbeat: UnixMillis,
+    pub(crate) last_usage: Option<ResourceUsage>,
 }
 
 impl AgentState {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+
+    pub fn capacity(&self) -> ResourceSpec {
+        self.capacity
+    }
+
+    pub fn reserved(&self) -> ResourceSpec {
+        self.reserved
+    }
+
+    pub fn running(&self) -> &BTreeSet<AttemptId> {
+        &self.running
+    }
+
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    pub fn last_heartbeat(&self) -> UnixMillis {
+        self.last_heartbeat
+    }
+
+    pub fn last_usage(&self) -> Option<&ResourceUsage> {
+        self.last_usage.as_ref()
+    }
+
     pub fn free(&self) -> ResourceSpec {
         self.capacity.saturating_minus(&self.reserved)
     }
@@ -132,57 +177,107 @@ pub enum AttemptOutcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
-    pub attempt_id: AttemptId,
-    pub number: u32,
-    pub agent_id: AgentId,
-    pub assigned_at: UnixMillis,
-    pub ended_at: Option<UnixMillis>,
-    pub outcome: AttemptOutcome,
+    pub(crate) attempt_id: AttemptId,
+    pub(crate) number: u32,
+    pub(crate) agent_id: AgentId,
+    pub(crate) assigned_at: UnixMillis,
+    pub(crate) ended_at: Option<UnixMillis>,
+    pub(crate) outcome: AttemptOutcome,
     #[serde(skip)]
-    pub reserved: ResourceSpec,
+    pub(crate) reserved: ResourceSpec,
     #[serde(skip)]
-    pub completion: Option<Arc<Completion>>,
+    pub(crate) completion: Option<Arc<Completion>>,
     #[serde(skip)]
-    pub failure: Option<Arc<Failure>>,
+    pub(crate) failure: Option<Arc<Failure>>,
     #[serde(skip)]
-    pub last_progress: Option<Arc<ProgressReport>>,
+    pub(crate) last_progress: Option<Arc<ProgressReport>>,
     /// Results that arrived for this attempt after it stopped being live.
-    pub stale_results: u32,
+    pub(crate) stale_results: u32,
     /// The agent confirmed a cancel: the attempt's processes are gone.
-    pub cancel_acknowledged: bool,
+    pub(crate) cancel_acknowledged: bool,
+}
+
+impl Attempt {
+    pub fn attempt_id(&self) -> &str {
+        &self.attempt_id
+    }
+
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    pub fn assigned_at(&self) -> UnixMillis {
+        self.assigned_at
+    }
+
+    pub fn ended_at(&self) -> Option<UnixMillis> {
+        self.ended_at
+    }
+
+    pub fn outcome(&self) -> &AttemptOutcome {
+        &self.outcome
+    }
+
+    pub fn reserved(&self) -> ResourceSpec {
+        self.reserved
+    }
+
+    pub fn completion(&self) -> Option<&Arc<Completion>> {
+        self.completion.as_ref()
+    }
+
+    pub fn failure(&self) -> Option<&Arc<Failure>> {
+        self.failure.as_ref()
+    }
+
+    pub fn last_progress(&self) -> Option<&Arc<ProgressReport>> {
+        self.last_progress.as_ref()
+    }
+
+    pub fn stale_results(&self) -> u32 {
+        self.stale_results
+    }
+
+    pub fn cancel_acknowledged(&self) -> bool {
+        self.cancel_acknowledged
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct TaskRun {
-    pub state: TaskState,
-    pub attempts: Vec<Attempt>,
+    pub(crate) state: TaskState,
+    pub(crate) attempts: Vec<Attempt>,
     /// Index into `attempts` of the one live attempt, if running.
-    pub live: Option<usize>,
+    pub(crate) live: Option<usize>,
     /// Earliest time a queued retry may start.
-    pub not_before: UnixMillis,
-    pub infra_retries: u32,
+    pub(crate) not_before: UnixMillis,
+    pub(crate) infra_retries: u32,
     /// Retries of test failures (to tell flaky from broken).
-    pub app_retries: u32,
+    pub(crate) app_retries: u32,
     /// Failed attempts so far.
-    pub failures: u32,
-    pub environment_resets: u32,
+    pub(crate) failures: u32,
+    pub(crate) environment_resets: u32,
     /// Level-2 recovery's changes for the next attempts.
-    pub resources: Option<ResourceSpec>,
-    pub timeout_ms: Option<u64>,
-    pub avoid: BTreeSet<AgentId>,
-    pub reset_environment: bool,
+    pub(crate) resources: Option<ResourceSpec>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) avoid: BTreeSet<AgentId>,
+    pub(crate) reset_environment: bool,
     /// What recovery did, in order.
-    pub recoveries: Vec<Recovery>,
+    pub(crate) recoveries: Vec<Recovery>,
     /// An operator skipped it: dependents may go on.
-    pub waived: bool,
+    pub(crate) waived: bool,
     /// Attempts before this index predate a person's "retry": their failures
     /// do not make a later pass flaky.
-    pub flaky_from: usize,
-    pub criteria: Vec<CriterionResult>,
+    pub(crate) flaky_from: usize,
+    pub(crate) criteria: Vec<CriterionResult>,
     /// Why it ended as it did, for the report.
-    pub reason: String,
-    pub started_at: Option<UnixMillis>,
-    pub ended_at: Option<UnixMillis>,
+    pub(crate) reason: String,
+    pub(crate) started_at: Option<UnixMillis>,
+    pub(crate) ended_at: Option<UnixMillis>,
 }
 
 impl Default for TaskRun {
@@ -215,6 +310,62 @@ impl TaskRun {
             ended_at: None,
         }
     }
+    pub fn state(&self) -> TaskState {
+        self.state
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    pub fn infra_retries(&self) -> u32 {
+        self.infra_retries
+    }
+
+    pub fn app_retries(&self) -> u32 {
+        self.app_retries
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn environment_resets(&self) -> u32 {
+        self.environment_resets
+    }
+
+    pub fn resources(&self) -> Option<ResourceSpec> {
+        self.resources
+    }
+
+    pub fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
+    }
+
+    pub fn recoveries(&self) -> &[Recovery] {
+        &self.recoveries
+    }
+
+    pub fn waived(&self) -> bool {
+        self.waived
+    }
+
+    pub fn criteria(&self) -> &[CriterionResult] {
+        &self.criteria
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn started_at(&self) -> Option<UnixMillis> {
+        self.started_at
+    }
+
+    pub fn ended_at(&self) -> Option<UnixMillis> {
+        self.ended_at
+    }
+
     pub fn live_attempt(&self) -> Option<&Attempt> {
         self.live.map(|i| &self.attempts[i])
     }
@@ -284,37 +435,37 @@ impl SuiteState {
 
 #[derive(Debug, Clone)]
 pub struct SuiteRun {
-    pub suite_id: String,
-    pub suite_name: String,
-    pub plan: Arc<SuitePlan>,
-    pub tasks: Vec<TaskRun>,
-    pub state: SuiteState,
-    pub started_at: UnixMillis,
-    pub finished_at: Option<UnixMillis>,
-    pub deadline: Option<UnixMillis>,
-    pub reason: String,
+    pub(crate) suite_id: String,
+    pub(crate) suite_name: String,
+    pub(crate) plan: Arc<SuitePlan>,
+    pub(crate) tasks: Vec<TaskRun>,
+    pub(crate) state: SuiteState,
+    pub(crate) started_at: UnixMillis,
+    pub(crate) finished_at: Option<UnixMillis>,
+    pub(crate) deadline: Option<UnixMillis>,
+    pub(crate) reason: String,
     /// Running attempts per category, for `max_parallel`.
-    pub running_by_category: BTreeMap<String, u32>,
+    pub(crate) running_by_category: BTreeMap<String, u32>,
     /// Reserved across the fleet, for `agent_limits`.
-    pub reserved_total: ResourceSpec,
+    pub(crate) reserved_total: ResourceSpec,
     /// Highest concurrent reservation seen per agent (for the report).
-    pub peak_reserved: BTreeMap<AgentId, ResourceSpec>,
+    pub(crate) peak_reserved: BTreeMap<AgentId, ResourceSpec>,
     /// Reverse of `wait_on`: who waits on each task.
-    pub dependents: Vec<Vec<usize>>,
+    pub(crate) dependents: Vec<Vec<usize>>,
     /// Set when the suite is ended from outside (cancel, deadline).
-    pub end_as: Option<SuiteState>,
-    pub escalations: Vec<Escalation>,
+    pub(crate) end_as: Option<SuiteState>,
+    pub(crate) escalations: Vec<Escalation>,
     /// Critical-path rank of each task: ready tasks with the longest
     /// remaining path go first.
-    pub rank: Vec<u64>,
+    pub(crate) rank: Vec<u64>,
     /// Ready tasks in dispatch order. Entries go stale when a task leaves
     /// Ready and are dropped when dispatch meets them, so every transition
     /// into Ready only has to insert.
-    pub ready: std::collections::BTreeSet<ReadyKey>,
+    pub(crate) ready: std::collections::BTreeSet<ReadyKey>,
     /// How many tasks have ended (the suite ends when all have).
-    pub ended: usize,
+    pub(crate) ended: usize,
     /// Split tasks whose tests are collected: their queues and batches.
-    pub splits: BTreeMap<usize, crate::split::SplitRun>,
+    pub(crate) splits: BTreeMap<usize, crate::split::SplitRun>,
 }
 
 /// Dispatch order: critical path, then priority, then file order.
@@ -325,6 +476,58 @@ pub type ReadyKey = (
 );
 
 impl SuiteRun {
+    pub fn suite_id(&self) -> &str {
+        &self.suite_id
+    }
+
+    pub fn suite_name(&self) -> &str {
+        &self.suite_name
+    }
+
+    pub fn plan(&self) -> &Arc<SuitePlan> {
+        &self.plan
+    }
+
+    pub fn tasks(&self) -> &[TaskRun] {
+        &self.tasks
+    }
+
+    pub fn state(&self) -> SuiteState {
+        self.state
+    }
+
+    pub fn started_at(&self) -> UnixMillis {
+        self.started_at
+    }
+
+    pub fn finished_at(&self) -> Option<UnixMillis> {
+        self.finished_at
+    }
+
+    pub fn deadline(&self) -> Option<UnixMillis> {
+        self.deadline
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub fn reserved_total(&self) -> ResourceSpec {
+        self.reserved_total
+    }
+
+    pub fn peak_reserved(&self) -> &BTreeMap<AgentId, ResourceSpec> {
+        &self.peak_reserved
+    }
+
+    pub fn escalations(&self) -> &[Escalation] {
+        &self.escalations
+    }
+
+    pub fn splits(&self) -> &BTreeMap<usize, crate::split::SplitRun> {
+        &self.splits
+    }
+
     pub fn ready_key(&self, t: usize) -> ReadyKey {
         (
             std::cmp::Reverse(self.rank.get(t).copied().unwrap_or(0)),

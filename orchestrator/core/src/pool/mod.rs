@@ -14,10 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use testfleet_config::{PoolPlan, ResourceSpec};
+use testfleet_config::{PoolPlan, ResourceSpec, SuitePlan};
 
 mod placement;
 
+use super::fleet::Fleet;
 use super::time::UnixMillis;
 use super::{Action, AgentId, Notice, Scheduler, TaskState};
 
@@ -129,6 +130,29 @@ impl PoolState {
     }
 }
 
+/// The most one agent may hold after level-2 reallocation: with a
+/// provisioner, what it may start (an agent is started for it);
+/// without, the largest connected agent.
+pub(crate) fn reallocation_cap(plan: &SuitePlan, fleet: &Fleet) -> Option<ResourceSpec> {
+    let pool = &plan.pool;
+    if pool.provisioner.is_none() {
+        return fleet.largest_placement(plan);
+    }
+    let mut cap = pool.max_agent_size.unwrap_or(ResourceSpec {
+        memory_mb: u64::MAX,
+        cpu_millis: u64::MAX,
+        disk_mb: u64::MAX,
+    });
+    let limits = &plan.limits;
+    if let Some(m) = limits.total_memory_mb {
+        cap.memory_mb = cap.memory_mb.min(m);
+    }
+    if let Some(c) = limits.total_cpu_millis {
+        cap.cpu_millis = cap.cpu_millis.min(c);
+    }
+    Some(cap)
+}
+
 fn max_each(a: ResourceSpec, b: ResourceSpec) -> ResourceSpec {
     ResourceSpec {
         memory_mb: a.memory_mb.max(b.memory_mb),
@@ -230,30 +254,6 @@ impl Scheduler {
         self.pool.retry_at = now + PROVISION_BACKOFF_MS * u64::from(self.pool.failures_in_a_row);
     }
 
-    /// The most one agent may hold after level-2 reallocation: with a
-    /// provisioner, what it may start (an agent is started for it);
-    /// without, the largest connected agent.
-    pub(super) fn reallocation_cap(&self) -> Option<ResourceSpec> {
-        let suite = self.suite.current()?;
-        let pool = &suite.plan.pool;
-        if pool.provisioner.is_none() {
-            return self.largest_placement();
-        }
-        let mut cap = pool.max_agent_size.unwrap_or(ResourceSpec {
-            memory_mb: u64::MAX,
-            cpu_millis: u64::MAX,
-            disk_mb: u64::MAX,
-        });
-        let limits = &suite.plan.limits;
-        if let Some(m) = limits.total_memory_mb {
-            cap.memory_mb = cap.memory_mb.min(m);
-        }
-        if let Some(c) = limits.total_cpu_millis {
-            cap.cpu_millis = cap.cpu_millis.min(c);
-        }
-        Some(cap)
-    }
-
     /// Looks at the fleet and the ready work; decides.
     pub(super) fn pool_step(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
         let Some((suite_id, plan)) = self
@@ -291,6 +291,7 @@ impl Scheduler {
 
     fn fleet_size(&self) -> u32 {
         let connected = self
+            .fleet
             .agents
             .values()
             .filter(|a| a.connected && !self.pool.stopping.contains(&a.id))
@@ -305,7 +306,7 @@ impl Scheduler {
             .pool
             .pending
             .keys()
-            .filter(|id| self.agents.get(*id).is_some_and(|a| a.connected))
+            .filter(|id| self.fleet.agents.get(*id).is_some_and(|a| a.connected))
             .cloned()
             .collect();
         for id in joined {
@@ -317,7 +318,7 @@ impl Scheduler {
             self.pool.failures_in_a_row = 0;
             self.pool.retry_at = 0;
             let secs = now.saturating_sub(p.asked_at) as f64 / 1000.0;
-            let capacity = self.agents[&id].capacity;
+            let capacity = self.fleet.agents[&id].capacity;
             let reason = format!("joined {secs:.1} s after it was asked for");
             self.pool_record(
                 "joined",
@@ -330,7 +331,7 @@ impl Scheduler {
                 out,
             );
         }
-        let agents = &self.agents;
+        let agents = &self.fleet.agents;
         self.pool
             .started
             .retain(|id, _| agents.get(id).is_some_and(|a| a.connected));
@@ -431,7 +432,7 @@ impl Scheduler {
     /// take work; 1 with none.
     fn utilisation(&self) -> f64 {
         let (mut reserved, mut capacity) = (ResourceSpec::default(), ResourceSpec::default());
-        for a in self.agents.values().filter(|a| a.takes_work()) {
+        for a in self.fleet.agents.values().filter(|a| a.takes_work()) {
             reserved.add(&a.reserved);
             capacity.add(&a.capacity);
         }
@@ -514,6 +515,7 @@ impl Scheduler {
         let ids: Vec<AgentId> = self.pool.started.keys().cloned().collect();
         for id in ids {
             let idle = self
+                .fleet
                 .agents
                 .get(&id)
                 .is_some_and(|a| a.takes_work() && a.running.is_empty());
@@ -542,12 +544,12 @@ impl Scheduler {
 
     fn stop_agent(&mut self, id: &str, reason: String, now: UnixMillis, out: &mut Vec<Action>) {
         self.pool.started.remove(id);
-        let capacity = self.agents.get_mut(id).map(|a| {
+        let capacity = self.fleet.agents.get_mut(id).map(|a| {
             // Nothing new goes to an agent being stopped.
             a.draining = true;
             a.capacity
         });
-        if capacity.is_some_and(|_| self.agents[id].connected) {
+        if capacity.is_some_and(|_| self.fleet.agents[id].connected) {
             self.pool.stopping.insert(id.to_string());
         }
         out.push(Action::StopAgent {

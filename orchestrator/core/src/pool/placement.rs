@@ -23,6 +23,7 @@ impl Scheduler {
         // Distinct agent shapes: a fleet has few, so each task is checked
         // against a handful, not against every agent.
         let mut shapes: Vec<ResourceSpec> = self
+            .fleet
             .agents
             .values()
             .filter(|a| a.takes_work())
@@ -101,7 +102,9 @@ impl Scheduler {
                 out,
             );
             let _ = task_id;
-            self.set_terminal(t, TaskState::Failed, reason, now, out);
+            if let Some(suite) = self.suite.running_mut() {
+                suite.set_terminal(&mut self.fleet, t, TaskState::Failed, reason, now, out);
+            }
         }
     }
 
@@ -152,7 +155,7 @@ impl Scheduler {
     pub(super) fn fleet_total_after(&self, size: &ResourceSpec) -> Option<String> {
         let limits = &self.suite.current()?.plan.limits;
         let mut total = *size;
-        for a in self.agents.values().filter(|a| a.connected) {
+        for a in self.fleet.agents.values().filter(|a| a.connected) {
             total.add(&a.capacity);
         }
         for p in self.pool.pending.values() {

@@ -46,19 +46,19 @@ pub fn same_state(a: &Scheduler, b: &Scheduler) -> Result<(), String> {
             dbg(&a.orchestrator_id),
             dbg(&b.orchestrator_id),
         ),
-        ("agents", dbg(&a.agents), dbg(&b.agents)),
+        ("agents", dbg(&a.fleet.agents), dbg(&b.fleet.agents)),
         ("suite", dbg(&a.suite), dbg(&b.suite)),
         (
             "rejected_results",
-            dbg(&a.rejected_results),
-            dbg(&b.rejected_results),
+            dbg(&a.fleet.rejected_results),
+            dbg(&b.fleet.rejected_results),
         ),
         (
             "pending_cancels",
-            dbg(&a.pending_cancels),
-            dbg(&b.pending_cancels),
+            dbg(&a.fleet.pending_cancels),
+            dbg(&b.fleet.pending_cancels),
         ),
-        ("alerting", dbg(&a.alerting), dbg(&b.alerting)),
+        ("alerting", dbg(&a.fleet.alerting), dbg(&b.fleet.alerting)),
         ("revision", dbg(&a.revision), dbg(&b.revision)),
     ];
     for (name, x, y) in fields {
@@ -77,7 +77,7 @@ pub fn same_state(a: &Scheduler, b: &Scheduler) -> Result<(), String> {
             ));
         }
     }
-    if a.attempt_index != b.attempt_index {
+    if a.fleet.attempt_index != b.fleet.attempt_index {
         return Err("the attempt index differs".into());
     }
     Ok(())

@@ -8,7 +8,7 @@ use crate::results::{
 };
 use testfleet_config::{ResourceSpec, SuiteConfig, SuitePlan};
 
-use crate::{Action, Event, Scheduler, SuiteState, TaskState};
+use crate::{Action, Event, Scheduler, SuiteRun, SuiteState, TaskState};
 
 pub const SEED: &str = include_str!("../../../../tests/fixtures/seed_orchestrator_config.yaml");
 
@@ -143,18 +143,27 @@ impl Sim {
         self.step(Event::Failed(failure(a, error)))
     }
 
+    /// The suite submitted last; a test that asks before submitting one is
+    /// wrong, and says so.
+    fn suite(&self) -> &SuiteRun {
+        let Some(suite) = self.s.suite() else {
+            panic!("t={}: no suite has been submitted", self.now);
+        };
+        suite
+    }
+
     pub fn state(&self, task: &str) -> TaskState {
-        let suite = self.s.suite().expect("suite");
+        let suite = self.suite();
         suite.tasks[suite.plan.index[task]].state
     }
 
     pub fn suite_state(&self) -> SuiteState {
-        self.s.suite().expect("suite").state
+        self.suite().state
     }
 
     /// Every attempt currently live, as the agents see them.
     pub fn running(&self) -> Vec<Assigned> {
-        let suite = self.s.suite().expect("suite");
+        let suite = self.suite();
         let mut v: Vec<Assigned> = suite
             .tasks
             .iter()

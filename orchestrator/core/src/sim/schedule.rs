@@ -211,6 +211,7 @@ impl World<'_> {
         let pending: Vec<(String, String)> = self
             .sim
             .s
+            .fleet
             .pending_cancels
             .iter()
             .filter(|(_, (agent, _))| !self.silent.get(agent).copied().unwrap_or(false))

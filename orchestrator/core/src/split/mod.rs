@@ -19,12 +19,13 @@ use testfleet_config::ResourceSpec;
 
 use crate::action::{Action, Assignment, BatchSpec};
 use crate::dispatch::traceparent;
+use crate::fleet::Fleet;
 use crate::notice::Notice;
 use crate::policy::criteria::{self, Facts};
 use crate::results::{Completion, Failure, Progress, ProgressReport, TestCase};
 use crate::state::{AttemptOutcome, TaskState};
 use crate::time::UnixMillis;
-use crate::{Rejection, Scheduler};
+use crate::{Rejection, SuiteRun};
 
 pub use queue::{Batch, Queue, TestAttempt, TestRun, Verdict};
 
@@ -35,38 +36,34 @@ pub struct SplitRun {
     pub collected_at: UnixMillis,
 }
 
-impl Scheduler {
+impl SuiteRun {
     /// The split task a result is about, if it names one of its batches
     /// (live or ended).
     pub(crate) fn batch_task(&self, task_id: &str, batch_id: &str) -> Option<usize> {
-        let suite = self.suite.current()?;
-        let &t = suite.plan.index.get(task_id)?;
-        let q = &suite.splits.get(&t)?.queue;
+        let &t = self.plan.index.get(task_id)?;
+        let q = &self.splits.get(&t)?.queue;
         (q.live.contains_key(batch_id) || q.ended.contains(batch_id)).then_some(t)
     }
 
     /// Whether a result from `agent_id` about batch `batch_id` may count;
     /// refuses another agent's, and says nothing of a stale one.
     fn batch_result_counts(
-        &mut self,
+        &self,
+        fleet: &mut Fleet,
         t: usize,
         agent_id: &str,
         batch_id: &str,
         message_id: &str,
         out: &mut Vec<Action>,
     ) -> bool {
-        let Some(suite) = self.suite.running() else {
+        if !self.is_running() {
             return false;
-        };
-        let Some(b) = suite
-            .splits
-            .get(&t)
-            .and_then(|s| s.queue.live.get(batch_id))
-        else {
+        }
+        let Some(b) = self.splits.get(&t).and_then(|s| s.queue.live.get(batch_id)) else {
             return false;
         };
         if b.agent_id != agent_id {
-            self.reject_result(
+            fleet.reject_result(
                 agent_id,
                 message_id,
                 batch_id,
@@ -81,6 +78,7 @@ impl Scheduler {
     /// The collecting attempt of split task `t` found its tests.
     pub(crate) fn split_collected(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         c: Completion,
         now: UnixMillis,
@@ -89,10 +87,9 @@ impl Scheduler {
         let collected = c.collected.clone().unwrap_or_default();
         let c = Arc::new(c);
         out.push(Action::publish(Notice::Completion(c.clone())));
-        let suite = self.suite.current_mut().expect("suite");
-        let task = &suite.plan.tasks[t];
+        let task = &self.plan.tasks[t];
         let spec = task.split.clone().expect("a split task");
-        let history = suite.plan.test_history.get(&task.id);
+        let history = self.plan.test_history.get(&task.id);
         let queue = Queue::new(
             collected.tests,
             collected.root,
@@ -101,18 +98,17 @@ impl Scheduler {
             spec.test_retries,
         );
         let n = queue.tests.len();
-        let run = &mut suite.tasks[t];
+        let run = &mut self.tasks[t];
         if let Some(i) = run.live {
             run.attempts[i].completion = Some(c);
         }
-        self.end_live_attempt(t, AttemptOutcome::Succeeded, now);
-        let suite = self.suite.current_mut().expect("suite");
+        self.end_live_attempt(fleet, t, AttemptOutcome::Succeeded, now);
         if n == 0 {
             let why = "collected no tests: check split.paths and the task's args".to_string();
-            return self.set_terminal(t, TaskState::Failed, why, now, out);
+            return self.set_terminal(fleet, t, TaskState::Failed, why, now, out);
         }
-        suite.tasks[t].state = TaskState::Running;
-        suite.splits.insert(
+        self.tasks[t].state = TaskState::Running;
+        self.splits.insert(
             t,
             SplitRun {
                 queue,
@@ -123,8 +119,14 @@ impl Scheduler {
         self.publish_split_progress(t, "", out);
     }
 
-    pub(crate) fn batch_progress(&mut self, t: usize, p: ProgressReport, out: &mut Vec<Action>) {
-        if !self.batch_result_counts(t, &p.agent_id, &p.attempt_id, &p.message_id, out) {
+    pub(crate) fn batch_progress(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        p: ProgressReport,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.batch_result_counts(fleet, t, &p.agent_id, &p.attempt_id, &p.message_id, out) {
             return;
         }
         let current = p
@@ -139,34 +141,36 @@ impl Scheduler {
 
     pub(crate) fn batch_completed(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         c: Completion,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        if !self.batch_result_counts(t, &c.agent_id, &c.attempt_id, &c.message_id, out) {
+        if !self.batch_result_counts(fleet, t, &c.agent_id, &c.attempt_id, &c.message_id, out) {
             return;
         }
         self.record_cases(t, &c.attempt_id, &c.test_cases);
-        self.end_batch(t, &c.attempt_id, now, out);
+        self.end_batch(fleet, t, &c.attempt_id, now, out);
     }
 
     pub(crate) fn batch_failed(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         f: Failure,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        if !self.batch_result_counts(t, &f.agent_id, &f.attempt_id, &f.message_id, out) {
+        if !self.batch_result_counts(fleet, t, &f.agent_id, &f.attempt_id, &f.message_id, out) {
             return;
         }
         self.record_cases(t, &f.attempt_id, &f.test_cases);
-        self.end_batch(t, &f.attempt_id, now, out);
+        self.end_batch(fleet, t, &f.attempt_id, now, out);
     }
 
     fn record_cases(&mut self, t: usize, batch_id: &str, cases: &[TestCase]) -> bool {
-        let Some(split) = self.suite.current_mut().and_then(|s| s.splits.get_mut(&t)) else {
+        let Some(split) = self.splits.get_mut(&t) else {
             return false;
         };
         let mut changed = false;
@@ -179,46 +183,51 @@ impl Scheduler {
     }
 
     /// Ends a live batch: releases its room; its unreported tests wait again.
-    fn end_batch(&mut self, t: usize, batch_id: &str, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.current_mut().expect("suite");
-        let Some(split) = suite.splits.get_mut(&t) else {
+    fn end_batch(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        batch_id: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(split) = self.splits.get_mut(&t) else {
             return;
         };
         let Some(batch) = split.queue.end_batch(batch_id) else {
             return;
         };
-        suite.reserved_total.sub(&batch.reserved);
-        if let Some(agent) = self.agents.get_mut(&batch.agent_id) {
-            agent.reserved.sub(&batch.reserved);
-            agent.running.remove(batch_id);
-        }
+        self.reserved_total.sub(&batch.reserved);
+        fleet.release(&batch.agent_id, batch_id, &batch.reserved);
         self.publish_split_progress(t, "", out);
-        self.settle_split(t, now, out);
+        self.settle_split(fleet, t, now, out);
     }
 
     /// A lost agent's batches end; what they had not reported waits again.
     pub(crate) fn split_agent_lost(
         &mut self,
+        fleet: &mut Fleet,
         agent_id: &str,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        self.split_reconcile(agent_id, &[], now, out);
+        self.split_reconcile(fleet, agent_id, &[], now, out);
     }
 
     /// After a hello: batches placed on the agent that it no longer runs
     /// are lost.
     pub(crate) fn split_reconcile(
         &mut self,
+        fleet: &mut Fleet,
         agent_id: &str,
         announced: &[String],
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Some(suite) = self.suite.running() else {
+        if !self.is_running() {
             return;
-        };
-        let forgotten: Vec<(usize, String)> = suite
+        }
+        let forgotten: Vec<(usize, String)> = self
             .splits
             .iter()
             .flat_map(|(&t, s)| {
@@ -230,57 +239,58 @@ impl Scheduler {
             })
             .collect();
         for (t, batch_id) in forgotten {
-            self.end_batch(t, &batch_id, now, out);
+            self.end_batch(fleet, t, &batch_id, now, out);
         }
     }
 
     /// Task `t` is ending: its live batches are stopped and let go.
     pub(crate) fn split_release(
         &mut self,
+        fleet: &mut Fleet,
         t: usize,
         reason: &str,
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Some(suite) = self.suite.current_mut() else {
+        let deadline = self.cancel_deadline(now);
+        let Some(split) = self.splits.get_mut(&t) else {
             return;
         };
-        let Some(split) = suite.splits.get_mut(&t) else {
-            return;
-        };
-        let task_id = suite.plan.tasks[t].id.clone();
+        let task_id = self.plan.tasks[t].id.clone();
         let ids: Vec<String> = split.queue.live.keys().cloned().collect();
         for batch_id in ids {
-            let suite = self.suite.current_mut().expect("suite");
-            let split = suite.splits.get_mut(&t).expect("split");
             let Some(batch) = split.queue.end_batch(&batch_id) else {
                 continue;
             };
-            suite.reserved_total.sub(&batch.reserved);
-            if let Some(agent) = self.agents.get_mut(&batch.agent_id) {
-                agent.reserved.sub(&batch.reserved);
-                agent.running.remove(&batch_id);
-            }
-            self.request_cancel(&batch.agent_id, task_id.clone(), batch_id, reason, now, out);
+            self.reserved_total.sub(&batch.reserved);
+            fleet.release(&batch.agent_id, &batch_id, &batch.reserved);
+            let (agent_id, task_id) = (&batch.agent_id, task_id.clone());
+            fleet.request_cancel(agent_id, task_id, batch_id, reason, deadline, out);
         }
     }
 
     /// Ends split task `t` once every test has its verdict: failed if any
     /// test failed (or its criteria miss), flaky if any passed on a rerun.
-    fn settle_split(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.suite.running() else {
+    fn settle_split(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_running() {
+            return;
+        }
+        let Some(split) = self.splits.get(&t) else {
             return;
         };
-        let Some(split) = suite.splits.get(&t) else {
-            return;
-        };
-        if suite.tasks[t].state.is_terminal() || !split.queue.is_done() {
+        if self.tasks[t].state.is_terminal() || !split.queue.is_done() {
             return;
         }
         let q = &split.queue;
         let (passed, failed, skipped, flaky, _) = q.counts();
         let ran = passed + failed + flaky;
-        let started = suite.tasks[t].started_at.unwrap_or(split.collected_at);
+        let started = self.tasks[t].started_at.unwrap_or(split.collected_at);
         let facts = Facts {
             pass_rate: (ran > 0).then(|| (passed + flaky) as f64 / ran as f64),
             coverage: None,
@@ -288,7 +298,7 @@ impl Scheduler {
             peak_memory_mb: None,
             metrics: Default::default(),
         };
-        let criteria = &suite.plan.tasks[t].criteria;
+        let criteria = &self.plan.tasks[t].criteria;
         let results = criteria::evaluate(criteria, &facts);
         let names = |v: Verdict| -> Vec<String> {
             q.tests
@@ -335,29 +345,26 @@ impl Scheduler {
                 format!("{passed} passed, {skipped} skipped of {total} tests"),
             )
         };
-        self.suite.current_mut().expect("suite").tasks[t].criteria = results;
-        self.set_terminal(t, state, why, now, out);
+        self.tasks[t].criteria = results;
+        self.set_terminal(fleet, t, state, why, now, out);
     }
 
     /// Progress of split task `t` for watchers: tests with a verdict of the
     /// tests collected (deselected ones were never collected).
     fn publish_split_progress(&self, t: usize, current: &str, out: &mut Vec<Action>) {
-        let Some(suite) = self.suite.current() else {
-            return;
-        };
-        let Some(split) = suite.splits.get(&t) else {
+        let Some(split) = self.splits.get(&t) else {
             return;
         };
         let (_, _, _, _, ended) = split.queue.counts();
         let total = split.queue.tests.len() as u64;
-        let attempt_id = suite.tasks[t]
+        let attempt_id = self.tasks[t]
             .attempts
             .first()
             .map(|a| a.attempt_id.clone())
             .unwrap_or_default();
         out.push(Action::publish(Notice::Progress(Arc::new(
             ProgressReport {
-                task_id: suite.plan.tasks[t].id.clone(),
+                task_id: self.plan.tasks[t].id.clone(),
                 attempt_id,
                 progress: Some(Progress {
                     percentage: if total == 0 {
@@ -376,29 +383,40 @@ impl Scheduler {
     }
 
     /// Hands each free agent the next batch of every running split task.
-    pub(crate) fn dispatch_batches(&mut self, now: UnixMillis, out: &mut Vec<Action>) {
-        let Some(suite) = self.suite.running() else {
+    pub(crate) fn dispatch_batches(
+        &mut self,
+        fleet: &mut Fleet,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.is_running() {
             return;
-        };
-        let tasks: Vec<usize> = suite
+        }
+        let tasks: Vec<usize> = self
             .splits
             .iter()
-            .filter(|(&t, s)| suite.tasks[t].state == TaskState::Running && s.queue.has_waiting())
+            .filter(|(&t, s)| self.tasks[t].state == TaskState::Running && s.queue.has_waiting())
             .map(|(&t, _)| t)
             .collect();
         for t in tasks {
-            while self.hand_out_batch(t, now, out) {}
+            while self.hand_out_batch(fleet, t, now, out) {}
         }
     }
 
     /// One batch of task `t` to the least loaded agent with room for it.
-    fn hand_out_batch(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) -> bool {
-        let Some(suite) = self.suite.running() else {
+    fn hand_out_batch(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if !self.is_running() {
             return false;
-        };
-        let need = suite.needs(t);
-        let limits = &suite.plan.limits;
-        let mut total = suite.reserved_total;
+        }
+        let need = self.needs(t);
+        let limits = &self.plan.limits;
+        let mut total = self.reserved_total;
         total.add(&need);
         if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
             || limits
@@ -407,24 +425,23 @@ impl Scheduler {
         {
             return false;
         }
-        let workers = self
+        let workers = fleet
             .agents
             .values()
             .filter(|a| a.takes_work() && need.fits_within(&a.capacity))
             .count() as u64;
-        let mut candidates: Vec<(u64, String)> = self
+        let mut candidates: Vec<(u64, String)> = fleet
             .agents
             .values()
             .filter(|a| a.takes_work() && need.fits_within(&a.free()))
             .map(|a| (load(&a.reserved, &a.capacity, &need), a.id.clone()))
             .collect();
         candidates.sort();
-        let suite = self.suite.current_mut().expect("suite");
-        let task = &suite.plan.tasks[t];
+        let task = &self.plan.tasks[t];
         let max_ms = task.split.as_ref().map_or(60_000, |s| s.max_batch_ms);
-        let timeout_ms = suite.tasks[t].timeout_ms.unwrap_or(task.timeout_ms);
+        let timeout_ms = self.tasks[t].timeout_ms.unwrap_or(task.timeout_ms);
         let task_id = task.id.clone();
-        let split = suite.splits.get_mut(&t).expect("a running split");
+        let split = self.splits.get_mut(&t).expect("a running split");
         // The least loaded agent first; a rerun that must go elsewhere
         // passes an agent over.
         let Some((agent_id, tests)) = candidates.into_iter().find_map(|(_, agent_id)| {
@@ -436,7 +453,7 @@ impl Scheduler {
             return false;
         };
         let number = split.queue.batches_made + 1;
-        let batch_id = format!("{}.{}.b{number}", suite.suite_id, task_id);
+        let batch_id = format!("{}.{}.b{number}", self.suite_id, task_id);
         let ids: Vec<String> = tests
             .iter()
             .map(|&i| split.queue.tests[i].id.clone())
@@ -450,9 +467,9 @@ impl Scheduler {
             assigned_at: now,
         });
         let root = split.queue.root.clone();
-        suite.reserved_total.add(&need);
-        let traceparent = traceparent(&suite.suite_id, &batch_id);
-        let agent = self.agents.get_mut(&agent_id).expect("a known agent");
+        self.reserved_total.add(&need);
+        let traceparent = traceparent(&self.suite_id, &batch_id);
+        let agent = fleet.agents.get_mut(&agent_id).expect("a known agent");
         agent.reserved.add(&need);
         agent.running.insert(batch_id.clone());
         out.push(Action::Assign {

@@ -67,7 +67,7 @@ fn results_that_do_not_fit_are_refused_and_change_nothing() {
     );
     assert_eq!(sim.state("T"), TaskState::Running);
     assert_eq!(sim.running(), std::slice::from_ref(&live));
-    assert_eq!(sim.s.rejected_results, 3);
+    assert_eq!(sim.s.rejected_results(), 3);
     sim.succeed(&live);
     assert_eq!(sim.suite_state(), SuiteState::Completed);
 }
@@ -190,7 +190,7 @@ fn an_agent_that_heartbeats_but_never_confirms_a_cancel_is_evicted() {
     sim.disconnect("a");
     sim.join("b", cap(1, 1024));
     sim.join_with("a", cap(1, 1024), vec![first.attempt.clone()]);
-    assert!(sim.s.pending_cancels.contains_key(&first.attempt));
+    assert!(sim.s.fleet.pending_cancels.contains_key(&first.attempt));
     for _ in 0..3 {
         sim.advance(2_000);
         sim.heartbeat("a");
@@ -211,7 +211,7 @@ fn a_confirmed_cancel_is_settled() {
         agent_id: "a".into(),
         attempt_id: first.attempt.clone(),
     });
-    assert!(sim.s.pending_cancels.is_empty());
+    assert!(sim.s.fleet.pending_cancels.is_empty());
     assert!(sim.s.suite().unwrap().tasks[0].attempts[0].cancel_acknowledged);
     sim.advance(60_000);
     assert!(!sim

@@ -13,13 +13,13 @@ pub fn describe_plan(plan: &SuitePlan) -> String {
         let pool = &plan.pool;
         let _ = writeln!(
             out,
-            "agent pool: target_duration {} s: sized from the timing history (work left over time left, at least the critical path), {} to {} agents of {} cores and {} MB, provisioner {}",
+            "agent pool: target_duration {} s: sized from the timing history (work left over time left; no more agents than the critical path can use), {} to {} agents of {} cores and {} MB, provisioner {}",
             target as f64 / 1000.0,
             pool.min_agents,
             pool.max_agents.map_or("unlimited".to_string(), |m| m.to_string()),
             pool.agent_size.cpu_cores(),
             pool.agent_size.memory_mb,
-            pool.provisioner.as_ref().map_or("none (under `run`: local)", |p| p.name()),
+            pool.provisioner.as_ref().map_or("none", |p| p.name()),
         );
     }
     if plan.mode == "phased" {

@@ -351,3 +351,112 @@ orchestrator:
         process_gone(pid).then_some(())
     });
 }
+
+/// Six independent tasks of `sleep 3` under `agent_pool:` `pool`.
+fn six_sleeps(pool: &str) -> String {
+    let mut yaml = format!(
+        "agent_pool:\n{pool}  provisioner: {{type: local, cpu_cores: 1, memory_mb: 512}}\ntemplates:\n  t: {{command: \"sleep 3\"}}\norchestrator:\n  task_definitions:\n    unit_tests:\n"
+    );
+    for i in 1..=6 {
+        yaml.push_str(&format!(
+            "      - {{id: T{i}, template: t, resources: {{cpu_cores: 1, memory_mb: 256}}}}\n"
+        ));
+    }
+    yaml
+}
+
+fn no_agent_connected(server: &Server) {
+    wait_for(
+        "the pool's agents to leave",
+        Duration::from_secs(20),
+        || {
+            let out = server.client(&["agents"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (!text.contains(" connected ")).then_some(())
+        },
+    );
+}
+
+#[test]
+fn target_duration_grows_the_pool_to_what_the_timing_history_says_the_suite_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A first run on three agents leaves the history: each task ~3 s.
+    let first = dir.path().join("first.yaml");
+    std::fs::write(&first, six_sleeps("  min_agents: 3\n  max_agents: 3\n")).unwrap();
+    let server = Server::start(&first, dir.path());
+    let run = server.client(&["submit", "--wait"]);
+    assert!(run.status.success(), "the first run: {}", show(&run));
+    no_agent_connected(&server);
+
+    // Then: end within 8 s. 6 × ~3 s of work over 8 s needs 3 agents (the
+    // critical path, one task, is ~3 s); min_agents alone would be 1.
+    let second = dir.path().join("second.yaml");
+    std::fs::write(
+        &second,
+        six_sleeps("  min_agents: 1\n  max_agents: 4\n  target_duration: 8\n"),
+    )
+    .unwrap();
+    let run = server.client(&["submit", "--wait", second.to_str().unwrap()]);
+    assert!(run.status.success(), "the second run: {}", show(&run));
+    let watched = String::from_utf8_lossy(&run.stdout).to_string();
+
+    let (_, report) = server.http_get("/api/v1/final-report");
+    assert_eq!(report["pool"]["target_duration_seconds"], 8.0);
+    let d = decisions(&report);
+    let summary: Vec<String> = d
+        .iter()
+        .map(|r| format!("{} {} {}", r["decision"], r["agent_id"], r["reason"]))
+        .collect();
+    let summary = summary.join("\n");
+    let chosen = d
+        .iter()
+        .find(|r| r["decision"] == "target")
+        .unwrap_or_else(|| panic!("no target decision:\n{summary}"));
+    let reason = chosen["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("8 s left of target_duration 8 s for ")
+            && reason.contains(" agent-s of work, critical path ")
+            && reason.ends_with(": 3 agents needed"),
+        "{summary}"
+    );
+    assert!(
+        !reason.contains("without history"),
+        "every task has history: {reason}"
+    );
+    let for_target: Vec<&str> = d
+        .iter()
+        .filter(|r| {
+            r["decision"] == "provision"
+                && r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("target_duration: 3 agents needed")
+        })
+        .map(|r| r["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(for_target.len(), 3, "{summary}");
+    for id in &for_target {
+        assert!(
+            d.iter()
+                .any(|r| r["decision"] == "joined" && r["agent_id"] == *id),
+            "{id} joined:\n{summary}"
+        );
+    }
+    // The tasks ran on those agents, three at a time.
+    let ran_on: std::collections::BTreeSet<String> = (1..=6)
+        .map(|i| {
+            task(&report, &format!("T{i}"))["attempts"][0]["agent_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(ran_on.len() >= 3, "{ran_on:?}");
+    assert!(
+        watched.contains("pool: target: 8 s left of target_duration 8 s"),
+        "watch shows the decision:\n{watched}"
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains(reason), "the log says it");
+    no_agent_connected(&server);
+}

@@ -26,6 +26,9 @@ pub const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// `agent_pool.scale_down_grace`: an idle agent the pool started stays this
 /// long before it is stopped.
 pub const SCALE_DOWN_GRACE: Duration = Duration::from_secs(30);
+/// `agent_pool.target_duration`: none; the fleet is sized by `min_agents`
+/// and load, not by a deadline.
+pub const TARGET_DURATION: Option<Duration> = None;
 /// `agent_pool.scale_up_threshold`: fleet utilisation at or above which
 /// waiting work gets a new agent.
 pub const SCALE_UP_THRESHOLD: f64 = 0.8;

@@ -42,6 +42,13 @@ pub struct AgentPool {
     /// Default: `defaults::SCALE_DOWN_GRACE`.
     #[serde(default = "default_scale_down_grace")]
     pub scale_down_grace: Seconds,
+    /// Seconds from the suite's start by which it should end: the pool
+    /// sizes the fleet from the timing history (work left over time left,
+    /// never fewer than the critical path needs), within `min_agents` and
+    /// `max_agents`, instead of a fixed count. Default: none
+    /// (`defaults::TARGET_DURATION`); the fleet is sized by load alone.
+    #[serde(default)]
+    pub target_duration: Option<Seconds>,
     /// What starts and stops agents. Default: none; the fleet is whatever
     /// connects.
     #[serde(default)]
@@ -58,6 +65,7 @@ impl Default for AgentPool {
             agent_timeout: default_agent_timeout(),
             placement_timeout: default_placement_timeout(),
             scale_down_grace: default_scale_down_grace(),
+            target_duration: defaults::TARGET_DURATION.map(Seconds::from_duration),
             provisioner: None,
         }
     }
@@ -163,6 +171,8 @@ pub struct PoolPlan {
     pub scale_down_threshold: f64,
     pub scale_down_grace_ms: u64,
     pub placement_timeout_ms: u64,
+    /// `target_duration`: the suite should end this long after it started.
+    pub target_duration_ms: Option<u64>,
     /// The size of an agent started for `min_agents` or for load.
     pub agent_size: ResourceSpec,
     /// The largest agent the provisioner may start.
@@ -245,6 +255,7 @@ impl AgentPool {
                 .unwrap_or(defaults::SCALE_DOWN_THRESHOLD),
             scale_down_grace_ms: self.scale_down_grace.as_millis(),
             placement_timeout_ms: self.placement_timeout.as_millis(),
+            target_duration_ms: self.target_duration.map(Seconds::as_millis),
             agent_size,
             max_agent_size,
             provisioner,
@@ -268,6 +279,11 @@ impl AgentPool {
             "placement_timeout",
             Some(self.placement_timeout.as_secs_f64()),
             vec!["agent_pool", "placement_timeout"],
+        );
+        positive(
+            "target_duration",
+            self.target_duration.map(Seconds::as_secs_f64),
+            vec!["agent_pool", "target_duration"],
         );
         if let Some(p) = &self.provisioner {
             for (key, v) in [

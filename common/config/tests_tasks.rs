@@ -218,3 +218,19 @@ fn a_subtask_map_with_an_unknown_key_is_refused() {
     let m = messages(text);
     assert!(m[0].contains("unknown field `argz`"), "{m:?}");
 }
+
+#[test]
+fn target_duration_is_seconds_in_the_plan_and_must_be_positive() {
+    let base = "templates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t}\n";
+    let config = parse(&format!("agent_pool: {{target_duration: 90.5}}\n{base}")).unwrap();
+    let plan = config.plan(Path::new("."));
+    assert_eq!(plan.pool.target_duration_ms, Some(90_500));
+    let none = parse(base).unwrap().plan(Path::new("."));
+    assert_eq!(none.pool.target_duration_ms, None, "default: none");
+    let m = messages(&format!("agent_pool: {{target_duration: 0}}\n{base}"));
+    assert_eq!(
+        m,
+        ["1: agent_pool.target_duration must be greater than zero, got 0"],
+        "{m:?}"
+    );
+}

@@ -233,6 +233,10 @@ fn describe_pool(p: &proto::PoolEvent) -> String {
         (false, false) => format!("{} (for {})", p.agent_id, p.task_id),
         (true, _) => p.task_id.clone(),
     };
+    if who.is_empty() {
+        // A decision about the fleet, not one agent or task (`target`).
+        return format!("pool: {}: {}", p.decision, p.reason);
+    }
     format!("pool: {} {who}: {}", p.decision, p.reason)
 }
 

@@ -9,6 +9,19 @@ use testfleet::config::{SuitePlan, TaskKind};
 pub fn describe_plan(plan: &SuitePlan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "scheduling: {}", plan.mode);
+    if let Some(target) = plan.pool.target_duration_ms {
+        let pool = &plan.pool;
+        let _ = writeln!(
+            out,
+            "agent pool: target_duration {} s: sized from the timing history (work left over time left; no more agents than the critical path can use), {} to {} agents of {} cores and {} MB, provisioner {}",
+            target as f64 / 1000.0,
+            pool.min_agents,
+            pool.max_agents.map_or("unlimited".to_string(), |m| m.to_string()),
+            pool.agent_size.cpu_cores(),
+            pool.agent_size.memory_mb,
+            pool.provisioner.as_ref().map_or("none", |p| p.name()),
+        );
+    }
     if plan.mode == "phased" {
         for p in &plan.phases {
             let ids: Vec<&str> = p.tasks.iter().map(|&t| plan.tasks[t].id.as_str()).collect();

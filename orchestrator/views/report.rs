@@ -41,6 +41,10 @@ struct PoolReport<'a> {
     min_agents: u32,
     max_agents: Option<u32>,
     placement_timeout_seconds: f64,
+    /// `agent_pool.target_duration`, when set.
+    target_duration_seconds: Option<f64>,
+    /// What the pool last chose for it, and why.
+    target: Option<&'a testfleet_core::pool::Sizing>,
     decisions: &'a [testfleet_core::pool::PoolRecord],
 }
 
@@ -431,6 +435,12 @@ fn suite_report<'a>(s: &'a Scheduler, suite: &'a SuiteRun) -> SuiteReport<'a> {
             min_agents: suite.plan().pool.min_agents,
             max_agents: suite.plan().pool.max_agents,
             placement_timeout_seconds: suite.plan().pool.placement_timeout_ms as f64 / 1000.0,
+            target_duration_seconds: suite
+                .plan()
+                .pool
+                .target_duration_ms
+                .map(|t| t as f64 / 1000.0),
+            target: s.pool().sizing(),
             decisions: s.pool().history(),
         },
     }

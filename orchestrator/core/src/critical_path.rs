@@ -29,7 +29,25 @@ pub fn ranks(
     dependents: &[Vec<usize>],
     history: &BTreeMap<String, f64>,
 ) -> Vec<u64> {
-    let est = expected_ms(plan, history);
+    longest_paths(plan, dependents, &expected_ms(plan, history))
+}
+
+/// What follows task `t`: its dependents, and a subtask's group's.
+pub(crate) fn followers<'a>(
+    plan: &'a SuitePlan,
+    dependents: &'a [Vec<usize>],
+    t: usize,
+) -> impl Iterator<Item = usize> + 'a {
+    let group = plan.tasks[t].parent.map(|p| dependents[p].as_slice());
+    dependents[t]
+        .iter()
+        .chain(group.unwrap_or_default())
+        .copied()
+}
+
+/// Longest path from each task to the end of the suite, each task taking
+/// `est[t]` (the pool's `target_duration` gives what is left of each).
+pub(crate) fn longest_paths(plan: &SuitePlan, dependents: &[Vec<usize>], est: &[u64]) -> Vec<u64> {
     let n = plan.tasks.len();
     let mut rank: Vec<Option<u64>> = vec![None; n];
     // Iterative post-order: the graph is acyclic (validated).
@@ -39,17 +57,16 @@ pub fn ranks(
             if rank[t].is_some() {
                 continue;
             }
-            let mut next: Vec<usize> = dependents[t].clone();
-            if let Some(p) = plan.tasks[t].parent {
-                next.extend(dependents[p].iter().copied());
-            }
             if expanded {
-                let tail = next.iter().filter_map(|&d| rank[d]).max().unwrap_or(0);
+                let tail = followers(plan, dependents, t)
+                    .filter_map(|d| rank[d])
+                    .max()
+                    .unwrap_or(0);
                 rank[t] = Some(est[t] + tail);
             } else {
                 stack.push((t, true));
                 stack.extend(
-                    next.into_iter()
+                    followers(plan, dependents, t)
                         .filter(|&d| rank[d].is_none())
                         .map(|d| (d, false)),
                 );

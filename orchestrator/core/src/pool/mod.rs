@@ -17,6 +17,9 @@ use serde::Serialize;
 use testfleet_config::{PoolPlan, ResourceSpec, SuitePlan};
 
 mod placement;
+mod target;
+
+pub use target::{Sizing, RESIZE_EVERY_MS};
 
 use super::fleet::Fleet;
 use super::time::UnixMillis;
@@ -87,6 +90,11 @@ pub struct PoolState {
     retry_at: UnixMillis,
     unplaceable: BTreeSet<usize>,
     history: Vec<PoolRecord>,
+    /// What `target_duration` chose last, and when it was worked out (at
+    /// how many ended tasks, and at what time).
+    sizing: Option<Sizing>,
+    sized_ended: Option<usize>,
+    sized_at: UnixMillis,
 }
 
 impl PoolState {
@@ -117,6 +125,19 @@ impl PoolState {
     /// Provisions that failed in a row (reset when an agent joins).
     pub fn failures_in_a_row(&self) -> u32 {
         self.failures_in_a_row
+    }
+
+    /// What `agent_pool.target_duration` chose last, and why.
+    pub fn sizing(&self) -> Option<&Sizing> {
+        self.sizing.as_ref()
+    }
+
+    /// The fewest agents the pool keeps: `min_agents`, or more when
+    /// `target_duration` needs them.
+    fn floor(&self, pool: &PoolPlan) -> u32 {
+        self.sizing
+            .as_ref()
+            .map_or(pool.min_agents, |s| s.agents.max(pool.min_agents))
     }
 
     /// Why ready task `t` is not placed, if no agent can take it.
@@ -265,15 +286,20 @@ impl Scheduler {
         };
         if suite_id != self.pool.suite_id {
             let next = self.pool.next;
+            // Agents the last suite's end stopped are not this suite's
+            // fleet, though their streams may not have ended yet.
+            let stopping = std::mem::take(&mut self.pool.stopping);
             self.pool = PoolState {
                 suite_id,
                 next,
+                stopping,
                 ..Default::default()
             };
         }
         let pool = &plan.pool;
         self.note_joins_and_losses(pool, now, out);
         self.expire_pending(pool, now, out);
+        self.size_for_target(pool, now, out);
         if pool.provisioner.is_some() {
             self.keep_min_agents(pool, now, out);
         }
@@ -418,12 +444,20 @@ impl Scheduler {
     }
 
     fn keep_min_agents(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
-        while self.fleet_size() < pool.min_agents && self.may_provision_more(pool, now) {
-            let reason = format!(
-                "min_agents {}: the fleet has {}",
-                pool.min_agents,
-                self.fleet_size()
-            );
+        let floor = self.pool.floor(pool);
+        while self.fleet_size() < floor && self.may_provision_more(pool, now) {
+            let reason = if floor > pool.min_agents {
+                format!(
+                    "target_duration: {floor} agents needed; the fleet has {}",
+                    self.fleet_size()
+                )
+            } else {
+                format!(
+                    "min_agents {}: the fleet has {}",
+                    pool.min_agents,
+                    self.fleet_size()
+                )
+            };
             self.provision(pool.agent_size, None, reason, now, out);
         }
     }
@@ -512,6 +546,10 @@ impl Scheduler {
     fn scale_down(&mut self, pool: &PoolPlan, now: UnixMillis, out: &mut Vec<Action>) {
         let used = self.utilisation();
         let waiting = self.waiting_for_room(now).is_some();
+        let floor = self.pool.floor(pool);
+        // With `target_duration`, the sizing says how many agents the work
+        // needs: an idle one beyond them goes whatever the utilisation.
+        let sized = self.pool.sizing.is_some();
         let ids: Vec<AgentId> = self.pool.started.keys().cloned().collect();
         for id in ids {
             let idle = self
@@ -521,8 +559,8 @@ impl Scheduler {
                 .is_some_and(|a| a.takes_work() && a.running.is_empty());
             let keep = !idle
                 || waiting
-                || used >= pool.scale_down_threshold
-                || self.fleet_size() <= pool.min_agents;
+                || (used >= pool.scale_down_threshold && !sized)
+                || self.fleet_size() <= floor;
             let started = self.pool.started.get_mut(&id).expect("started");
             if keep {
                 started.idle_since = None;
@@ -532,12 +570,20 @@ impl Scheduler {
             if now < since + pool.scale_down_grace_ms {
                 continue;
             }
-            let reason = format!(
-                "idle {} s; utilisation {} is below scale_down_threshold {}",
-                now.saturating_sub(since) as f64 / 1000.0,
-                percent(used),
-                percent(pool.scale_down_threshold)
-            );
+            let idle_s = now.saturating_sub(since) as f64 / 1000.0;
+            let reason = if sized {
+                format!(
+                    "idle {idle_s} s; target_duration needs {floor} {}, the fleet has {}",
+                    if floor == 1 { "agent" } else { "agents" },
+                    self.fleet_size()
+                )
+            } else {
+                format!(
+                    "idle {idle_s} s; utilisation {} is below scale_down_threshold {}",
+                    percent(used),
+                    percent(pool.scale_down_threshold)
+                )
+            };
             self.stop_agent(&id, reason, now, out);
         }
     }

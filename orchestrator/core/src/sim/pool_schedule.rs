@@ -3,7 +3,9 @@
 //! start. After every step: never more agents than `max_agents`; after
 //! every tick of a running suite, never fewer than `min_agents` unless the
 //! pool is backing off failed provisions; and every suite ends, however its
-//! unplaceable tasks fare, with no pool agent left behind.
+//! unplaceable tasks fare, with no pool agent left behind. Half the
+//! schedules set `target_duration`, whose sizing must stay within
+//! `min_agents` and `max_agents` too.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -26,9 +28,10 @@ struct Request {
     fate: Fate,
 }
 
-fn yaml(min: u32, max: u32) -> String {
+fn yaml(min: u32, max: u32, target: Option<u32>) -> String {
+    let target = target.map_or(String::new(), |t| format!("target_duration: {t}, "));
     format!(
-        "agent_pool: {{min_agents: {min}, max_agents: {max}, placement_timeout: 20, scale_down_grace: 5, provisioner: {{type: local, cpu_cores: 1, memory_mb: 1024, max_cpu_cores: 8}}}}
+        "agent_pool: {{{target}min_agents: {min}, max_agents: {max}, placement_timeout: 20, scale_down_grace: 5, provisioner: {{type: local, cpu_cores: 1, memory_mb: 1024, max_cpu_cores: 8}}}}
 failure_handling: {{retry_delay_seconds: 1}}
 templates:
   t: {{command: x}}
@@ -50,10 +53,22 @@ pub fn run_pool_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let min = rng.random_range(0..=2u32);
     let max = rng.random_range(min.max(1)..=4u32);
+    let target = rng.random_bool(0.5).then(|| rng.random_range(1..=120u32));
     let mut sim = Sim::new();
-    let mut trace = vec![format!("seed {seed}: min_agents {min}, max_agents {max}")];
+    if target.is_some() {
+        // History for some tasks, so sizing meets both the median and
+        // known durations.
+        for (id, s) in [("U1", 30.0), ("U2", 5.0), ("BIG", 60.0)] {
+            if rng.random_bool(0.5) {
+                sim.s.fleet.alerting.baselines.insert(id.into(), s);
+            }
+        }
+    }
+    let mut trace = vec![format!(
+        "seed {seed}: min_agents {min}, max_agents {max}, target_duration {target:?}"
+    )];
     let mut requests: Vec<Request> = Vec::new();
-    let mut out = sim.submit(plan(&yaml(min, max)));
+    let mut out = sim.submit(plan(&yaml(min, max, target)));
     for step in 0..20_000 {
         for a in &out {
             match a {
@@ -194,6 +209,15 @@ pub fn run_pool_schedule(seed: u64) -> Result<(), (String, Vec<String>)> {
 }
 
 fn check(sim: &Sim, max: u32, trace: &[String]) -> Result<(), (String, Vec<String>)> {
+    if let Some(s) = sim.s.pool().sizing().filter(|s| s.agents > max) {
+        return Err((
+            format!(
+                "t={} target_duration chose {} agents over max_agents {max}: {}",
+                sim.now, s.agents, s.reason
+            ),
+            trace.to_vec(),
+        ));
+    }
     let fleet = sim.s.agents().filter(|a| a.takes_work()).count() + sim.s.pool().pending();
     if fleet as u32 > max {
         return Err((

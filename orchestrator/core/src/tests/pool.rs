@@ -340,3 +340,202 @@ fn random_pool_schedules_stay_within_min_and_max_and_always_end() {
         }
     }
 }
+
+/// `n` independent one-core tasks, `T1`..`Tn`, or a chain when `chain`;
+/// `agent_pool` is `pool` with a local provisioner of one-core agents.
+fn target_suite(pool: &str, n: usize, chain: bool) -> String {
+    let mut yaml = format!("agent_pool: {{{pool}, provisioner: {{type: local, cpu_cores: 1, memory_mb: 1024}}}}\ntemplates:\n  t: {{command: x}}\norchestrator:\n  task_definitions:\n    u:\n");
+    for i in 1..=n {
+        let deps = if chain && i > 1 {
+            format!(", dependencies: [T{}]", i - 1)
+        } else {
+            String::new()
+        };
+        yaml.push_str(&format!(
+            "      - {{id: T{i}, template: t, resources: {{cpu_cores: 1, memory_mb: 512}}{deps}}}\n"
+        ));
+    }
+    yaml
+}
+
+/// A scheduler that remembers each of `ids` taking `seconds`, as a
+/// finished suite leaves it.
+fn with_history(ids: &[String], seconds: f64) -> Sim {
+    let mut sim = Sim::new();
+    for id in ids {
+        sim.s.fleet.alerting.baselines.insert(id.clone(), seconds);
+    }
+    sim
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("T{i}")).collect()
+}
+
+fn target_records(sim: &Sim) -> Vec<String> {
+    sim.s
+        .pool()
+        .history()
+        .iter()
+        .filter(|r| r.decision == "target")
+        .map(|r| r.reason.clone())
+        .collect()
+}
+
+#[test]
+fn target_duration_sizes_the_fleet_from_the_timing_history() {
+    // 8 tasks of 60 s each to end within 120 s: 480 agent-seconds over
+    // 120 s is 4 agents; the critical path (60 s) allows it.
+    let mut sim = with_history(&ids(8), 60.0);
+    let out = sim.submit(plan(&target_suite(
+        "min_agents: 1, max_agents: 10, target_duration: 120",
+        8,
+        false,
+    )));
+    let asked = provisions(&out);
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert!(
+        asked.iter().all(|(_, c, m, r)| (*c, *m) == (1, 1024)
+            && r.starts_with("target_duration: 4 agents needed")),
+        "{asked:?}"
+    );
+    let sizing = sim.s.pool().sizing().expect("sized").clone();
+    assert_eq!(
+        (sizing.agents, sizing.needed, sizing.reachable),
+        (4, 4, true)
+    );
+    assert_eq!(sizing.work_seconds, 480.0);
+    assert_eq!(sizing.critical_path_seconds, 60.0);
+    assert_eq!(
+        target_records(&sim),
+        vec!["120 s left of target_duration 120 s for 480 agent-s of work, critical path 60 s (T1): 4 agents needed".to_string()]
+    );
+    // The agents join; the fleet holds at 4 and does not shrink below it
+    // while the work needs it, idle or not.
+    for (id, ..) in &asked {
+        sim.join(id, cap(1, 1024));
+    }
+    for _ in 0..10 {
+        assert!(provisions(&sim.advance(250)).is_empty());
+    }
+    assert_eq!(sim.running().len(), 4);
+}
+
+#[test]
+fn tasks_without_history_count_at_the_median_of_known_ones_or_half_their_timeout() {
+    // T1..T4 took 30 s, T5 and T6 have no history: counted at 30 s each.
+    let mut sim = with_history(&ids(4), 30.0);
+    sim.submit(plan(&target_suite(
+        "min_agents: 1, max_agents: 10, target_duration: 60",
+        6,
+        false,
+    )));
+    let why = &target_records(&sim)[0];
+    assert!(why.contains("for 180 agent-s of work"), "{why}");
+    assert!(why.contains(": 3 agents needed"), "{why}");
+    assert!(
+        why.ends_with("; 2 tasks without history counted at the median of known ones, 30 s"),
+        "{why}"
+    );
+
+    // No history at all: half the timeout (600 s), 6 × 300 s over 600 s.
+    let mut sim = Sim::new();
+    sim.submit(plan(&target_suite(
+        "min_agents: 1, max_agents: 10, target_duration: 600",
+        6,
+        false,
+    )));
+    let why = &target_records(&sim)[0];
+    assert!(why.contains(": 3 agents needed"), "{why}");
+    assert!(
+        why.ends_with(
+            "6 tasks without history counted at half their timeout (no task has history yet)"
+        ),
+        "{why}"
+    );
+}
+
+#[test]
+fn target_duration_is_bounded_by_max_agents_and_says_it_cannot_be_met() {
+    let mut sim = with_history(&ids(8), 60.0);
+    let out = sim.submit(plan(&target_suite(
+        "min_agents: 1, max_agents: 2, target_duration: 120",
+        8,
+        false,
+    )));
+    assert_eq!(provisions(&out).len(), 2, "the most max_agents allows");
+    let sizing = sim.s.pool().sizing().unwrap();
+    assert_eq!(
+        (sizing.agents, sizing.needed, sizing.reachable),
+        (2, 4, false)
+    );
+    let why = &target_records(&sim)[0];
+    assert!(
+        why.ends_with(": the target cannot be met: it needs 4 agents and max_agents 2; using 2"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_critical_path_longer_than_the_target_is_said_and_more_agents_are_not_started() {
+    // A chain of three 60 s tasks cannot end in 100 s however many agents
+    // there are; one agent is all it can use.
+    let mut sim = with_history(&ids(3), 60.0);
+    let out = sim.submit(plan(&target_suite(
+        "min_agents: 0, max_agents: 10, target_duration: 100",
+        3,
+        true,
+    )));
+    assert_eq!(provisions(&out).len(), 1);
+    let sizing = sim.s.pool().sizing().unwrap();
+    assert!(!sizing.reachable);
+    assert_eq!(sizing.critical_path, ["T1", "T2", "T3"]);
+    let why = &target_records(&sim)[0];
+    assert_eq!(
+        why,
+        "100 s left of target_duration 100 s for 180 agent-s of work, critical path 180 s (T1 → T2 → T3): the target cannot be met: the critical path left (180 s) is longer than the time left (100 s); using 1 agent, the most the work can use"
+    );
+}
+
+#[test]
+fn the_fleet_is_sized_again_as_work_ends() {
+    // 12 tasks of 60 s within 120 s: 6 agents.
+    let mut sim = with_history(&ids(12), 60.0);
+    let asked = provisions(&sim.submit(plan(&target_suite(
+        "min_agents: 1, max_agents: 10, target_duration: 120, scale_down_grace: 1",
+        12,
+        false,
+    ))));
+    assert_eq!(asked.len(), 6);
+    for (id, ..) in &asked {
+        sim.join(id, cap(1, 1024));
+    }
+    // The first six end far sooner than their history said (1 s each):
+    // six 60 s tasks left in 119 s need 4 agents.
+    sim.now += 1_000;
+    for a in sim.running() {
+        sim.succeed(&a);
+    }
+    sim.advance(250);
+    let sizing = sim.s.pool().sizing().unwrap();
+    assert_eq!(sizing.agents, 4, "{}", sizing.reason);
+    let records = target_records(&sim);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records[1].contains(": 4 agents needed"), "{}", records[1]);
+    // Four of them end too: two tasks left, on two agents; the idle ones
+    // above what the work needs go after the grace.
+    for a in sim.running().into_iter().take(4) {
+        sim.succeed(&a);
+    }
+    sim.advance(250);
+    let floor = sim.s.pool().sizing().unwrap().agents;
+    assert!(floor <= 2, "{floor}");
+    sim.advance(1_000);
+    sim.advance(250);
+    let connected = sim
+        .s
+        .agents()
+        .filter(|a| a.connected && a.takes_work())
+        .count();
+    assert_eq!(connected, 2, "the idle agents were stopped");
+}

@@ -112,11 +112,42 @@ fn a_log_written_for_another_config_is_refused_naming_the_file() {
     );
 }
 
+/// ONE waits for the file `go` beside the suite, then finishes; TWO,
+/// which waits on it, leaves `two.ran`.
+fn gated_suite(dir: &Path) -> String {
+    let go = dir.join("go");
+    let two = dir.join("two.ran");
+    format!(
+        r#"templates:
+  gated:
+    command: "sh -c 'while [ ! -e {go} ]; do sleep 0.05; done'"
+  mark:
+    command: "touch {two}"
+orchestrator:
+  name: durable
+  task_definitions:
+    unit_tests:
+      - {{id: "ONE", template: gated, resources: {{memory_mb: 64, timeout: 60}}}}
+      - {{id: "TWO", template: mark, dependencies: ["ONE"], resources: {{memory_mb: 64, timeout: 60}}}}
+"#,
+        go = go.display(),
+        two = two.display()
+    )
+}
+
+fn task_field(status: &Value, id: &str, field: &str) -> Value {
+    status["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["task_id"] == id))
+        .map_or(Value::Null, |t| t[field].clone())
+}
+
 #[test]
 fn a_full_disk_stops_new_work_with_a_clear_error_and_keeps_what_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("suite.yaml");
-    std::fs::write(&config, SUITE).unwrap();
+    let suite = gated_suite(dir.path());
+    std::fs::write(&config, &suite).unwrap();
     // Room for the log's first entries, not for a 2 MB submitted config.
     let mut server = Server::serve_with_file_size(
         Serve {
@@ -129,9 +160,18 @@ fn a_full_disk_stops_new_work_with_a_clear_error_and_keeps_what_is_durable() {
         1 << 20,
     )
     .unwrap();
+    let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    server.wait_for_agents(1);
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    wait_for("ONE running", Duration::from_secs(30), || {
+        (task_field(&server.status(), "ONE", "status") == "running").then_some(())
+    });
+
+    // A second submit while ONE runs: logged before it is refused, and
+    // its 2 MB do not fit.
     let big = dir.path().join("big.yaml");
     let padding = format!("# {}\n", "x".repeat(100)).repeat(20_000);
-    std::fs::write(&big, format!("{padding}{SUITE}")).unwrap();
+    std::fs::write(&big, format!("{padding}{suite}")).unwrap();
     let submit = server.client(&["submit", big.to_str().unwrap()]);
     assert!(!submit.status.success(), "{}", show(&submit));
     let said = show(&submit);
@@ -144,6 +184,23 @@ fn a_full_disk_stops_new_work_with_a_clear_error_and_keeps_what_is_durable() {
         "{said}"
     );
     assert!(said.contains("starts no new work"), "{said}");
+
+    // Status says so: not "running", and the sentence names the data dir
+    // and the OS's error.
+    let status = server.status();
+    assert_eq!(status["status"], "halted", "{status}");
+    let detail = status["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.contains(&format!("the data dir {}", server.data_dir.display())),
+        "{detail}"
+    );
+    assert!(detail.contains("os error 27"), "EFBIG named: {detail}");
+    let shown = server.client(&["status"]);
+    assert!(
+        show(&shown).contains("starts no new work"),
+        "{}",
+        show(&shown)
+    );
     // It is still up, says why to operators, and refuses other commands too.
     let again = server.client(&["submit"]);
     assert!(!again.status.success(), "{}", show(&again));
@@ -156,13 +213,42 @@ fn a_full_disk_stops_new_work_with_a_clear_error_and_keeps_what_is_durable() {
         log_lines(&server).iter().any(|l| l["level"] == "ERROR"
             && l["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("the event log cannot be written"))),
+                .is_some_and(|m| m.starts_with("the event log cannot be written")
+                    && m.contains("os error 27"))),
         "the failure is logged: {}",
         server.log.display()
     );
-    // With room again, it starts from what was durable: the suite whose
-    // submit could not be logged was never taken, and a new one is.
+
+    // ONE ends; its result is not taken, and TWO is not handed out.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    wait_for("ONE's result refused", Duration::from_secs(30), || {
+        log_lines(&server)
+            .iter()
+            .any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("a result was not taken"))
+            })
+            .then_some(())
+    });
+    let status = server.status();
+    assert_eq!(task_field(&status, "TWO", "attempts"), 0, "{status}");
+    assert!(
+        !log_lines(&server)
+            .iter()
+            .any(|l| l["message"] == "task_assigned" && l["task_id"] == "TWO"),
+        "TWO was assigned after the failure: {}",
+        server.log.display()
+    );
+    assert!(!dir.path().join("two.ran").exists());
+
+    // With room again, it starts from what was durable: the suite goes on,
+    // ONE's result (re-sent by its agent) counts once, TWO runs, and the
+    // submit that could not be logged was never taken.
     server.restart().unwrap();
-    assert_eq!(server.status()["status"], "idle", "{}", server.status());
-    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    server.wait_for_status(&["completed"], Duration::from_secs(60));
+    let status = server.status();
+    assert_eq!(task_field(&status, "ONE", "attempts"), 1, "{status}");
+    assert_eq!(task_field(&status, "TWO", "status"), "completed_success");
+    assert!(dir.path().join("two.ran").exists());
 }

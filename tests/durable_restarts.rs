@@ -147,23 +147,29 @@ fn the_cashcow_suite_survives_three_kill_9s_of_its_orchestrator() {
     assert!(replays[1..].iter().all(|n| *n > 0), "{replays:?}");
 }
 
-#[test]
-fn a_pending_escalation_survives_a_restart_and_is_resolved_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, hook) = webhook();
-    let (config, expected) = escalation_suite(dir.path(), port);
-    let mut server = Server::start(&config, dir.path());
-    let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
-    server.wait_for_agents(1);
-    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
-    let sent = hook
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the webhook receives the escalation");
-    let id = sent["escalation_id"].as_str().unwrap().to_string();
-    // Durable well before this; then the orchestrator dies.
-    std::thread::sleep(Duration::from_millis(300));
-    server.restart().expect("the orchestrator starts again");
+fn logged(server: &Server, message: &str) -> bool {
+    std::fs::read_to_string(&server.log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| v["message"] == message)
+}
 
+/// The escalation's key, checked the same in its header and body.
+fn key_of(p: &Posted) -> String {
+    let key = p
+        .idempotency_key
+        .clone()
+        .expect("an Idempotency-Key header");
+    assert_eq!(p.body["idempotency_key"], key.as_str(), "{:?}", p.body);
+    let id = p.body["escalation_id"].as_str().unwrap();
+    assert!(key.ends_with(&format!("/{id}")), "{key} names {id}");
+    key
+}
+
+/// After the restart: CALC is still escalated, REPORT paused, `escalations`
+/// lists `id`, and a retry resolves it and the suite completes.
+fn resolve_after_restart(server: &Server, id: &str, expected: &std::path::Path) {
     let status = server.status();
     let state = |id: &str| {
         status["tasks"]
@@ -178,21 +184,86 @@ fn a_pending_escalation_survives_a_restart_and_is_resolved_after_it() {
     assert_eq!(state("REPORT"), "paused");
     let listed = server.client(&["escalations"]);
     assert!(
-        String::from_utf8_lossy(&listed.stdout).contains(&id),
+        String::from_utf8_lossy(&listed.stdout).contains(id),
         "{}",
         show(&listed)
     );
-    std::fs::write(&expected, "2083.33").unwrap();
-    let resolved = server.client(&["escalations", "resolve", &id, "--action", "retry"]);
+    std::fs::write(expected, "2083.33").unwrap();
+    let resolved = server.client(&["escalations", "resolve", id, "--action", "retry"]);
     assert!(resolved.status.success(), "{}", show(&resolved));
     server.wait_for_status(&["completed"], Duration::from_secs(30));
-    let started = Instant::now();
-    assert!(
-        hook.recv_timeout(Duration::from_secs(1)).is_err(),
-        "the webhook got the escalation once, not again after the restart ({:?})",
-        started.elapsed()
-    );
-    let r = final_report(&server);
+    let r = final_report(server);
     assert_eq!(task(&r, "CALC")["status"], "completed_success");
     assert_eq!(task(&r, "REPORT")["status"], "completed_success");
+}
+
+#[test]
+fn a_pending_escalation_survives_a_restart_and_is_resolved_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let answering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (port, hook) = webhook_gated(answering);
+    let (config, expected) = escalation_suite(dir.path(), port);
+    let mut server = Server::start(&config, dir.path());
+    let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    server.wait_for_agents(1);
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    let sent = hook
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook receives the escalation");
+    let key = key_of(&sent);
+    let id = sent.body["escalation_id"].as_str().unwrap().to_string();
+    // The orchestrator has its 200 (and logs the delivery right after);
+    // the entry's commit takes milliseconds. Then it dies.
+    wait_for("the delivery logged", Duration::from_secs(10), || {
+        logged(&server, "escalation delivered").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart().expect("the orchestrator starts again");
+
+    resolve_after_restart(&server, &id, &expected);
+    let started = Instant::now();
+    let again = hook.recv_timeout(Duration::from_secs(1));
+    assert!(
+        again.is_err(),
+        "the webhook got escalation {key} once, not again after the restart ({:?}): {again:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_escalation_the_webhook_had_not_accepted_is_sent_again_after_a_restart_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let answering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (port, hook) = webhook_gated(answering.clone());
+    let (config, expected) = escalation_suite(dir.path(), port);
+    let mut server = Server::start(&config, dir.path());
+    let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    server.wait_for_agents(1);
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    // The webhook hangs on it: the orchestrator still waits for its answer
+    // when it is killed.
+    let first = hook
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook receives the escalation");
+    assert!(!first.answered);
+    let key = key_of(&first);
+    let id = first.body["escalation_id"].as_str().unwrap().to_string();
+    assert!(!logged(&server, "escalation delivered"));
+    // The escalation itself is durable within milliseconds of being raised.
+    std::thread::sleep(Duration::from_millis(300));
+    answering.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.restart().expect("the orchestrator starts again");
+
+    let second = hook
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the restarted orchestrator sends the escalation again");
+    assert!(second.answered);
+    assert_eq!(key_of(&second), key, "the same escalation, the same key");
+    assert!(logged(
+        &server,
+        "sending the escalation to the webhook again: it had not accepted it before the restart"
+    ));
+    resolve_after_restart(&server, &id, &expected);
+    let third = hook.recv_timeout(Duration::from_secs(1));
+    assert!(third.is_err(), "accepted once, sent no more: {third:?}");
 }

@@ -123,11 +123,18 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if s.suite_id.is_empty() && !s.detail.is_empty() {
+        println!("{}: {}", s.status, s.detail);
+        return Ok(ExitCode::FAILURE);
+    }
     if s.suite_id.is_empty() {
         println!("no suite has run on this orchestrator yet: `orchestrator submit` starts one");
         return Ok(ExitCode::SUCCESS);
     }
     println!("suite {} ({}): {}", s.suite_name, s.suite_id, s.status);
+    if !s.detail.is_empty() {
+        println!("  {}", s.detail);
+    }
     for t in &s.tasks {
         let place = if t.agent_id.is_empty() {
             String::new()

@@ -192,7 +192,7 @@ impl Control for ControlService {
         &self,
         _: Request<GetStatusRequest>,
     ) -> Result<Response<SuiteStatus>, Status> {
-        Ok(Response::new(self.engine.query(status::status).await?))
+        Ok(Response::new(self.engine.status().await?))
     }
 
     async fn get_progress(

@@ -138,11 +138,12 @@ async fn execute_suite(
 }
 
 async fn status(State(c): State<ControlService>) -> Response {
-    match c.engine().query(status::status).await {
+    match c.engine().status().await {
         Ok(s) => Json(json!({
             "suite_id": s.suite_id,
             "suite_name": s.suite_name,
             "status": s.status,
+            "detail": s.detail,
             "alerts": s.alerts.iter().map(|a| json!({
                 "name": a.name, "severity": a.severity, "action": a.action, "detail": a.detail,
             })).collect::<Vec<_>>(),

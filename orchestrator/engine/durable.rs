@@ -8,6 +8,7 @@
 //! bring the rebuilt scheduler to the same place.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 
 use testfleet::proto::orchestrator_message;
 use testfleet_core::time::UnixMillis;
@@ -15,7 +16,7 @@ use testfleet_core::{Event, Reply};
 use tokio::sync::oneshot;
 use tonic::Status;
 
-use crate::journal::{self, Appender, PlanSource};
+use crate::journal::{self, Appender, PlanSource, WebhookKey};
 
 pub type ReplyTx = oneshot::Sender<Result<Reply, Status>>;
 
@@ -34,15 +35,18 @@ pub struct Durability {
     waiting: VecDeque<(u64, Deferred)>,
     /// Why the log stopped taking entries: no event is handled after that.
     pub halted: Option<String>,
+    /// The same, for status queries: the sentence a command is told.
+    shown: Arc<OnceLock<String>>,
 }
 
 impl Durability {
-    pub fn new(appender: Option<Appender>) -> Self {
+    pub fn new(appender: Option<Appender>, shown: Arc<OnceLock<String>>) -> Self {
         Durability {
             appender,
             durable: 0,
             waiting: VecDeque::new(),
             halted: None,
+            shown,
         }
     }
 
@@ -52,6 +56,19 @@ impl Durability {
         match &mut self.appender {
             Some(a) => a.append(journal::encode(event, now, source)),
             None => 0,
+        }
+    }
+
+    /// Logs that the webhook accepted escalation `key`, at `now`: after a
+    /// restart it is not sent again. (Nothing waits on it: if it is lost
+    /// with the process, the webhook gets the escalation once more, with
+    /// the same idempotency key.)
+    pub fn log_delivered(&mut self, key: &WebhookKey, now: UnixMillis) {
+        if self.halted.is_some() {
+            return;
+        }
+        if let Some(a) = &mut self.appender {
+            a.append(journal::encode_delivered(key, now));
         }
     }
 
@@ -89,6 +106,7 @@ impl Durability {
                 let _ = tx.send(Err(halted_status(&why)));
             }
         }
+        let _ = self.shown.set(halted_status(&why).message().to_string());
         self.halted = Some(why);
     }
 }

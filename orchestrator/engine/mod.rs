@@ -21,7 +21,7 @@ use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use crate::journal::{self, Appender, PlanSource, Written};
+use crate::journal::{self, Appender, PlanSource, WebhookKey, Written};
 use crate::observe::metrics::Metrics;
 use crate::observe::traces::Traces;
 use crate::observe::watchers::{Kind, Watch, Watchers};
@@ -60,6 +60,8 @@ pub enum Input {
     /// The current suite's report, built only if the scheduler has changed
     /// since the last one.
     Report(oneshot::Sender<Option<Arc<ReportJson>>>),
+    /// The escalation webhook accepted this escalation.
+    Delivered(WebhookKey),
 }
 
 #[derive(Clone)]
@@ -70,6 +72,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Starts and stops the agents the scheduler's pool decides on.
     pub pool: PoolEdge,
+    /// Set once the event log cannot be written: why no new work starts.
+    halted: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Where finished suites' reports go.
@@ -119,6 +123,7 @@ impl Engine {
             metrics: metrics.clone(),
             watchers: watchers.clone(),
             report_dir: report_dir.clone(),
+            halted: Default::default(),
         };
         let ticker = engine.tx.clone();
         tokio::spawn(async move {
@@ -131,15 +136,20 @@ impl Engine {
                 }
             }
         });
-        let (scheduler, appender, replayed) = match journal {
-            None => (Scheduler::new(orchestrator_id), None, 0),
+        let (scheduler, appender, replayed, delivered) = match journal {
+            None => (Scheduler::new(orchestrator_id), None, 0, Default::default()),
             Some(Journal { opened, path }) => {
                 let told = engine.tx.clone();
                 let appender = Appender::start(opened.db, path, opened.next_seq, move |w| {
                     let _ = told.send(Input::Written(w));
                 })
                 .context("starting the event log's writer")?;
-                (opened.scheduler, Some(appender), opened.replayed)
+                (
+                    opened.scheduler,
+                    Some(appender),
+                    opened.replayed,
+                    opened.delivered,
+                )
             }
         };
         let looped = Loop {
@@ -151,8 +161,10 @@ impl Engine {
             last_refresh: 0,
             traces: Traces::default(),
             reports: Reports::default(),
-            durability: durable::Durability::new(appender),
+            durability: durable::Durability::new(appender, engine.halted.clone()),
             pool,
+            delivered,
+            to_self: engine.tx.clone(),
         };
         tokio::spawn(looped.run(rx, replayed));
         Ok(engine)
@@ -197,6 +209,16 @@ impl Engine {
         .await
     }
 
+    /// What `status` shows: the suite's tasks, or, once the event log
+    /// cannot be written, that no new work starts and why.
+    pub async fn status(&self) -> Result<proto::SuiteStatus, Status> {
+        let status = self.query(crate::views::status::status).await?;
+        Ok(match self.halted.get() {
+            Some(why) => crate::views::status::halted(status, why),
+            None => status,
+        })
+    }
+
     /// The current (or last) suite's report; None before any suite has run.
     pub async fn report(&self) -> Result<Option<Arc<ReportJson>>, Status> {
         self.ask(Input::Report).await
@@ -233,6 +255,10 @@ struct Loop {
     reports: Reports,
     durability: durable::Durability,
     pool: PoolEdge,
+    /// Escalations the webhook has accepted (from the log, then live).
+    delivered: std::collections::BTreeSet<WebhookKey>,
+    /// For what tasks spawned off the loop report back (webhook deliveries).
+    to_self: mpsc::UnboundedSender<Input>,
 }
 
 impl Loop {
@@ -275,6 +301,11 @@ impl Loop {
                     let _ = reply.send(self.reports.current(&self.scheduler));
                     continue;
                 }
+                Input::Delivered(key) => {
+                    self.durability.log_delivered(&key, now_millis());
+                    self.delivered.insert(key);
+                    continue;
+                }
                 Input::Written(Written::Durable(seq)) => {
                     for d in self.durability.durable(seq) {
                         self.release(d);
@@ -284,7 +315,7 @@ impl Loop {
                 Input::Written(Written::Failed(why)) => {
                     tracing::error!(
                         why,
-                        "the event log cannot be written: no new work is started; what is durable is kept"
+                        "the event log cannot be written: no new work is started; what is durable is kept ({why})"
                     );
                     self.durability.failed(why);
                     continue;
@@ -295,11 +326,34 @@ impl Loop {
     }
 
     /// After a replay: the old process's streams are gone; every agent it
-    /// counted as connected gets its full agent_timeout to come back, and a
-    /// finished suite whose report was not written gets it now.
+    /// counted as connected gets its full agent_timeout to come back; an
+    /// open escalation the webhook had not accepted is sent again (same
+    /// idempotency key), and a finished suite whose report was not written
+    /// gets it now.
     fn resume(&mut self) {
         for event in self.scheduler.restart_events() {
             self.step(event, None, &PlanSource::OwnConfig);
+        }
+        let undelivered: Vec<_> = self
+            .scheduler
+            .suite()
+            .filter(|_| self.scheduler.is_running())
+            .into_iter()
+            .flat_map(|s| {
+                let url = s.plan().webhook.clone();
+                s.escalations()
+                    .iter()
+                    .filter(|e| e.resolution.is_none())
+                    .filter_map(move |e| Some((url.clone()?, e.report.clone())))
+            })
+            .filter(|(_, r)| !self.delivered.contains(&webhook_key(r)))
+            .collect();
+        for (url, report) in undelivered {
+            tracing::info!(
+                escalation_id = report.escalation_id,
+                "sending the escalation to the webhook again: it had not accepted it before the restart"
+            );
+            send_webhook(&self.to_self, url, report);
         }
         if let Some(suite) = self
             .scheduler
@@ -324,6 +378,13 @@ impl Loop {
             // their agents (unacknowledged), commands are told why.
             if let Some(reply) = reply {
                 let _ = reply.send(Err(durable::halted_status(why)));
+            }
+            if let Some((agent_id, ack)) = result_ack(&event) {
+                tracing::warn!(
+                    agent_id,
+                    attempt_id = ack.attempt_id,
+                    "a result was not taken: the event log cannot be written; its agent keeps it (unacknowledged) for the restarted orchestrator"
+                );
             }
             return;
         }
@@ -414,6 +475,34 @@ fn result_ack(event: &Event) -> Option<(String, proto::ResultAck)> {
     Some((agent_id.clone(), ack))
 }
 
+/// The idempotency key of an escalation's webhook delivery.
+fn webhook_key(report: &testfleet_core::escalation::EscalationReport) -> WebhookKey {
+    WebhookKey {
+        suite_id: report.system_state.suite_id.clone(),
+        escalation_id: report.escalation_id.clone(),
+    }
+}
+
+/// Posts `report` to the webhook off the scheduler's task (a slow or dead
+/// webhook must not stall it); the loop hears when it was accepted.
+fn send_webhook(
+    to_self: &mpsc::UnboundedSender<Input>,
+    url: String,
+    report: testfleet_core::escalation::EscalationReport,
+) {
+    let key = webhook_key(&report);
+    let told = to_self.clone();
+    let idempotency_key = key.idempotency_key();
+    tokio::spawn(crate::output::webhook::deliver(
+        url,
+        report,
+        idempotency_key,
+        move || {
+            let _ = told.send(Input::Delivered(key));
+        },
+    ));
+}
+
 /// Carries out one action of the event logged as `seq`.
 fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
     let Loop {
@@ -424,6 +513,7 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         reports,
         durability,
         pool,
+        to_self,
         ..
     } = lp;
     let scheduler = &*scheduler;
@@ -568,8 +658,7 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
                 "escalated to a human: resolve with `orchestrator escalations resolve {escalation_id} --action retry|skip|abort`"
             );
             if let Some(url) = webhook {
-                // Never on the scheduler's task: a slow or dead webhook must not stall it.
-                tokio::spawn(crate::output::webhook::deliver(url, *report));
+                send_webhook(to_self, url, *report);
             }
         }
         Action::Publish(notice) => {

@@ -13,6 +13,7 @@
 mod record;
 mod writer;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use testfleet_core::Scheduler;
 
-pub use record::{encode, PlanSource};
+pub use record::{encode, encode_delivered, PlanSource, WebhookKey};
 pub use writer::{Appender, Written};
 
 /// Entries by sequence number, from 1, without gaps.
@@ -53,6 +54,8 @@ pub struct Opened {
     pub next_seq: u64,
     pub replayed: u64,
     pub took: Duration,
+    /// Escalations the webhook has accepted: not sent again.
+    pub delivered: BTreeSet<WebhookKey>,
 }
 
 /// Opens (or creates) the log and replays it. Refuses, naming the file, a
@@ -83,6 +86,7 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
     let mut scheduler = Scheduler::new(orchestrator_id);
     let mut last = 0u64;
     let mut damaged: Option<(u64, String)> = None;
+    let mut delivered = BTreeSet::new();
     {
         let read = db.begin_read().context(describe(&opts.path))?;
         let table = read.open_table(EVENTS).context(describe(&opts.path))?;
@@ -105,6 +109,11 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
                     break;
                 }
             };
+            if let Some(key) = record::delivered(&entry) {
+                delivered.insert(key);
+                last = seq;
+                continue;
+            }
             let (event, at) = record::event(entry, &own).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: entry {seq} cannot be replayed: {e}",
@@ -135,6 +144,7 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
         next_seq: last + 1,
         replayed: last,
         took: started.elapsed(),
+        delivered,
     })
 }
 
@@ -266,6 +276,7 @@ fn restart_fresh(
         next_seq: 1,
         replayed: 0,
         took: started.elapsed(),
+        delivered: BTreeSet::new(),
     })
 }
 

@@ -55,10 +55,50 @@ pub struct Unplayable(pub String);
 
 /// The bytes stored for `event`, handled at `at`.
 pub fn encode(event: &Event, at: UnixMillis, source: &PlanSource) -> Vec<u8> {
-    let entry = JournalEntry {
+    checked(JournalEntry {
         at_ms: at,
         event: Some(entry(event, source)),
-    };
+    })
+}
+
+/// The bytes stored when the webhook accepted escalation `key`.
+pub fn encode_delivered(key: &WebhookKey, at: UnixMillis) -> Vec<u8> {
+    checked(JournalEntry {
+        at_ms: at,
+        event: Some(Entry::WebhookDelivered(proto::JournalWebhookDelivered {
+            suite_id: key.suite_id.clone(),
+            escalation_id: key.escalation_id.clone(),
+        })),
+    })
+}
+
+/// One escalation's webhook delivery: its idempotency key is
+/// `<suite id>/<escalation id>`, stable across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WebhookKey {
+    pub suite_id: String,
+    pub escalation_id: String,
+}
+
+impl WebhookKey {
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}", self.suite_id, self.escalation_id)
+    }
+}
+
+/// The webhook delivery an entry records, if that is what it holds (it
+/// is then no scheduler event).
+pub fn delivered(entry: &JournalEntry) -> Option<WebhookKey> {
+    match &entry.event {
+        Some(Entry::WebhookDelivered(d)) => Some(WebhookKey {
+            suite_id: d.suite_id.clone(),
+            escalation_id: d.escalation_id.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn checked(entry: JournalEntry) -> Vec<u8> {
     let body = entry.encode_to_vec();
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -257,6 +297,11 @@ pub fn event(entry: JournalEntry, own: &OwnConfig) -> Result<(Event, UnixMillis)
             agent_id: f.agent_id,
             error: f.error,
         },
+        Entry::WebhookDelivered(_) => {
+            return Err(Unplayable(
+                "a webhook delivery is the edge's record, not a scheduler event".into(),
+            ))
+        }
         Entry::Resolve(r) => Event::ResolveEscalation {
             escalation_id: r.escalation_id,
             resolution: match r.resolution.as_str() {

@@ -75,9 +75,11 @@ fn write_loop(
         match commit(&db, &batch) {
             Ok(()) => told(Written::Durable(last)),
             Err(e) => {
+                let dir = path.parent().unwrap_or(&path);
                 told(Written::Failed(format!(
-                    "the event log {} cannot be written: {e}",
-                    path.display()
+                    "the event log {} cannot be written: {e} (is the data dir {} full, or its disk failing?)",
+                    path.display(),
+                    dir.display()
                 )));
                 return;
             }

@@ -44,7 +44,16 @@ pub fn status(s: &Scheduler) -> proto::SuiteStatus {
         alerts: s.active_alerts().iter().map(wire::alert).collect(),
         started_at: Some(testfleet::time::to_timestamp(suite.started_at())),
         finished_at: suite.finished_at().map(testfleet::time::to_timestamp),
+        detail: String::new(),
     }
+}
+
+/// The status once the event log cannot be written: whatever the suite
+/// was, the orchestrator takes no new work now, and says why.
+pub fn halted(mut status: proto::SuiteStatus, why: &str) -> proto::SuiteStatus {
+    status.status = "halted".into();
+    status.detail = why.to_string();
+    status
 }
 
 /// Overall progress counts each runnable task once: ended tasks fully,

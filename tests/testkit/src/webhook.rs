@@ -5,27 +5,73 @@ use std::io::{BufRead, Read, Write};
 
 /// A real HTTP listener standing in for the team's alerting webhook.
 pub fn webhook() -> (u16, std::sync::mpsc::Receiver<serde_json::Value>) {
+    let answering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (port, posted) = webhook_gated(answering);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for p in posted {
+            if tx.send(p.body).is_err() {
+                break;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// One POST the webhook stand-in got.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    /// Its `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    pub body: serde_json::Value,
+    /// Whether it was answered (200) or left hanging.
+    pub answered: bool,
+}
+
+/// A webhook stand-in that answers 200 only while `answering` is set;
+/// until then each POST is read, handed to the test and left unanswered
+/// (held open), as a webhook that hangs would: its sender is still
+/// waiting, so the escalation is not delivered yet.
+pub fn webhook_gated(
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::sync::mpsc::Receiver<Posted>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut held = Vec::new();
         for stream in listener.incoming().flatten() {
             let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
             let mut len = 0;
+            let mut key = None;
             let mut line = String::new();
             while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("idempotency-key:") {
+                    key = line.split_once(':').map(|(_, v)| v.trim().to_string());
                 }
                 line.clear();
             }
             let mut body = vec![0; len];
             let _ = reader.read_exact(&mut body);
+            let answered = answering.load(std::sync::atomic::Ordering::SeqCst);
             let mut s = stream;
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if let Ok(v) = serde_json::from_slice(&body) {
-                let _ = tx.send(v);
+            if answered {
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            } else {
+                held.push(s);
+            }
+            if let Ok(body) = serde_json::from_slice(&body) {
+                let _ = tx.send(Posted {
+                    idempotency_key: key,
+                    body,
+                    answered,
+                });
             }
         }
     });

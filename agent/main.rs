@@ -193,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outbox_tx,
         uploader::Uploader::new(channel.clone()),
     ));
+    let shared = ctx.clone();
     let agent = connection::Agent::new(
         identity,
         channel,
@@ -217,6 +218,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     agent.run(stop_rx).await;
+    // Idle resident runners end with their session fixtures torn down.
+    split::resident::quit_all(shared.runners.drain()).await;
     telemetry.shutdown();
     Ok(())
 }

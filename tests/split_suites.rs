@@ -1,7 +1,9 @@
 //! Split pytest tasks through `orchestrator run`: real agents, real pytest.
 //! An agent killed mid-batch loses nothing and nothing counts twice; a
 //! flaky test ends `flaky` by name; a test that crashes its runner is
-//! named and the rest pass; the counts are pytest's own.
+//! named and the rest pass; the counts are pytest's own; one resident
+//! pytest process runs batch after batch, its fixtures ended properly, and
+//! a test that kills it is named and a new one runs the rest.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,9 +20,14 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 /// A suite file for one split pytest task over `tests/` in `project`.
 fn suite(project: &Path, args: &[&str]) -> std::path::PathBuf {
+    suite_with(project, args, "")
+}
+
+/// The same, with more keys of `split` (", key: value").
+fn suite_with(project: &Path, args: &[&str], split: &str) -> std::path::PathBuf {
     let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
     let text = format!(
-        "templates:\n  pytest:\n    command: \"{} -m pytest {{args}}\"\norchestrator:\n  task_definitions:\n    tests:\n      - id: unit\n        template: pytest\n        args: [{}]\n        working_directory: {}\n        split: {{runner: pytest, paths: [\"tests/\"]}}\n",
+        "templates:\n  pytest:\n    command: \"{} -m pytest {{args}}\"\norchestrator:\n  task_definitions:\n    tests:\n      - id: unit\n        template: pytest\n        args: [{}]\n        working_directory: {}\n        split: {{runner: pytest, paths: [\"tests/\"]{split}}}\n",
         python(),
         args.join(", "),
         project.display()
@@ -233,5 +240,184 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
     assert_eq!(
         (counted("passed") + counted("flaky"), counted("skipped")),
         (4, 1)
+    );
+}
+
+/// What the suite's tests and fixtures wrote to `log`: (what, pid, rest).
+fn log_lines(log: &Path) -> Vec<(String, u32, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut w = l.splitn(3, ' ');
+            let what = w.next().unwrap().to_string();
+            let pid = w.next().unwrap().parse().unwrap();
+            (what, pid, w.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// A conftest whose session and module fixtures log when they start and
+/// end, and a helper the tests call to log their pid.
+fn logging_conftest(project: &Path, log: &Path) {
+    write(
+        project,
+        "tests/conftest.py",
+        &format!(
+            "import os, pytest\nLOG = {:?}\ndef note(what, rest=''):\n    with open(LOG, 'a') as f:\n        f.write(f'{{what}} {{os.getpid()}} {{rest}}\\n')\n@pytest.fixture(scope='session', autouse=True)\ndef session_fixture():\n    note('session-up')\n    yield\n    note('session-down')\n@pytest.fixture(scope='module', autouse=True)\ndef module_fixture(request):\n    note('module-up', request.module.__name__)\n    yield\n    note('module-down', request.module.__name__)\n@pytest.fixture(autouse=True)\ndef pid_of_test(request):\n    note('test', request.node.nodeid)\n",
+            log.display().to_string()
+        ),
+    );
+}
+
+#[test]
+fn one_pytest_process_runs_batch_after_batch_and_ends_every_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    let log = project.join("fixtures.log");
+    logging_conftest(project, &log);
+    for f in 0..4 {
+        let mut body = String::from("import time\n");
+        for i in 0..15 {
+            body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.05)\n"));
+        }
+        write(project, &format!("tests/test_file{f}.py"), &body);
+    }
+    let config = suite(project, &[]);
+    let (out, report) = run_suite(
+        &config,
+        2,
+        &project.join("report"),
+        &["--agent-cpu-cores", "1"],
+    );
+    assert_eq!(
+        task(&report, "unit")["status"],
+        "completed_success",
+        "{}",
+        show(&out)
+    );
+    let tests = tests_of(&report);
+    assert_eq!(tests.len(), 60);
+    let batch_of: std::collections::HashMap<String, String> = task(&report, "unit")["split"]
+        ["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t["attempts"].as_array().unwrap().len(), 1, "{t}");
+            (
+                t["id"].as_str().unwrap().to_string(),
+                t["attempts"][0]["batch_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let lines = log_lines(&log);
+    let mut batches_of_pid: std::collections::HashMap<u32, HashSet<&str>> = Default::default();
+    for (what, pid, id) in &lines {
+        if what == "test" {
+            let batch = batch_of
+                .get(id)
+                .unwrap_or_else(|| panic!("{id} not reported"));
+            batches_of_pid.entry(*pid).or_default().insert(batch);
+        }
+    }
+    let batches: HashSet<&String> = batch_of.values().collect();
+    // One runner per agent (one batch at a time each), however many batches.
+    assert!(batches_of_pid.len() <= 2, "{batches_of_pid:?}");
+    assert!(
+        batches.len() > batches_of_pid.len(),
+        "more batches ({}) than pytest processes: {batches_of_pid:?}",
+        batches.len()
+    );
+    assert!(
+        batches_of_pid.values().any(|b| b.len() >= 2),
+        "{batches_of_pid:?}"
+    );
+    // Each runner set its session up once and tore it down when its agent
+    // stopped; every module fixture it set up it tore down.
+    for pid in batches_of_pid.keys() {
+        let count = |what: &str| lines.iter().filter(|l| l.0 == what && l.1 == *pid).count();
+        assert_eq!(
+            (count("session-up"), count("session-down")),
+            (1, 1),
+            "{pid}: {lines:?}"
+        );
+        assert!(count("module-up") >= 1, "{lines:?}");
+        assert_eq!(count("module-up"), count("module-down"), "{pid}: {lines:?}");
+    }
+}
+
+#[test]
+fn a_test_that_kills_its_resident_runner_is_named_and_a_new_runner_runs_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    let log = project.join("fixtures.log");
+    logging_conftest(project, &log);
+    let mut body = String::from("import ctypes, time\n");
+    for i in 0..20 {
+        let crash = if i == 10 {
+            "    ctypes.string_at(0)\n"
+        } else {
+            ""
+        };
+        body.push_str(&format!(
+            "def test_{i:02}():\n    time.sleep(0.05)\n{crash}"
+        ));
+    }
+    write(project, "tests/test_crash.py", &body);
+    // Short batches: the culprit's runner has run several before it.
+    let config = suite_with(project, &[], ", max_batch_seconds: 0.2");
+    let (out, report) = run_suite(
+        &config,
+        1,
+        &project.join("report"),
+        &["--agent-cpu-cores", "1"],
+    );
+    let tests = tests_of(&report);
+    assert_eq!(tests.len(), 20, "{}", show(&out));
+    for (id, verdict, runs) in &tests {
+        let expected = if id.ends_with("test_10") {
+            "crashed"
+        } else {
+            "passed"
+        };
+        assert_eq!(verdict, expected, "{id}: {runs:?}");
+    }
+    let reason = task(&report, "unit")["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("tests/test_crash.py::test_10 (crashed)"),
+        "{reason}"
+    );
+    // The tests up to the culprit ran in one process, over every batch
+    // before it; none after it did.
+    let first_pid = |n: u32| -> u32 {
+        let id = format!("tests/test_crash.py::test_{n:02}");
+        log_lines(&log)
+            .iter()
+            .find(|l| l.0 == "test" && l.2 == id)
+            .unwrap_or_else(|| panic!("{id} did not run"))
+            .1
+    };
+    let crashed = first_pid(10);
+    assert!(
+        (0..10).all(|n| first_pid(n) == crashed),
+        "{:?}",
+        log_lines(&log)
+    );
+    let batches_before: HashSet<String> = task(&report, "unit")["split"]["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["id"].as_str().unwrap() <= "tests/test_crash.py::test_10")
+        .map(|t| t["attempts"][0]["batch_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        batches_before.len() >= 2,
+        "one process, several batches: {batches_before:?}"
+    );
+    assert!(
+        (11..20).all(|n| first_pid(n) != crashed),
+        "{:?}",
+        log_lines(&log)
     );
 }

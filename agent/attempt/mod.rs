@@ -7,12 +7,14 @@
 //! - `setup`: the template's setup command, once per workdir;
 //! - `process`: the command's process group, its signals and its exit;
 //! - `watch`: one run, watched: output, progress, sampling, limits;
+//! - `batch`: a pytest batch run by the task's resident runner, watched;
 //! - `results`: what the run left behind and whether it succeeded;
 //! - `report`: artifacts and the message that ends the attempt.
 //!
 //! File work reached for every attempt or output line runs on the blocking
 //! pool (or through tokio::fs), never on the runtime's threads.
 
+mod batch;
 mod layout;
 mod process;
 mod report;
@@ -46,6 +48,8 @@ pub struct Context {
     pub workdir: PathBuf,
     pub outbox: mpsc::Sender<AgentMessage>,
     pub uploader: Uploader,
+    /// Resident pytest runners of split tasks, idle between batches.
+    pub runners: crate::split::resident::Pool,
     setups: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
 }
 
@@ -63,6 +67,7 @@ impl Context {
             workdir,
             outbox,
             uploader,
+            runners: Default::default(),
             setups: Mutex::new(HashMap::new()),
         }
     }
@@ -71,7 +76,7 @@ impl Context {
 /// Runs the attempt to its end and reports it.
 pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: Cancel) {
     // A split task's attempt runs the runner's invocation made for it here.
-    let a = match crate::split::prepare(&ctx.workdir, a.clone()).await {
+    let (a, resident) = match crate::split::prepare(&ctx.workdir, a.clone()).await {
         Ok(prepared) => prepared,
         Err(e) => {
             let why = format!("cannot lay out the split task's files: {e:#}");
@@ -104,7 +109,7 @@ pub async fn run(ctx: Arc<Context>, a: proto::TaskAssignment, mut cancel: Cancel
             p.results,
         )
     });
-    execute_attempt(&ctx, &attempt, &mut cancel, &cx).await;
+    execute_attempt(&ctx, &attempt, resident, &mut cancel, &cx).await;
     if let Some(tail) = tail {
         tail.abort();
     }
@@ -134,7 +139,13 @@ impl Default for Tweaks {
     }
 }
 
-async fn execute_attempt(ctx: &Context, at: &Attempt, cancel: &mut Cancel, cx: &OtelContext) {
+async fn execute_attempt(
+    ctx: &Context,
+    at: &Attempt,
+    resident: Option<crate::split::Resident>,
+    cancel: &mut Cancel,
+    cx: &OtelContext,
+) {
     if let Err(e) = at.create_dirs().await {
         let msg = format!("cannot create {}: {e}", at.artifacts.display());
         let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -154,7 +165,15 @@ async fn execute_attempt(ctx: &Context, at: &Attempt, cancel: &mut Cancel, cx: &
     let mut tweaks = Tweaks::default();
     loop {
         let run_cx = child(cx, "run");
-        let ran = watch::run_command(ctx, at, cancel, &tweaks, &run_cx).await;
+        let in_resident = match &resident {
+            Some(r) => batch::run(ctx, at, cancel, &tweaks, &run_cx, r).await,
+            None => Ok(None),
+        };
+        let ran = match in_resident {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => watch::run_command(ctx, at, cancel, &tweaks, &run_cx).await,
+            Err(e) => Err(e),
+        };
         run_cx.span().end();
         let outcome = match ran {
             Ok(o) => o,

@@ -27,7 +27,15 @@ pub(super) async fn report(
     cx: &OtelContext,
 ) {
     let mut j = j;
-    let split = crate::split::finish(&ctx.workdir, &at.a, o.exit_code, o.signal).await;
+    let split = crate::split::finish(
+        &ctx.workdir,
+        &at.a,
+        o.exit_code,
+        o.signal,
+        o.runner_gone,
+        at.output_log(),
+    )
+    .await;
     if let Some(problem) = split.as_ref().and_then(|s| s.collect_problem.clone()) {
         if j.success {
             j.success = false;

@@ -40,6 +40,9 @@ pub(super) struct Outcome {
     pub peak: Usage,
     pub tail: VecDeque<String>,
     pub end_ms: u64,
+    /// A resident runner's socket closed mid-batch: it died, whatever its
+    /// exit says, under the test it was running.
+    pub runner_gone: bool,
 }
 
 /// What ends the run from outside the command.
@@ -88,6 +91,7 @@ pub(super) async fn run_command(
             peak: Usage::default(),
             tail: VecDeque::new(),
             end_ms: 0,
+            runner_gone: false,
         },
         usage: Usage::default(),
         disk_mb: disk_mb(&at.dir).await,
@@ -234,7 +238,7 @@ impl Watcher<'_> {
     }
 }
 
-fn push_tail(tail: &mut VecDeque<String>, line: String) {
+pub(super) fn push_tail(tail: &mut VecDeque<String>, line: String) {
     if tail.len() == TAIL_LINES {
         tail.pop_front();
     }
@@ -244,13 +248,13 @@ fn push_tail(tail: &mut VecDeque<String>, line: String) {
 /// The attempt's output log, written on the blocking pool: a file write per
 /// output line on the runtime's threads stalled every other attempt, the
 /// heartbeats and the stream whenever the disk was slow.
-struct OutputLog {
+pub(super) struct OutputLog {
     lines: mpsc::Sender<String>,
     writer: JoinHandle<()>,
 }
 
 impl OutputLog {
-    async fn create(path: PathBuf) -> std::io::Result<Self> {
+    pub(super) async fn create(path: PathBuf) -> std::io::Result<Self> {
         let file = tokio::fs::File::create(path).await?.into_std().await;
         let (lines, mut rx) = mpsc::channel::<String>(1024);
         let writer = tokio::task::spawn_blocking(move || {
@@ -268,12 +272,12 @@ impl OutputLog {
         Ok(OutputLog { lines, writer })
     }
 
-    async fn write(&self, line: String) {
+    pub(super) async fn write(&self, line: String) {
         let _ = self.lines.send(line).await;
     }
 
     /// Waits until every line sent is in the file.
-    async fn finish(self) {
+    pub(super) async fn finish(self) {
         drop(self.lines);
         let _ = self.writer.await;
     }
@@ -282,20 +286,20 @@ impl OutputLog {
 /// The group's usage and the attempt's disk use, measured on the blocking
 /// pool: the first reads every process's /proc entry, the second walks the
 /// attempt's directory, and both grow with what the host and the task hold.
-struct Probe {
+pub(super) struct Probe {
     sampler: Arc<Mutex<GroupSampler>>,
     dir: PathBuf,
 }
 
 impl Probe {
-    fn new(pgid: i32, dir: PathBuf) -> Self {
+    pub(super) fn new(pgid: i32, dir: PathBuf) -> Self {
         Probe {
             sampler: Arc::new(Mutex::new(GroupSampler::new(pgid))),
             dir,
         }
     }
 
-    async fn measure(&self) -> (Usage, u64) {
+    pub(super) async fn measure(&self) -> (Usage, u64) {
         let (sampler, dir) = (self.sampler.clone(), self.dir.clone());
         tokio::task::spawn_blocking(move || {
             let usage = sampler.lock().map(|mut s| s.sample()).unwrap_or_default();

@@ -1,5 +1,5 @@
 //! Reading what a split attempt's runner wrote: the plugin's results lines
-//! and collected ids (pytest), or the listing of cargo nextest and go.
+//! and collected ids (pytest); cargo's and go's listings are `runners`'.
 
 use std::path::Path;
 
@@ -16,14 +16,17 @@ pub struct Read {
 impl Read {
     /// The cases, and the running test as `crashed` if the runner died
     /// under it: by a signal, or an exit pytest never gives on its own
-    /// (0 passed, 1 failed, 2 interrupted, 3 internal error, 4 usage, 5 no tests).
+    /// (0 passed, 1 failed, 2 interrupted, 3 internal error, 4 usage, 5 no
+    /// tests), or `gone`: a resident runner that left mid-batch died.
     pub fn into_cases_with_crash(
         mut self,
         exit_code: Option<i32>,
         signal: Option<i32>,
+        gone: bool,
     ) -> Vec<proto::TestCase> {
-        let died =
-            signal.is_some_and(|s| s != 0) || exit_code.is_some_and(|c| !(0..=5).contains(&c));
+        let died = gone
+            || signal.is_some_and(|s| s != 0)
+            || exit_code.is_some_and(|c| !(0..=5).contains(&c));
         if let (true, Some(id)) = (died, self.running.take()) {
             let how = match signal {
                 Some(s) if s != 0 => format!("signal {s}"),
@@ -106,20 +109,8 @@ pub fn read_collected(runner: &str, path: &Path) -> anyhow::Result<(Vec<String>,
             let errors = v.get("errors").and_then(|e| e.as_u64()).unwrap_or(0);
             Ok((tests, root, errors))
         }
-        // `cargo nextest list --message-format oneline`: "binary test" a line.
-        "cargo" => Ok((
-            text.lines()
-                .filter_map(|l| l.split_whitespace().last().map(String::from))
-                .collect(),
-            ".".into(),
-            0,
-        )),
-        // `go test -list .`: test names, then "ok  pkg  0.01s".
         _ => Ok((
-            text.lines()
-                .filter(|l| !l.starts_with("ok ") && !l.starts_with('?') && !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-                .collect(),
+            super::runners::parse_collected(runner, &text)?,
             ".".into(),
             0,
         )),

@@ -11,6 +11,8 @@
 //! test its runner died under, or the collected ids.
 
 mod files;
+pub mod resident;
+mod runners;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,16 +72,29 @@ pub fn paths(workdir: &Path, attempt_id: &str) -> Paths {
     }
 }
 
+/// A pytest batch's resident runner: its invocation (collecting the whole
+/// of `paths` once) and the key of the runners it may share.
+#[derive(Debug, Clone)]
+pub struct Resident {
+    pub command: String,
+    pub key: String,
+}
+
 /// Rewrites a split assignment's command and environment into what runs
-/// here, and writes the plugin and the batch's ids. Other assignments are
-/// returned as they are.
+/// here (for a pytest batch: a process of its own, and the resident runner
+/// that runs it unless that cannot start), and writes the plugin and the
+/// batch's ids. Other assignments are returned as they are.
 pub async fn prepare(
     workdir: &Path,
     mut a: proto::TaskAssignment,
-) -> anyhow::Result<proto::TaskAssignment> {
+) -> anyhow::Result<(proto::TaskAssignment, Option<Resident>)> {
     let Some(spec) = spec(&a).cloned() else {
-        return Ok(a);
+        return Ok((a, None));
     };
+    let resident = (spec.runner == "pytest" && !spec.tests.is_empty()).then(|| Resident {
+        key: resident::key(&a),
+        command: String::new(),
+    });
     let p = paths(workdir, &a.attempt_id);
     let plugin_dir = workdir.join(".testfleet").join("pytest_plugin");
     tokio::fs::create_dir_all(&p.dir).await?;
@@ -103,6 +118,7 @@ pub async fn prepare(
             .join(" ")
     };
     let collecting = spec.tests.is_empty();
+    let mut resident = resident;
     let command = match spec.runner.as_str() {
         "pytest" => {
             let mut pythonpath = plugin_dir.display().to_string();
@@ -126,6 +142,13 @@ pub async fn prepare(
                     quoted(&spec.paths)
                 )
             } else {
+                if let Some(r) = resident.as_mut() {
+                    r.command = format!(
+                        "{} -p testfleet_runner {}",
+                        exec.command,
+                        quoted(&spec.paths)
+                    );
+                }
                 exec.env.insert(
                     "TESTFLEET_PYTEST_TESTS".into(),
                     p.tests.display().to_string(),
@@ -145,19 +168,7 @@ pub async fn prepare(
             let tests_file = p.tests.display().to_string();
             let values = [("tests_file", tests_file.as_str())];
             if collecting {
-                let list = match runner {
-                    "cargo" => format!(
-                        "cargo nextest list --message-format oneline {}",
-                        quoted(&spec.paths)
-                    ),
-                    _ => format!("go test -list . {}", quoted(&spec.paths)),
-                };
-                format!(
-                    "{list} > {}",
-                    shlex::try_quote(&p.collected.display().to_string())
-                        .map(|q| q.into_owned())
-                        .unwrap_or_default()
-                )
+                runners::collect_command(runner, &spec.paths, &p.collected.display().to_string())
             } else {
                 substitute::fill_command(&exec.command, &values)
             }
@@ -166,7 +177,7 @@ pub async fn prepare(
     exec.command = command;
     // Results come from the plugin, not the output.
     exec.progress_parser = "none".into();
-    Ok(a)
+    Ok((a, resident))
 }
 
 /// The files (or directories) pytest is given for a batch: each id's file,
@@ -250,11 +261,16 @@ pub struct Finished {
     pub collect_problem: Option<String>,
 }
 
+/// `runner_gone`: a resident runner's socket closed mid-batch, so the test
+/// it ran took it down whatever its exit code says. `output_log`: what a
+/// cargo or go batch printed, which tells how each of its tests went.
 pub async fn finish(
     workdir: &Path,
     a: &proto::TaskAssignment,
     exit_code: Option<i32>,
     signal: Option<i32>,
+    runner_gone: bool,
+    output_log: PathBuf,
 ) -> Option<Finished> {
     let spec = spec(a)?.clone();
     let p = paths(workdir, &a.attempt_id);
@@ -280,30 +296,12 @@ pub async fn finish(
                 },
             };
         }
-        let mut cases = if runner == "pytest" {
-            read_results(&p.results).into_cases_with_crash(exit_code, signal)
+        let cases = if runner == "pytest" {
+            read_results(&p.results).into_cases_with_crash(exit_code, signal, runner_gone)
         } else {
-            Vec::new()
+            let output = std::fs::read_to_string(&output_log).unwrap_or_default();
+            runners::parse_results(&runner, &output, &spec.tests, exit_code == Some(0))
         };
-        if runner != "pytest" {
-            // Without a per-test report, the batch's exit says it for all
-            // of its tests; a failed one's tests are rerun alone, which
-            // tells which of them fail.
-            let outcome = if exit_code == Some(0) {
-                "passed"
-            } else {
-                "failed"
-            };
-            cases = spec
-                .tests
-                .iter()
-                .map(|id| proto::TestCase {
-                    id: id.clone(),
-                    outcome: outcome.into(),
-                    ..Default::default()
-                })
-                .collect();
-        }
         Finished {
             cases,
             collected: None,

@@ -218,3 +218,37 @@ fn a_subtask_map_with_an_unknown_key_is_refused() {
     let m = messages(text);
     assert!(m[0].contains("unknown field `argz`"), "{m:?}");
 }
+
+#[test]
+fn doubled_braces_are_literal_braces_through_both_fills() {
+    // A Python f-string and awk's braces, written doubled; `${HOME}` is the
+    // shell's and needs nothing.
+    let text = "templates:\n  t:\n    command: \"printf '%s|' \\\"${PATH:+h}\\\" {task_id} '{{task_id}}' {{x}} && python3 -c 'x = 1; print(f\\\"{{x}}={{{{x}}}}\\\")'\"\n    env: {E: \"{{workdir}} {workdir}\"}\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t, working_directory: \"/p/{{w}}\"}\n";
+    let config = parse(text).expect("doubled braces are not variables");
+    let plan = config.plan(Path::new("/cfg"));
+    let e = &plan.task("A").unwrap().execution;
+    // The orchestrator keeps them doubled for the agent's fill...
+    assert!(e.command.contains("\" A '{{task_id}}' {{x}} &&"), "{}", e.command);
+    // ...which writes them as braces, and fills only real placeholders.
+    let agent = substitute::fill_command(&e.command, &[("workdir", "/w")]);
+    assert_eq!(sh(&agent), "h|A|{task_id}|{x}|1={x}\n");
+    let env = e.env.iter().find(|(k, _)| k == "E").unwrap();
+    assert_eq!(
+        substitute::fill_plain(&env.1, &[("workdir", "/w")]),
+        "{workdir} /w"
+    );
+    // The working directory is filled once, by the orchestrator.
+    assert_eq!(e.working_directory, "/p/{w}");
+}
+
+#[test]
+fn an_f_string_with_single_braces_is_refused_and_told_to_double_them() {
+    let text = "templates:\n  t:\n    command: \"python3 -c 'print(f\\\"{value}\\\")'\"\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t}\n";
+    let m = messages(text);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("unknown variable {value}")
+            && m[0].contains("write {{value}} for literal braces"),
+        "{m:?}"
+    );
+}

@@ -21,6 +21,7 @@ use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::journal::durations::Durations;
 use crate::journal::{self, Appender, PlanSource, Written};
 use crate::observe::metrics::Metrics;
 use crate::observe::traces::Traces;
@@ -70,6 +71,9 @@ pub struct Engine {
     pub metrics: Metrics,
     /// Starts and stops the agents the scheduler's pool decides on.
     pub pool: PoolEdge,
+    /// Split tasks' measured test durations, kept from run to run: read
+    /// into a suite's plan when it is submitted, added to when it ends.
+    pub durations: Option<Arc<Durations>>,
 }
 
 /// Where finished suites' reports go.
@@ -105,6 +109,7 @@ impl Engine {
         tick: Duration,
         journal: Option<Journal>,
         pool: crate::pool::Context,
+        durations: Option<Arc<Durations>>,
     ) -> anyhow::Result<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
         let watchers = Watchers::new(4096);
@@ -119,6 +124,7 @@ impl Engine {
             metrics: metrics.clone(),
             watchers: watchers.clone(),
             report_dir: report_dir.clone(),
+            durations: durations.clone(),
         };
         let ticker = engine.tx.clone();
         tokio::spawn(async move {
@@ -153,6 +159,7 @@ impl Engine {
             reports: Reports::default(),
             durability: durable::Durability::new(appender),
             pool,
+            durations,
         };
         tokio::spawn(looped.run(rx, replayed));
         Ok(engine)
@@ -233,6 +240,7 @@ struct Loop {
     reports: Reports,
     durability: durable::Durability,
     pool: PoolEdge,
+    durations: Option<Arc<Durations>>,
 }
 
 impl Loop {
@@ -424,6 +432,7 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         reports,
         durability,
         pool,
+        durations,
         ..
     } = lp;
     let scheduler = &*scheduler;
@@ -583,6 +592,13 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         // Answered by the loop, before any other action is carried out.
         Action::Reply(_) => {}
         Action::SuiteFinished { suite_id, state } => {
+            if let (Some(d), Some(suite)) = (durations.as_deref(), scheduler.suite()) {
+                // Before the report, so that `run` exits with both written.
+                let measured = suite.measured_durations();
+                if let Err(e) = d.record(&suite.suite_name, &measured) {
+                    tracing::warn!(suite_id, error = format!("{e:#}"), file = %d.path().display(), "could not keep the measured test durations; the next run plans without them");
+                }
+            }
             let dir = report_dir.for_suite(&suite_id);
             let started = std::time::Instant::now();
             match reports.write(scheduler, &dir) {

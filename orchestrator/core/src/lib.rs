@@ -224,7 +224,7 @@ impl Scheduler {
                     }
                 }
             }
-            Event::Progress(update) => self.progress(update, &mut out),
+            Event::Progress(update) => self.progress(update, now, &mut out),
             Event::Completed(c) => self.completed(c, now, &mut out),
             Event::Failed(f) => self.failed(f, now, &mut out),
             Event::CancelAcked {

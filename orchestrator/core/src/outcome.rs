@@ -398,9 +398,9 @@ impl Scheduler {
         });
     }
 
-    pub(super) fn progress(&mut self, update: ProgressReport, out: &mut Vec<Action>) {
+    pub(super) fn progress(&mut self, update: ProgressReport, now: UnixMillis, out: &mut Vec<Action>) {
         if let Some(t) = self.batch_task(&update.task_id, &update.attempt_id) {
-            return self.batch_progress(t, update, out);
+            return self.batch_progress(t, update, now, out);
         }
         let Some(t) = self.locate_result(
             &update.agent_id,

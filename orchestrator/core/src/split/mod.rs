@@ -11,6 +11,8 @@
 //! agent's batches end, and their unreported tests wait again. The task
 //! ends when every test has its verdict.
 
+pub mod hedge;
+pub mod history;
 pub mod queue;
 
 use std::sync::Arc;
@@ -26,7 +28,17 @@ use crate::state::{AttemptOutcome, TaskState};
 use crate::time::UnixMillis;
 use crate::{Rejection, Scheduler};
 
+pub use hedge::Hedge;
+pub use history::Measured;
 pub use queue::{Batch, Queue, TestAttempt, TestRun, Verdict};
+
+/// What `place_batch` hands out: the queue's next batch, or a copy of a
+/// straggler (`hedge.rs`).
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Pick {
+    Next,
+    Hedge,
+}
 
 /// A split task's run, once its tests are collected.
 #[derive(Debug, Clone)]
@@ -123,7 +135,13 @@ impl Scheduler {
         self.publish_split_progress(t, "", out);
     }
 
-    pub(crate) fn batch_progress(&mut self, t: usize, p: ProgressReport, out: &mut Vec<Action>) {
+    pub(crate) fn batch_progress(
+        &mut self,
+        t: usize,
+        p: ProgressReport,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         if !self.batch_result_counts(t, &p.agent_id, &p.attempt_id, &p.message_id, out) {
             return;
         }
@@ -132,8 +150,13 @@ impl Scheduler {
             .as_ref()
             .map(|p| p.current_test.clone())
             .unwrap_or_default();
-        if self.record_cases(t, &p.attempt_id, &p.test_cases) || !current.is_empty() {
+        let changed = self.record_cases(t, &p.attempt_id, &p.test_cases);
+        if changed || !current.is_empty() {
             self.publish_split_progress(t, &current, out);
+        }
+        if changed {
+            self.end_beaten_copies(t, &p.attempt_id, now, out);
+            self.settle_split(t, now, out);
         }
     }
 
@@ -148,6 +171,7 @@ impl Scheduler {
             return;
         }
         self.record_cases(t, &c.attempt_id, &c.test_cases);
+        self.end_beaten_copies(t, &c.attempt_id, now, out);
         self.end_batch(t, &c.attempt_id, now, out);
     }
 
@@ -162,6 +186,7 @@ impl Scheduler {
             return;
         }
         self.record_cases(t, &f.attempt_id, &f.test_cases);
+        self.end_beaten_copies(t, &f.attempt_id, now, out);
         self.end_batch(t, &f.attempt_id, now, out);
     }
 
@@ -180,20 +205,51 @@ impl Scheduler {
 
     /// Ends a live batch: releases its room; its unreported tests wait again.
     fn end_batch(&mut self, t: usize, batch_id: &str, now: UnixMillis, out: &mut Vec<Action>) {
-        let suite = self.suite.current_mut().expect("suite");
+        if self.release_batch(t, batch_id, false, "", now, out) {
+            self.publish_split_progress(t, "", out);
+            self.settle_split(t, now, out);
+        }
+    }
+
+    /// Ends live batch `batch_id` of task `t` and frees its room, telling
+    /// its agent to stop it when `cancel` (with `reason`). Returns whether
+    /// it was live.
+    pub(crate) fn release_batch(
+        &mut self,
+        t: usize,
+        batch_id: &str,
+        cancel: bool,
+        reason: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(suite) = self.suite.current_mut() else {
+            return false;
+        };
+        let task_id = suite.plan.tasks[t].id.clone();
         let Some(split) = suite.splits.get_mut(&t) else {
-            return;
+            return false;
         };
         let Some(batch) = split.queue.end_batch(batch_id) else {
-            return;
+            return false;
         };
+        split.queue.note_batch_end(batch_id, cancel);
         suite.reserved_total.sub(&batch.reserved);
         if let Some(agent) = self.agents.get_mut(&batch.agent_id) {
             agent.reserved.sub(&batch.reserved);
             agent.running.remove(batch_id);
         }
-        self.publish_split_progress(t, "", out);
-        self.settle_split(t, now, out);
+        if cancel {
+            self.request_cancel(
+                &batch.agent_id,
+                task_id,
+                batch_id.to_string(),
+                reason,
+                now,
+                out,
+            );
+        }
+        true
     }
 
     /// A lost agent's batches end; what they had not reported waits again.
@@ -242,26 +298,12 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let Some(suite) = self.suite.current_mut() else {
+        let Some(split) = self.suite.current().and_then(|s| s.splits.get(&t)) else {
             return;
         };
-        let Some(split) = suite.splits.get_mut(&t) else {
-            return;
-        };
-        let task_id = suite.plan.tasks[t].id.clone();
         let ids: Vec<String> = split.queue.live.keys().cloned().collect();
         for batch_id in ids {
-            let suite = self.suite.current_mut().expect("suite");
-            let split = suite.splits.get_mut(&t).expect("split");
-            let Some(batch) = split.queue.end_batch(&batch_id) else {
-                continue;
-            };
-            suite.reserved_total.sub(&batch.reserved);
-            if let Some(agent) = self.agents.get_mut(&batch.agent_id) {
-                agent.reserved.sub(&batch.reserved);
-                agent.running.remove(&batch_id);
-            }
-            self.request_cancel(&batch.agent_id, task_id.clone(), batch_id, reason, now, out);
+            self.release_batch(t, &batch_id, true, reason, now, out);
         }
     }
 
@@ -383,16 +425,24 @@ impl Scheduler {
         let tasks: Vec<usize> = suite
             .splits
             .iter()
-            .filter(|(&t, s)| suite.tasks[t].state == TaskState::Running && s.queue.has_waiting())
+            .filter(|(&t, s)| suite.tasks[t].state == TaskState::Running && !s.queue.is_done())
             .map(|(&t, _)| t)
             .collect();
         for t in tasks {
-            while self.hand_out_batch(t, now, out) {}
+            while self.place_batch(t, now, out, Pick::Next) {}
+            self.hedge_stragglers(t, now, out);
         }
     }
 
-    /// One batch of task `t` to the least loaded agent with room for it.
-    fn hand_out_batch(&mut self, t: usize, now: UnixMillis, out: &mut Vec<Action>) -> bool {
+    /// One batch of task `t` (the next, or a straggler's copy) to the least
+    /// loaded agent with room for it.
+    pub(crate) fn place_batch(
+        &mut self,
+        t: usize,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+        pick: Pick,
+    ) -> bool {
         let Some(suite) = self.suite.running() else {
             return false;
         };
@@ -427,11 +477,16 @@ impl Scheduler {
         let split = suite.splits.get_mut(&t).expect("a running split");
         // The least loaded agent first; a rerun that must go elsewhere
         // passes an agent over.
-        let Some((agent_id, tests)) = candidates.into_iter().find_map(|(_, agent_id)| {
-            split
-                .queue
-                .next_batch(&agent_id, workers, max_ms)
-                .map(|tests| (agent_id, tests))
+        let Some((agent_id, tests, copy_of)) = candidates.into_iter().find_map(|(_, agent_id)| {
+            let q = &mut split.queue;
+            let (tests, copy_of) = match pick {
+                Pick::Next => (q.next_batch(&agent_id, workers, max_ms)?, None),
+                Pick::Hedge => {
+                    let (of, tests) = q.hedge_candidate(&agent_id, now)?;
+                    (tests, Some(of))
+                }
+            };
+            Some((agent_id, tests, copy_of))
         }) else {
             return false;
         };
@@ -441,14 +496,20 @@ impl Scheduler {
             .iter()
             .map(|&i| split.queue.tests[i].id.clone())
             .collect();
-        split.queue.hand_out(Batch {
+        let batch = Batch {
             batch_id: batch_id.clone(),
             agent_id: agent_id.clone(),
             tests,
             reported: Default::default(),
+            taken: Default::default(),
             reserved: need,
             assigned_at: now,
-        });
+            copy_of: copy_of.clone(),
+        };
+        if let Some(of) = &copy_of {
+            split.queue.note_hedge(&batch, of, now);
+        }
+        split.queue.hand_out(batch);
         let root = split.queue.root.clone();
         suite.reserved_total.add(&need);
         let traceparent = traceparent(&suite.suite_id, &batch_id);

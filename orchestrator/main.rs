@@ -283,9 +283,12 @@ fn main() -> ExitCode {
         data_dir,
     } = &cli.command
     {
-        let history = data_dir.clone().or_else(|| cache_dir.clone()).unwrap_or_else(|| {
-            testfleet::config::config_dir(file).join(local_run::DEFAULT_CACHE_DIR)
-        });
+        let history = data_dir
+            .clone()
+            .or_else(|| cache_dir.clone())
+            .unwrap_or_else(|| {
+                testfleet::config::config_dir(file).join(local_run::DEFAULT_CACHE_DIR)
+            });
         return check(file, &history);
     }
     let runtime = match tokio::runtime::Runtime::new() {

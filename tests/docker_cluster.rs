@@ -204,7 +204,8 @@ fn certs_init(dir: &Path) {
 
 #[test]
 #[ignore = "needs the Docker engine and builds images: run by deploy/cluster-test"]
-fn the_compose_cluster_completes_cashcow_through_a_killed_agent_a_cut_off_agent_and_a_killed_orchestrator() {
+fn the_compose_cluster_completes_cashcow_through_a_killed_agent_a_cut_off_agent_and_a_killed_orchestrator(
+) {
     let start = Instant::now();
     build_images();
     say(

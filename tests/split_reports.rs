@@ -78,7 +78,8 @@ fn a_second_run_plans_from_the_first_runs_durations_and_check_shows_them() {
 
     let after = check("after one run");
     assert!(
-        after.contains("history: 9 tests known") && after.contains("longest tests/test_timed.py::test_slow 0.8"),
+        after.contains("history: 9 tests known")
+            && after.contains("longest tests/test_timed.py::test_slow 0.8"),
         "{after}"
     );
 
@@ -91,7 +92,9 @@ fn a_second_run_plans_from_the_first_runs_durations_and_check_shows_them() {
         .unwrap();
     assert_eq!(slow, measured, "planned at what the first run measured");
     assert!(slow >= 800, "{slow}");
-    let fast = test(&second, "test_fast_3")["expected_ms"].as_u64().unwrap();
+    let fast = test(&second, "test_fast_3")["expected_ms"]
+        .as_u64()
+        .unwrap();
     assert!(fast < 100, "a pass is quicker than the default: {fast}");
 }
 
@@ -150,14 +153,20 @@ fn every_split_test_is_in_the_junit_and_the_html_with_its_verdict_and_attempt() 
     let config = suite(project);
     let report_dir = project.join("report");
     let (out, report) = run_suite(&config, 2, &report_dir, &[]);
-    assert!(!out.status.success(), "a failing test fails it: {}", show(&out));
+    assert!(
+        !out.status.success(),
+        "a failing test fails it: {}",
+        show(&out)
+    );
     assert_eq!(test(&report, "test_flaky")["verdict"], "flaky");
     assert_eq!(test(&report, "test_flaky")["attempts"][1]["attempt"], 2);
     assert_eq!(test(&report, "test_broken")["verdict"], "failed");
 
     let junit = std::fs::read_to_string(report_dir.join("junit.xml")).unwrap();
     assert!(
-        junit.contains(r#"<testsuite name="unit/split" tests="6" failures="1" errors="0" skipped="1""#),
+        junit.contains(
+            r#"<testsuite name="unit/split" tests="6" failures="1" errors="0" skipped="1""#
+        ),
         "{junit}"
     );
     for (name, inside) in [
@@ -165,7 +174,10 @@ fn every_split_test_is_in_the_junit_and_the_html_with_its_verdict_and_attempt() 
         ("test_skipped", "<skipped"),
         ("test_flaky", "<flakyFailure"),
         ("test_broken", "<failure"),
-        ("test_params[a b]", r#"<property name="attempt" value="1"/>"#),
+        (
+            "test_params[a b]",
+            r#"<property name="attempt" value="1"/>"#,
+        ),
     ] {
         let start = junit
             .find(&format!(r#"classname="tests.test_mixed" name="{name}""#))
@@ -182,7 +194,10 @@ fn every_split_test_is_in_the_junit_and_the_html_with_its_verdict_and_attempt() 
 
     let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
     for name in ["test_ok", "test_skipped", "test_broken", "test_params[a b]"] {
-        assert!(html.contains(&format!("<code>{name}</code>")), "{name} in report.html");
+        assert!(
+            html.contains(&format!("<code>{name}</code>")),
+            "{name} in report.html"
+        );
     }
     assert!(html.contains("r-flaky"), "the flaky test shows as flaky");
     assert!(html.contains("attempt 2"), "with the attempt that counted");

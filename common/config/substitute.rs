@@ -52,7 +52,11 @@ fn plain(template: &str, values: &[Value], keep_escapes: bool) -> String {
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
         if let Some(len) = escape_len(rest) {
-            out.push_str(if keep_escapes { &rest[..len] } else { &rest[..1] });
+            out.push_str(if keep_escapes {
+                &rest[..len]
+            } else {
+                &rest[..1]
+            });
             rest = &rest[len..];
             continue;
         }
@@ -122,7 +126,11 @@ fn shell(template: &str, values: &[Value], words: &[Words], keep_escapes: bool) 
     while let Some(c) = rest.chars().next() {
         // A literal brace changes no quoting.
         if let Some(len) = escape_len(rest) {
-            out.push_str(if keep_escapes { &rest[..len] } else { &rest[..1] });
+            out.push_str(if keep_escapes {
+                &rest[..len]
+            } else {
+                &rest[..1]
+            });
             rest = &rest[len..];
             continue;
         }

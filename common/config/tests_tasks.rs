@@ -120,7 +120,7 @@ fn an_unknown_variable_is_refused_with_the_nearest_name() {
         ),
         "{m:?}"
     );
-    assert!(m[1].contains("write ${nothing_like_it} for the shell's variable"));
+    assert!(m[1].contains("write {{nothing_like_it}} for literal braces, as in a Python f-string, or ${nothing_like_it} for the shell's variable"), "{m:?}");
 }
 
 #[test]
@@ -228,7 +228,11 @@ fn doubled_braces_are_literal_braces_through_both_fills() {
     let plan = config.plan(Path::new("/cfg"));
     let e = &plan.task("A").unwrap().execution;
     // The orchestrator keeps them doubled for the agent's fill...
-    assert!(e.command.contains("\" A '{{task_id}}' {{x}} &&"), "{}", e.command);
+    assert!(
+        e.command.contains("\" A '{{task_id}}' {{x}} &&"),
+        "{}",
+        e.command
+    );
     // ...which writes them as braces, and fills only real placeholders.
     let agent = substitute::fill_command(&e.command, &[("workdir", "/w")]);
     assert_eq!(sh(&agent), "h|A|{task_id}|{x}|1={x}\n");

@@ -78,10 +78,7 @@ pub fn read_history(plan: &mut SuitePlan, dir: &Path) -> Option<String> {
                 dir.join(durations::FILE).display()
             ))
         }
-        Ok(None) => Some(format!(
-            "no test durations kept in {} yet",
-            dir.display()
-        )),
+        Ok(None) => Some(format!("no test durations kept in {} yet", dir.display())),
         Err(e) => Some(format!("warning: test durations not read: {e:#}")),
     }
 }

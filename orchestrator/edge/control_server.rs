@@ -142,8 +142,7 @@ impl ControlService {
             return plan;
         }
         let (name, read_plan) = (suite_name.to_string(), plan.clone());
-        let read =
-            tokio::task::spawn_blocking(move || durations.for_plan(&name, &read_plan)).await;
+        let read = tokio::task::spawn_blocking(move || durations.for_plan(&name, &read_plan)).await;
         match read {
             Ok(Ok(history)) => {
                 let mut plan = plan;
@@ -151,7 +150,10 @@ impl ControlService {
                 plan
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = format!("{e:#}"), "could not read the measured test durations; planning without them");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not read the measured test durations; planning without them"
+                );
                 plan
             }
             Err(e) => {

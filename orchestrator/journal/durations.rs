@@ -116,7 +116,10 @@ impl Durations {
         if measured.is_empty() {
             return Ok(());
         }
-        let write = self.db.begin_write().context("writing the test durations")?;
+        let write = self
+            .db
+            .begin_write()
+            .context("writing the test durations")?;
         {
             let mut table = write
                 .open_table(RUNS)
@@ -169,7 +172,10 @@ mod tests {
         assert_eq!(unit["a::y"], 300);
         assert_eq!(d.for_task("s", "other").unwrap()["a::x"], 9);
         assert_eq!(d.for_task("s2", "unit").unwrap()["a::x"], 5);
-        assert!(d.for_task("s", "un").unwrap().is_empty(), "a prefix of a task id is not it");
+        assert!(
+            d.for_task("s", "un").unwrap().is_empty(),
+            "a prefix of a task id is not it"
+        );
         let empty = tempfile::tempdir().unwrap();
         assert!(Durations::open_existing(empty.path()).unwrap().is_none());
         assert!(!empty.path().join(FILE).exists(), "check writes nothing");

@@ -292,7 +292,10 @@ pub fn junit_cases(xml: &str) -> Vec<Case> {
                 }
             }
             Event::Empty(e) if case.is_some() && e.name().as_ref() == b"property" => {
-                if let Some(c) = case.as_mut().filter(|_| attribute(&e, b"name") == "attempt") {
+                if let Some(c) = case
+                    .as_mut()
+                    .filter(|_| attribute(&e, b"name") == "attempt")
+                {
                     c.attempt = attribute(&e, b"value");
                 }
             }

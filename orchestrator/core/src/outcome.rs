@@ -398,7 +398,12 @@ impl Scheduler {
         });
     }
 
-    pub(super) fn progress(&mut self, update: ProgressReport, now: UnixMillis, out: &mut Vec<Action>) {
+    pub(super) fn progress(
+        &mut self,
+        update: ProgressReport,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) {
         if let Some(t) = self.batch_task(&update.task_id, &update.attempt_id) {
             return self.batch_progress(t, update, now, out);
         }

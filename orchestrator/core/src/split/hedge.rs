@@ -63,11 +63,14 @@ impl Queue {
     }
 
     /// The batch to hedge on `agent`, and the tests its copy runs (in
-    /// reverse order): only when nothing waits, of batches neither hedged
+    /// reverse order): only when nothing waits and `agent` runs no batch of
+    /// this task, of batches neither hedged
     /// nor hedges, on another agent, the one expected to run longest, if
     /// that is at least `HEDGE_MIN_LEFT_MS`.
     pub fn hedge_candidate(&self, agent: &str, now: UnixMillis) -> Option<(String, Vec<usize>)> {
-        if self.has_waiting() {
+        // Only an idle agent: one still running a batch of this task (it
+        // may have room for two) is busy with it.
+        if self.has_waiting() || self.live.values().any(|b| b.agent_id == agent) {
             return None;
         }
         let (left, b) = self
@@ -169,7 +172,14 @@ impl Scheduler {
             return;
         };
         for batch_id in split.queue.beaten_copies(reporter) {
-            self.release_batch(t, &batch_id, true, "the other copy of this hedged batch reported its tests first", now, out);
+            self.release_batch(
+                t,
+                &batch_id,
+                true,
+                "the other copy of this hedged batch reported its tests first",
+                now,
+                out,
+            );
         }
     }
 }
@@ -225,12 +235,19 @@ mod tests {
         let b2 = batch("b2", "y", rest.clone(), 0);
         q.hand_out(b2);
         assert!(!q.has_waiting());
-        // Never on the batch's own agent.
-        assert!(q.hedge_candidate("x", 0).map_or(true, |(b, _)| b != "b1"));
-        let (of, tests) = q.hedge_candidate("z", 0).expect("the slow batch is worth it");
+        // Never on a busy agent (the batch's own, or another's).
+        assert_eq!(q.hedge_candidate("x", 0), None);
+        assert_eq!(q.hedge_candidate("y", 0), None);
+        let (of, tests) = q
+            .hedge_candidate("z", 0)
+            .expect("the slow batch is worth it");
         assert_eq!(of, "b1");
         let names: Vec<&str> = tests.iter().map(|&i| q.tests[i].id.as_str()).collect();
-        let mut forward: Vec<&str> = q.live["b1"].tests.iter().map(|&i| q.tests[i].id.as_str()).collect();
+        let mut forward: Vec<&str> = q.live["b1"]
+            .tests
+            .iter()
+            .map(|&i| q.tests[i].id.as_str())
+            .collect();
         forward.reverse();
         assert_eq!(names, forward, "the copy runs backwards");
 
@@ -240,7 +257,10 @@ mod tests {
         q.hand_out(batch("b1", "x", all, 1_000));
         assert_eq!(q.hedge_candidate("y", 1_000), None, "600 ms left");
         assert_eq!(q.hedge_candidate("y", 2_900), None, "1.9 s after its start");
-        assert_eq!(q.hedge_candidate("y", 3_100).map(|c| c.0), Some("b1".into()));
+        assert_eq!(
+            q.hedge_candidate("y", 3_100).map(|c| c.0),
+            Some("b1".into())
+        );
     }
 
     #[test]

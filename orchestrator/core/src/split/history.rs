@@ -8,9 +8,9 @@
 //! exponential average would carry the outlier for several runs; a test
 //! that really became slower shows after three runs of five.
 
+use crate::results::TestOutcome;
 use crate::split::Verdict;
 use crate::state::SuiteRun;
-use crate::results::TestOutcome;
 
 /// Measured runs kept per test.
 pub const KEPT_RUNS: usize = 5;

@@ -136,7 +136,6 @@ fn file_of(id: &str) -> &str {
     id.split("::").next().unwrap_or(id)
 }
 
-
 impl Queue {
     /// The queue of `ids` (duplicates dropped), each expected to take its
     /// history, else the median of the known ones.
@@ -457,10 +456,7 @@ impl Queue {
                 (false, _, _) => {
                     return Err(format!(
                         "test {} is held {} times (waiting {}, in batches {:?})",
-                        t.id,
-                        n,
-                        seen[i],
-                        held[i]
+                        t.id, n, seen[i], held[i]
                     ))
                 }
             }

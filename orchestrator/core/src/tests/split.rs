@@ -368,7 +368,11 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
     assert_eq!(handed.len(), 2);
     let (slow, quick) = (handed[0].clone(), handed[1].clone());
     // The quick batch ends; nothing waits, and no hedge is worth it yet.
-    let cases = quick.tests.iter().map(|t| case(t, TestOutcome::Passed, 50)).collect();
+    let cases = quick
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Passed, 50))
+        .collect();
     assert!(batches(&finish(&mut sim, &quick, cases)).is_empty());
     // The other overruns its plan: on a tick its copy goes to the idle agent.
     sim.now += 5_000;
@@ -382,7 +386,11 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
     assert!(batches(&sim.step(Event::Tick)).is_empty(), "hedged once");
     // The copy reports everything first: the original is cancelled, and
     // its late results are stale.
-    let cases = copy.tests.iter().map(|t| case(t, TestOutcome::Passed, 40)).collect();
+    let cases = copy
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Passed, 40))
+        .collect();
     let out = finish(&mut sim, copy, cases);
     let cancelled: Vec<&str> = out
         .iter()
@@ -393,10 +401,17 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
         .collect();
     assert_eq!(cancelled, [slow.batch.as_str()]);
     assert_eq!(sim.state("unit"), TaskState::CompletedSuccess);
-    let late = slow.tests.iter().map(|t| case(t, TestOutcome::Failed, 9)).collect();
+    let late = slow
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Failed, 9))
+        .collect();
     finish(&mut sim, &slow, late);
     let q = &sim.s.suite().unwrap().splits[&0].queue;
-    assert!(q.tests.iter().all(|t| t.attempts.len() == 1 && t.verdict == Some(Verdict::Passed)));
+    assert!(q
+        .tests
+        .iter()
+        .all(|t| t.attempts.len() == 1 && t.verdict == Some(Verdict::Passed)));
     assert_eq!(q.hedges.len(), 1);
     assert_eq!(q.hedges[0].ended, Some("original_cancelled"));
     assert_eq!(q.hedges[0].won_tests as usize, slow.tests.len());

@@ -98,6 +98,13 @@ enum Command {
     Check {
         /// The suite config to check (orchestrator_config.yaml).
         file: PathBuf,
+        /// Where `run` keeps split tasks' measured test durations, to show
+        /// the split they give. Default: .testfleet-cache beside the config.
+        #[arg(long, conflicts_with = "data_dir")]
+        cache_dir: Option<PathBuf>,
+        /// Show the split from the durations `serve --data-dir DIR` keeps.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Start the server's suite (or the one in FILE).
     Submit {
@@ -270,8 +277,19 @@ enum EscalationCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Check { file } = &cli.command {
-        return check(file);
+    if let Command::Check {
+        file,
+        cache_dir,
+        data_dir,
+    } = &cli.command
+    {
+        let history = data_dir
+            .clone()
+            .or_else(|| cache_dir.clone())
+            .unwrap_or_else(|| {
+                testfleet::config::config_dir(file).join(local_run::DEFAULT_CACHE_DIR)
+            });
+        return check(file, &history);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -383,7 +401,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<SuiteConfig> {
     testfleet::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn check(file: &Path) -> ExitCode {
+fn check(file: &Path, history_dir: &Path) -> ExitCode {
     let config = match testfleet::config::load(file) {
         Ok(c) => c,
         Err(e) => {
@@ -396,9 +414,13 @@ fn check(file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let plan = config.plan(&testfleet::config::config_dir(file));
+    let mut plan = config.plan(&testfleet::config::config_dir(file));
     println!("{}: valid", file.display());
+    let history = cli::split_plan::read_history(&mut plan, history_dir);
     print!("{}", plan_printer::describe_plan(&plan));
+    if let Some(note) = history {
+        println!("{note}");
+    }
     let missing: Vec<_> = plan
         .tasks
         .iter()
@@ -504,6 +526,7 @@ async fn serve(
         limits: listen.limits,
         pool_dir: data_dir.join("pool"),
         tls_ca,
+        durations_dir: Some(data_dir.clone()),
     })
     .await?;
     let pool = running.engine.pool.clone();

@@ -170,7 +170,7 @@ pub async fn prepare(
             if collecting {
                 runners::collect_command(runner, &spec.paths, &p.collected.display().to_string())
             } else {
-                substitute::fill_command(&exec.command, &values)
+                batch_command(&exec.command, &values)
             }
         }
     };
@@ -178,6 +178,14 @@ pub async fn prepare(
     // Results come from the plugin, not the output.
     exec.progress_parser = "none".into();
     Ok((a, resident))
+}
+
+/// A cargo or go batch's command: the invocation with `{tests_file}` filled
+/// in. Literal `{{ }}` stay doubled: the attempt fills the command again
+/// (`Layout::fill_command`), and that last fill writes them as braces, so
+/// `{{workdir}}` reaches the shell as `{workdir}`, not as the path.
+fn batch_command(command: &str, values: &[substitute::Value]) -> String {
+    substitute::fill_command_for_agent(command, values, &[])
 }
 
 /// The files (or directories) pytest is given for a batch: each id's file,
@@ -311,4 +319,27 @@ pub async fn finish(
     .await
     .ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_command_keeps_literal_braces_for_the_attempts_fill() {
+        // As the orchestrator sends it: `{{ }}` still doubled.
+        let sent = "go test -run \"$(cat {tests_file})\" ./... && echo '{{workdir}}' {{{{x}}}}";
+        let ours = batch_command(sent, &[("tests_file", "/w/t.txt")]);
+        assert_eq!(
+            ours,
+            "go test -run \"$(cat /w/t.txt)\" ./... && echo '{{workdir}}' {{{{x}}}}"
+        );
+        // The attempt's fill, the last, writes them once as braces: the
+        // shell sees `{workdir}`, not the workdir's path.
+        let run = substitute::fill_command(&ours, &[("workdir", "/w")]);
+        assert_eq!(
+            run,
+            "go test -run \"$(cat /w/t.txt)\" ./... && echo '{workdir}' {{x}}"
+        );
+    }
 }

@@ -54,7 +54,7 @@ fn unknown_variables(text: &str, what: &str) -> Vec<String> {
             let hint = match nearest(name, variables()) {
                 Some(k) => format!(" (did you mean {{{k}}}?)"),
                 None => format!(
-                    " (known: {}; write ${{{name}}} for the shell's variable)",
+                    " (known: {}; write {{{{{name}}}}} for literal braces, as in a Python f-string, or ${{{name}}} for the shell's variable)",
                     variables()
                         .map(|v| format!("{{{v}}}"))
                         .collect::<Vec<_>>()

@@ -487,11 +487,14 @@ fn resolve_template(
     ];
     let words = [("args", task.args.as_slice())];
     // Commands are shell text; the rest are paths and environment values.
-    let shell = |s: &str| substitute::fill_command_words(s, &values, &words);
-    let plain = |s: &str| substitute::fill_plain(s, &values);
+    // The agent fills these again, and writes `{{`/`}}` as braces then;
+    // the working directory it takes as it is.
+    let shell = |s: &str| substitute::fill_command_for_agent(s, &values, &words);
+    let plain = |s: &str| substitute::fill_plain_for_agent(s, &values);
+    let last = |s: &str| substitute::fill_plain(s, &values);
     // A task's own directory, if relative, is the config's directory's.
     let own_dir = own.working_directory.as_deref().map(|d| {
-        let d = plain(d);
+        let d = last(d);
         if Path::new(&d).is_absolute() {
             d
         } else {
@@ -510,7 +513,7 @@ fn resolve_template(
         working_directory: own_dir.unwrap_or_else(|| {
             tpl.working_directory
                 .as_deref()
-                .map(plain)
+                .map(last)
                 .unwrap_or_else(|| config_dir.clone())
         }),
         progress_parser: match tpl.progress_parser {

@@ -19,6 +19,11 @@
 //! level. Braces that name no known placeholder (`${HOME:-/tmp}`) are left
 //! as they are. Paths and environment values are not shell text: they are
 //! filled in plain, with `fill_plain`.
+//!
+//! `{{` and `}}` are literal braces (`python -c 'print(f"{{x}}")'`): never a
+//! placeholder, and written as `{` and `}` by the fill that comes last. A
+//! template is filled twice, by the orchestrator (`*_for_agent`, which
+//! keeps them doubled for the agent) and then by the agent.
 
 use std::borrow::Cow;
 
@@ -28,15 +33,49 @@ const MAX_NAME: usize = 32;
 /// A placeholder's name (without braces) and its value.
 pub type Value<'a> = (&'a str, &'a str);
 
-/// `template` with every known placeholder replaced by its value, as is.
+/// `template` with every known placeholder replaced by its value, as is,
+/// and `{{`/`}}` written as single braces: the last fill.
 pub fn fill_plain(template: &str, values: &[Value]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in values {
-        if out.contains('{') {
-            out = out.replace(&format!("{{{name}}}"), value);
+    plain(template, values, false)
+}
+
+/// `fill_plain` for a text the agent fills again: `{{`/`}}` stay doubled.
+pub fn fill_plain_for_agent(template: &str, values: &[Value]) -> String {
+    plain(template, values, true)
+}
+
+fn plain(template: &str, values: &[Value], keep_escapes: bool) -> String {
+    if !template.contains('{') && !template.contains('}') {
+        return template.to_string();
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        if let Some(len) = escape_len(rest) {
+            out.push_str(if keep_escapes {
+                &rest[..len]
+            } else {
+                &rest[..1]
+            });
+            rest = &rest[len..];
+            continue;
         }
+        if c == '{' {
+            if let Some((v, len)) = placeholder(rest, values) {
+                out.push_str(v);
+                rest = &rest[len..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// 2 if `rest` starts with a literal brace (`{{` or `}}`).
+fn escape_len(rest: &str) -> Option<usize> {
+    (rest.starts_with("{{") || rest.starts_with("}}")).then_some(2)
 }
 
 /// Where the scanner stands in the template.
@@ -66,20 +105,35 @@ pub type Words<'a> = (&'a str, &'a [String]);
 /// value, escaped for the quoting it stands in. A NUL cannot reach a
 /// command at all, so it is dropped from values.
 pub fn fill_command(template: &str, values: &[Value]) -> String {
-    fill_command_words(template, values, &[])
+    shell(template, values, &[], false)
 }
 
 /// As `fill_command`, and each placeholder of `words` becomes its words,
 /// each escaped for where it stands and separated by a space (outside
-/// quotes, so several words; inside `"…"`, one).
-pub fn fill_command_words(template: &str, values: &[Value], words: &[Words]) -> String {
-    if !template.contains('{') {
+/// quotes, so several words; inside `"…"`, one). `{{`/`}}` stay doubled:
+/// the agent fills the command again (`fill_command`).
+pub fn fill_command_for_agent(template: &str, values: &[Value], words: &[Words]) -> String {
+    shell(template, values, words, true)
+}
+
+fn shell(template: &str, values: &[Value], words: &[Words], keep_escapes: bool) -> String {
+    if !template.contains('{') && !template.contains('}') {
         return template.to_string();
     }
     let mut out = String::with_capacity(template.len());
     let mut stack = vec![Context::Plain { subst: Subst::None }];
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
+        // A literal brace changes no quoting.
+        if let Some(len) = escape_len(rest) {
+            out.push_str(if keep_escapes {
+                &rest[..len]
+            } else {
+                &rest[..1]
+            });
+            rest = &rest[len..];
+            continue;
+        }
         if c == '{' {
             let found = placeholder(rest, values)
                 .map(|(v, len)| (vec![v], len))
@@ -133,10 +187,19 @@ fn placeholder_words<'w>(rest: &str, words: &[Words<'w>]) -> Option<(&'w [String
 }
 
 /// The names of the `{placeholders}` in `template`: braces around a name
-/// (letters, digits, `_`), not after a `$` (the shell's `${HOME}`).
+/// (letters, digits, `_`), not after a `$` (the shell's `${HOME}`), and not
+/// a literal `{{`.
 pub fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    // Where each literal `{{` starts: its braces open nothing.
+    let mut literal = Vec::new();
+    let mut i = 0;
+    while let Some(at) = template[i..].find("{{") {
+        literal.push(i + at);
+        literal.push(i + at + 1);
+        i += at + 2;
+    }
     template.match_indices('{').filter_map(move |(i, _)| {
-        if template[..i].ends_with('$') {
+        if template[..i].ends_with('$') || literal.binary_search(&i).is_ok() {
             return None;
         }
         let rest = &template[i + 1..];

@@ -120,7 +120,7 @@ fn an_unknown_variable_is_refused_with_the_nearest_name() {
         ),
         "{m:?}"
     );
-    assert!(m[1].contains("write ${nothing_like_it} for the shell's variable"));
+    assert!(m[1].contains("write {{nothing_like_it}} for literal braces, as in a Python f-string, or ${nothing_like_it} for the shell's variable"), "{m:?}");
 }
 
 #[test]
@@ -231,6 +231,44 @@ fn target_duration_is_seconds_in_the_plan_and_must_be_positive() {
     assert_eq!(
         m,
         ["1: agent_pool.target_duration must be greater than zero, got 0"],
+        "{m:?}"
+    );
+}
+
+#[test]
+fn doubled_braces_are_literal_braces_through_both_fills() {
+    // A Python f-string and awk's braces, written doubled; `${HOME}` is the
+    // shell's and needs nothing.
+    let text = "templates:\n  t:\n    command: \"printf '%s|' \\\"${PATH:+h}\\\" {task_id} '{{task_id}}' {{x}} && python3 -c 'x = 1; print(f\\\"{{x}}={{{{x}}}}\\\")'\"\n    env: {E: \"{{workdir}} {workdir}\"}\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t, working_directory: \"/p/{{w}}\"}\n";
+    let config = parse(text).expect("doubled braces are not variables");
+    let plan = config.plan(Path::new("/cfg"));
+    let e = &plan.task("A").unwrap().execution;
+    // The orchestrator keeps them doubled for the agent's fill...
+    assert!(
+        e.command.contains("\" A '{{task_id}}' {{x}} &&"),
+        "{}",
+        e.command
+    );
+    // ...which writes them as braces, and fills only real placeholders.
+    let agent = substitute::fill_command(&e.command, &[("workdir", "/w")]);
+    assert_eq!(sh(&agent), "h|A|{task_id}|{x}|1={x}\n");
+    let env = e.env.iter().find(|(k, _)| k == "E").unwrap();
+    assert_eq!(
+        substitute::fill_plain(&env.1, &[("workdir", "/w")]),
+        "{workdir} /w"
+    );
+    // The working directory is filled once, by the orchestrator.
+    assert_eq!(e.working_directory, "/p/{w}");
+}
+
+#[test]
+fn an_f_string_with_single_braces_is_refused_and_told_to_double_them() {
+    let text = "templates:\n  t:\n    command: \"python3 -c 'print(f\\\"{value}\\\")'\"\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t}\n";
+    let m = messages(text);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("unknown variable {value}")
+            && m[0].contains("write {{value}} for literal braces"),
         "{m:?}"
     );
 }

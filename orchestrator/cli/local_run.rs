@@ -98,6 +98,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limits: Default::default(),
         pool_dir: report_dir.join("pool"),
         tls_ca: None,
+        // Beside the agents' workdirs: the report dir's event log is
+        // replaced every run, the durations must outlive it.
+        durations_dir: Some(cache_dir.clone()),
     })
     .await?;
     let endpoint = format!("http://{}", running.addr);

@@ -8,5 +8,5 @@ pub mod local_run;
 pub mod plan_printer;
 mod progress_display;
 mod run_lock;
-mod split_plan;
+pub mod split_plan;
 mod summary;

@@ -63,7 +63,7 @@ pub fn describe_plan(plan: &SuitePlan) -> String {
             let _ = writeln!(
                 out,
                 "{indent}    {}",
-                crate::cli::split_plan::describe(t, split)
+                crate::cli::split_plan::describe(t, split, plan.test_history.get(&t.id))
             );
         }
     }

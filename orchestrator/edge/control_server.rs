@@ -111,6 +111,7 @@ impl ControlService {
         } else {
             req.suite_name.clone()
         };
+        let plan = self.with_history(plan, &suite_name).await;
         let scheduling = plan.mode;
         let submit = Event::SubmitSuite {
             suite_id,
@@ -127,6 +128,38 @@ impl ControlService {
                 })
             }
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// `plan` with its split tasks' measured test durations from earlier
+    /// runs of suite `suite_name`. Without them (none kept, or the file
+    /// unreadable, said in the log) it plans from the median and defaults.
+    async fn with_history(&self, plan: Arc<SuitePlan>, suite_name: &str) -> Arc<SuitePlan> {
+        let Some(durations) = self.engine.durations.clone() else {
+            return plan;
+        };
+        if !plan.tasks.iter().any(|t| t.split.is_some()) {
+            return plan;
+        }
+        let (name, read_plan) = (suite_name.to_string(), plan.clone());
+        let read = tokio::task::spawn_blocking(move || durations.for_plan(&name, &read_plan)).await;
+        match read {
+            Ok(Ok(history)) => {
+                let mut plan = plan;
+                Arc::make_mut(&mut plan).test_history = history;
+                plan
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not read the measured test durations; planning without them"
+                );
+                plan
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the measured test durations; planning without them");
+                plan
+            }
         }
     }
 

@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub pool_dir: std::path::PathBuf,
     /// The CA of `tls:` (absolute), which pool agents are minted from.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Where split tasks' measured test durations are kept from run to run
+    /// (`journal::durations`); None: none are kept.
+    pub durations_dir: Option<std::path::PathBuf>,
 }
 
 pub struct Running {
@@ -151,12 +154,19 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         dir: opts.pool_dir.clone(),
         instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
     };
+    let durations = opts
+        .durations_dir
+        .as_deref()
+        .map(crate::journal::durations::Durations::open)
+        .transpose()?
+        .map(Arc::new);
     let engine = Engine::start(
         orchestrator_id.clone(),
         opts.report_dir,
         TICK,
         journal,
         pool,
+        durations,
     )?;
     if let Some(listener) = metrics_listener {
         crate::observe::metrics_server::serve(

@@ -21,6 +21,7 @@ use testfleet::time::now_millis;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::journal::durations::Durations;
 use crate::journal::{self, Appender, PlanSource, WebhookKey, Written};
 use crate::observe::metrics::Metrics;
 use crate::observe::traces::Traces;
@@ -74,6 +75,9 @@ pub struct Engine {
     pub pool: PoolEdge,
     /// Set once the event log cannot be written: why no new work starts.
     halted: Arc<std::sync::OnceLock<String>>,
+    /// Split tasks' measured test durations, kept from run to run: read
+    /// into a suite's plan when it is submitted, added to when it ends.
+    pub durations: Option<Arc<Durations>>,
 }
 
 /// Where finished suites' reports go.
@@ -109,6 +113,7 @@ impl Engine {
         tick: Duration,
         journal: Option<Journal>,
         pool: crate::pool::Context,
+        durations: Option<Arc<Durations>>,
     ) -> anyhow::Result<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
         let watchers = Watchers::new(4096);
@@ -124,6 +129,7 @@ impl Engine {
             watchers: watchers.clone(),
             report_dir: report_dir.clone(),
             halted: Default::default(),
+            durations: durations.clone(),
         };
         let ticker = engine.tx.clone();
         tokio::spawn(async move {
@@ -165,6 +171,7 @@ impl Engine {
             pool,
             delivered,
             to_self: engine.tx.clone(),
+            durations,
         };
         tokio::spawn(looped.run(rx, replayed));
         Ok(engine)
@@ -259,6 +266,7 @@ struct Loop {
     delivered: std::collections::BTreeSet<WebhookKey>,
     /// For what tasks spawned off the loop report back (webhook deliveries).
     to_self: mpsc::UnboundedSender<Input>,
+    durations: Option<Arc<Durations>>,
 }
 
 impl Loop {
@@ -514,6 +522,7 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         durability,
         pool,
         to_self,
+        durations,
         ..
     } = lp;
     let scheduler = &*scheduler;
@@ -672,6 +681,13 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
         // Answered by the loop, before any other action is carried out.
         Action::Reply(_) => {}
         Action::SuiteFinished { suite_id, state } => {
+            if let (Some(d), Some(suite)) = (durations.as_deref(), scheduler.suite()) {
+                // Before the report, so that `run` exits with both written.
+                let measured = suite.measured_durations();
+                if let Err(e) = d.record(suite.suite_name(), &measured) {
+                    tracing::warn!(suite_id, error = format!("{e:#}"), file = %d.path().display(), "could not keep the measured test durations; the next run plans without them");
+                }
+            }
             let dir = report_dir.for_suite(&suite_id);
             let started = std::time::Instant::now();
             match reports.write(scheduler, &dir) {

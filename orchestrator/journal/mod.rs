@@ -10,6 +10,7 @@
 //! it. Entries are written by one thread, many per commit (group commit):
 //! see `writer`.
 
+pub mod durations;
 mod record;
 mod writer;
 

@@ -127,7 +127,7 @@ fn entry(event: &Event, source: &PlanSource) -> Entry {
         Event::SubmitSuite {
             suite_id,
             suite_name,
-            plan: _,
+            plan,
             timeout_ms,
         } => {
             let (config_yaml, config_path, config_dir) = match source {
@@ -145,6 +145,17 @@ fn entry(event: &Event, source: &PlanSource) -> Entry {
                 config_yaml,
                 config_path,
                 config_dir,
+                test_history: plan
+                    .test_history
+                    .iter()
+                    .flat_map(|(task, tests)| {
+                        tests.iter().map(|(test, &ms)| proto::JournalTestDuration {
+                            task_id: task.clone(),
+                            test_id: test.clone(),
+                            ms,
+                        })
+                    })
+                    .collect(),
             })
         }
         Event::AgentConnected {
@@ -247,10 +258,17 @@ pub fn event(entry: JournalEntry, own: &OwnConfig) -> Result<(Event, UnixMillis)
                     s.suite_id
                 ))
             })?;
+            let mut plan = config.plan(&dir);
+            for d in s.test_history {
+                plan.test_history
+                    .entry(d.task_id)
+                    .or_default()
+                    .insert(d.test_id, d.ms);
+            }
             Event::SubmitSuite {
                 suite_id: s.suite_id,
                 suite_name: s.suite_name,
-                plan: Arc::new(config.plan(&dir)),
+                plan: Arc::new(plan),
                 timeout_ms: s.timeout_ms,
             }
         }

@@ -120,6 +120,33 @@ fn a_submit_is_planned_again_from_its_config() {
 }
 
 #[test]
+fn a_submit_keeps_the_test_history_it_was_planned_from() {
+    let yaml = sim::seed_yaml("dag");
+    let path = Path::new("/suite/suite.yaml");
+    let own = OwnConfig { text: &yaml, path };
+    let mut plan = (*sim::plan(&yaml)).clone();
+    plan.test_history.insert(
+        "unit".into(),
+        [("t.py::a".to_string(), 120), ("t.py::b".to_string(), 3)].into(),
+    );
+    let submit = Event::SubmitSuite {
+        suite_id: "s".into(),
+        suite_name: "n".into(),
+        plan: std::sync::Arc::new(plan.clone()),
+        timeout_ms: None,
+    };
+    let Event::SubmitSuite {
+        plan: replanned, ..
+    } = trip(&submit, &own)
+    else {
+        panic!("a submit");
+    };
+    // Replay plans from the history the suite had, whatever the history
+    // file says by then.
+    assert_eq!(replanned.test_history, plan.test_history);
+}
+
+#[test]
 fn a_torn_or_damaged_record_is_told_apart() {
     let bytes = encode(&Event::Tick, 5, &PlanSource::OwnConfig);
     assert!(matches!(read(&bytes[..2]), Err(Unreadable::Short(2))));

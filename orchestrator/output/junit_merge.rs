@@ -1,6 +1,7 @@
 //! One JUnit XML for the whole suite: the `<testsuite>` elements of every
 //! task's last attempt, renamed `TASK/<name>` so CI systems show where each
-//! test ran.
+//! test ran; a split task's tests from the scheduler's own results
+//! (`junit_split`).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -22,6 +23,10 @@ pub fn merge(suite: &SuiteRun, suite_dir: &Path) -> anyhow::Result<String> {
     w.write_event(Event::Start(root))?;
     for (i, run) in suite.tasks().iter().enumerate() {
         let task_id = &suite.plan().tasks[i].id;
+        if let Some(split) = suite.splits().get(&i) {
+            crate::output::junit_split::write_suite(&mut w, task_id, &split.queue)?;
+            continue;
+        }
         let Some(last) = run.attempts().last().filter(|a| uploaded_junit(a)) else {
             continue;
         };

@@ -2,6 +2,7 @@
 //! JUnit XML and the escalation webhook.
 
 pub mod junit_merge;
+mod junit_split;
 pub mod layout;
 pub mod report;
 pub mod report_html;

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 
-use super::report_html_model::{junit_cases, Attempt, Case, Outcome, Report, Task};
+use super::report_html_model::{junit_cases, Attempt, Case, CaseResult, Outcome, Report, Task};
 
 pub const HTML_FILE: &str = "report.html";
 
@@ -251,13 +251,20 @@ fn flaky(page: &mut String, r: &Report, cases: &[Case]) {
         flaky.len()
     );
     for t in flaky {
-        let first: Vec<String> = t
+        let mut first: Vec<String> = t
             .attempts
             .iter()
             .filter(|a| a.outcome == Outcome::Failed)
             .flat_map(|a| a.failed_tests())
             .map(|n| format!("<code>{}</code>", text(n)))
             .collect();
+        // A split task's flaky tests are its own cases, not its attempts'.
+        first.extend(
+            cases
+                .iter()
+                .filter(|c| c.task == t.task_id && c.result == CaseResult::Flaky)
+                .map(|c| format!("<code>{}</code>", text(&c.name))),
+        );
         let passed = cases
             .iter()
             .filter(|c| c.task == t.task_id && !c.failed())
@@ -555,7 +562,10 @@ fn tasks(page: &mut String, r: &Report, cases: &[Case]) {
                     text(&c.name),
                     text(&c.classname),
                     text(&c.time),
-                    text(&c.message)
+                    text(&match c.attempt.as_str() {
+                        "" | "1" => c.message.clone(),
+                        n => format!("attempt {n}: {}", c.message).trim_end_matches([' ', ':']).to_string(),
+                    })
                 );
             }
             page.push_str("</tbody></table></details>");

@@ -227,6 +227,9 @@ pub struct Case {
     pub message: String,
     /// Its text: the assertion and traceback.
     pub body: String,
+    /// Which run of it counted, for a split task's test (its `attempt`
+    /// property); empty otherwise.
+    pub attempt: String,
 }
 
 impl Case {
@@ -242,11 +245,14 @@ pub enum CaseResult {
     Failed,
     Error,
     Skipped,
+    /// Passed after failing (a `<flakyFailure>` inside it).
+    Flaky,
 }
 
 impl CaseResult {
     pub fn as_str(self) -> &'static str {
         match self {
+            CaseResult::Flaky => "flaky",
             CaseResult::Passed => "passed",
             CaseResult::Failed => "failed",
             CaseResult::Error => "error",
@@ -285,6 +291,14 @@ pub fn junit_cases(xml: &str) -> Vec<Case> {
                     in_outcome = set_outcome(c, &e);
                 }
             }
+            Event::Empty(e) if case.is_some() && e.name().as_ref() == b"property" => {
+                if let Some(c) = case
+                    .as_mut()
+                    .filter(|_| attribute(&e, b"name") == "attempt")
+                {
+                    c.attempt = attribute(&e, b"value");
+                }
+            }
             Event::Empty(e) if case.is_some() => {
                 if let Some(c) = case.as_mut() {
                     set_outcome(c, &e);
@@ -314,7 +328,7 @@ pub fn junit_cases(xml: &str) -> Vec<Case> {
             }
             Event::End(e) => match e.name().as_ref() {
                 b"testcase" => cases.extend(case.take()),
-                b"failure" | b"error" | b"skipped" => in_outcome = false,
+                b"failure" | b"error" | b"skipped" | b"flakyFailure" => in_outcome = false,
                 _ => {}
             },
             _ => {}
@@ -330,6 +344,9 @@ fn set_outcome(c: &mut Case, e: &BytesStart) -> bool {
         b"failure" => CaseResult::Failed,
         b"error" => CaseResult::Error,
         b"skipped" => CaseResult::Skipped,
+        // Its first failure says why; it passed in the end.
+        b"flakyFailure" if c.result == CaseResult::Flaky => return false,
+        b"flakyFailure" => CaseResult::Flaky,
         _ => return false,
     };
     c.result = result;

@@ -139,6 +139,13 @@ struct SplitReport<'a> {
     skipped: u64,
     flaky: u64,
     reruns: u32,
+    /// Tests planned from their own measured history (the rest at the
+    /// median of those, or the default when none has any).
+    planned_from_history: usize,
+    /// Straggler batches run again on an idle agent, and how each ended.
+    hedges: &'a [testfleet_core::split::Hedge],
+    /// Results that came second from a hedge pair: counted nowhere.
+    stale_results: u32,
     flaky_tests: Vec<&'a str>,
     failed_tests: Vec<&'a str>,
     tests: &'a [testfleet_core::split::TestRun],
@@ -164,6 +171,9 @@ fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
         skipped,
         flaky,
         reruns: q.reruns_used,
+        planned_from_history: q.tests.iter().filter(|t| t.from_history).count(),
+        hedges: &q.hedges,
+        stale_results: q.stale_results,
         flaky_tests: named(&|v| v == testfleet_core::split::Verdict::Flaky),
         failed_tests: named(&|v| v.is_failure()),
         tests: &q.tests,
@@ -381,7 +391,12 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
             .iter()
             .flat_map(|t| t.attempts())
             .map(|a| a.stale_results())
-            .sum(),
+            .sum::<u32>()
+            + suite
+                .splits()
+                .values()
+                .map(|s| s.queue.stale_results)
+                .sum::<u32>(),
         rejected_results: s.rejected_results(),
     }
 }

@@ -217,7 +217,7 @@ impl Scheduler {
                     }
                 }
             }
-            Event::Progress(p) => self.progress(p, &mut out),
+            Event::Progress(p) => self.progress(p, now, &mut out),
             Event::Completed(c) => self.completed(c, now, &mut out),
             Event::Failed(f) => self.failed(f, now, &mut out),
             Event::CancelAcked {
@@ -345,9 +345,9 @@ impl Scheduler {
     // Results and resolutions are the suite's to judge; with none there is
     // no attempt or escalation they could be about.
 
-    fn progress(&mut self, p: ProgressReport, out: &mut Vec<Action>) {
+    fn progress(&mut self, p: ProgressReport, now: UnixMillis, out: &mut Vec<Action>) {
         match self.suite.current_mut() {
-            Some(suite) => suite.progress(&mut self.fleet, p, out),
+            Some(suite) => suite.progress(&mut self.fleet, p, now, out),
             None => (self.fleet).reject_unknown(&p.agent_id, &p.message_id, &p.attempt_id, out),
         }
     }

@@ -385,10 +385,11 @@ impl SuiteRun {
         &mut self,
         fleet: &mut Fleet,
         update: ProgressReport,
+        now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
         if let Some(t) = self.batch_task(&update.task_id, &update.attempt_id) {
-            return self.batch_progress(fleet, t, update, out);
+            return self.batch_progress(fleet, t, update, now, out);
         }
         let Some(t) = self.locate_result(
             fleet,

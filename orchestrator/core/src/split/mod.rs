@@ -11,6 +11,8 @@
 //! agent's batches end, and their unreported tests wait again. The task
 //! ends when every test has its verdict.
 
+pub mod hedge;
+pub mod history;
 pub mod queue;
 
 use std::sync::Arc;
@@ -27,7 +29,17 @@ use crate::state::{AttemptOutcome, TaskState};
 use crate::time::UnixMillis;
 use crate::{Rejection, SuiteRun};
 
+pub use hedge::Hedge;
+pub use history::Measured;
 pub use queue::{Batch, Queue, TestAttempt, TestRun, Verdict};
+
+/// What `place_batch` hands out: the queue's next batch, or a copy of a
+/// straggler (`hedge.rs`).
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Pick {
+    Next,
+    Hedge,
+}
 
 /// A split task's run, once its tests are collected.
 #[derive(Debug, Clone)]
@@ -124,6 +136,7 @@ impl SuiteRun {
         fleet: &mut Fleet,
         t: usize,
         p: ProgressReport,
+        now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
         if !self.batch_result_counts(fleet, t, &p.agent_id, &p.attempt_id, &p.message_id, out) {
@@ -134,8 +147,13 @@ impl SuiteRun {
             .as_ref()
             .map(|p| p.current_test.clone())
             .unwrap_or_default();
-        if self.record_cases(t, &p.attempt_id, &p.test_cases) || !current.is_empty() {
+        let changed = self.record_cases(t, &p.attempt_id, &p.test_cases);
+        if changed || !current.is_empty() {
             self.publish_split_progress(t, &current, out);
+        }
+        if changed {
+            self.end_beaten_copies(fleet, t, &p.attempt_id, now, out);
+            self.settle_split(fleet, t, now, out);
         }
     }
 
@@ -151,6 +169,7 @@ impl SuiteRun {
             return;
         }
         self.record_cases(t, &c.attempt_id, &c.test_cases);
+        self.end_beaten_copies(fleet, t, &c.attempt_id, now, out);
         self.end_batch(fleet, t, &c.attempt_id, now, out);
     }
 
@@ -166,6 +185,7 @@ impl SuiteRun {
             return;
         }
         self.record_cases(t, &f.attempt_id, &f.test_cases);
+        self.end_beaten_copies(fleet, t, &f.attempt_id, now, out);
         self.end_batch(fleet, t, &f.attempt_id, now, out);
     }
 
@@ -191,16 +211,42 @@ impl SuiteRun {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
+        if self.release_batch(fleet, t, batch_id, false, "", now, out) {
+            self.publish_split_progress(t, "", out);
+            self.settle_split(fleet, t, now, out);
+        }
+    }
+
+    /// Ends live batch `batch_id` of task `t` and frees its room, telling
+    /// its agent to stop it when `cancel` (with `reason`). Returns whether
+    /// it was live.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn release_batch(
+        &mut self,
+        fleet: &mut Fleet,
+        t: usize,
+        batch_id: &str,
+        cancel: bool,
+        reason: &str,
+        now: UnixMillis,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let deadline = self.cancel_deadline(now);
+        let task_id = self.plan.tasks[t].id.clone();
         let Some(split) = self.splits.get_mut(&t) else {
-            return;
+            return false;
         };
         let Some(batch) = split.queue.end_batch(batch_id) else {
-            return;
+            return false;
         };
+        split.queue.note_batch_end(batch_id, cancel);
         self.reserved_total.sub(&batch.reserved);
         fleet.release(&batch.agent_id, batch_id, &batch.reserved);
-        self.publish_split_progress(t, "", out);
-        self.settle_split(fleet, t, now, out);
+        if cancel {
+            let (agent_id, batch_id) = (&batch.agent_id, batch_id.to_string());
+            fleet.request_cancel(agent_id, task_id, batch_id, reason, deadline, out);
+        }
+        true
     }
 
     /// A lost agent's batches end; what they had not reported waits again.
@@ -252,20 +298,12 @@ impl SuiteRun {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        let deadline = self.cancel_deadline(now);
-        let Some(split) = self.splits.get_mut(&t) else {
+        let Some(split) = self.splits.get(&t) else {
             return;
         };
-        let task_id = self.plan.tasks[t].id.clone();
         let ids: Vec<String> = split.queue.live.keys().cloned().collect();
         for batch_id in ids {
-            let Some(batch) = split.queue.end_batch(&batch_id) else {
-                continue;
-            };
-            self.reserved_total.sub(&batch.reserved);
-            fleet.release(&batch.agent_id, &batch_id, &batch.reserved);
-            let (agent_id, task_id) = (&batch.agent_id, task_id.clone());
-            fleet.request_cancel(agent_id, task_id, batch_id, reason, deadline, out);
+            self.release_batch(fleet, t, &batch_id, true, reason, now, out);
         }
     }
 
@@ -395,21 +433,24 @@ impl SuiteRun {
         let tasks: Vec<usize> = self
             .splits
             .iter()
-            .filter(|(&t, s)| self.tasks[t].state == TaskState::Running && s.queue.has_waiting())
+            .filter(|(&t, s)| self.tasks[t].state == TaskState::Running && !s.queue.is_done())
             .map(|(&t, _)| t)
             .collect();
         for t in tasks {
-            while self.hand_out_batch(fleet, t, now, out) {}
+            while self.place_batch(fleet, t, now, out, Pick::Next) {}
+            self.hedge_stragglers(fleet, t, now, out);
         }
     }
 
-    /// One batch of task `t` to the least loaded agent with room for it.
-    fn hand_out_batch(
+    /// One batch of task `t` (the next, or a straggler's copy) to the least
+    /// loaded agent with room for it.
+    pub(crate) fn place_batch(
         &mut self,
         fleet: &mut Fleet,
         t: usize,
         now: UnixMillis,
         out: &mut Vec<Action>,
+        pick: Pick,
     ) -> bool {
         if !self.is_running() {
             return false;
@@ -444,11 +485,16 @@ impl SuiteRun {
         let split = self.splits.get_mut(&t).expect("a running split");
         // The least loaded agent first; a rerun that must go elsewhere
         // passes an agent over.
-        let Some((agent_id, tests)) = candidates.into_iter().find_map(|(_, agent_id)| {
-            split
-                .queue
-                .next_batch(&agent_id, workers, max_ms)
-                .map(|tests| (agent_id, tests))
+        let Some((agent_id, tests, copy_of)) = candidates.into_iter().find_map(|(_, agent_id)| {
+            let q = &mut split.queue;
+            let (tests, copy_of) = match pick {
+                Pick::Next => (q.next_batch(&agent_id, workers, max_ms)?, None),
+                Pick::Hedge => {
+                    let (of, tests) = q.hedge_candidate(&agent_id, now)?;
+                    (tests, Some(of))
+                }
+            };
+            Some((agent_id, tests, copy_of))
         }) else {
             return false;
         };
@@ -458,14 +504,20 @@ impl SuiteRun {
             .iter()
             .map(|&i| split.queue.tests[i].id.clone())
             .collect();
-        split.queue.hand_out(Batch {
+        let batch = Batch {
             batch_id: batch_id.clone(),
             agent_id: agent_id.clone(),
             tests,
             reported: Default::default(),
+            taken: Default::default(),
             reserved: need,
             assigned_at: now,
-        });
+            copy_of: copy_of.clone(),
+        };
+        if let Some(of) = &copy_of {
+            split.queue.note_hedge(&batch, of, now);
+        }
+        split.queue.hand_out(batch);
         let root = split.queue.root.clone();
         self.reserved_total.add(&need);
         let traceparent = traceparent(&self.suite_id, &batch_id);

@@ -17,6 +17,8 @@ use crate::results::TestOutcome;
 use crate::state::AgentId;
 use crate::time::UnixMillis;
 
+use super::history::median;
+
 /// Of the time left, each agent's share is cut into this many batches.
 pub const BATCHES_PER_AGENT: u64 = 3;
 /// A batch is planned to take at least this long (while that much is left):
@@ -79,6 +81,9 @@ impl Verdict {
 pub struct TestRun {
     pub id: String,
     pub expected_ms: u64,
+    /// Whether `expected_ms` is its own measured history (else the median
+    /// of the known ones, or `NOMINAL_TEST_MS`).
+    pub from_history: bool,
     pub attempts: Vec<TestAttempt>,
     pub verdict: Option<Verdict>,
     /// Times it was handed out.
@@ -95,9 +100,15 @@ pub struct Batch {
     pub batch_id: String,
     pub agent_id: AgentId,
     pub tests: Vec<usize>,
+    /// Tests with a result here, or (for a hedge pair) from the other copy.
     pub reported: BTreeSet<usize>,
+    /// Of `reported`, those the other copy of a hedge pair reported first:
+    /// this copy's results for them are stale.
+    pub taken: BTreeSet<usize>,
     pub reserved: testfleet_config::ResourceSpec,
     pub assigned_at: UnixMillis,
+    /// For a hedge: the batch it runs again.
+    pub copy_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -115,23 +126,14 @@ pub struct Queue {
     pub reruns_used: u32,
     pub rerun_budget: u32,
     pub root: String,
+    /// Straggler batches run again on an idle agent (`hedge.rs`).
+    pub hedges: Vec<super::hedge::Hedge>,
+    /// Results that came second, from the other copy of a hedge pair.
+    pub stale_results: u32,
 }
 
 fn file_of(id: &str) -> &str {
     id.split("::").next().unwrap_or(id)
-}
-
-fn median(mut v: Vec<u64>) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    })
 }
 
 impl Queue {
@@ -157,14 +159,13 @@ impl Queue {
             if q.index.contains_key(&id) {
                 continue;
             }
-            let expected_ms = history
-                .and_then(|h| h.get(&id).copied())
-                .unwrap_or(fallback)
-                .max(1);
+            let known = history.and_then(|h| h.get(&id).copied());
+            let expected_ms = known.unwrap_or(fallback).max(1);
             q.index.insert(id.clone(), q.tests.len());
             q.tests.push(TestRun {
                 id,
                 expected_ms,
+                from_history: known.is_some(),
                 attempts: Vec::new(),
                 verdict: None,
                 handouts: 0,
@@ -198,7 +199,7 @@ impl Queue {
         self.index.get(id).copied()
     }
 
-    fn unit_ms(&self, unit: &[usize]) -> u64 {
+    pub(super) fn unit_ms(&self, unit: &[usize]) -> u64 {
         unit.iter().map(|&i| self.tests[i].expected_ms).sum()
     }
 
@@ -264,8 +265,11 @@ impl Queue {
 
     /// Marks `tests` handed out as batch `batch` on `agent`.
     pub fn hand_out(&mut self, batch: Batch) {
-        for &i in &batch.tests {
-            self.tests[i].handouts += 1;
+        // A hedge's copy is not a hand-out: the original still holds them.
+        if batch.copy_of.is_none() {
+            for &i in &batch.tests {
+                self.tests[i].handouts += 1;
+            }
         }
         self.batches_made += 1;
         self.live.insert(batch.batch_id.clone(), batch);
@@ -288,10 +292,27 @@ impl Queue {
         let Some(batch) = self.live.get_mut(batch_id) else {
             return false;
         };
+        if batch.taken.remove(&i) {
+            // The other copy of a hedge pair reported it first.
+            self.stale_results += 1;
+            return false;
+        }
         if !batch.tests.contains(&i) || !batch.reported.insert(i) {
             return false;
         }
         let agent = batch.agent_id.clone();
+        let copy = batch.copy_of.is_some();
+        // First result wins: the other copy's, when it comes, is stale.
+        for other in self.live.values_mut() {
+            if other.batch_id != batch_id && other.tests.contains(&i) && other.reported.insert(i) {
+                other.taken.insert(i);
+            }
+        }
+        if copy {
+            if let Some(h) = self.hedges.iter_mut().find(|h| h.batch_id == batch_id) {
+                h.won_tests += 1;
+            }
+        }
         let t = &mut self.tests[i];
         if t.verdict.is_some() {
             // A hedged or duplicated run of a test that already ended.
@@ -348,6 +369,14 @@ impl Queue {
             if batch.reported.contains(&i) || t.verdict.is_some() {
                 continue;
             }
+            // The other copy of a hedge pair still runs it.
+            if self
+                .live
+                .values()
+                .any(|b| b.tests.contains(&i) && !b.reported.contains(&i))
+            {
+                continue;
+            }
             if t.handouts >= MAX_HANDOUTS {
                 t.verdict = Some(Verdict::Lost);
                 t.attempts.push(TestAttempt {
@@ -389,10 +418,13 @@ impl Queue {
     }
 
     /// Checks the queue's own invariants: every test without a verdict is
-    /// waiting or in exactly one live batch (unreported there), and none
-    /// with a verdict waits.
+    /// waiting or in one live batch (unreported there; two if they are the
+    /// copies of a hedge pair), none with a verdict waits, and each run of
+    /// a test counts once: no two of its runs come from one batch or from
+    /// the two copies of a hedge pair.
     pub fn check(&self) -> Result<(), String> {
         let mut seen = vec![0u32; self.tests.len()];
+        let mut held: Vec<Vec<&str>> = vec![Vec::new(); self.tests.len()];
         for u in &self.waiting {
             for &i in u {
                 seen[i] += 1;
@@ -404,19 +436,49 @@ impl Queue {
         for b in self.live.values() {
             for &i in &b.tests {
                 if !b.reported.contains(&i) && self.tests[i].verdict.is_none() {
-                    seen[i] += 1;
+                    held[i].push(&b.batch_id);
                 }
             }
         }
         for (i, t) in self.tests.iter().enumerate() {
-            match (t.verdict.is_some(), seen[i]) {
-                (true, 0) | (false, 1) => {}
-                (true, n) => {
+            let pair = |a: &str, b: &str| self.is_pair(a, b);
+            let live_ok = match held[i].as_slice() {
+                [] | [_] => true,
+                [a, b] => pair(a, b),
+                _ => false,
+            };
+            let n = seen[i] + held[i].len().min(1) as u32;
+            match (t.verdict.is_some(), n, live_ok) {
+                (true, 0, _) | (false, 1, true) => {}
+                (true, n, _) => {
                     return Err(format!("test {} has a verdict but waits {n} times", t.id))
                 }
-                (false, n) => return Err(format!("test {} is held {n} times", t.id)),
+                (false, _, _) => {
+                    return Err(format!(
+                        "test {} is held {} times (waiting {}, in batches {:?})",
+                        t.id, n, seen[i], held[i]
+                    ))
+                }
+            }
+            for (k, a) in t.attempts.iter().enumerate() {
+                if let Some(b) = t.attempts[..k]
+                    .iter()
+                    .find(|b| b.batch_id == a.batch_id || pair(&a.batch_id, &b.batch_id))
+                {
+                    return Err(format!(
+                        "test {} counted twice: from {} and {}",
+                        t.id, b.batch_id, a.batch_id
+                    ));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether batches `a` and `b` are a batch and its hedge.
+    pub fn is_pair(&self, a: &str, b: &str) -> bool {
+        self.hedges
+            .iter()
+            .any(|h| (h.batch_id == a && h.copy_of == b) || (h.batch_id == b && h.copy_of == a))
     }
 }

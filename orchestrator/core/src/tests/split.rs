@@ -249,6 +249,7 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
+    let mut hedges = 0;
     for seed in 0..seeds {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut sim = Sim::new();
@@ -334,6 +335,7 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
                 .collect::<Vec<_>>()
         );
         let q = &suite.splits[&0].queue;
+        hedges += q.hedges.len();
         assert_eq!(q.tests.len(), n, "seed {seed}");
         for t in &q.tests {
             let v = t
@@ -350,4 +352,67 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
             }
         }
     }
+    // Stragglers were hedged in some schedules, and every test still
+    // counted once (the invariants, checked after every step, say so).
+    assert!(seeds < 50 || hedges > 0, "no schedule hedged a batch");
+}
+
+#[test]
+fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
+    let mut sim = Sim::new();
+    sim.submit(plan(SPLIT));
+    sim.join("a", cap(1, 1000));
+    sim.join("b", cap(1, 1000));
+    let tests = ids(20);
+    let handed = batches(&collect(&mut sim, &tests));
+    assert_eq!(handed.len(), 2);
+    let (slow, quick) = (handed[0].clone(), handed[1].clone());
+    // The quick batch ends; nothing waits, and no hedge is worth it yet.
+    let cases = quick
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Passed, 50))
+        .collect();
+    assert!(batches(&finish(&mut sim, &quick, cases)).is_empty());
+    // The other overruns its plan: on a tick its copy goes to the idle agent.
+    sim.now += 5_000;
+    let copies = batches(&sim.step(Event::Tick));
+    assert_eq!(copies.len(), 1, "one hedge");
+    let copy = &copies[0];
+    assert_eq!(copy.agent, quick.agent);
+    let mut backwards = slow.tests.clone();
+    backwards.reverse();
+    assert_eq!(copy.tests, backwards, "the copy runs them backwards");
+    assert!(batches(&sim.step(Event::Tick)).is_empty(), "hedged once");
+    // The copy reports everything first: the original is cancelled, and
+    // its late results are stale.
+    let cases = copy
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Passed, 40))
+        .collect();
+    let out = finish(&mut sim, copy, cases);
+    let cancelled: Vec<&str> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cancel { cancel, .. } => Some(cancel.attempt_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled, [slow.batch.as_str()]);
+    assert_eq!(sim.state("unit"), TaskState::CompletedSuccess);
+    let late = slow
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Failed, 9))
+        .collect();
+    finish(&mut sim, &slow, late);
+    let q = &sim.s.suite().unwrap().splits[&0].queue;
+    assert!(q
+        .tests
+        .iter()
+        .all(|t| t.attempts.len() == 1 && t.verdict == Some(Verdict::Passed)));
+    assert_eq!(q.hedges.len(), 1);
+    assert_eq!(q.hedges[0].ended, Some("original_cancelled"));
+    assert_eq!(q.hedges[0].won_tests as usize, slow.tests.len());
 }

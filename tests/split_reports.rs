@@ -1,0 +1,213 @@
+//! Split pytest tasks through `orchestrator run`, as their reports show
+//! them: measured durations kept from one run to plan the next, a straggler
+//! hedged on the idle agent with each test counted once, and every test in
+//! report.json, junit.xml and report.html with its verdict, duration and
+//! attempt.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use testfleet_testkit::*;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A suite file for one split pytest task over `tests/` in `project`.
+fn suite(project: &Path) -> std::path::PathBuf {
+    let text = format!(
+        "templates:\n  pytest:\n    command: \"{} -m pytest\"\norchestrator:\n  task_definitions:\n    tests:\n      - id: unit\n        template: pytest\n        working_directory: {}\n        split: {{runner: pytest, paths: [\"tests/\"]}}\n",
+        python(),
+        project.display()
+    );
+    let file = project.join("suite.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn split(report: &Value) -> &Value {
+    &task(report, "unit")["split"]
+}
+
+/// The split task's test `name` (its id ends with it).
+fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
+    split(report)["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"].as_str().unwrap().ends_with(name))
+        .unwrap_or_else(|| panic!("no test {name}: {}", split(report)))
+}
+
+#[test]
+fn a_second_run_plans_from_the_first_runs_durations_and_check_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    let mut body = String::from("import time\ndef test_slow():\n    time.sleep(0.8)\n");
+    for i in 0..8 {
+        body.push_str(&format!("def test_fast_{i}():\n    pass\n"));
+    }
+    write(project, "tests/test_timed.py", &body);
+    let config = suite(project);
+    let cache = project.join("cache");
+    let cache_arg = cache.display().to_string();
+    let extra = ["--cache-dir", cache_arg.as_str()];
+
+    let check = |what: &str| {
+        let out = Command::new(orchestrator_bin())
+            .args(["check", config.to_str().unwrap(), "--cache-dir", &cache_arg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{what}: {}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = check("before any run");
+    assert!(
+        before.contains("history: none yet: the first run plans every test at 0.1 s"),
+        "{before}"
+    );
+
+    let (out, first) = run_suite(&config, 2, &project.join("r1"), &extra);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(split(&first)["planned_from_history"], 0, "{}", show(&out));
+    assert_eq!(test(&first, "test_slow")["expected_ms"], 100, "the default");
+    assert!(!cache.join("durations.redb").exists() || cache.is_dir());
+
+    let after = check("after one run");
+    assert!(
+        after.contains("history: 9 tests known")
+            && after.contains("longest tests/test_timed.py::test_slow 0.8"),
+        "{after}"
+    );
+
+    let (out, second) = run_suite(&config, 2, &project.join("r2"), &extra);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(split(&second)["planned_from_history"], 9, "{}", show(&out));
+    let slow = test(&second, "test_slow")["expected_ms"].as_u64().unwrap();
+    let measured = test(&first, "test_slow")["attempts"][0]["duration_ms"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(slow, measured, "planned at what the first run measured");
+    assert!(slow >= 800, "{slow}");
+    let fast = test(&second, "test_fast_3")["expected_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(fast < 100, "a pass is quicker than the default: {fast}");
+}
+
+#[test]
+fn a_straggler_is_hedged_on_the_idle_agent_and_every_test_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    // With no history every test is planned at 0.1 s: the slow one, first
+    // in the file, lands in the first batch with 14 others, and overruns
+    // it by far while the other agent has nothing left to do.
+    let mut body = String::from("import time\ndef test_00_slow():\n    time.sleep(5)\n");
+    for i in 1..21 {
+        body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.01)\n"));
+    }
+    write(project, "tests/test_tail.py", &body);
+    let config = suite(project);
+    let (out, report) = run_suite(&config, 2, &project.join("report"), &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let hedges = split(&report)["hedges"].as_array().unwrap();
+    assert_eq!(hedges.len(), 1, "{}", split(&report));
+    let h = &hedges[0];
+    assert_ne!(h["ended"], Value::Null, "{h}");
+    let original = h["copy_of"].as_str().unwrap();
+    let tests = split(&report)["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 21);
+    let mut from_copy = 0;
+    for t in tests {
+        let runs = t["attempts"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "counted once: {t}");
+        assert_eq!(t["verdict"], "passed", "{t}");
+        from_copy += usize::from(runs[0]["batch_id"] == h["batch_id"]);
+    }
+    assert_eq!(h["won_tests"], from_copy, "{h}");
+    // Which copy counts the slow test is a race: the original started it
+    // first, but in a runner it had to start (a cold resident runner),
+    // while the copy's agent reuses its warm one; on a loaded machine the
+    // copy can win. Either way the pair ends as the winner says: the
+    // runner keeps pytest's order, so whoever ends the slow test first
+    // reports the rest first too, and the other copy is cancelled.
+    let slow_from = &test(&report, "test_00_slow")["attempts"][0]["batch_id"];
+    if slow_from == original {
+        assert_eq!(h["ended"], "copy_cancelled", "{h}");
+    } else {
+        assert_eq!(slow_from, &h["batch_id"], "{h}");
+        assert_eq!(h["ended"], "original_cancelled", "{h}");
+        assert_eq!(h["won_tests"], h["tests"], "{h}");
+    }
+    assert_eq!(report["summary"]["total_tests"], 21);
+    assert_eq!(report["summary"]["tests_passed"], 21);
+}
+
+#[test]
+fn every_split_test_is_in_the_junit_and_the_html_with_its_verdict_and_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    let marker = project.join("failed-once");
+    write(
+        project,
+        "tests/test_mixed.py",
+        &format!(
+            "import os, pytest\ndef test_ok():\n    pass\n@pytest.mark.skip(reason='not today')\ndef test_skipped():\n    pass\ndef test_flaky():\n    if not os.path.exists({m:?}):\n        open({m:?}, 'w').close()\n        assert False, 'first run fails'\ndef test_broken():\n    assert 1 == 2\n@pytest.mark.parametrize('who', ['a b', 'c'])\ndef test_params(who):\n    pass\n",
+            m = marker.display().to_string()
+        ),
+    );
+    let config = suite(project);
+    let report_dir = project.join("report");
+    let (out, report) = run_suite(&config, 2, &report_dir, &[]);
+    assert!(
+        !out.status.success(),
+        "a failing test fails it: {}",
+        show(&out)
+    );
+    assert_eq!(test(&report, "test_flaky")["verdict"], "flaky");
+    assert_eq!(test(&report, "test_flaky")["attempts"][1]["attempt"], 2);
+    assert_eq!(test(&report, "test_broken")["verdict"], "failed");
+
+    let junit = std::fs::read_to_string(report_dir.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains(
+            r#"<testsuite name="unit/split" tests="6" failures="1" errors="0" skipped="1""#
+        ),
+        "{junit}"
+    );
+    for (name, inside) in [
+        ("test_ok", r#"<property name="verdict" value="passed"/>"#),
+        ("test_skipped", "<skipped"),
+        ("test_flaky", "<flakyFailure"),
+        ("test_broken", "<failure"),
+        (
+            "test_params[a b]",
+            r#"<property name="attempt" value="1"/>"#,
+        ),
+    ] {
+        let start = junit
+            .find(&format!(r#"classname="tests.test_mixed" name="{name}""#))
+            .unwrap_or_else(|| panic!("no testcase {name} in {junit}"));
+        let case = &junit[start..start + junit[start..].find("</testcase>").unwrap()];
+        assert!(case.contains(inside), "{name}: {case}");
+        assert!(case.contains(" time=\""), "{case}");
+    }
+    let flaky_case = &junit[junit.find(r#"name="test_flaky""#).unwrap()..];
+    assert!(
+        flaky_case.contains(r#"<property name="attempt" value="2"/>"#),
+        "the counted run is the second: {flaky_case}"
+    );
+
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    for name in ["test_ok", "test_skipped", "test_broken", "test_params[a b]"] {
+        assert!(
+            html.contains(&format!("<code>{name}</code>")),
+            "{name} in report.html"
+        );
+    }
+    assert!(html.contains("r-flaky"), "the flaky test shows as flaky");
+    assert!(html.contains("attempt 2"), "with the attempt that counted");
+}

@@ -4,11 +4,10 @@
 //! orchestrator mints) and stop them after.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testfleet::local_agent::LocalAgent;
 use testfleet_testkit::*;
 
 /// The seed's suite (sleeps for commands) with `agent_pool` set to `pool`.
@@ -31,25 +30,7 @@ fn seed_suite(pool: &str, max_agents: u32) -> String {
 
 /// An agent process on this host offering `cpu` cores and `memory_mb`.
 fn agent(endpoint: &str, id: &str, dir: &Path, cpu: f64, memory_mb: u64) -> Proc {
-    let args = LocalAgent {
-        endpoint,
-        agent_id: id,
-        dir,
-        cpu_cores: cpu,
-        memory_mb,
-    }
-    .args();
-    let child = Command::new(agent_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start an agent");
-    Proc {
-        child,
-        name: id.into(),
-    }
+    start_agent_sized(endpoint, id, dir, cpu, memory_mb, &[])
 }
 
 fn task_status<'a>(status: &'a Value, id: &str) -> &'a Value {

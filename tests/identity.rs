@@ -6,7 +6,7 @@
 //! rotated on SIGHUP, both without a restart.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use testfleet::proto::control_client::ControlClient;
@@ -29,35 +29,6 @@ fn suite(dir: &Path, pki: &Pki, crl: bool) -> std::path::PathBuf {
     let plain = dir.join("plain.yaml");
     std::fs::write(&plain, LONG).unwrap();
     pki.suite_with_tls(&plain, &dir.join("suite.yaml"), crl)
-}
-
-fn tls_agent(server: &Server, pki: &Pki, who: &str, dir: &Path) -> Proc {
-    let child = Command::new(agent_bin())
-        .args(["--orchestrator-endpoint", &https_endpoint(server)])
-        .args(["--cpu-cores", "4", "--memory-mb", "8192"])
-        .args(pki.flags(who))
-        .arg("--workdir")
-        .arg(dir.join(who))
-        .arg("--log-file")
-        .arg(dir.join(format!("{who}.log")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        name: who.into(),
-    }
-}
-
-fn admin(server: &Server, pki: &Pki, args: &[&str]) -> Output {
-    Command::new(orchestrator_bin())
-        .args(args)
-        .args(["--endpoint", &https_endpoint(server)])
-        .args(pki.flags("admin"))
-        .output()
-        .unwrap()
 }
 
 async fn status(server: &Server, ca: &str, who: &Issued) -> Result<proto::SuiteStatus, String> {
@@ -101,7 +72,7 @@ async fn a_second_stream_for_a_connected_agent_is_refused_and_takes_nothing() {
     let pki = Pki::init(&dir.path().join("certs"));
     let server = Server::start_with(&suite(dir.path(), &pki, false), dir.path(), false);
     let agent = tls_agent(&server, &pki, "agent_001", dir.path());
-    let started = admin(&server, &pki, &["submit"]);
+    let started = tls_admin(&server, &pki, &["submit"]);
     assert!(started.status.success(), "{}", show(&started));
     let (ca, boss) = (pki.read("ca.pem"), pki.issued("admin"));
     let mut before = None;

@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testfleet::tls::Issued;
@@ -46,23 +45,7 @@ fn free_port() -> u16 {
 /// `orchestrator serve ARGS --config CONFIG`, its stderr in `dir/serve.log`.
 fn serve(dir: &Path, config: &Path, args: &[&str]) -> (Proc, PathBuf) {
     let log = dir.join("serve.log");
-    let child = Command::new(orchestrator_bin())
-        .arg("serve")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let proc = Proc {
-        child,
-        name: "orchestrator".into(),
-    };
+    let proc = serve_logged(dir, config, args, &log);
     (proc, log)
 }
 

@@ -2,8 +2,8 @@
 //! every refusal the issue names is refused (and changes nothing), and
 //! grpcurl works with certificates and fails without.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,101 +13,18 @@ use testfleet::tls::{DevCa, Role};
 use testfleet_testkit::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn init(dir: &Path) -> Pki {
-        let out = Command::new(orchestrator_bin())
-            .args(["certs", "init", "--agents", "3", "--out"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", show(&out));
-        Pki {
-            dir: dir.to_path_buf(),
-        }
-    }
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-    fn flags(&self, who: &str) -> Vec<String> {
-        vec![
-            "--ca".into(),
-            self.path("ca.pem"),
-            "--cert".into(),
-            self.path(&format!("{who}.pem")),
-            "--key".into(),
-            self.path(&format!("{who}.key")),
-        ]
-    }
-}
-
-/// The suite config with a `tls:` section pointing at the PKI.
-fn with_tls(config: &Path, pki: &Pki, out: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(config).unwrap();
-    let body = format!(
-        "tls: {{ca: {}, cert: {}, key: {}}}\n{text}",
-        pki.path("ca.pem"),
-        pki.path("server.pem"),
-        pki.path("server.key")
-    );
-    std::fs::write(out, body).unwrap();
-    out.to_path_buf()
-}
-
-fn https(server: &Server) -> String {
-    format!("https://localhost:{}", server.addr.port())
-}
-
-fn tls_agent(server: &Server, pki: &Pki, who: &str, dir: &Path) -> Proc {
-    let child = Command::new(agent_bin())
-        .args([
-            "--orchestrator-endpoint",
-            &https(server),
-            "--cpu-cores",
-            "4",
-            "--memory-mb",
-            "8192",
-        ])
-        .args(pki.flags(who))
-        .arg("--workdir")
-        .arg(dir.join(who))
-        .arg("--log-file")
-        .arg(dir.join(format!("{who}.log")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        name: who.into(),
-    }
-}
-
-fn admin(server: &Server, pki: &Pki, args: &[&str]) -> Output {
-    Command::new(orchestrator_bin())
-        .args(args)
-        .args(["--endpoint", &https(server)])
-        .args(pki.flags("admin"))
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn the_cashcow_suite_runs_over_mtls_on_three_agents() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(&dir.path().join("certs"));
     // The suite's own directory, so its relative paths still resolve.
-    let config = with_tls(
+    let config = pki.suite_with_tls(
         &repo_root().join("examples/cashcow/orchestrator_config.yaml"),
-        &pki,
         &repo_root().join(format!(
             "examples/cashcow/.mtls-test-{}.yaml",
             std::process::id()
         )),
+        false,
     );
     struct Remove(PathBuf);
     impl Drop for Remove {
@@ -122,16 +39,17 @@ fn the_cashcow_suite_runs_over_mtls_on_three_agents() {
         .map(|a| tls_agent(&server, &pki, a, dir.path()))
         .collect();
     wait_for("three agents over mTLS", Duration::from_secs(20), || {
-        let out = admin(&server, &pki, &["agents"]);
+        let out = tls_admin(&server, &pki, &["agents"]);
         (String::from_utf8_lossy(&out.stdout)
             .matches(" connected ")
             .count()
             == 3)
             .then_some(())
     });
-    let run = admin(&server, &pki, &["submit", "--wait"]);
+    let run = tls_admin(&server, &pki, &["submit", "--wait"]);
     assert!(run.status.success(), "{}", show(&run));
-    let report: Value = serde_json::from_slice(&admin(&server, &pki, &["report"]).stdout).unwrap();
+    let report: Value =
+        serde_json::from_slice(&tls_admin(&server, &pki, &["report"]).stdout).unwrap();
     assert_eq!(report["status"], "completed");
     assert_eq!(report["summary"]["completed_success"], 12);
     let ids: Vec<&str> = report["agents"]
@@ -158,7 +76,7 @@ async fn channel(
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    Endpoint::from_shared(https(server))
+    Endpoint::from_shared(https_endpoint(server))
         .unwrap()
         .tls_config(tls)?
         .connect()
@@ -180,17 +98,17 @@ async fn status(
 async fn every_unauthorised_peer_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(&dir.path().join("certs"));
-    let config = with_tls(
+    let config = pki.suite_with_tls(
         &fixture("long_task.yaml"),
-        &pki,
         &dir.path().join("suite.yaml"),
+        false,
     );
     let server = Server::start_with(&config, dir.path(), false);
     let _a = tls_agent(&server, &pki, "agent_001", dir.path());
     let read = |name: &str| std::fs::read_to_string(pki.dir.join(name)).unwrap();
     let ca = read("ca.pem");
     let admin_id = (read("admin.pem"), read("admin.key"));
-    let started = admin(&server, &pki, &["submit"]);
+    let started = tls_admin(&server, &pki, &["submit"]);
     assert!(started.status.success(), "{}", show(&started));
     let before = wait_for("SLEEPY to run", Duration::from_secs(10), || {
         let s = futures::executor::block_on(status(futures::executor::block_on(channel(
@@ -296,20 +214,20 @@ async fn every_unauthorised_peer_is_refused_and_changes_nothing() {
 fn grpcurl_works_with_certificates_and_fails_without() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(&dir.path().join("certs"));
-    let config = with_tls(
+    let config = pki.suite_with_tls(
         &fixture("long_task.yaml"),
-        &pki,
         &dir.path().join("suite.yaml"),
+        false,
     );
     let server = Server::start_with(&config, dir.path(), false);
     let addr = format!("localhost:{}", server.addr.port());
     let certs = [
         "-cacert".to_string(),
-        pki.path("ca.pem"),
+        pki.path_str("ca.pem"),
         "-cert".into(),
-        pki.path("admin.pem"),
+        pki.path_str("admin.pem"),
         "-key".into(),
-        pki.path("admin.key"),
+        pki.path_str("admin.key"),
     ];
     let grpcurl = |args: &[&str]| {
         let out = Command::new("grpcurl")
@@ -342,7 +260,7 @@ fn grpcurl_works_with_certificates_and_fails_without() {
     assert!(ok && h.contains("SERVING"), "{h}");
     let (ok, st) = with(&["testfleet.v1.Control/GetStatus"]);
     assert!(ok && st.contains("\"status\": \"idle\""), "{st}");
-    let (ok, out) = grpcurl(&["-cacert", &pki.path("ca.pem"), &addr, "list"]);
+    let (ok, out) = grpcurl(&["-cacert", &pki.path_str("ca.pem"), &addr, "list"]);
     assert!(!ok, "without a client certificate grpcurl must fail: {out}");
 
     // An agent with a certificate from another CA says so in a sentence.
@@ -350,15 +268,15 @@ fn grpcurl_works_with_certificates_and_fails_without() {
     let mut agent = Command::new(agent_bin())
         .args([
             "--orchestrator-endpoint",
-            &https(&server),
+            &https_endpoint(&server),
             "--ca",
-            &pki.path("ca.pem"),
+            &pki.path_str("ca.pem"),
         ])
         .args([
             "--cert",
-            &stranger.path("agent_001.pem"),
+            &stranger.path_str("agent_001.pem"),
             "--key",
-            &stranger.path("agent_001.key"),
+            &stranger.path_str("agent_001.key"),
         ])
         .arg("--workdir")
         .arg(dir.path().join("stranger"))

@@ -4,7 +4,7 @@
 //! says so too.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use testfleet_testkit::*;
@@ -14,23 +14,7 @@ fn serve(dir: &Path, args: &[&str]) -> (Proc, PathBuf) {
         "serve-{}.log",
         args.join("_").replace([':', '/'], "-")
     ));
-    let child = Command::new(orchestrator_bin())
-        .arg("serve")
-        .args(args)
-        .arg("--config")
-        .arg(fixture("long_task.yaml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let proc = Proc {
-        child,
-        name: "orchestrator".into(),
-    };
+    let proc = serve_logged(dir, &fixture("long_task.yaml"), args, &log);
     (proc, log)
 }
 

@@ -14,12 +14,24 @@ use crate::{agent_bin, poll_until, Proc};
 /// `dir`, started with the command line `orchestrator run` gives its local
 /// agents, and `extra` arguments.
 pub fn start_agent(endpoint: &str, id: &str, dir: &Path, extra: &[&str]) -> Proc {
+    start_agent_sized(endpoint, id, dir, 4.0, 8192, extra)
+}
+
+/// An agent process offering `cpu_cores` and `memory_mb`, quiet.
+pub fn start_agent_sized(
+    endpoint: &str,
+    id: &str,
+    dir: &Path,
+    cpu_cores: f64,
+    memory_mb: u64,
+    extra: &[&str],
+) -> Proc {
     let args = LocalAgent {
         endpoint,
         agent_id: id,
         dir,
-        cpu_cores: 4.0,
-        memory_mb: 8192,
+        cpu_cores,
+        memory_mb,
     }
     .args();
     let child = Command::new(agent_bin())

@@ -319,3 +319,26 @@ fn listening(
     }
     Ok((addr.expect("set above"), metrics_addr.expect("set above")))
 }
+
+/// `orchestrator serve ARGS --config CONFIG --data-dir DIR/data` as a bare
+/// process (no readiness wait: for tests of how `serve` starts or refuses
+/// to), its stderr at INFO in `log`.
+pub fn serve_logged(dir: &Path, config: &Path, args: &[&str], log: &Path) -> Proc {
+    let child = Command::new(orchestrator_bin())
+        .arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("create the serve log"))
+        .spawn()
+        .expect("start orchestrator serve");
+    Proc {
+        child,
+        name: "orchestrator".into(),
+    }
+}

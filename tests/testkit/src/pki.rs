@@ -3,12 +3,12 @@
 //! file pointing at them, and gRPC channels presenting any of them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 use testfleet::tls::{DevCa, Issued, Role};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::{orchestrator_bin, Server};
+use crate::{agent_bin, orchestrator_bin, Proc, Server};
 
 pub struct Pki {
     pub dir: PathBuf,
@@ -34,6 +34,11 @@ impl Pki {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// `path`, as a command-line argument.
+    pub fn path_str(&self, name: &str) -> String {
+        self.path(name).display().to_string()
     }
 
     pub fn read(&self, name: &str) -> String {
@@ -91,6 +96,39 @@ impl Pki {
 /// `https://localhost:PORT` of the server's API.
 pub fn https_endpoint(server: &Server) -> String {
     format!("https://localhost:{}", server.addr.port())
+}
+
+/// An agent (4 cores, 8 GB) dialling the server over mTLS as `who`, with
+/// its workdir and log under `dir`.
+pub fn tls_agent(server: &Server, pki: &Pki, who: &str, dir: &Path) -> Proc {
+    let child = Command::new(agent_bin())
+        .args(["--orchestrator-endpoint", &https_endpoint(server)])
+        .args(["--cpu-cores", "4", "--memory-mb", "8192"])
+        .args(pki.flags(who))
+        .arg("--workdir")
+        .arg(dir.join(who))
+        .arg("--log-file")
+        .arg(dir.join(format!("{who}.log")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start an agent");
+    Proc {
+        child,
+        name: who.into(),
+    }
+}
+
+/// An `orchestrator` client command against the server with the admin
+/// certificate.
+pub fn tls_admin(server: &Server, pki: &Pki, args: &[&str]) -> Output {
+    Command::new(orchestrator_bin())
+        .args(args)
+        .args(["--endpoint", &https_endpoint(server)])
+        .args(pki.flags("admin"))
+        .output()
+        .expect("run the orchestrator client")
 }
 
 /// A channel to the server's API over mTLS: trusting `ca_pem`, presenting

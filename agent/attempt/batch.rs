@@ -5,7 +5,6 @@
 //! batch well goes back to the pool for the next; one that dies under a
 //! test names it (`Outcome::runner_gone`) and is not used again.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TraceContextExt;
@@ -16,7 +15,6 @@ use testfleet::time::now_millis;
 use super::layout::{task_env, Attempt};
 use super::watch::{disk_mb, push_tail, send_progress, Outcome, OutputLog, Probe};
 use super::{Cancel, Context, Tweaks};
-use crate::parsers::progress;
 use crate::sampler::Usage;
 use crate::split::resident::{self, Runner, Said};
 use crate::split::Resident;
@@ -67,18 +65,7 @@ pub(super) async fn run(
     let paths = crate::split::paths(&ctx.workdir, &at.a.attempt_id);
     let log = OutputLog::create(at.output_log()).await?;
     let probe = Probe::new(runner.pgid, at.dir.clone());
-    let mut o = Outcome {
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        memory_exceeded: false,
-        cancelled: None,
-        observed: progress::Observed::default(),
-        peak: Usage::default(),
-        tail: VecDeque::new(),
-        end_ms: 0,
-        runner_gone: false,
-    };
+    let mut o = Outcome::default();
     let mut usage = Usage::default();
     let mut disk: u64;
     let mut asked = false;

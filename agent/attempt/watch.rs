@@ -29,7 +29,8 @@ const LINE_PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// Output lines kept for classification.
 const TAIL_LINES: usize = 200;
 
-/// How one run of the command ended.
+/// How one run of the command ended (`default()`: it has not yet).
+#[derive(Default)]
 pub(super) struct Outcome {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
@@ -81,18 +82,7 @@ pub(super) async fn run_command(
         pgid,
         log: OutputLog::create(at.output_log()).await?,
         probe: Probe::new(pgid, at.dir.clone()),
-        o: Outcome {
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            memory_exceeded: false,
-            cancelled: None,
-            observed: progress::Observed::default(),
-            peak: Usage::default(),
-            tail: VecDeque::new(),
-            end_ms: 0,
-            runner_gone: false,
-        },
+        o: Outcome::default(),
         usage: Usage::default(),
         disk_mb: disk_mb(&at.dir).await,
         killer: None,

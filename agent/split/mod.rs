@@ -106,17 +106,6 @@ pub async fn prepare(
     let ids: String = spec.tests.iter().map(|t| format!("{t}\n")).collect();
     tokio::fs::write(&p.tests, ids).await?;
     let exec = a.execution.get_or_insert_with(Default::default);
-    let quoted = |words: &[String]| -> String {
-        words
-            .iter()
-            .map(|w| {
-                shlex::try_quote(w)
-                    .map(|q| q.into_owned())
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let collecting = spec.tests.is_empty();
     let mut resident = resident;
     let command = match spec.runner.as_str() {
@@ -139,14 +128,14 @@ pub async fn prepare(
                 format!(
                     "{} -p testfleet_runner --collect-only -q {}",
                     exec.command,
-                    quoted(&spec.paths)
+                    runners::quoted(&spec.paths)
                 )
             } else {
                 if let Some(r) = resident.as_mut() {
                     r.command = format!(
                         "{} -p testfleet_runner {}",
                         exec.command,
-                        quoted(&spec.paths)
+                        runners::quoted(&spec.paths)
                     );
                 }
                 exec.env.insert(
@@ -160,7 +149,7 @@ pub async fn prepare(
                 format!(
                     "{} -p testfleet_runner {}",
                     exec.command,
-                    quoted(&batch_files(&spec))
+                    runners::quoted(&batch_files(&spec))
                 )
             }
         }

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 
 use testfleet::proto;
 
-fn quoted(words: &[String]) -> String {
+/// Words as one shell command line, each quoted as it needs.
+pub(super) fn quoted(words: &[String]) -> String {
     words
         .iter()
         .map(|w| {

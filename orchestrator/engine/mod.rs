@@ -9,6 +9,7 @@ mod durable;
 mod log_lines;
 mod reports;
 mod streams;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use log_lines::{log_assignment, log_completion, log_pool};
 use reports::Reports;
 use streams::{tell_refused, Streams};
 use testfleet_core::{Action, Event, Notice, Reply, Scheduler, SuiteState};
+use webhooks::{send_webhook, webhook_key};
 
 pub type AgentSender = mpsc::Sender<Result<OrchestratorMessage, Status>>;
 type Query = Box<dyn FnOnce(&Scheduler) + Send>;
@@ -481,34 +483,6 @@ fn result_ack(event: &Event) -> Option<(String, proto::ResultAck)> {
         message_id: message_id.clone(),
     };
     Some((agent_id.clone(), ack))
-}
-
-/// The idempotency key of an escalation's webhook delivery.
-fn webhook_key(report: &testfleet_core::escalation::EscalationReport) -> WebhookKey {
-    WebhookKey {
-        suite_id: report.system_state.suite_id.clone(),
-        escalation_id: report.escalation_id.clone(),
-    }
-}
-
-/// Posts `report` to the webhook off the scheduler's task (a slow or dead
-/// webhook must not stall it); the loop hears when it was accepted.
-fn send_webhook(
-    to_self: &mpsc::UnboundedSender<Input>,
-    url: String,
-    report: testfleet_core::escalation::EscalationReport,
-) {
-    let key = webhook_key(&report);
-    let told = to_self.clone();
-    let idempotency_key = key.idempotency_key();
-    tokio::spawn(crate::output::webhook::deliver(
-        url,
-        report,
-        idempotency_key,
-        move || {
-            let _ = told.send(Input::Delivered(key));
-        },
-    ));
 }
 
 /// Carries out one action of the event logged as `seq`.

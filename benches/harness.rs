@@ -15,6 +15,7 @@ mod detection;
 mod heartbeats;
 mod makespan;
 mod simulated_fleet;
+mod split_scaling;
 mod suites;
 mod throughput;
 mod virtual_time;
@@ -91,6 +92,24 @@ enum Workload {
         #[arg(long, default_value_t = 3)]
         agent_timeout: u64,
     },
+    /// A split pytest task whose tests take a real suite's measured
+    /// durations (benches/profiles/), in virtual time: makespan over
+    /// max(longest, total / agents), first run and second, and the speedup
+    /// over one agent, over `seeds` orderings.
+    SplitScaling {
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        #[arg(long, default_value = "dateutil")]
+        profile: String,
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// The profile's durations are scaled to take this long in all.
+        #[arg(long, default_value_t = 900.0)]
+        total_seconds: f64,
+        /// Every k-th test of the profile, about this many (default: all).
+        #[arg(long)]
+        tests: Option<usize>,
+    },
     /// All of the above, tiny, so CI keeps the harness working.
     Smoke,
 }
@@ -118,6 +137,13 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
             trials,
             agent_timeout,
         } => detection::detection(trials, agent_timeout).await,
+        Workload::SplitScaling {
+            agents,
+            profile,
+            seeds,
+            total_seconds,
+            tests,
+        } => split_scaling::split_scaling(&profile, agents, seeds, total_seconds, tests),
         Workload::Smoke => {
             let tiny = [
                 Workload::Throughput {

@@ -37,3 +37,33 @@ fn the_benchmark_harness_runs_every_workload() {
         assert!(value.is_finite() && value > 0.0, "{line}");
     }
 }
+
+#[test]
+fn the_split_scaling_benchmark_runs_a_profile_on_a_few_agents() {
+    let out = Command::new(bench_bin())
+        .args(["split-scaling", "--agents", "4", "--seeds", "2"])
+        .args(["--tests", "200", "--total-seconds", "60"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |name: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let tag = "split_scaling_dateutil_4_agents";
+    for run in ["first_run", "second_run"] {
+        // No schedule beats the bound, nor one agent by more than 4x.
+        let over = value(&format!("{tag}_{run}_over_bound_max"));
+        assert!(over >= 1.0 && over.is_finite(), "{run}: {over}");
+        let speedup = value(&format!("{tag}_{run}_speedup_median"));
+        assert!(speedup > 1.0 && speedup <= 4.0, "{run}: {speedup}");
+    }
+}

@@ -138,10 +138,11 @@ pub(crate) fn dbg(v: &impl std::fmt::Debug) -> String {
 /// `PoolRecord::decision` is a `&'static str`, so a snapshot's text is
 /// mapped back onto these; a decision missing here fails the snapshot's
 /// decoding, so the snapshot fails its check and nothing is compacted.
-const POOL_DECISIONS: [&str; 8] = [
+const POOL_DECISIONS: [&str; 9] = [
     "provision",
     "started",
     "joined",
+    "lost",
     "provision_failed",
     "stop",
     "unplaceable",

@@ -505,6 +505,8 @@ async fn serve(
             refuse_remote_plaintext(metrics, "metrics")?;
         }
     }
+    // Local pool agents send their traces where this process does.
+    let agent_otlp = testfleet::telemetry::endpoint(config.telemetry.otlp_endpoint.as_deref());
     let running = server::start(server::ServeOptions {
         tls,
         config: Arc::new(config),
@@ -520,11 +522,15 @@ async fn serve(
                     config_text: std::fs::read_to_string(config_path)
                         .with_context(|| format!("reading {}", config_path.display()))?,
                     fresh_unless_running: false,
+                    local_run: None,
                 })
             })
             .transpose()?,
         limits: listen.limits,
-        pool_dir: data_dir.join("pool"),
+        pool: pool::Options {
+            otlp: agent_otlp,
+            ..pool::Options::under(data_dir.join("pool"))
+        },
         tls_ca,
         durations_dir: Some(data_dir.clone()),
     })

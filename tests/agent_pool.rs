@@ -432,7 +432,7 @@ fn target_duration_grows_the_pool_to_what_the_timing_history_says_the_suite_need
                 .to_string()
         })
         .collect();
-    assert!(ran_on.len() >= 3, "{ran_on:?}");
+    assert!(ran_on.len() >= 3, "{ran_on:?}\n{summary}");
     assert!(
         watched.contains("pool: target: 8 s left of target_duration 8 s"),
         "watch shows the decision:\n{watched}"

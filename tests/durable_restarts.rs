@@ -267,3 +267,101 @@ fn an_escalation_the_webhook_had_not_accepted_is_sent_again_after_a_restart_with
     let third = hook.recv_timeout(Duration::from_secs(1));
     assert!(third.is_err(), "accepted once, sent no more: {third:?}");
 }
+
+/// A: quick; B (after A): waits for `go`; C (after B): quick. Each run of a
+/// task appends its name to `ran`.
+const WAIT_FOR_GO: &str = r#"
+templates:
+  quick: {command: "echo {task_id} >> {config_dir}/ran"}
+  waits:
+    command: "echo {task_id} >> {config_dir}/ran; touch {config_dir}/started; i=0; while [ ! -e {config_dir}/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+orchestrator:
+  name: resumed
+  task_definitions:
+    u:
+      - {id: A, template: quick}
+      - {id: B, template: waits, dependencies: [A]}
+      - {id: C, template: quick, dependencies: [B]}
+"#;
+
+fn spawn_run(dir: &std::path::Path, log: &str) -> Proc {
+    let child = std::process::Command::new(orchestrator_bin())
+        .current_dir(dir)
+        .args(["run", "suite.yaml", "--local-agents", "2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{log}.out"))).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{log}.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        name: format!("orchestrator run ({log})"),
+    }
+}
+
+#[test]
+fn a_run_killed_mid_suite_resumes_on_the_same_agents_and_runs_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(dir.join("suite.yaml"), WAIT_FOR_GO).unwrap();
+    let cache = dir.join(".testfleet-cache").display().to_string();
+
+    let mut first = spawn_run(dir, "first");
+    wait_for("B to start", Duration::from_secs(90), || {
+        dir.join("started").exists().then_some(())
+    });
+    let agents = processes_with_arg(&cache);
+    assert_eq!(agents.len(), 2, "two local agents: {agents:?}");
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(10));
+    // They run with --exit-with-parent: none outlives the run.
+    wait_for(
+        "the killed run's agents to end",
+        Duration::from_secs(15),
+        || agents.iter().all(|p| process_gone(*p)).then_some(()),
+    );
+
+    std::fs::write(dir.join("go"), "").unwrap();
+    let mut second = spawn_run(dir, "second");
+    let status = second.wait_exit(Duration::from_secs(120));
+    let err = std::fs::read_to_string(dir.join("second.err")).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("resuming suite"), "{err}");
+    let ran = std::fs::read_to_string(dir.join("ran")).unwrap();
+    assert_eq!(
+        ran.lines().collect::<Vec<_>>(),
+        ["A", "B", "B", "C"],
+        "A, done before the kill, did not run again"
+    );
+
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("testfleet-report/report.json")).unwrap(),
+    )
+    .unwrap();
+    let by_task = attempts_by_task(&report);
+    assert_eq!(by_task["A"].len(), 1, "{by_task:?}");
+    assert_eq!(
+        by_task["B"].len(),
+        2,
+        "the lost attempt and its rerun: {:#}",
+        task(&report, "B")
+    );
+    assert_eq!(by_task["C"].len(), 1, "{by_task:?}");
+    // The same two agents were started again, and found their workdirs.
+    let provisioned: BTreeSet<&str> = report["pool"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["decision"] == "provision")
+        .map(|d| d["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        provisioned,
+        BTreeSet::from(["agent_001", "agent_002"]),
+        "{report:#}"
+    );
+    assert!(
+        processes_with_arg(&cache).is_empty(),
+        "no agent outlives the run"
+    );
+}

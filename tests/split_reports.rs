@@ -114,31 +114,38 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_every_test_counts_once() {
     let (out, report) = run_suite(&config, 2, &project.join("report"), &[]);
     assert!(out.status.success(), "{}", show(&out));
     let hedges = split(&report)["hedges"].as_array().unwrap();
-    assert_eq!(hedges.len(), 1, "{}", split(&report));
-    let h = &hedges[0];
-    assert_ne!(h["ended"], Value::Null, "{h}");
-    let original = h["copy_of"].as_str().unwrap();
     let tests = split(&report)["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 21);
-    let mut from_copy = 0;
     for t in tests {
         let runs = t["attempts"].as_array().unwrap();
         assert_eq!(runs.len(), 1, "counted once: {t}");
         assert_eq!(t["verdict"], "passed", "{t}");
-        from_copy += usize::from(runs[0]["batch_id"] == h["batch_id"]);
     }
-    assert_eq!(h["won_tests"], from_copy, "{h}");
-    // Which copy counts the slow test is a race: the original started it
-    // first, but in a runner it had to start (a cold resident runner),
-    // while the copy's agent reuses its warm one; on a loaded machine the
-    // copy can win. Either way the pair ends as the winner says: the
-    // runner keeps pytest's order, so whoever ends the slow test first
-    // reports the rest first too, and the other copy is cancelled.
+    // On a loaded machine a second batch can overrun too and be hedged
+    // after the first pair ends: every pair must end, and count what it won.
+    for h in hedges {
+        assert_ne!(h["ended"], Value::Null, "{h}");
+        let from_copy = tests
+            .iter()
+            .filter(|t| t["attempts"][0]["batch_id"] == h["batch_id"])
+            .count();
+        assert_eq!(h["won_tests"], from_copy, "{h}");
+    }
+    // The slow test's batch was hedged. Which copy counts the slow test is
+    // a race: the original started it first, but in a runner it had to
+    // start (a cold resident runner), while the copy's agent reuses its
+    // warm one; on a loaded machine the copy can win. Either way the pair
+    // ends as the winner says: the runner keeps pytest's order, so whoever
+    // ends the slow test first reports the rest first too, and the other
+    // copy is cancelled.
     let slow_from = &test(&report, "test_00_slow")["attempts"][0]["batch_id"];
-    if slow_from == original {
+    let h = hedges
+        .iter()
+        .find(|h| &h["copy_of"] == slow_from || &h["batch_id"] == slow_from)
+        .unwrap_or_else(|| panic!("the slow test's batch {slow_from} was hedged: {hedges:?}"));
+    if &h["copy_of"] == slow_from {
         assert_eq!(h["ended"], "copy_cancelled", "{h}");
     } else {
-        assert_eq!(slow_from, &h["batch_id"], "{h}");
         assert_eq!(h["ended"], "original_cancelled", "{h}");
         assert_eq!(h["won_tests"], h["tests"], "{h}");
     }

@@ -114,11 +114,13 @@ fn an_agent_killed_mid_batch_loses_no_test_and_counts_none_twice() {
     // The killed agent's reported tests stayed its; the rest went to the other.
     let agents: HashSet<&str> = tests.iter().map(|t| t.2[0].1.as_str()).collect();
     assert_eq!(agents.len(), 2, "{tests:?}");
-    let lost = report["agents"]
+    // The pool saw it go (and, keeping --local-agents, may have started it
+    // again under its name).
+    let lost = report["pool"]["decisions"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["connected"] == false)
+        .filter(|d| d["decision"] == "lost")
         .count();
     assert_eq!(lost, 1, "one agent was killed: {}", show(&out));
     assert_eq!(

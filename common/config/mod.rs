@@ -9,6 +9,7 @@ mod alerts;
 pub mod defaults;
 mod duration;
 pub mod ids;
+mod local_run;
 mod locate;
 mod names;
 mod nesting;
@@ -29,16 +30,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use alerts::*;
 pub use duration::Seconds;
+pub use local_run::{LocalRun, LOCAL_AGENT_PREFIX};
 pub use plan::{
     Phase, PhaseStrategy, PlannedTask, ResolvedExecution, ResourceSpec, SplitSpec, SuitePlan,
     TaskKind,
 };
 pub use pool::{
-    AgentPool, CommandProvisioner, DockerProvisioner, LocalProvisioner, PoolPlan, Provisioner,
+    AgentPool, CommandProvisioner, DockerProvisioner, FleetTotals, LocalProvisioner, PoolPlan,
+    Provisioner, POOL_AGENT_PREFIX,
 };
 pub use tasks::*;
 pub use tls_files::TlsFiles;
@@ -98,6 +101,10 @@ pub struct SuiteConfig {
     /// `StorageConfig`.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Set by `orchestrator run`, never read from the file: its
+    /// `--local-agents` fleet and `--scheduling`, which `plan` applies.
+    #[serde(skip)]
+    pub local_run: Option<LocalRun>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -309,7 +316,7 @@ impl ProgressParser {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SchedulingMode {
     #[default]

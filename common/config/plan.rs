@@ -291,7 +291,11 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             .collect();
     }
 
-    let mode = config.scheduling;
+    let mode = config
+        .local_run
+        .as_ref()
+        .and_then(|r| r.scheduling)
+        .unwrap_or(config.scheduling);
     let phases = build_phases(config, &index);
     if mode == SchedulingMode::Phased {
         add_phase_gates(&mut tasks, &phases);
@@ -332,6 +336,18 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             .total_cpu_cores
             .map(|c| (c * 1000.0).round() as u64),
     };
+    let mut pool = config.agent_pool.plan(
+        config.agent_limits.max_agents,
+        config_dir,
+        config.tls.as_ref().map(|t| t.ca.as_path()),
+    );
+    pool.fleet_totals = super::FleetTotals {
+        cpu_millis: limits.total_cpu_millis,
+        memory_mb: limits.total_memory_mb,
+    };
+    if let Some(run) = &config.local_run {
+        pool = run.pool(pool);
+    }
     SuitePlan {
         name: config.orchestrator.name.clone(),
         orchestrator_id: config.orchestrator.name.clone(),
@@ -357,12 +373,8 @@ pub(super) fn build(config: &SuiteConfig, config_dir: &Path) -> SuitePlan {
             defaults::ms(defaults::CANCEL_ACK_TIMEOUT),
             Seconds::as_millis,
         ),
-        min_agents: config.agent_pool.min_agents.max(0) as u32,
-        pool: config.agent_pool.plan(
-            config.agent_limits.max_agents,
-            config_dir,
-            config.tls.as_ref().map(|t| t.ca.as_path()),
-        ),
+        min_agents: pool.min_agents,
+        pool,
         test_history: HashMap::new(),
     }
 }

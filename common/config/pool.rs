@@ -183,7 +183,21 @@ pub struct PoolPlan {
     /// The CA key for minting agent certificates, when the config says
     /// (absolute).
     pub ca_key: Option<PathBuf>,
+    /// What the pool's agents are called: `{prefix}_001` and on.
+    pub agent_prefix: String,
+    /// The most the fleet may offer in all: `agent_limits` totals.
+    pub fleet_totals: FleetTotals,
 }
+
+/// A cap on the cores and memory of all agents together; None: no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct FleetTotals {
+    pub cpu_millis: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+/// What pool agents are called unless `orchestrator run` names them.
+pub const POOL_AGENT_PREFIX: &str = "pool";
 
 impl Default for PoolPlan {
     fn default() -> Self {
@@ -261,6 +275,8 @@ impl AgentPool {
             provisioner,
             endpoint: p.and_then(|p| p.endpoint.clone()),
             ca_key,
+            agent_prefix: POOL_AGENT_PREFIX.into(),
+            fleet_totals: FleetTotals::default(),
         }
     }
 

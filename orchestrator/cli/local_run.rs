@@ -1,7 +1,9 @@
 //! `orchestrator run FILE --local-agents N`: the whole product on one host.
 //! The orchestrator runs in this process on loopback; the agents are real
-//! agent processes, exactly as on remote hosts. This is the run's flow; its
-//! agents, escalation prompt, progress display and summary are beside it.
+//! agent processes, exactly as on remote hosts, started by the agent pool's
+//! local provisioner (`LocalRun`: exactly `--local-agents` of them, unless
+//! the config's `agent_pool` names a provisioner). This is the run's flow;
+//! its escalation prompt, progress display and summary are beside it.
 
 use anyhow::Context;
 use std::collections::HashSet;
@@ -9,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use testfleet::config::{SchedulingMode, SuiteConfig};
+use testfleet::config::{LocalRun, SchedulingMode, SuiteConfig};
 use testfleet::proto::{suite_event, ExecuteSuiteRequest};
 
 use super::escalation_prompt::{handle_escalations, OnEscalation};
-use super::local_agents::{self, AgentLaunch};
+use super::local_agents;
 use super::progress_display::ProgressDisplay;
 use super::run_lock;
 use crate::edge::server;
@@ -23,9 +25,11 @@ use crate::engine::ReportDir;
 pub struct RunArgs {
     /// The suite config (orchestrator_config.yaml).
     pub file: PathBuf,
-    /// How many agent processes to start on this host.
-    #[arg(long, default_value_t = 3)]
-    pub local_agents: u32,
+    /// How many agent processes to keep on this host while the suite runs
+    /// (default 3). A config whose `agent_pool` names a provisioner starts
+    /// its own agents instead.
+    #[arg(long)]
+    pub local_agents: Option<u32>,
     /// Where report.json, junit.xml, artifacts and logs go. One run at a
     /// time may use it.
     #[arg(long, default_value = "testfleet-report")]
@@ -76,7 +80,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let telemetry = crate::start_telemetry(&config)?;
     let otlp = testfleet::telemetry::endpoint(config.telemetry.otlp_endpoint.as_deref());
-    let (cpu, memory) = agent_capacity(&config, &args);
+    let agent_bin = local_agents::agent_bin(args.agent_bin.as_deref())?;
+    if !agent_bin.is_file() {
+        anyhow::bail!(
+            "the agent binary {} does not exist: build it (`cargo build --release`) or pass --agent-bin",
+            agent_bin.display()
+        );
+    }
+    say_who_starts_agents(&config, &args);
     let config = Arc::new(config);
     let running = server::start(server::ServeOptions {
         config: config.clone(),
@@ -94,9 +105,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             config_text: std::fs::read_to_string(&args.file)
                 .with_context(|| format!("reading {}", args.file.display()))?,
             fresh_unless_running: true,
+            local_run: config.local_run.clone(),
         }),
         limits: Default::default(),
-        pool_dir: report_dir.join("pool"),
+        // The pool's local agents: workdirs in the cache (setup's venvs
+        // outlive the run), logs with the report.
+        pool: crate::pool::Options {
+            dir: local_agents::workdirs(&cache_dir),
+            log_dir: Some(report_dir.join("agents")),
+            agent_bin: Some(agent_bin),
+            otlp,
+        },
         tls_ca: None,
         // Beside the agents' workdirs: the report dir's event log is
         // replaced every run, the durations must outlive it.
@@ -105,8 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let endpoint = format!("http://{}", running.addr);
     eprintln!(
-        "testfleet: orchestrator on {endpoint}, {} local agents ({cpu} cores, {memory} MB each), reports in {}, agent workdirs in {}",
-        args.local_agents,
+        "testfleet: orchestrator on {endpoint}, reports in {}, agent workdirs in {}",
         report_dir.display(),
         cache_dir.display()
     );
@@ -115,26 +133,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         crate::edge::web_page::PAGE_PATH
     );
 
-    let agent_bin = local_agents::agent_bin(args.agent_bin.as_deref())?;
-    let launch = AgentLaunch {
-        bin: &agent_bin,
-        endpoint: &endpoint,
-        cpu_cores: cpu,
-        memory_mb: memory,
-        report_dir: &report_dir,
-        cache_dir: &cache_dir,
-        otlp: otlp.as_deref(),
-    };
-    let agents = local_agents::start(&launch, args.local_agents)?;
-    local_agents::wait_for(&running, args.local_agents).await?;
-
-    let status = match run_suite(&running, &args, &config, &endpoint).await? {
-        Some(status) => status,
-        None => {
-            local_agents::stop(agents).await;
-            local_agents::prune_workdirs(&cache_dir);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(status) = run_suite(&running, &args, &config, &endpoint).await? else {
+        let _ = running.stop().await;
+        local_agents::prune_workdirs(&cache_dir);
+        return Ok(ExitCode::FAILURE);
     };
 
     // The report is written by the engine as the suite ends; read it back
@@ -144,9 +146,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .report_json()
         .await
         .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-    local_agents::stop(agents).await;
-    local_agents::prune_workdirs(&cache_dir);
+    // Stops the pool's agents and waits for them before their workdirs
+    // are pruned.
     let _ = running.stop().await;
+    local_agents::prune_workdirs(&cache_dir);
     telemetry.shutdown();
     super::summary::print_summary(&report.json.to_str()?)?;
     print_report_paths(&report_dir);
@@ -169,8 +172,11 @@ fn cache_dir(args: &RunArgs) -> PathBuf {
 /// The agent cache's name beside the config file.
 pub const DEFAULT_CACHE_DIR: &str = ".testfleet-cache";
 
-/// The suite config, with `--scheduling` applied; None (said on stderr)
-/// when it does not load.
+/// Agents the run keeps unless `--local-agents` says.
+pub const DEFAULT_LOCAL_AGENTS: u32 = 3;
+
+/// The suite config, with the run's fleet and `--scheduling` set on it
+/// (`LocalRun`); None (said on stderr) when it does not load.
 fn load_config(args: &RunArgs) -> Option<SuiteConfig> {
     let mut config = match testfleet::config::load(&args.file) {
         Ok(c) => c,
@@ -179,14 +185,39 @@ fn load_config(args: &RunArgs) -> Option<SuiteConfig> {
             return None;
         }
     };
-    if let Some(mode) = &args.scheduling {
-        config.scheduling = if mode == "phased" {
-            SchedulingMode::Phased
-        } else {
-            SchedulingMode::Dag
-        };
-    }
+    let agents = args.local_agents.unwrap_or(DEFAULT_LOCAL_AGENTS);
+    let (cpu_cores, memory_mb) = agent_capacity(&config, args, agents);
+    config.local_run = Some(LocalRun {
+        agents,
+        cpu_cores,
+        memory_mb,
+        scheduling: args.scheduling.as_deref().map(|mode| {
+            if mode == "phased" {
+                SchedulingMode::Phased
+            } else {
+                SchedulingMode::Dag
+            }
+        }),
+    });
     Some(config)
+}
+
+/// Says on stderr which agents the run will have, and from where.
+fn say_who_starts_agents(config: &SuiteConfig, args: &RunArgs) {
+    let Some(run) = &config.local_run else { return };
+    match config.agent_pool.provisioner.as_ref().map(|p| p.kind) {
+        None => eprintln!(
+            "testfleet: {} local agents ({} cores, {} MB each)",
+            run.agents, run.cpu_cores, run.memory_mb
+        ),
+        Some(kind) => {
+            let kind = serde_json::to_string(&kind).unwrap_or_default();
+            eprintln!("testfleet: the config's agent_pool provisioner ({kind}) starts the agents");
+            if args.local_agents.is_some() {
+                eprintln!("testfleet: --local-agents is not used: the config's agent_pool decides how many");
+            }
+        }
+    }
 }
 
 /// Submits the suite and shows it to its end: its final status, or None
@@ -283,11 +314,14 @@ fn print_report_paths(report_dir: &Path) {
     );
 }
 
-fn agent_capacity(config: &SuiteConfig, args: &RunArgs) -> (f64, u64) {
+/// Cores and memory each local agent offers: `--agent-cpu-cores` and
+/// `--agent-memory-mb`, else the host's (memory shared among the agents),
+/// or the largest task's if larger, so that every task fits an agent.
+fn agent_capacity(config: &SuiteConfig, args: &RunArgs, agents: u32) -> (f64, u64) {
     let (largest_cpu, largest_mem) = config.largest_task();
     let host = testfleet::host::capacity(&args.report_dir);
     let host_cores = host.cpu_cores;
-    let host_mem = host.memory_mb / args.local_agents.max(1) as u64;
+    let host_mem = host.memory_mb / agents.max(1) as u64;
     let cpu = args.agent_cpu_cores.unwrap_or(host_cores.max(largest_cpu));
     let memory = args.agent_memory_mb.unwrap_or(host_mem.max(largest_mem));
     (cpu, memory)

@@ -39,8 +39,8 @@ pub struct ServeOptions {
     /// open-file limit.
     pub limits: Limits,
     /// Where the agent pool's agents keep their workdirs, logs and minted
-    /// certificates.
-    pub pool_dir: std::path::PathBuf,
+    /// certificates, and how local ones are started.
+    pub pool: crate::pool::Options,
     /// The CA of `tls:` (absolute), which pool agents are minted from.
     pub tls_ca: Option<std::path::PathBuf>,
     /// Where split tasks' measured test durations are kept from run to run
@@ -150,8 +150,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .then(|| opts.tls_ca.clone())
             .flatten()
             .map(|ca| crate::pool::TlsContext { ca }),
-        agent_bin: crate::cli::local_agents::agent_bin(None)?,
-        dir: opts.pool_dir.clone(),
+        agent_bin: crate::cli::local_agents::agent_bin(opts.pool.agent_bin.as_deref())?,
+        dir: opts.pool.dir.clone(),
+        log_dir: opts.pool.log_dir.clone(),
+        otlp: opts.pool.otlp.clone(),
         instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
     };
     let durations = opts

@@ -45,6 +45,9 @@ pub struct Options {
     /// `run`: a log whose suite has ended, or that was written for another
     /// config, is replaced by a new one instead of resumed or refused.
     pub fresh_unless_running: bool,
+    /// `orchestrator run`'s fleet and `--scheduling`: part of what the log
+    /// was written for, as the config is.
+    pub local_run: Option<testfleet::config::LocalRun>,
 }
 
 /// A log opened and replayed: the scheduler it gave back, and where the
@@ -83,6 +86,7 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
     let own = record::OwnConfig {
         text: &opts.config_text,
         path: &opts.config_path,
+        local_run: opts.local_run.as_ref(),
     };
     let mut scheduler = Scheduler::new(orchestrator_id);
     let mut last = 0u64;
@@ -210,7 +214,9 @@ fn check_header(db: &Database, opts: &Options) -> Result<bool, Refusal> {
             env!("CARGO_PKG_VERSION")
         )));
     }
-    if get("config").as_deref() != Some(opts.config_text.as_str()) {
+    if get("config").as_deref() != Some(opts.config_text.as_str())
+        || get(LOCAL_RUN_KEY) != local_run_text(opts)
+    {
         let was = get("config_path").unwrap_or_default();
         return Err(Refusal {
             message: format!(
@@ -237,10 +243,23 @@ fn write_header(db: &Database, opts: &Options) -> anyhow::Result<()> {
         ] {
             h.insert(k, v).context(describe(&opts.path))?;
         }
+        if let Some(run) = local_run_text(opts) {
+            h.insert(LOCAL_RUN_KEY, run.as_str())
+                .context(describe(&opts.path))?;
+        }
         txn.open_table(EVENTS).context(describe(&opts.path))?;
     }
     txn.commit()
         .with_context(|| format!("writing the event log {}", opts.path.display()))
+}
+
+/// The header key of `Options::local_run`, as JSON.
+const LOCAL_RUN_KEY: &str = "local_run";
+
+fn local_run_text(opts: &Options) -> Option<String> {
+    opts.local_run
+        .as_ref()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
 }
 
 /// Removes entries `from` on; how many there were.

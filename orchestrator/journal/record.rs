@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prost::Message;
-use testfleet::config::{ResourceSpec, SuiteConfig};
+use testfleet::config::{LocalRun, ResourceSpec, SuiteConfig};
 use testfleet::proto::{self, journal_entry::Event as Entry, JournalEntry};
 use testfleet_core::time::UnixMillis;
 use testfleet_core::{Event, Resolution};
@@ -33,6 +33,9 @@ pub enum PlanSource {
 pub struct OwnConfig<'a> {
     pub text: &'a str,
     pub path: &'a Path,
+    /// `orchestrator run`'s fleet and scheduling, applied to it as the run
+    /// applied them.
+    pub local_run: Option<&'a LocalRun>,
 }
 
 /// Why an entry cannot be read: its bytes are not a whole record.
@@ -242,22 +245,25 @@ pub fn event(entry: JournalEntry, own: &OwnConfig) -> Result<(Event, UnixMillis)
     };
     let event = match body {
         Entry::Submit(s) => {
-            let (text, path, dir) = if s.config_yaml.is_empty() {
+            let (text, path, dir, local_run) = if s.config_yaml.is_empty() {
                 let dir = testfleet::config::config_dir(own.path);
-                (own.text.to_string(), own.path.to_path_buf(), dir)
+                let run = own.local_run.cloned();
+                (own.text.to_string(), own.path.to_path_buf(), dir, run)
             } else {
                 (
                     s.config_yaml,
                     PathBuf::from(s.config_path),
                     PathBuf::from(s.config_dir),
+                    None,
                 )
             };
-            let config = SuiteConfig::parse(&text, &path).map_err(|e| {
+            let mut config = SuiteConfig::parse(&text, &path).map_err(|e| {
                 Unplayable(format!(
                     "suite {} was submitted with a config this orchestrator no longer reads: {e}",
                     s.suite_id
                 ))
             })?;
+            config.local_run = local_run;
             let mut plan = config.plan(&dir);
             for d in s.test_history {
                 plan.test_history

@@ -19,7 +19,11 @@ fn trip(e: &Event, own: &OwnConfig) -> Event {
 fn every_event_reads_back_as_it_was_written() {
     let yaml = sim::seed_yaml("dag");
     let path = Path::new("/suite/suite.yaml");
-    let own = OwnConfig { text: &yaml, path };
+    let own = OwnConfig {
+        text: &yaml,
+        path,
+        local_run: None,
+    };
     let a = Assigned {
         agent: "a1".into(),
         task: "unit_tests".into(),
@@ -95,7 +99,11 @@ fn shown(e: &Event) -> String {
 fn a_submit_is_planned_again_from_its_config() {
     let yaml = sim::seed_yaml("phased");
     let path = Path::new("/suite/suite.yaml");
-    let own = OwnConfig { text: &yaml, path };
+    let own = OwnConfig {
+        text: &yaml,
+        path,
+        local_run: None,
+    };
     let plan = sim::plan(&yaml);
     let submit = Event::SubmitSuite {
         suite_id: "s".into(),
@@ -123,7 +131,11 @@ fn a_submit_is_planned_again_from_its_config() {
 fn a_submit_keeps_the_test_history_it_was_planned_from() {
     let yaml = sim::seed_yaml("dag");
     let path = Path::new("/suite/suite.yaml");
-    let own = OwnConfig { text: &yaml, path };
+    let own = OwnConfig {
+        text: &yaml,
+        path,
+        local_run: None,
+    };
     let mut plan = (*sim::plan(&yaml)).clone();
     plan.test_history.insert(
         "unit".into(),

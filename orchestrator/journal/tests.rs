@@ -17,6 +17,7 @@ fn options(dir: &Path, config_text: &str) -> Options {
         config_path: dir.join("suite.yaml"),
         config_text: config_text.into(),
         fresh_unless_running: false,
+        local_run: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn a_log_of_another_config_is_refused_naming_the_file() {
     // `run` starts afresh instead.
     let fresh = reopen(&Options {
         fresh_unless_running: true,
+        local_run: None,
         ..other
     })
     .unwrap();
@@ -207,4 +209,42 @@ fn a_log_of_a_newer_format_is_refused_naming_the_file() {
     assert!(err.contains(&opts.path.display().to_string()), "{err}");
     assert!(err.contains("testfleet 9.9.9 in log format 2"), "{err}");
     assert!(err.contains("reads format 1"), "{err}");
+}
+
+#[test]
+fn a_runs_fleet_is_part_of_what_its_log_was_written_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = sim::seed_yaml("dag");
+    let run = testfleet::config::LocalRun {
+        agents: 3,
+        cpu_cores: 4.0,
+        memory_mb: 4096,
+        scheduling: None,
+    };
+    let opts = Options {
+        fresh_unless_running: true,
+        local_run: Some(run.clone()),
+        ..options(dir.path(), &yaml)
+    };
+    let mut config = testfleet::config::SuiteConfig::parse(&yaml, &opts.config_path).unwrap();
+    config.local_run = Some(run.clone());
+    let mut s = Sim::new();
+    s.submit(std::sync::Arc::new(config.plan(dir.path())));
+    s.join("agent_001", sim::cap(4, 4096));
+    write(open(&opts, "orch").unwrap(), &opts.path, &s.events);
+
+    // Replayed as the run planned it: its three local agents.
+    let again = reopen(&opts).unwrap();
+    assert_eq!(again.replayed as usize, s.events.len());
+    let plan = again.scheduler.suite().unwrap().plan().clone();
+    assert_eq!((plan.pool.min_agents, plan.pool.max_agents), (3, Some(3)));
+    drop(again);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Another --local-agents: the run starts a new log.
+    let other = Options {
+        local_run: Some(testfleet::config::LocalRun { agents: 2, ..run }),
+        ..opts
+    };
+    assert_eq!(reopen(&other).unwrap().replayed, 0);
 }

@@ -23,14 +23,20 @@ impl Running {
 }
 
 pub fn start(ctx: &Context, req: &Request) -> anyhow::Result<Running> {
-    let mut args = LocalAgent {
+    let agent = LocalAgent {
         endpoint: &req.endpoint,
         agent_id: &req.agent_id,
         dir: &ctx.dir,
         cpu_cores: req.size.cpu_cores(),
         memory_mb: req.size.memory_mb,
+    };
+    let mut args = match &ctx.log_dir {
+        Some(logs) => agent.args_logging_to(logs),
+        None => agent.args(),
+    };
+    if let Some(otlp) = &ctx.otlp {
+        args.extend(["--otlp-endpoint".into(), otlp.into()]);
     }
-    .args();
     if let Some(certs) = &req.certs {
         // mTLS: the minted certificate instead of plaintext.
         args.retain(|a| a != "--insecure");

@@ -33,9 +33,35 @@ pub struct Context {
     pub agent_bin: PathBuf,
     /// Agents' workdirs, logs and certificates go under this.
     pub dir: PathBuf,
+    /// Local agents' logs go here as `ID.log`; None: in their workdirs.
+    pub log_dir: Option<PathBuf>,
+    /// Where local agents send traces.
+    pub otlp: Option<String>,
     /// Names this orchestrator's containers (and labels them), so a
     /// leftover can be told from another orchestrator's.
     pub instance: String,
+}
+
+/// Where the pool's agents go, and how local ones are started, as the
+/// orchestrator was started (`serve`, or `run` with its cache and report
+/// dirs).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub dir: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    /// Default: `agent` beside this executable.
+    pub agent_bin: Option<PathBuf>,
+    pub otlp: Option<String>,
+}
+
+impl Options {
+    /// Everything of each agent under `dir/ID`.
+    pub fn under(dir: PathBuf) -> Options {
+        Options {
+            dir,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +125,9 @@ pub struct PoolEdge {
     /// Whether a container was ever asked for: only then is the engine
     /// asked for leftovers at shutdown.
     used_docker: Arc<AtomicBool>,
+    /// Stops under way, which shutdown waits for: the process must not end
+    /// (and `run` must not prune workdirs) while an agent is still stopping.
+    stops: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl PoolEdge {
@@ -108,6 +137,7 @@ impl PoolEdge {
             agents: Arc::default(),
             events: Arc::new(events),
             used_docker: Arc::default(),
+            stops: Arc::default(),
         }
     }
 
@@ -235,7 +265,7 @@ impl PoolEdge {
                 None => return,
             }
         };
-        tokio::spawn(async move {
+        let stopping = tokio::spawn(async move {
             if let Err(e) = handle.stop().await {
                 tracing::warn!(
                     agent_id,
@@ -244,6 +274,9 @@ impl PoolEdge {
                 );
             }
         });
+        let mut stops = self.stops.lock().unwrap_or_else(|e| e.into_inner());
+        stops.retain(|s| !s.is_finished());
+        stops.push(stopping);
     }
 
     /// Stops every agent it started (the orchestrator is going away).
@@ -270,6 +303,10 @@ impl PoolEdge {
                     "could not stop the agent"
                 );
             }
+        }
+        let under_way = std::mem::take(&mut *self.stops.lock().unwrap_or_else(|e| e.into_inner()));
+        for stopping in under_way {
+            let _ = stopping.await;
         }
         if self.used_docker.load(Ordering::Relaxed) {
             docker::remove_leftovers(&self.ctx.instance).await;

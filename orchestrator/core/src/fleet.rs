@@ -148,6 +148,9 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
+        // An agent the pool asked for is a new process, also under the name
+        // of one it stopped (and drained) before.
+        let fresh_process = self.pool.is_pending(&agent_id);
         let agents = &mut self.fleet.agents;
         let known = agents.contains_key(&agent_id);
         let connected = agents
@@ -181,6 +184,9 @@ impl Scheduler {
                 last_heartbeat: now,
                 last_usage: None,
             });
+        if fresh_process {
+            agent.draining = false;
+        }
         agent.host = host;
         agent.labels = labels;
         agent.capacity = capacity;

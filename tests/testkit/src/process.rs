@@ -56,3 +56,21 @@ pub fn process_gone(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
+
+/// Live processes (not zombies) one of whose arguments contains `needle`:
+/// what a test started, found by a path only it uses.
+pub fn processes_with_arg(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+            }) && !process_gone(*pid)
+        })
+        .collect()
+}

@@ -40,7 +40,8 @@ pub const PROVISION_BACKOFF_MS: u64 = 2_000;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolRecord {
     pub at: UnixMillis,
-    /// provision | started | joined | provision_failed | stop | unplaceable
+    /// provision | started | joined | lost | provision_failed | stop |
+    /// waiting | unplaceable | target
     pub decision: &'static str,
     pub agent_id: String,
     pub task_id: String,
@@ -81,7 +82,6 @@ pub struct PoolState {
     started: BTreeMap<AgentId, Started>,
     /// Agents told to stop, until their stream ends.
     stopping: BTreeSet<AgentId>,
-    next: u32,
     stuck: BTreeMap<usize, Stuck>,
     failures_for_task: BTreeMap<usize, u32>,
     failures_in_a_row: u32,
@@ -111,6 +111,15 @@ impl PoolState {
     /// Whether any agent the pool started or asked for is still its own.
     pub fn holds_agents(&self) -> bool {
         !self.started.is_empty() || !self.pending.is_empty()
+    }
+
+    /// Whether the pool started this agent or asked for it.
+    pub fn holds(&self, agent_id: &str) -> bool {
+        self.started.contains_key(agent_id) || self.pending.contains_key(agent_id)
+    }
+
+    pub(crate) fn pending_ids(&self) -> impl Iterator<Item = &AgentId> {
+        self.pending.keys()
     }
 
     pub fn is_pending(&self, agent_id: &str) -> bool {
@@ -164,11 +173,11 @@ pub(crate) fn reallocation_cap(plan: &SuitePlan, fleet: &Fleet) -> Option<Resour
         cpu_millis: u64::MAX,
         disk_mb: u64::MAX,
     });
-    let limits = &plan.limits;
-    if let Some(m) = limits.total_memory_mb {
+    let totals = &pool.fleet_totals;
+    if let Some(m) = totals.memory_mb {
         cap.memory_mb = cap.memory_mb.min(m);
     }
-    if let Some(c) = limits.total_cpu_millis {
+    if let Some(c) = totals.cpu_millis {
         cap.cpu_millis = cap.cpu_millis.min(c);
     }
     Some(cap)
@@ -285,13 +294,11 @@ impl Scheduler {
             return;
         };
         if suite_id != self.pool.suite_id {
-            let next = self.pool.next;
             // Agents the last suite's end stopped are not this suite's
             // fleet, though their streams may not have ended yet.
             let stopping = std::mem::take(&mut self.pool.stopping);
             self.pool = PoolState {
                 suite_id,
-                next,
                 stopping,
                 ..Default::default()
             };
@@ -357,10 +364,21 @@ impl Scheduler {
                 out,
             );
         }
-        let agents = &self.fleet.agents;
-        self.pool
+        let gone: Vec<AgentId> = self
+            .pool
             .started
-            .retain(|id, _| agents.get(id).is_some_and(|a| a.connected));
+            .keys()
+            .filter(|id| !self.fleet.agents.get(*id).is_some_and(|a| a.connected))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.pool.started.remove(&id);
+            if !self.pool.stopping.contains(&id) {
+                let reason = "its stream ended unasked (it exited, or its host went away)".into();
+                self.pool_record("lost", &id, None, reason, None, None, now, out);
+            }
+        }
+        let agents = &self.fleet.agents;
         self.pool
             .stopping
             .retain(|id| agents.get(id).is_some_and(|a| a.connected));
@@ -409,8 +427,7 @@ impl Scheduler {
         now: UnixMillis,
         out: &mut Vec<Action>,
     ) {
-        self.pool.next += 1;
-        let agent_id = format!("pool_{:03}", self.pool.next);
+        let agent_id = self.free_agent_id();
         self.pool.pending.insert(
             agent_id.clone(),
             Pending {
@@ -434,6 +451,31 @@ impl Scheduler {
             now,
             out,
         );
+    }
+
+    /// The lowest-numbered name no agent holds now: an agent started again
+    /// under the name of one that has gone finds that one's workdir (and
+    /// the environment setup left in it).
+    fn free_agent_id(&self) -> AgentId {
+        let prefix = self
+            .running_suite()
+            .map_or(testfleet_config::POOL_AGENT_PREFIX, |s| {
+                s.plan.pool.agent_prefix.as_str()
+            });
+        let held = |id: &str| {
+            self.fleet.agents.get(id).is_some_and(|a| a.connected)
+                || self.pool.pending.contains_key(id)
+                || self.pool.started.contains_key(id)
+                || self.pool.stopping.contains(id)
+        };
+        let mut n = 1u32;
+        loop {
+            let id = format!("{prefix}_{n:03}");
+            if !held(&id) {
+                return id;
+            }
+            n += 1;
+        }
     }
 
     fn may_provision_more(&self, pool: &PoolPlan, now: UnixMillis) -> bool {

@@ -153,7 +153,7 @@ impl Scheduler {
 
     /// What `agent_limits` totals say against one more agent of `size`.
     pub(super) fn fleet_total_after(&self, size: &ResourceSpec) -> Option<String> {
-        let limits = &self.suite.current()?.plan.limits;
+        let totals = &self.suite.current()?.plan.pool.fleet_totals;
         let mut total = *size;
         for a in self.fleet.agents.values().filter(|a| a.connected) {
             total.add(&a.capacity);
@@ -161,14 +161,14 @@ impl Scheduler {
         for p in self.pool.pending.values() {
             total.add(&p.size);
         }
-        if let Some(c) = limits.total_cpu_millis.filter(|c| total.cpu_millis > *c) {
+        if let Some(c) = totals.cpu_millis.filter(|c| total.cpu_millis > *c) {
             return Some(format!(
                 "agent_limits.total_cpu_cores {} leaves no room for another agent of {} cores",
                 c as f64 / 1000.0,
                 cores(size)
             ));
         }
-        if let Some(m) = limits.total_memory_mb.filter(|m| total.memory_mb > *m) {
+        if let Some(m) = totals.memory_mb.filter(|m| total.memory_mb > *m) {
             return Some(format!(
                 "agent_limits.total_memory_mb {m} leaves no room for another agent of {} MB",
                 size.memory_mb

@@ -169,13 +169,14 @@ impl Scheduler {
     /// The most agents of the pool's size `max_agents` and the
     /// `agent_limits` totals allow; None: no bound.
     fn target_cap(&self, pool: &PoolPlan) -> Option<(u32, String)> {
-        let limits = &self.running_suite()?.plan.limits;
+        self.running_suite()?;
+        let totals = &pool.fleet_totals;
         let size = pool.agent_size;
         let mut caps = Vec::new();
         if let Some(m) = pool.max_agents {
             caps.push((m, format!("max_agents {m}")));
         }
-        if let Some(c) = limits.total_cpu_millis.filter(|_| size.cpu_millis > 0) {
+        if let Some(c) = totals.cpu_millis.filter(|_| size.cpu_millis > 0) {
             let n = (c / size.cpu_millis) as u32;
             caps.push((
                 n,
@@ -185,7 +186,7 @@ impl Scheduler {
                 ),
             ));
         }
-        if let Some(m) = limits.total_memory_mb.filter(|_| size.memory_mb > 0) {
+        if let Some(m) = totals.memory_mb.filter(|_| size.memory_mb > 0) {
             let n = (m / size.memory_mb) as u32;
             caps.push((n, format!("agent_limits.total_memory_mb {m} allows {n}")));
         }

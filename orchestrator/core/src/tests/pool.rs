@@ -539,3 +539,105 @@ fn the_fleet_is_sized_again_as_work_ends() {
         .count();
     assert_eq!(connected, 2, "the idle agents were stopped");
 }
+
+/// The seed's suite as `orchestrator run --local-agents 3` plans it: a
+/// local pool of exactly three agents of 4 cores.
+fn local_run_of_three() -> std::sync::Arc<testfleet_config::SuitePlan> {
+    let mut cfg =
+        testfleet_config::SuiteConfig::parse(&seed_yaml("dag"), std::path::Path::new("t.yaml"))
+            .unwrap();
+    cfg.local_run = Some(testfleet_config::LocalRun {
+        agents: 3,
+        cpu_cores: 4.0,
+        memory_mb: 4096,
+        scheduling: None,
+    });
+    std::sync::Arc::new(cfg.plan(std::path::Path::new("/suite")))
+}
+
+#[test]
+fn a_local_run_keeps_exactly_its_agents_whatever_agent_limits_totals_say() {
+    let mut sim = Sim::new();
+    let asked = provisions(&sim.submit(local_run_of_three()));
+    // Three of 4 cores: 12 cores, past the seed's agent_limits.total_cpu_cores
+    // 8, which caps what tasks reserve, not what local agents offer.
+    let names: Vec<&str> = asked.iter().map(|(id, ..)| id.as_str()).collect();
+    assert_eq!(names, ["agent_001", "agent_002", "agent_003"]);
+    assert!(asked.iter().all(|(_, c, m, _)| (*c, *m) == (4, 4096)));
+    for (id, ..) in &asked {
+        sim.join(id, cap(4, 4096));
+    }
+    for _ in 0..40 {
+        sim.advance(250);
+        assert!(provisions(&sim.log).len() == 3 && stops(&sim.log).is_empty());
+    }
+}
+
+#[test]
+fn a_local_runs_agents_die_with_the_orchestrator_and_start_again_under_their_names() {
+    let mut sim = Sim::new();
+    let asked = provisions(&sim.submit(local_run_of_three()));
+    for (id, ..) in &asked {
+        sim.join(id, cap(4, 4096));
+    }
+    sim.advance(250);
+    let live = sim.running();
+    assert!(!live.is_empty());
+    let said = sim.log.len();
+    sim.crash_restart(0).unwrap();
+    // Lost at once, not after agent_timeout: they ran with
+    // --exit-with-parent.
+    assert!(sim.s.agents().all(|a| !a.connected));
+    for a in &live {
+        assert_eq!(sim.state(&a.task), TaskState::Ready, "{} requeued", a.task);
+    }
+    assert!(
+        !sim.log[said..]
+            .iter()
+            .any(|a| matches!(a, Action::Assign { .. })),
+        "nothing handed to an agent that died with the orchestrator"
+    );
+    sim.advance(250);
+    let again: Vec<String> = provisions(&sim.log[said..])
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    assert_eq!(again, ["agent_001", "agent_002", "agent_003"]);
+    let lost = sim
+        .s
+        .pool()
+        .history()
+        .iter()
+        .filter(|r| r.decision == "lost");
+    assert_eq!(lost.count(), 3, "each loss is a pool decision");
+}
+
+#[test]
+fn an_agent_started_again_under_a_stopped_ones_name_takes_work() {
+    let yaml = "agent_pool: {min_agents: 1, provisioner: {type: local, cpu_cores: 1, memory_mb: 1024}}\ntemplates:\n  t: {command: x}\norchestrator:\n  task_definitions:\n    u:\n      - {id: ONE, template: t, resources: {cpu_cores: 1, memory_mb: 100}}\n";
+    let mut sim = Sim::new();
+    let first = provisions(&sim.submit(plan(yaml)))[0].0.clone();
+    sim.join(&first, cap(1, 1024));
+    sim.drain_successfully();
+    sim.advance(250);
+    assert_eq!(
+        stops(&sim.log),
+        vec![first.clone()],
+        "stopped as the suite ended"
+    );
+    sim.disconnect(&first);
+
+    let said = sim.log.len();
+    sim.step(Event::SubmitSuite {
+        suite_id: "s2".into(),
+        suite_name: "suite".into(),
+        plan: plan(yaml),
+        timeout_ms: None,
+    });
+    sim.advance(250);
+    let again = provisions(&sim.log[said..]);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, first, "its workdir is found again");
+    sim.join(&first, cap(1, 1024));
+    assert_eq!(sim.running_ids(), ["ONE"], "not drained: a new process");
+}

@@ -8,7 +8,7 @@
 mod durable;
 mod log_lines;
 mod reports;
-mod streams;
+pub(crate) mod streams;
 mod webhooks;
 
 use std::path::PathBuf;

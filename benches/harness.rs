@@ -4,6 +4,7 @@
 //! without spawning anything. Each workload prints `name value unit` lines.
 //!
 //!   testfleet-bench throughput --tasks 20000 --agents 4
+//!   testfleet-bench restart-midsuite --tasks 2000 --agents 4
 //!   testfleet-bench dag --layers 50 --width 200 --agents 100
 //!   testfleet-bench dispatch --tasks 2000 --agents 100
 //!   testfleet-bench makespan
@@ -12,8 +13,10 @@
 
 mod bounds;
 mod detection;
+mod durable_agent;
 mod heartbeats;
 mod makespan;
+mod restart_midsuite;
 mod simulated_fleet;
 mod split_scaling;
 mod suites;
@@ -45,6 +48,16 @@ enum Workload {
     /// killed and started again, the time to replay it and listen.
     Restart {
         #[arg(long, default_value_t = 20_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+    },
+    /// A suite of 20–200 ms sleeps, its orchestrator killed (SIGKILL) when
+    /// about half have completed and started again on the same data dir,
+    /// the agents reconnecting as real ones do: the time to the first new
+    /// assignment, and every task succeeded exactly once.
+    RestartMidsuite {
+        #[arg(long, default_value_t = 2_000)]
         tasks: usize,
         #[arg(long, default_value_t = 4)]
         agents: usize,
@@ -125,6 +138,16 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
     match w {
         Workload::Throughput { tasks, agents } => throughput::throughput(tasks, agents).await,
         Workload::Restart { tasks, agents } => throughput::restart(tasks, agents).await,
+        Workload::RestartMidsuite { tasks, agents } => {
+            let found = restart_midsuite::restart_midsuite(tasks, agents).await?;
+            anyhow::ensure!(
+                found.lost == 0 && found.doubled == 0,
+                "after the restart {} tasks had no counted success and {} more than one",
+                found.lost,
+                found.doubled
+            );
+            Ok(())
+        }
         Workload::Dag {
             layers,
             width,
@@ -151,6 +174,10 @@ async fn workload(w: Workload) -> anyhow::Result<()> {
                     agents: 4,
                 },
                 Workload::Restart {
+                    tasks: 200,
+                    agents: 4,
+                },
+                Workload::RestartMidsuite {
                     tasks: 200,
                     agents: 4,
                 },

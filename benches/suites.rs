@@ -23,6 +23,22 @@ pub fn independent(n: usize) -> Suite {
     }
 }
 
+/// `n` independent sleeping tasks of 20–200 ms each (seeded).
+pub fn sleeps(n: usize, seed: u64) -> Suite {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut y = header("sleeps");
+    let mut durations_ms = HashMap::new();
+    for i in 0..n {
+        let _ = writeln!(y, "      - {{id: S{i}, template: sleep}}");
+        durations_ms.insert(format!("S{i}"), rng.random_range(20..=200));
+    }
+    Suite {
+        yaml: y,
+        durations_ms,
+    }
+}
+
 pub fn layered(layers: usize, width: usize) -> Suite {
     let mut y = header("layered");
     for l in 0..layers {

@@ -28,6 +28,9 @@ fn the_benchmark_harness_runs_every_workload() {
         "makespan_random_30_offline_list_schedule",
         "detection_stream_reset_median",
         "detection_silent_median",
+        "restart_midsuite_200_tasks_4_agents_kill_to_listening",
+        "restart_midsuite_200_tasks_4_agents_start_to_first_new_assignment",
+        "restart_midsuite_200_tasks_4_agents_replayed_events",
     ] {
         let line = stdout
             .lines()
@@ -35,6 +38,18 @@ fn the_benchmark_harness_runs_every_workload() {
             .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"));
         let value: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(value.is_finite() && value > 0.0, "{line}");
+    }
+    // The orchestrator killed mid-suite and started again: every task
+    // succeeded exactly once.
+    for name in [
+        "restart_midsuite_200_tasks_4_agents_lost",
+        "restart_midsuite_200_tasks_4_agents_doubled",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"));
+        assert_eq!(line, format!("{name} 0"), "{stdout}");
     }
 }
 

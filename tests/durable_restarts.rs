@@ -268,6 +268,85 @@ fn an_escalation_the_webhook_had_not_accepted_is_sent_again_after_a_restart_with
     assert!(third.is_err(), "accepted once, sent no more: {third:?}");
 }
 
+/// The "event log replayed" lines' fields: one per start.
+fn replay_lines(server: &Server) -> Vec<Value> {
+    std::fs::read_to_string(&server.log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "event log replayed")
+        .collect()
+}
+
+/// Submits a suite and waits until it, by id, has completed.
+fn run_suite(server: &Server) -> String {
+    let (code, body) = server.http_post("/api/v1/execute-suite", "{}");
+    assert_eq!(code, 202, "{body}");
+    let id = body["suite_id"].as_str().unwrap().to_string();
+    wait_for(
+        &format!("suite {id} to complete"),
+        Duration::from_secs(60),
+        || {
+            let s = server.status();
+            (s["suite_id"] == id.as_str() && s["status"] == "completed").then_some(())
+        },
+    );
+    id
+}
+
+#[test]
+fn after_many_suites_a_restart_replays_from_a_snapshot_and_the_log_stays_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quick.yaml");
+    std::fs::write(
+        &config,
+        "templates:\n  quick: {command: \"echo quick\"}\norchestrator:\n  name: snapshots\n  task_definitions:\n    unit_tests:\n      - {id: A, template: quick, resources: {memory_mb: 64, cpu_cores: 1, timeout: 60}}\n      - {id: B, template: quick, dependencies: [A], resources: {memory_mb: 64, cpu_cores: 1, timeout: 60}}\n      - {id: C, template: quick, resources: {memory_mb: 64, cpu_cores: 1, timeout: 60}}\n",
+    )
+    .unwrap();
+    let mut server = Server::start(&config, dir.path());
+    let _agent = start_agent(&server.endpoint(), "agent_a", dir.path(), &[]);
+    server.wait_for_agents(1);
+    let ids: Vec<String> = (0..3).map(|_| run_suite(&server)).collect();
+    let report = final_report(&server);
+    assert_eq!(report["suite_id"], ids[2].as_str());
+    // The snapshot before the third suite is durable with its submit; its
+    // check and compaction follow within milliseconds.
+    std::thread::sleep(Duration::from_millis(300));
+
+    server.restart().expect("the orchestrator starts again");
+    // The last suite is still there, status and report, from the snapshot
+    // before it and its own entries.
+    let status = server.status();
+    assert_eq!(status["suite_id"], ids[2].as_str());
+    assert_eq!(status["status"], "completed");
+    let after = final_report(&server);
+    assert_eq!(after["suite_id"], ids[2].as_str());
+    assert_eq!(attempts_by_task(&after), attempts_by_task(&report));
+    let lines = replay_lines(&server);
+    let first = lines.last().unwrap().clone();
+    assert_ne!(first["from_snapshot"], "none", "{first}");
+    assert!(first["replayed"].as_u64().unwrap() > 0, "{first}");
+
+    // The agent comes back, and a fourth suite runs on it.
+    let fourth = run_suite(&server);
+    assert_eq!(final_report(&server)["summary"]["completed_success"], 3);
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart().expect("the orchestrator starts again");
+    assert_eq!(server.status()["suite_id"], fourth.as_str());
+    let line = replay_lines(&server).last().unwrap().clone();
+    eprintln!("after four suites: {line}");
+    // Every entry ever written is numbered up to next_entry - 1; the log
+    // holds the last two suites' (and two snapshots).
+    let written = line["next_entry"].as_u64().unwrap() - 1;
+    let held = line["entries"].as_u64().unwrap();
+    assert!(
+        held < written,
+        "{held} of the {written} entries four suites wrote are left: {line}"
+    );
+    let replayed = line["replayed"].as_u64().unwrap();
+    assert!(replayed < held && replayed > 0, "{line}");
+}
+
 /// A: quick; B (after A): waits for `go`; C (after B): quick. Each run of a
 /// task appends its name to `ran`.
 const WAIT_FOR_GO: &str = r#"

@@ -578,3 +578,48 @@ fn serve_takes_the_config_as_an_argument_or_as_config() {
         .unwrap();
     assert!(!both.status.success(), "{}", show(&both));
 }
+
+#[test]
+fn an_agent_that_exits_at_once_is_said_with_its_log_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("suite.yaml"),
+        "agent_pool: {placement_timeout: 3}\ntemplates:\n  t: {command: \"true\"}\norchestrator:\n  task_definitions:\n    u:\n      - {id: A, template: t}\n",
+    )
+    .unwrap();
+    // An "agent" that cannot start: what a wrong --agent-bin, or one that
+    // refuses its flags, looks like.
+    let broken = dir.path().join("broken-agent");
+    std::fs::write(&broken, "#!/bin/sh\necho 'cannot start' >&2\nexit 3\n").unwrap();
+    let mut perms = std::fs::metadata(&broken).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&broken, perms).unwrap();
+
+    let started = std::time::Instant::now();
+    let out = run_in(
+        dir.path(),
+        "suite.yaml",
+        1,
+        &["--agent-bin", broken.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "ends, not waits: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("pool: provision_failed agent_001: could not start it: the agent process exit status: 3 (its log: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("testfleet-report/agents/agent_001.log)"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("testfleet-report/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(task(&report, "A")["status"], "failed", "{text}");
+}

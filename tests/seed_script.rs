@@ -12,11 +12,15 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         let name = entry.file_name();
+        // What a run of the example leaves beside it (the README's first
+        // command makes .testfleet-cache, whose venvs hold symlinks).
         if [
             ".venv",
             "orchestration_logs",
             "__pycache__",
             ".pytest_cache",
+            ".testfleet-cache",
+            "testfleet-report",
         ]
         .iter()
         .any(|n| name == *n)
@@ -24,9 +28,10 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             continue;
         }
         let dest = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             copy_dir(&entry.path(), &dest);
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), dest).unwrap();
         }
     }

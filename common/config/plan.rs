@@ -14,7 +14,7 @@ use super::{
 };
 
 /// A reservation, in the scheduler's integer units.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceSpec {
     pub memory_mb: u64,
     /// Thousandths of a core, so reservations add up exactly.

@@ -1,13 +1,10 @@
-//! The agent processes on this host (`orchestrator run`'s, and the local
-//! provisioner's): which binary, where their workdirs are kept, how they
-//! are stopped (or killed, if they will not stop), and what is pruned from
-//! their workdirs after a run.
+//! The agent processes on this host (`orchestrator run`'s, started by the
+//! pool's local provisioner): which binary, where their workdirs are kept,
+//! and what is pruned from them after a run.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
-use tokio::process::Child;
 
 /// The agent binary: `--agent-bin`, or `agent` beside this executable.
 pub fn agent_bin(chosen: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -40,24 +37,6 @@ pub fn prune_workdirs(cache_dir: &Path) {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not prune the agent cache");
                 }
             }
-        }
-    }
-}
-
-/// SIGTERM to each agent, and SIGKILL to one still there after 10 s.
-pub async fn stop(agents: Vec<Child>) {
-    for mut child in agents {
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
         }
     }
 }

@@ -125,7 +125,7 @@ impl AgentGateway for AgentGatewayService {
             "agent connected"
         );
 
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(crate::engine::streams::AGENT_QUEUE);
         tx.send(Ok(OrchestratorMessage {
             body: Some(orchestrator_message::Body::HelloAck(HelloAck {
                 orchestrator_id: self.orchestrator_id.clone(),

@@ -102,6 +102,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             tracing::info!(
                 journal = %j.path.display(),
                 replayed = opened.replayed,
+                from_snapshot = opened.from_snapshot.map_or("none".to_string(), |s| s.to_string()),
+                entries = opened.entries,
+                next_entry = opened.next_seq,
                 replay_ms = opened.took.as_secs_f64() * 1000.0,
                 suite_running = opened.scheduler.is_running(),
                 "event log replayed"

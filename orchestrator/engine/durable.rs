@@ -7,12 +7,12 @@
 //! (agents re-announce what they run and re-send results not acknowledged)
 //! bring the rebuilt scheduler to the same place.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use testfleet::proto::orchestrator_message;
 use testfleet_core::time::UnixMillis;
-use testfleet_core::{Event, Reply};
+use testfleet_core::{Event, Reply, Scheduler};
 use tokio::sync::oneshot;
 use tonic::Status;
 
@@ -56,6 +56,33 @@ impl Durability {
         match &mut self.appender {
             Some(a) => a.append(journal::encode(event, now, source)),
             None => 0,
+        }
+    }
+
+    /// At a suite boundary (`event` submits a suite and none runs): logs
+    /// what carries over to the next suite, just before the submit, so a
+    /// restart replays from here (`journal::snapshot`). A snapshot that
+    /// would not rebuild the state is not written (and warned about): the
+    /// log then keeps replaying from the one before.
+    pub fn snapshot_at_boundary(
+        &mut self,
+        event: &Event,
+        scheduler: &Scheduler,
+        delivered: &BTreeSet<WebhookKey>,
+        now: UnixMillis,
+    ) {
+        if !matches!(event, Event::SubmitSuite { .. }) || scheduler.is_running() {
+            return;
+        }
+        let Some(a) = &mut self.appender else { return };
+        match journal::snapshot::take(scheduler, delivered, now) {
+            Ok(taken) => {
+                a.append_snapshot(taken);
+            }
+            Err(why) => tracing::warn!(
+                why,
+                "no snapshot at this suite boundary: it would not rebuild the state ({why}); the event log keeps the entries before it"
+            ),
         }
     }
 

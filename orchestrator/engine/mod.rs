@@ -8,7 +8,7 @@
 mod durable;
 mod log_lines;
 mod reports;
-mod streams;
+pub(crate) mod streams;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -148,9 +148,15 @@ impl Engine {
             None => (Scheduler::new(orchestrator_id), None, 0, Default::default()),
             Some(Journal { opened, path }) => {
                 let told = engine.tx.clone();
-                let appender = Appender::start(opened.db, path, opened.next_seq, move |w| {
-                    let _ = told.send(Input::Written(w));
-                })
+                let appender = Appender::start(
+                    opened.db,
+                    path,
+                    opened.next_seq,
+                    opened.from_snapshot,
+                    move |w| {
+                        let _ = told.send(Input::Written(w));
+                    },
+                )
                 .context("starting the event log's writer")?;
                 (
                     opened.scheduler,
@@ -399,6 +405,7 @@ impl Loop {
             return;
         }
         let now = now_millis();
+        (self.durability).snapshot_at_boundary(&event, &self.scheduler, &self.delivered, now);
         let seq = self.durability.log(&event, now, source);
         let acked = result_ack(&event);
         self.traces.before(&event);

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use testfleet::proto::{orchestrator_message, OrchestratorMessage};
+use tokio::sync::mpsc::error::TrySendError;
 use tonic::Status;
 
 use super::AgentSender;
-use crate::observe::refusals::{LogRate, Noted, StreamRefusals, Untold};
+use crate::observe::refusals::{Noted, StreamRefusals, Untold};
 
 pub struct Streams {
     by_agent: HashMap<String, (u64, AgentSender)>,
@@ -21,8 +22,12 @@ pub struct Streams {
 struct StreamLogs {
     conn: u64,
     refused: StreamRefusals,
-    unqueued: LogRate,
 }
+
+/// Messages queued to one agent before its stream is closed as unread: room
+/// for the acknowledgements one commit of the event log releases at once
+/// (thousands, at 20,000 tasks a second), a few MB at most per agent.
+pub const AGENT_QUEUE: usize = 8192;
 
 impl Streams {
     pub fn new() -> Self {
@@ -33,23 +38,24 @@ impl Streams {
     }
 
     pub fn send(&mut self, agent_id: &str, body: orchestrator_message::Body) {
-        if let Some((_, tx)) = self.by_agent.get(agent_id) {
-            // A full or closed stream means the agent is going away; the
-            // stream's end (or its silence) tells the scheduler.
-            if tx
-                .try_send(Ok(OrchestratorMessage { body: Some(body) }))
-                .is_err()
-            {
-                let noted = self
-                    .logs
-                    .get_mut(agent_id)
-                    .map(|l| l.unqueued.note(Instant::now()));
-                if let Some(untold) = noted.and_then(|n| n.untold) {
-                    tell_unqueued(agent_id, untold);
-                }
-                if noted.is_none_or(|n| n.tell) {
-                    tracing::warn!(agent_id, "could not queue a message to the agent");
-                }
+        let Some((_, tx)) = self.by_agent.get(agent_id) else {
+            return;
+        };
+        match tx.try_send(Ok(OrchestratorMessage { body: Some(body) })) {
+            Ok(()) => {}
+            // The agent is going away; its stream's end tells the scheduler.
+            Err(TrySendError::Closed(_)) => {}
+            // A message dropped here could be an assignment the agent never
+            // hears of while the scheduler counts it as running. Instead the
+            // stream ends (once the agent has read what is queued): the agent
+            // reconnects and says what it runs, and the scheduler reconciles.
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    agent_id,
+                    queued = AGENT_QUEUE,
+                    "the agent has not read its last {AGENT_QUEUE} messages: closing its stream, so that it reconnects and says what it runs, rather than dropping one"
+                );
+                self.by_agent.remove(agent_id);
             }
         }
     }
@@ -67,7 +73,6 @@ impl Streams {
         let logs = StreamLogs {
             conn,
             refused: StreamRefusals::default(),
-            unqueued: LogRate::default(),
         };
         self.logs.insert(agent_id.clone(), logs);
         self.by_agent.insert(agent_id, (conn, tx));
@@ -88,9 +93,6 @@ impl Streams {
         if let Some(untold) = logs.refused.log.flush(now) {
             tell_refused(agent_id, untold);
         }
-        if let Some(untold) = logs.unqueued.flush(now) {
-            tell_unqueued(agent_id, untold);
-        }
     }
     /// Notes a refused result from the agent: whether to tell it, and the
     /// stream to close (with why) when the agent has sent too many.
@@ -110,8 +112,4 @@ impl Streams {
 
 pub fn tell_refused(agent_id: &str, untold: Untold) {
     crate::observe::refusals::warn_untold(agent_id, "refused {} more results from", untold);
-}
-
-fn tell_unqueued(agent_id: &str, untold: Untold) {
-    crate::observe::refusals::warn_untold(agent_id, "could not queue {} more messages to", untold);
 }

@@ -9,9 +9,17 @@
 //! so an entry damaged some other way is found, and the log is cut before
 //! it. Entries are written by one thread, many per commit (group commit):
 //! see `writer`.
+//!
+//! Replaying every suite ever run would make restarts ever slower, so at
+//! each suite boundary the engine writes a snapshot of what carries over
+//! to the next suite (`snapshot`); once it has passed its check, the
+//! entries before the snapshot before it are deleted. `open` replays from
+//! the newest snapshot that reads (the older one if the newest is
+//! damaged), then the entries after it.
 
 pub mod durations;
 mod record;
+pub mod snapshot;
 mod writer;
 
 use std::collections::BTreeSet;
@@ -56,7 +64,13 @@ pub struct Opened {
     pub scheduler: Scheduler,
     pub db: Database,
     pub next_seq: u64,
+    /// Entries replayed (after the snapshot the replay started from).
     pub replayed: u64,
+    /// The snapshot entry the replay started from; None: from the start.
+    pub from_snapshot: Option<u64>,
+    /// Entries the log holds (snapshots included): after compactions, the
+    /// last two suites', far fewer than `next_seq - 1`, every entry written.
+    pub entries: u64,
     pub took: Duration,
     /// Escalations the webhook has accepted: not sent again.
     pub delivered: BTreeSet<WebhookKey>,
@@ -88,14 +102,53 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
         path: &opts.config_path,
         local_run: opts.local_run.as_ref(),
     };
-    let mut scheduler = Scheduler::new(orchestrator_id);
-    let mut last = 0u64;
+    let file = opts.path.display();
+    let read_err = |e: redb::Error| anyhow::anyhow!("{}: {e}", describe(&opts.path));
+    let first = first_seq(&db).map_err(read_err)?.unwrap_or(1);
+    // From the newest snapshot that decodes; the ones that do not are
+    // passed over for the one before (the log keeps two, see `snapshot`).
+    let mut base = None;
+    for seq in snapshot::candidates(&db).map_err(read_err)? {
+        let bytes = {
+            let read = db.begin_read().context(describe(&opts.path))?;
+            let table = read.open_table(EVENTS).context(describe(&opts.path))?;
+            let got = table.get(seq).context(describe(&opts.path))?;
+            got.map(|v| v.value().to_vec())
+        };
+        match bytes
+            .ok_or_else(|| "it is missing".to_string())
+            .and_then(|b| snapshot::decode(&b))
+        {
+            Ok((scheduler, delivered)) => {
+                base = Some((seq, scheduler, delivered));
+                break;
+            }
+            Err(why) => tracing::warn!(
+                journal = %file,
+                entry = seq,
+                why,
+                "the event log's snapshot at entry {seq} cannot be used ({why}): replaying from the snapshot before it"
+            ),
+        }
+    }
+    let (from_snapshot, mut scheduler, mut delivered) = match base {
+        Some((seq, s, d)) => (Some(seq), s, d),
+        None if first <= 1 => (None, Scheduler::new(orchestrator_id), BTreeSet::new()),
+        None => anyhow::bail!(
+            "{file}: the entries before entry {first} were compacted into snapshots, and none of the snapshots left can be read: move the file away to start afresh"
+        ),
+    };
+    let start = from_snapshot.map_or(first, |s| s + 1);
+    // Snapshots between `start` and the end are no events: passed over,
+    // damaged or not (a damaged one is no damaged tail).
+    let marked = snapshot::marked(&db).map_err(read_err)?;
+    let mut last = start - 1;
+    let mut replayed = 0u64;
     let mut damaged: Option<(u64, String)> = None;
-    let mut delivered = BTreeSet::new();
     {
         let read = db.begin_read().context(describe(&opts.path))?;
         let table = read.open_table(EVENTS).context(describe(&opts.path))?;
-        for item in table.iter().context(describe(&opts.path))? {
+        for item in table.range(start..).context(describe(&opts.path))? {
             let (seq, bytes) = match item {
                 Ok((k, v)) => (k.value(), v),
                 Err(e) => {
@@ -109,14 +162,28 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
             }
             let entry = match record::read(bytes.value()) {
                 Ok(entry) => entry,
+                Err(e) if marked.contains(&seq) => {
+                    tracing::warn!(
+                        journal = %file,
+                        entry = seq,
+                        why = %e,
+                        "the event log's snapshot at entry {seq} is damaged ({e}): passed over"
+                    );
+                    last = seq;
+                    continue;
+                }
                 Err(e) => {
                     damaged = Some((seq, e.to_string()));
                     break;
                 }
             };
+            last = seq;
+            if snapshot::is_snapshot(&entry) {
+                continue;
+            }
+            replayed += 1;
             if let Some(key) = record::delivered(&entry) {
                 delivered.insert(key);
-                last = seq;
                 continue;
             }
             let (event, at) = record::event(entry, &own).map_err(|e| {
@@ -126,7 +193,6 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
                 )
             })?;
             scheduler.handle_replayed(event, at);
-            last = seq;
         }
     }
     if let Some((from, why)) = damaged {
@@ -147,10 +213,25 @@ pub fn open(opts: &Options, orchestrator_id: &str) -> anyhow::Result<Opened> {
         scheduler,
         db,
         next_seq: last + 1,
-        replayed: last,
+        replayed,
+        from_snapshot,
+        entries: (last + 1).saturating_sub(first),
         took: started.elapsed(),
         delivered,
     })
+}
+
+/// The first entry's sequence number (after a compaction, an older
+/// snapshot's); None in an empty log.
+fn first_seq(db: &Database) -> Result<Option<u64>, redb::Error> {
+    let read = db.begin_read()?;
+    let table = match read.open_table(EVENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let first = table.first()?.map(|(k, _)| k.value());
+    Ok(first)
 }
 
 fn describe(path: &Path) -> String {
@@ -295,6 +376,8 @@ fn restart_fresh(
         db,
         next_seq: 1,
         replayed: 0,
+        from_snapshot: None,
+        entries: 0,
         took: started.elapsed(),
         delivered: BTreeSet::new(),
     })

@@ -101,7 +101,8 @@ pub fn delivered(entry: &JournalEntry) -> Option<WebhookKey> {
     }
 }
 
-fn checked(entry: JournalEntry) -> Vec<u8> {
+/// An entry's bytes: its CRC32, then its protobuf.
+pub(super) fn checked(entry: JournalEntry) -> Vec<u8> {
     let body = entry.encode_to_vec();
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -324,6 +325,11 @@ pub fn event(entry: JournalEntry, own: &OwnConfig) -> Result<(Event, UnixMillis)
         Entry::WebhookDelivered(_) => {
             return Err(Unplayable(
                 "a webhook delivery is the edge's record, not a scheduler event".into(),
+            ))
+        }
+        Entry::Snapshot(_) => {
+            return Err(Unplayable(
+                "a snapshot is where a replay starts, not a scheduler event".into(),
             ))
         }
         Entry::Resolve(r) => Event::ResolveEscalation {

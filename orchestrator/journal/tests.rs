@@ -45,9 +45,16 @@ fn half_run(yaml: &str) -> Sim {
 /// Writes `events` through the writer, waiting until all are durable.
 fn write(opened: Opened, path: &Path, events: &[(Event, u64, usize)]) {
     let (tx, rx) = mpsc::channel();
-    let mut a = Appender::start(opened.db, path.to_path_buf(), opened.next_seq, move |w| {
-        let _ = tx.send(w);
-    })
+    let snapshot = opened.from_snapshot;
+    let mut a = Appender::start(
+        opened.db,
+        path.to_path_buf(),
+        opened.next_seq,
+        snapshot,
+        move |w| {
+            let _ = tx.send(w);
+        },
+    )
     .unwrap();
     let mut last = 0;
     for (e, at, _) in events {
@@ -209,6 +216,271 @@ fn a_log_of_a_newer_format_is_refused_naming_the_file() {
     assert!(err.contains(&opts.path.display().to_string()), "{err}");
     assert!(err.contains("testfleet 9.9.9 in log format 2"), "{err}");
     assert!(err.contains("reads format 1"), "{err}");
+}
+
+/// `suites` suites in a row on two agents, each run to its end, all of
+/// the orchestrator's own config `yaml`.
+fn suites_in_a_row(yaml: &str, suites: usize) -> Sim {
+    let mut s = Sim::new();
+    s.join("a1", sim::cap(8, 16_384));
+    s.join("a2", sim::cap(8, 16_384));
+    let plan = sim::plan(yaml);
+    for n in 0..suites {
+        s.advance(1_000);
+        s.submit_as(&format!("s{n}"), plan.clone());
+        s.drain_successfully();
+        assert_eq!(s.suite_state(), testfleet_core::SuiteState::Completed);
+    }
+    s
+}
+
+/// What the engine writes for `events`: each entry, and a snapshot just
+/// before each submit made while no suite runs (`corrupt(n)`: the nth
+/// snapshot's bytes are broken before they are appended, so it fails its
+/// check). The live scheduler, and the snapshots' sequence numbers.
+fn write_as_engine(
+    opened: Opened,
+    path: &Path,
+    events: &[(Event, u64, usize)],
+    corrupt: impl Fn(usize) -> bool,
+) -> (Scheduler, Vec<u64>) {
+    let (tx, rx) = mpsc::channel();
+    let from = opened.from_snapshot;
+    let mut a = Appender::start(
+        opened.db,
+        path.to_path_buf(),
+        opened.next_seq,
+        from,
+        move |w| {
+            let _ = tx.send(w);
+        },
+    )
+    .unwrap();
+    let mut live = opened.scheduler;
+    let delivered = opened.delivered;
+    let mut snapshots = Vec::new();
+    let mut last = 0;
+    for (e, at, _) in events {
+        if matches!(e, Event::SubmitSuite { .. }) && !live.is_running() {
+            let mut taken = snapshot::take(&live, &delivered, *at).expect("a whole snapshot");
+            if corrupt(snapshots.len()) {
+                taken.bytes = snapshot::undecodable(&taken.bytes);
+            }
+            snapshots.push(a.append_snapshot(taken));
+        }
+        last = a.append(encode(e, *at, &PlanSource::OwnConfig));
+        live.handle_replayed(e.clone(), *at);
+    }
+    loop {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer answers")
+        {
+            Written::Durable(seq) if seq >= last => break,
+            Written::Durable(_) => {}
+            Written::Failed(why) => panic!("{why}"),
+        }
+    }
+    drop(a);
+    (live, snapshots)
+}
+
+/// The entries the log holds, first and last.
+fn held(opts: &Options) -> (u64, u64) {
+    let db = reopen_db(opts);
+    let read = db.begin_read().unwrap();
+    let t = read.open_table(EVENTS).unwrap();
+    let first = t.first().unwrap().unwrap().0.value();
+    let last = t.last().unwrap().unwrap().0.value();
+    (first, last)
+}
+
+/// The file, once the writer thread has let go of it (after its checks
+/// and compactions).
+fn reopen_db(opts: &Options) -> Database {
+    for _ in 0..100 {
+        match Database::open(&opts.path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the writer still holds {}", opts.path.display());
+}
+
+/// Where the entries of the suite submitted at event `i` begin, in a log
+/// written by `write_as_engine` from the first entry on: one snapshot
+/// before each submit.
+fn seq_of_event(events: &[(Event, u64, usize)], i: usize) -> u64 {
+    let submits = events[..=i]
+        .iter()
+        .filter(|e| matches!(e.0, Event::SubmitSuite { .. }))
+        .count() as u64;
+    i as u64 + 1 + submits
+}
+
+fn submits(events: &[(Event, u64, usize)]) -> Vec<usize> {
+    (0..events.len())
+        .filter(|&i| matches!(events[i].0, Event::SubmitSuite { .. }))
+        .collect()
+}
+
+fn same_carried_and_report(back: &Scheduler, live: &Scheduler) {
+    testfleet_core::same_carried(back, live).unwrap();
+    same(&report(back), &report(live));
+}
+
+#[test]
+fn many_suites_leave_a_log_of_the_last_two_and_replay_to_the_live_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = sim::seed_yaml("dag");
+    let opts = options(dir.path(), &yaml);
+    let s = suites_in_a_row(&yaml, 6);
+    // A webhook delivery the engine knew of: its entry is compacted away,
+    // the snapshots carry it.
+    let key = WebhookKey {
+        suite_id: "s0".into(),
+        escalation_id: "e1".into(),
+    };
+    let mut opened = open(&opts, "orch").unwrap();
+    opened.delivered.insert(key.clone());
+    let (live, snapshots) = write_as_engine(opened, &opts.path, &s.events, |_| false);
+    assert_eq!(snapshots.len(), 6);
+    let written = s.events.len() as u64 + 6;
+
+    // Only the last two suites' entries are left, from the snapshot
+    // before the fifth suite on.
+    let (first, last) = held(&opts);
+    assert_eq!(first, snapshots[4]);
+    assert_eq!(last, written);
+    let at = submits(&s.events);
+    assert_eq!(seq_of_event(&s.events, at[4]), snapshots[4] + 1);
+
+    let back = reopen(&opts).unwrap();
+    assert_eq!(back.from_snapshot, Some(snapshots[5]));
+    assert_eq!(back.replayed, s.events.len() as u64 - at[5] as u64);
+    assert_eq!(back.entries, written - snapshots[4] + 1);
+    assert!(back.entries < written / 2, "{} of {written}", back.entries);
+    assert_eq!(back.next_seq, written + 1);
+    same_carried_and_report(&back.scheduler, &live);
+    same_carried_and_report(&back.scheduler, &s.s);
+    assert_eq!(back.scheduler.revision(), s.s.revision());
+    assert!(back.delivered.contains(&key));
+
+    // The log goes on from there, and the next boundary compacts again.
+    let more = suites_in_a_row(&yaml, 1);
+    // (Its agents have joined already: from its first tick on.)
+    let tail: Vec<_> = more.events[2..].to_vec();
+    let (_, next) = write_as_engine(back, &opts.path, &tail, |_| false);
+    assert_eq!(
+        next[0],
+        written + 2,
+        "after the tick, numbered on without a gap"
+    );
+    assert_eq!(
+        held(&opts).0,
+        snapshots[5],
+        "compacted up to the snapshot before"
+    );
+}
+
+#[test]
+fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = sim::seed_yaml("dag");
+    let opts = options(dir.path(), &yaml);
+    let s = suites_in_a_row(&yaml, 3);
+    let (live, snapshots) =
+        write_as_engine(open(&opts, "orch").unwrap(), &opts.path, &s.events, |_| {
+            false
+        });
+    let written = s.events.len() as u64 + 3;
+    let newest = snapshots[2];
+    let rewrite = |bytes: &dyn Fn(&[u8]) -> Vec<u8>| {
+        let db = reopen_db(&opts);
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(EVENTS).unwrap();
+            let whole = t.get(newest).unwrap().unwrap().value().to_vec();
+            t.insert(newest, bytes(&whole).as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    };
+
+    // Its checksum holds, but what it holds is no snapshot.
+    rewrite(&|b| snapshot::undecodable(b));
+    let back = reopen(&opts).unwrap();
+    assert_eq!(back.from_snapshot, Some(snapshots[1]));
+    assert_eq!(back.next_seq, written + 1, "nothing is cut");
+    same_carried_and_report(&back.scheduler, &live);
+    drop(back);
+
+    // Its bytes are torn: passed over, not cut as a damaged tail.
+    rewrite(&|b| b[..b.len() / 2].to_vec());
+    let back = reopen(&opts).unwrap();
+    assert_eq!(back.from_snapshot, Some(snapshots[1]));
+    assert_eq!(back.next_seq, written + 1, "nothing is cut");
+    assert_eq!(back.entries, written - snapshots[1] + 1);
+    same_carried_and_report(&back.scheduler, &live);
+}
+
+#[test]
+fn a_snapshot_that_fails_its_check_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = sim::seed_yaml("dag");
+    let opts = options(dir.path(), &yaml);
+    let s = suites_in_a_row(&yaml, 3);
+    // The third snapshot is broken on its way to the log.
+    let (live, snapshots) =
+        write_as_engine(open(&opts, "orch").unwrap(), &opts.path, &s.events, |n| {
+            n == 2
+        });
+    // The second one compacted up to the first; the third one nothing.
+    assert_eq!(held(&opts).0, snapshots[0]);
+    let back = reopen(&opts).unwrap();
+    assert_eq!(
+        back.from_snapshot,
+        Some(snapshots[1]),
+        "the broken one is passed over"
+    );
+    same_carried_and_report(&back.scheduler, &live);
+
+    // The next good one compacts up to the last one that passed (the
+    // second), not up to the broken one.
+    let more = suites_in_a_row(&yaml, 1);
+    let (_, next) = write_as_engine(back, &opts.path, &more.events[2..], |_| false);
+    assert_eq!(held(&opts).0, snapshots[1]);
+    let back = reopen(&opts).unwrap();
+    assert_eq!(back.from_snapshot, Some(next[0]));
+}
+
+#[test]
+fn a_compacted_log_whose_snapshots_are_all_unreadable_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = sim::seed_yaml("dag");
+    let opts = options(dir.path(), &yaml);
+    let s = suites_in_a_row(&yaml, 3);
+    let (_, snapshots) =
+        write_as_engine(open(&opts, "orch").unwrap(), &opts.path, &s.events, |_| {
+            false
+        });
+    {
+        let db = reopen_db(&opts);
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(EVENTS).unwrap();
+            for seq in &snapshots[1..] {
+                let whole = t.get(*seq).unwrap().unwrap().value().to_vec();
+                t.insert(*seq, snapshot::undecodable(&whole).as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let err = format!("{:#}", reopen(&opts).err().expect("refused"));
+    assert!(err.contains(&opts.path.display().to_string()), "{err}");
+    assert!(err.contains("compacted into snapshots"), "{err}");
 }
 
 #[test]

@@ -242,7 +242,15 @@ impl PoolEdge {
             dir,
         };
         Ok(match provisioner {
-            Provisioner::Local(_) => Handle::Local(local::start(&self.ctx, &request)?),
+            Provisioner::Local(_) => {
+                let (events, id) = (self.events.clone(), agent_id.to_string());
+                Handle::Local(local::start(&self.ctx, &request, move |error| {
+                    events(Event::ProvisionFailed {
+                        agent_id: id,
+                        error,
+                    })
+                })?)
+            }
             Provisioner::Command(c) => Handle::Command(command::start(c, &request).await?),
             Provisioner::Docker(d) => {
                 self.used_docker.store(true, Ordering::Relaxed);

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod pool;
 mod replay;
 pub mod results;
+mod snapshot;
 pub mod split;
 pub mod state;
 pub mod time;
@@ -43,6 +44,7 @@ pub use event::Event;
 pub use lifecycle::Lifecycle;
 pub use notice::{Notice, TaskStateChange};
 use results::{Completion, Failure, ProgressReport};
+pub use snapshot::{same_carried, Snapshot};
 pub use state::{
     AgentId, AgentState, Attempt, AttemptId, AttemptOutcome, Escalation, Resolution, SuiteRun,
     SuiteState, TaskRun, TaskState,

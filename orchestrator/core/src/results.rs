@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::time::{self, UnixMillis};
 
@@ -80,7 +80,7 @@ pub enum AttemptPhase {
     Uploading,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ResourceUsage {
     pub memory_usage_mb: u64,
     pub cpu_utilization: f64,

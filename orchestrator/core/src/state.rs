@@ -16,7 +16,7 @@ use super::time::UnixMillis;
 pub type AgentId = String;
 pub type AttemptId = String;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentState {
     pub(crate) id: AgentId,
     pub(crate) host: String,

@@ -36,6 +36,8 @@ pub struct Server {
     config: PathBuf,
     insecure: bool,
     flags: Vec<String>,
+    env: Vec<(String, String)>,
+    echo_log: bool,
 }
 
 impl Server {
@@ -92,8 +94,8 @@ impl Server {
     }
 
     /// Kills it (SIGKILL) if it still runs, and starts it again with the
-    /// same config, flags and data dir, on the same gRPC port (so agents
-    /// find it again); its log goes on in the same file.
+    /// same config, flags, environment and data dir, on the same gRPC port
+    /// (so agents find it again); its log goes on in the same file.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         if self.proc.child.try_wait()?.is_none() {
             self.kill9();
@@ -105,12 +107,17 @@ impl Server {
             .to_path_buf();
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         let config = self.config.clone();
+        let env_owned = self.env.clone();
+        let env: Vec<(&str, &str)> = env_owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let how = Serve {
             config: &config,
             dir: &dir,
             insecure: self.insecure,
-            env: &[],
-            echo_log: false,
+            env: &env,
+            echo_log: self.echo_log,
         };
         *self = Server::spawn(how, &flags, (None, None), Some(self.addr))?;
         Ok(())
@@ -173,6 +180,12 @@ impl Server {
             config: how.config.to_path_buf(),
             insecure: how.insecure,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            env: how
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            echo_log: how.echo_log,
         })
     }
 

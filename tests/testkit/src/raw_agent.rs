@@ -19,9 +19,6 @@ pub async fn raw_agent(
     agent_id: &str,
     capacity: (u64, f64),
 ) -> Result<(AgentSender, OrchestratorStream), tonic::Status> {
-    // Room for a simulated agent's completions to queue up behind a slow
-    // stream rather than stall it.
-    let (tx, rx) = mpsc::channel(1024);
     let hello = proto::AgentHello {
         agent_id: agent_id.into(),
         host: "raw".into(),
@@ -32,6 +29,18 @@ pub async fn raw_agent(
         }),
         ..Default::default()
     };
+    raw_agent_hello(channel, hello).await
+}
+
+/// Says this `hello` (which may re-announce running attempts, as an agent
+/// reconnecting does) and returns the sender and what comes back.
+pub async fn raw_agent_hello(
+    channel: tonic::transport::Channel,
+    hello: proto::AgentHello,
+) -> Result<(AgentSender, OrchestratorStream), tonic::Status> {
+    // Room for a simulated agent's completions to queue up behind a slow
+    // stream rather than stall it.
+    let (tx, rx) = mpsc::channel(1024);
     tx.send(AgentMessage {
         body: Some(agent_message::Body::Hello(hello)),
     })

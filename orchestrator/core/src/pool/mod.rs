@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use testfleet_config::{PoolPlan, ResourceSpec, SuitePlan};
 
 mod placement;
@@ -54,7 +54,7 @@ pub struct PoolRecord {
 }
 
 /// An agent asked for and not yet joined.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     size: ResourceSpec,
     asked_at: UnixMillis,
@@ -63,19 +63,19 @@ struct Pending {
 }
 
 /// An agent the pool started, which it may stop.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Started {
     idle_since: Option<UnixMillis>,
 }
 
 /// A ready task no agent can take.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stuck {
     since: UnixMillis,
     sentence: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PoolState {
     suite_id: String,
     pending: BTreeMap<AgentId, Pending>,
@@ -89,6 +89,7 @@ pub struct PoolState {
     /// No provisioning before this (backoff after failures).
     retry_at: UnixMillis,
     unplaceable: BTreeSet<usize>,
+    #[serde(deserialize_with = "crate::snapshot::pool_history")]
     history: Vec<PoolRecord>,
     /// What `target_duration` chose last, and when it was worked out (at
     /// how many ended tasks, and at what time).

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use testfleet_config::{PoolPlan, ResourceSpec};
 
 use crate::critical_path::{followers, longest_paths};
@@ -22,7 +22,7 @@ use crate::{Action, Scheduler, SuiteRun};
 pub const RESIZE_EVERY_MS: u64 = 5_000;
 
 /// What the pool chose for `target_duration`, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sizing {
     pub at: UnixMillis,
     /// Agents the pool keeps (at least `min_agents`).

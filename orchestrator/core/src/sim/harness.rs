@@ -8,7 +8,7 @@ use crate::results::{
 };
 use testfleet_config::{ResourceSpec, SuiteConfig, SuitePlan};
 
-use crate::{Action, Event, Scheduler, SuiteRun, SuiteState, TaskState};
+use crate::{Action, Event, Scheduler, Snapshot, SuiteRun, SuiteState, TaskState};
 
 pub const SEED: &str = include_str!("../../../../tests/fixtures/seed_orchestrator_config.yaml");
 
@@ -39,6 +39,9 @@ pub struct Sim {
     /// Every event handled, with its time and how long `log` was before it:
     /// what a crash replays (`crash_restart`).
     pub events: Vec<(Event, u64, usize)>,
+    /// The snapshots the event log would hold: each taken at a suite
+    /// boundary, just before the submit at that index of `events`.
+    pub snapshots: Vec<(usize, Snapshot)>,
     conns: BTreeMap<String, u64>,
 }
 
@@ -62,12 +65,23 @@ impl Sim {
             now: 1_000,
             log: Vec::new(),
             events: Vec::new(),
+            snapshots: Vec::new(),
             conns: BTreeMap::new(),
         }
     }
 
     pub fn step(&mut self, e: Event) -> Vec<Action> {
         let command = e.is_command();
+        if matches!(e, Event::SubmitSuite { .. }) && !self.s.is_running() {
+            // As the engine does: the state that carries over, checked
+            // against the live scheduler before it stands for the log.
+            let snapshot = self.s.snapshot();
+            let rebuilt = Scheduler::from_snapshot(snapshot.clone());
+            if let Err(d) = crate::same_carried(&self.s, &rebuilt) {
+                panic!("a snapshot at t={} lost state: {d}", self.now);
+            }
+            self.snapshots.push((self.events.len(), snapshot));
+        }
         self.events.push((e.clone(), self.now, self.log.len()));
         let out = self.s.handle(e, self.now);
         if let Err(broken) = self.s.check_invariants() {
@@ -81,8 +95,13 @@ impl Sim {
     }
 
     pub fn submit(&mut self, plan: Arc<SuitePlan>) -> Vec<Action> {
+        self.submit_as("s", plan)
+    }
+
+    /// A submit with its own suite id (several suites in a row).
+    pub fn submit_as(&mut self, suite_id: &str, plan: Arc<SuitePlan>) -> Vec<Action> {
         self.step(Event::SubmitSuite {
-            suite_id: "s".into(),
+            suite_id: suite_id.into(),
             suite_name: "suite".into(),
             plan,
             timeout_ms: None,

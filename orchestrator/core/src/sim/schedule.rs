@@ -310,10 +310,13 @@ impl World<'_> {
 
 /// Each task reaches exactly one terminal state, announced exactly once; the
 /// suite finishes once, and its report is written before that is announced.
-fn check_terminal_once(sim: &Sim) -> Result<(), String> {
+/// (`since`: where in the log the suite's submit is, for it is one of
+/// several in a row.)
+fn check_terminal_once(sim: &Sim, since: usize) -> Result<(), String> {
     let suite = sim.s.suite().unwrap();
+    let log = &sim.log[since..];
     let mut ends: BTreeMap<String, u32> = BTreeMap::new();
-    for a in &sim.log {
+    for a in log {
         let Action::Publish(body) = a else { continue };
         if let Notice::TaskState(s) = &**body {
             if s.status.is_terminal() {
@@ -330,8 +333,7 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
             ));
         }
     }
-    let finished = sim
-        .log
+    let finished = log
         .iter()
         .filter(|a| matches!(a, Action::SuiteFinished { .. }))
         .count();
@@ -339,11 +341,10 @@ fn check_terminal_once(sim: &Sim) -> Result<(), String> {
         return Err(format!("suite finished {finished} times"));
     }
     // The report is written (SuiteFinished) before the finish is announced.
-    let written = sim
-        .log
+    let written = log
         .iter()
         .position(|a| matches!(a, Action::SuiteFinished { .. }));
-    let announced = sim.log.iter().position(
+    let announced = log.iter().position(
         |a| matches!(a, Action::Publish(b) if matches!(**b, Notice::SuiteFinished { .. })),
     );
     match (written, announced) {
@@ -375,17 +376,33 @@ pub fn run_schedule(
     let yaml = seed_yaml(mode)
         .replace("retry_delay_seconds: 30", "retry_delay_seconds: 1")
         .replace("agent_timeout: 300", "agent_timeout: 10");
-    w.sim.submit(plan(&yaml));
+    let plan = plan(&yaml);
     let steps = w.rng.random_range(20..200);
+    // One suite, or several in a row on the same scheduler (what carries
+    // over between them is what the event log's snapshots hold, and a
+    // crash rebuilds from the newest one) in a third of the schedules: the
+    // same steps in all, so the schedules take about as long as before
+    // (each suite's settling costs a little more).
+    let suites = if seed % 3 == 2 {
+        w.rng.random_range(2..=3)
+    } else {
+        1
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        for _ in 0..steps {
-            if w.rng.random_bool(0.015) {
-                w.crash();
+        for n in 0..suites {
+            let since = w.sim.log.len();
+            w.trace.push(format!("submit suite s{n}"));
+            w.sim.submit_as(&format!("s{n}"), plan.clone());
+            for _ in 0..steps / suites {
+                if w.rng.random_bool(0.015) {
+                    w.crash();
+                }
+                w.random_event();
             }
-            w.random_event();
+            w.settle();
+            check_terminal_once(&w.sim, since)?;
         }
-        w.settle();
-        check_terminal_once(&w.sim)
+        Ok(())
     }));
     match result {
         Ok(Ok(())) => Ok(()),

@@ -10,4 +10,5 @@ mod pool;
 mod recovery;
 mod resources;
 mod simulation;
+mod snapshot;
 mod split;

@@ -37,7 +37,13 @@ fn the_benchmark_harness_runs_every_workload() {
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("no {name} in:\n{stdout}"));
         let value: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(value.is_finite() && value > 0.0, "{line}");
+        // A latency printed in whole ms may round to 0 on a quick run.
+        let least = if line.ends_with(" ms") {
+            0.0
+        } else {
+            f64::MIN_POSITIVE
+        };
+        assert!(value.is_finite() && value >= least, "{line}");
     }
     // The orchestrator killed mid-suite and started again: every task
     // succeeded exactly once.

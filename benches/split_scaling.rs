@@ -101,7 +101,7 @@ fn run(
     let mut next_tick = sim.now + TICK_MS;
     let mut next_heartbeat = sim.now + HEARTBEAT_MS;
     loop {
-        for a in out.drain(..).collect::<Vec<_>>() {
+        for a in std::mem::take(&mut out) {
             match a {
                 Action::Assign {
                     agent_id,

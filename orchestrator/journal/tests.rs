@@ -61,20 +61,25 @@ fn write(opened: Opened, path: &Path, events: &[(Event, u64, usize)]) {
         last = a.append(encode(e, *at, &PlanSource::OwnConfig));
     }
     if last > 0 {
-        loop {
-            match rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the writer answers")
-            {
-                Written::Durable(seq) if seq >= last => break,
-                Written::Durable(_) => {}
-                Written::Failed(why) => panic!("{why}"),
-            }
-        }
+        wait_durable(&rx, last);
     }
     drop(a);
     // The writer thread lets go of the file once its channel closes.
     std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Waits until the writer says entry `last` is durable (or fails).
+fn wait_durable(rx: &mpsc::Receiver<Written>, last: u64) {
+    loop {
+        match rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the writer answers")
+        {
+            Written::Durable(seq) if seq >= last => return,
+            Written::Durable(_) => {}
+            Written::Failed(why) => panic!("{why}"),
+        }
+    }
 }
 
 /// The report, as JSON (whose maps are ordered, unlike the hashed ones it
@@ -271,16 +276,7 @@ fn write_as_engine(
         last = a.append(encode(e, *at, &PlanSource::OwnConfig));
         live.handle_replayed(e.clone(), *at);
     }
-    loop {
-        match rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the writer answers")
-        {
-            Written::Durable(seq) if seq >= last => break,
-            Written::Durable(_) => {}
-            Written::Failed(why) => panic!("{why}"),
-        }
-    }
+    wait_durable(&rx, last);
     drop(a);
     (live, snapshots)
 }
@@ -511,7 +507,6 @@ fn a_runs_fleet_is_part_of_what_its_log_was_written_for() {
     let plan = again.scheduler.suite().unwrap().plan().clone();
     assert_eq!((plan.pool.min_agents, plan.pool.max_agents), (3, Some(3)));
     drop(again);
-    std::thread::sleep(Duration::from_millis(200));
 
     // Another --local-agents: the run starts a new log.
     let other = Options {

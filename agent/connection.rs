@@ -163,8 +163,17 @@ impl Agent {
         }
     }
 
-    async fn hello(&self) -> AgentMessage {
-        let running = self.running.lock().await;
+    /// The hello, and what waited in the outbox while no session was up,
+    /// to send after the hello's ack. Each result in it is kept from here as
+    /// unacknowledged, so the hello announces its attempt: one that ended
+    /// while the orchestrator was down is not counted lost and run again.
+    /// The outbox is drained under the lock of `running`: an attempt puts
+    /// its result in the outbox before it leaves `running`, so every attempt
+    /// is in one of the two.
+    async fn hello(&mut self) -> (AgentMessage, Vec<AgentMessage>) {
+        let running = self.running.clone();
+        let running = running.lock().await;
+        let backlog = self.take_outbox();
         // An attempt whose result is not acknowledged is still ours: its
         // result follows the hello.
         let unacked = self
@@ -174,7 +183,7 @@ impl Agent {
             .unwrap_or_default()
             .into_iter()
             .filter(|r| !running.contains_key(&r.attempt_id));
-        AgentMessage {
+        let hello = AgentMessage {
             body: Some(agent_message::Body::Hello(proto::AgentHello {
                 agent_id: self.id.agent_id.clone(),
                 host: self.id.host.clone(),
@@ -190,12 +199,31 @@ impl Agent {
                     .collect(),
                 version: env!("CARGO_PKG_VERSION").into(),
             })),
+        };
+        (hello, backlog)
+    }
+
+    /// Everything in the outbox now, each fitted to a frame; its results
+    /// kept until acknowledged.
+    fn take_outbox(&mut self) -> Vec<AgentMessage> {
+        let mut backlog = Vec::new();
+        while let Ok(out) = self.outbox.try_recv() {
+            let out = limits::fit(out);
+            if let Ok(mut u) = self.unacked.lock() {
+                u.keep(&out);
+            }
+            backlog.push(out);
         }
+        backlog
     }
 
     async fn session(&mut self, backoff: &mut Duration) -> End {
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-        let _ = tx.send(self.hello().await).await;
+        // The results kept from earlier sessions, before the backlog adds
+        // its own: the backlog is sent after them, in its order.
+        let earlier = self.unacked.lock().map(|u| u.pending()).unwrap_or_default();
+        let (hello, backlog) = self.hello().await;
+        let _ = tx.send(hello).await;
         let mut client = AgentGatewayClient::new(self.channel.clone());
         let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
@@ -210,13 +238,10 @@ impl Agent {
         };
         *backoff = BACKOFF_START;
         self.connected_once = true;
-        // What the last orchestrator did not acknowledge goes first.
-        let mut resend: std::collections::VecDeque<AgentMessage> = self
-            .unacked
-            .lock()
-            .map(|u| u.pending())
-            .unwrap_or_default()
-            .into();
+        // What the last orchestrator did not acknowledge goes first, then
+        // what waited in the outbox.
+        let mut resend: std::collections::VecDeque<AgentMessage> =
+            earlier.into_iter().chain(backlog).collect();
         tracing::info!(
             orchestrator = ack.orchestrator_id,
             resending = resend.len(),

@@ -8,13 +8,10 @@
 //! here. Its attempts sleep (`testfleet:sleep:<ms>`) in tasks of their own,
 //! which a lost stream does not stop.
 //!
-//! One detail is copied on purpose: a result waits in the outbox while no
-//! session is up, and a hello announces only what runs and what a session
-//! has taken, as the real agent's does. So an attempt that ends while the
-//! orchestrator is down is announced by no hello, is requeued as lost and
-//! runs again (its result, sent after, is stale); the workload counts it
-//! (`tasks_run_twice`). `TESTFLEET_BENCH_KEEP_AT_END=1` keeps each result
-//! from the attempt's end instead, to measure that fix.
+//! A hello first takes what waited in the outbox while no session was up
+//! and keeps its results, as the real agent's does, so an attempt that
+//! ended while the orchestrator was down is announced and not run again
+//! (`tasks_run_twice` counts any that is).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -180,8 +177,19 @@ impl Run {
         }
     }
 
-    fn hello(&self) -> proto::AgentHello {
-        let s = self.state.lock().expect("agent state");
+    /// The hello, and the outbox's backlog to send after its ack (as
+    /// agent/connection.rs: drained under the state's lock, which an
+    /// attempt takes to leave `running` after its result is in the outbox).
+    fn hello(
+        &self,
+        outbox: &mut mpsc::Receiver<AgentMessage>,
+    ) -> (proto::AgentHello, Vec<AgentMessage>) {
+        let mut s = self.state.lock().expect("agent state");
+        let mut backlog = Vec::new();
+        while let Ok(out) = outbox.try_recv() {
+            s.unacked.keep(&out);
+            backlog.push(out);
+        }
         let running = s.running.iter().map(|(a, (t, _))| (a, t));
         let unacked = s
             .unacked
@@ -189,7 +197,7 @@ impl Run {
             .iter()
             .filter(|a| !s.running.contains_key(*a))
             .filter_map(|a| s.unacked.by_attempt.get(a).map(|(t, _)| (a, t)));
-        proto::AgentHello {
+        let hello = proto::AgentHello {
             agent_id: self.id.clone(),
             host: "sim".into(),
             capacity: Some(proto::Resources {
@@ -205,7 +213,8 @@ impl Run {
                 })
                 .collect(),
             ..Default::default()
-        }
+        };
+        (hello, backlog)
     }
 
     /// One session, until the stream ends; Err when it did not begin.
@@ -214,7 +223,9 @@ impl Run {
         outbox: &mut mpsc::Receiver<AgentMessage>,
         backoff: &mut Duration,
     ) -> Result<(), tonic::Status> {
-        let (tx, mut inbound) = raw_agent_hello(self.channel.clone(), self.hello()).await?;
+        let earlier = self.state.lock().expect("agent state").unacked.pending();
+        let (hello, backlog) = self.hello(outbox);
+        let (tx, mut inbound) = raw_agent_hello(self.channel.clone(), hello).await?;
         let interval = match inbound.message().await? {
             Some(proto::OrchestratorMessage {
                 body: Some(orchestrator_message::Body::HelloAck(ack)),
@@ -222,7 +233,7 @@ impl Run {
             _ => return Err(tonic::Status::unavailable("no hello ack")),
         };
         *backoff = BACKOFF_START;
-        let resend = self.state.lock().expect("agent state").unacked.pending();
+        let resend: Vec<_> = earlier.into_iter().chain(backlog).collect();
         {
             let mut seen = self.seen.lock().expect("seen");
             seen.hello_acks.push(Instant::now());
@@ -348,12 +359,6 @@ impl Run {
                 .push((task, attempt.clone(), Instant::now()));
             // As the real agent: the result goes to the outbox, then the
             // attempt counts as finished and stops running.
-            // TESTFLEET_BENCH_KEEP_AT_END=1: kept from here, so a hello
-            // announces it even before a session took it (not what the
-            // real agent does yet: BENCHMARKS.md, issue 16's section).
-            if keep_at_end() {
-                state.lock().expect("agent state").unacked.keep(&done);
-            }
             let _ = outbox.send(done).await;
             let mut s = state.lock().expect("agent state");
             s.finished.insert(attempt.clone());
@@ -362,11 +367,6 @@ impl Run {
         s.running
             .insert(attempt_id, (task_id, sleep.abort_handle()));
     }
-}
-
-fn keep_at_end() -> bool {
-    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *KEEP.get_or_init(|| std::env::var_os("TESTFLEET_BENCH_KEEP_AT_END").is_some())
 }
 
 async fn send(tx: &AgentSender, msg: AgentMessage) -> Result<(), tonic::Status> {

@@ -444,3 +444,65 @@ fn a_run_killed_mid_suite_resumes_on_the_same_agents_and_runs_nothing_twice() {
         "no agent outlives the run"
     );
 }
+
+/// Whether the agent's JSON log has `message` for task `task_id`.
+fn agent_logged(log: &std::path::Path, message: &str, task_id: &str) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| v["message"] == message && v["task_id"] == task_id)
+}
+
+#[test]
+fn an_attempt_that_ends_while_the_orchestrator_is_down_is_counted_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(dir.join("suite.yaml"), WAIT_FOR_GO).unwrap();
+    let mut server = Server::start(&dir.join("suite.yaml"), dir);
+    let _agent = start_agent(&server.endpoint(), "agent_001", dir, &[]);
+    server.wait_for_agents(1);
+    assert_eq!(server.http_post("/api/v1/execute-suite", "{}").0, 202);
+    wait_for("B to start", Duration::from_secs(60), || {
+        dir.join("started").exists().then_some(())
+    });
+    server.kill9();
+
+    // B ends while no orchestrator runs: its result waits in the agent.
+    std::fs::write(dir.join("go"), "").unwrap();
+    let agent_log = dir.join("agent_001.log");
+    wait_for("B's result to be queued", Duration::from_secs(30), || {
+        agent_logged(&agent_log, "result queued", "B").then_some(())
+    });
+    server.restart().expect("the orchestrator starts again");
+    server.wait_for_status(
+        &["completed", "failed", "cancelled"],
+        Duration::from_secs(60),
+    );
+    let report = final_report(&server);
+    assert_eq!(report["status"], "completed", "{}", report["reason"]);
+    let ran = std::fs::read_to_string(dir.join("ran")).unwrap();
+    assert_eq!(
+        ran.lines().collect::<Vec<_>>(),
+        ["A", "B", "C"],
+        "B's attempt was announced by the agent's hello and its result counted"
+    );
+    let by_task = attempts_by_task(&report);
+    assert_eq!(by_task["B"].len(), 1, "{:#}", task(&report, "B"));
+}
+
+#[test]
+fn an_idle_orchestrator_adds_nothing_to_its_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo_root().join("examples/cashcow/orchestrator_config.yaml");
+    let mut server = Server::start(&config, dir.path());
+    // Idle for six of its ticks (250 ms each): each used to be an entry.
+    std::thread::sleep(Duration::from_millis(1_500));
+    server.restart().expect("the orchestrator starts again");
+    let lines = replay_lines(&server);
+    let last = lines.last().expect("a replay line per start");
+    assert_eq!(
+        last["entries"], 0,
+        "nothing happened, nothing was logged: {last}"
+    );
+}

@@ -95,6 +95,12 @@ pub(super) async fn report(
         agent_message::Body::Failure(f)
     };
     let _ = ctx.outbox.send(AgentMessage { body: Some(msg) }).await;
+    tracing::info!(
+        task_id = at.task_id,
+        attempt_id = at.a.attempt_id,
+        success = j.success,
+        "result queued"
+    );
 }
 
 fn failure_message(

@@ -406,10 +406,24 @@ impl Loop {
         }
         let now = now_millis();
         (self.durability).snapshot_at_boundary(&event, &self.scheduler, &self.delivered, now);
-        let seq = self.durability.log(&event, now, source);
+        let tick = matches!(event, Event::Tick);
+        let revision = self.scheduler.revision();
+        let seq = if tick {
+            0
+        } else {
+            self.durability.log(&event, now, source)
+        };
         let acked = result_ack(&event);
         self.traces.before(&event);
         let actions = self.scheduler.handle(event, now);
+        // A tick is logged only when it changed something (its actions go
+        // out below, after it is in the log): an idle orchestrator's log
+        // does not grow by four entries a second.
+        let seq = if tick && self.scheduler.revision() != revision {
+            self.durability.log(&Event::Tick, now, source)
+        } else {
+            seq
+        };
         // Debug builds (every test run) check DESIGN.md's invariants after
         // every real event too, not only in the simulation.
         #[cfg(debug_assertions)]

@@ -88,6 +88,11 @@ impl Scheduler {
     /// one revision is still true at the same revision, so the engine builds
     /// a 20,000-task suite's 20 MB report once, not once per reader. (Debug
     /// builds check that claim on every reuse.)
+    ///
+    /// A tick that leaves the revision where it was changed nothing at all
+    /// (`tick_witness`: an alert evaluation or a pool decision counts), so
+    /// the event log passes over it: replaying without it gives the same
+    /// state, which the simulation checks after every crash.
     pub fn revision(&self) -> u64 {
         self.revision
     }
@@ -163,6 +168,7 @@ impl Scheduler {
         // A heartbeat only moves the agent's last-seen time and usage, which
         // no report shows; a quiet tick found nothing due.
         let quiet_unless_acted = matches!(event, Event::Heartbeat { .. } | Event::Tick);
+        let before_tick = matches!(event, Event::Tick).then(|| self.tick_witness());
         let pool_looks = self.pool_wants(&event);
         // A result and the assignment it frees room for make about five
         // actions: room for them up front, not grown twice per event. The
@@ -273,7 +279,8 @@ impl Scheduler {
         // A suite ends inside the event (its state says so); its stage
         // follows here, once, where nothing holds it borrowed.
         self.suite.finish();
-        if !(quiet_unless_acted && out.is_empty()) {
+        let tick_changed = before_tick.is_some_and(|w| w != self.tick_witness());
+        if !(quiet_unless_acted && out.is_empty() && !tick_changed) {
             self.revision += 1;
         }
         out
@@ -391,6 +398,13 @@ impl Scheduler {
     pub fn task_of_attempt(&self, attempt_id: &str) -> Option<&PlannedTask> {
         let &t = self.fleet.attempt_index.get(attempt_id)?;
         Some(&self.suite.current()?.plan.tasks[t])
+    }
+
+    /// What a tick may change without an action: when alerts are next
+    /// evaluated, and the pool's bookkeeping (a `waiting` decision, a
+    /// task found stuck). Compared around each tick; the pool is small.
+    fn tick_witness(&self) -> (UnixMillis, pool::PoolState) {
+        (self.fleet.alerting.next_evaluation, self.pool.clone())
     }
 
     fn tick(&mut self, now: UnixMillis, out: &mut Vec<Action>) {

@@ -55,7 +55,7 @@ pub struct PoolRecord {
 }
 
 /// An agent asked for and not yet joined.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
     size: ResourceSpec,
     asked_at: UnixMillis,
@@ -64,19 +64,19 @@ struct Pending {
 }
 
 /// An agent the pool started, which it may stop.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Started {
     idle_since: Option<UnixMillis>,
 }
 
 /// A ready task no agent can take.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stuck {
     since: UnixMillis,
     sentence: String,
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolState {
     suite_id: String,
     pending: BTreeMap<AgentId, Pending>,

@@ -18,6 +18,7 @@ impl Sim {
     /// The rebuilt scheduler then hears what the engine tells it after a
     /// restart (`Scheduler::restart_events`).
     pub fn crash_restart(&mut self, lost: usize) -> Result<(), String> {
+        self.restarts += 1;
         let replayed = self.rebuild(self.events.len());
         same_state(&self.s, &replayed).map_err(|d| format!("after replay: {d}"))?;
         replayed

@@ -42,6 +42,8 @@ pub struct Sim {
     /// The snapshots the event log would hold: each taken at a suite
     /// boundary, just before the submit at that index of `events`.
     pub snapshots: Vec<(usize, Snapshot)>,
+    /// How many times it crashed and restarted (`crash_restart`).
+    pub restarts: u32,
     conns: BTreeMap<String, u64>,
 }
 
@@ -66,6 +68,7 @@ impl Sim {
             log: Vec::new(),
             events: Vec::new(),
             snapshots: Vec::new(),
+            restarts: 0,
             conns: BTreeMap::new(),
         }
     }
@@ -83,7 +86,12 @@ impl Sim {
             self.snapshots.push((self.events.len(), snapshot));
         }
         self.events.push((e.clone(), self.now, self.log.len()));
+        let (tick, revision) = (matches!(e, Event::Tick), self.s.revision());
         let out = self.s.handle(e, self.now);
+        if tick && self.s.revision() == revision {
+            // As the engine: a tick that changed nothing is not logged.
+            self.events.pop();
+        }
         if let Err(broken) = self.s.check_invariants() {
             panic!("invariant broken at t={}: {broken}", self.now);
         }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::results::{ErrorType, FinalStatus, ProgressReport};
-use crate::{Action, Event, Notice, Resolution, Scheduler, SuiteState};
+use crate::{Action, Event, Notice, Resolution, SuiteState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -35,7 +35,7 @@ struct World<'o> {
     agents: Vec<String>,
     silent: BTreeMap<String, bool>,
     trace: Vec<String>,
-    observe: &'o mut dyn FnMut(&Scheduler),
+    observe: &'o mut dyn FnMut(&Sim),
 }
 
 impl World<'_> {
@@ -48,7 +48,7 @@ impl World<'_> {
         );
         let out = self.sim.step(e);
         self.issued.extend(assigned(&out));
-        (self.observe)(&self.sim.s);
+        (self.observe)(&self.sim);
     }
 
     fn random_agent(&mut self) -> String {
@@ -185,7 +185,7 @@ impl World<'_> {
         if let Err(broken) = self.sim.crash_restart(lost) {
             panic!("{broken}");
         }
-        (self.observe)(&self.sim.s);
+        (self.observe)(&self.sim);
         for id in self.agents.clone() {
             if !self.rng.random_bool(0.7) {
                 continue;
@@ -202,7 +202,7 @@ impl World<'_> {
             self.trace.push(format!("rejoin {id}"));
             let out = self.sim.join_with(&id, c, running);
             self.issued.extend(assigned(&out));
-            (self.observe)(&self.sim.s);
+            (self.observe)(&self.sim);
         }
     }
 
@@ -358,10 +358,7 @@ fn check_terminal_once(sim: &Sim, since: usize) -> Result<(), String> {
 /// Runs the schedule of `seed`, calling `observe` after every step. On a
 /// broken invariant (or a panic in `observe`) returns what broke and the
 /// trace of the steps that led there.
-pub fn run_schedule(
-    seed: u64,
-    observe: &mut dyn FnMut(&Scheduler),
-) -> Result<(), (String, Vec<String>)> {
+pub fn run_schedule(seed: u64, observe: &mut dyn FnMut(&Sim)) -> Result<(), (String, Vec<String>)> {
     let mut w = World {
         sim: Sim::new(),
         rng: SmallRng::seed_from_u64(seed),

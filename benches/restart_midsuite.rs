@@ -96,9 +96,13 @@ pub async fn restart_midsuite(tasks: usize, agents: usize) -> anyhow::Result<Fou
     let doc: serde_json::Value = serde_json::from_str(&report.report_json.to_str()?)?;
 
     let s = seen.lock().expect("seen");
+    // Received after the new process started: the old one's last
+    // assignments may still be read from the agents' sockets after the
+    // kill (seen with 40 agents), and are not the restarted one's.
     let first_new = s.assigned[assigned_at_kill..]
         .iter()
         .map(|(_, _, at)| *at)
+        .filter(|at| *at > started)
         .min();
     let back: Vec<Instant> = s
         .hello_acks

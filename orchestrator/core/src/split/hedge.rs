@@ -197,6 +197,7 @@ impl SuiteRun {
 mod tests {
     use super::*;
     use crate::results::TestOutcome;
+    use crate::split::BatchLimits;
     use std::collections::HashMap;
 
     fn batch(id: &str, agent: &str, tests: Vec<usize>, at: UnixMillis) -> Batch {
@@ -215,7 +216,7 @@ mod tests {
     /// Everything waiting, as one batch.
     fn take_all(q: &mut Queue) -> Vec<usize> {
         let mut all = Vec::new();
-        while let Some(b) = q.next_batch("x", 1, 60_000) {
+        while let Some(b) = q.next_batch("x", 1, BatchLimits::per_process(60_000)) {
             all.extend(b);
         }
         all
@@ -235,12 +236,16 @@ mod tests {
     #[test]
     fn only_a_straggler_with_enough_left_is_hedged_and_its_copy_runs_backwards() {
         let mut q = queue(&[("slow", 3_000), ("a", 500), ("b", 500), ("c", 100)]);
-        let first = q.next_batch("x", 2, 60_000).unwrap();
+        let first = q
+            .next_batch("x", 2, BatchLimits::per_process(60_000))
+            .unwrap();
         let b1 = batch("b1", "x", first, 0);
         q.hand_out(b1);
         // Something still waits: no hedge.
         assert_eq!(q.hedge_candidate("y", 0), None);
-        let rest = q.next_batch("y", 2, 60_000).unwrap();
+        let rest = q
+            .next_batch("y", 2, BatchLimits::per_process(60_000))
+            .unwrap();
         let b2 = batch("b2", "y", rest.clone(), 0);
         q.hand_out(b2);
         assert!(!q.has_waiting());

@@ -31,7 +31,7 @@ use crate::{Rejection, SuiteRun};
 
 pub use hedge::Hedge;
 pub use history::Measured;
-pub use queue::{Batch, Queue, TestAttempt, TestRun, Verdict};
+pub use queue::{Batch, BatchLimits, Queue, TestAttempt, TestRun, Verdict};
 
 /// What `place_batch` hands out: the queue's next batch, or a copy of a
 /// straggler (`hedge.rs`).
@@ -479,7 +479,13 @@ impl SuiteRun {
             .collect();
         candidates.sort();
         let task = &self.plan.tasks[t];
-        let max_ms = task.split.as_ref().map_or(60_000, |s| s.max_batch_ms);
+        let limits = task
+            .split
+            .as_ref()
+            .map_or(BatchLimits::per_process(60_000), |s| BatchLimits {
+                max_batch_ms: s.max_batch_ms,
+                resident: s.runner == "pytest",
+            });
         let timeout_ms = self.tasks[t].timeout_ms.unwrap_or(task.timeout_ms);
         let task_id = task.id.clone();
         let split = self.splits.get_mut(&t).expect("a running split");
@@ -488,7 +494,7 @@ impl SuiteRun {
         let Some((agent_id, tests, copy_of)) = candidates.into_iter().find_map(|(_, agent_id)| {
             let q = &mut split.queue;
             let (tests, copy_of) = match pick {
-                Pick::Next => (q.next_batch(&agent_id, workers, max_ms)?, None),
+                Pick::Next => (q.next_batch(&agent_id, workers, limits)?, None),
                 Pick::Hedge => {
                     let (of, tests) = q.hedge_candidate(&agent_id, now)?;
                     (tests, Some(of))

@@ -33,6 +33,26 @@ pub const MAX_HANDOUTS: u32 = 4;
 /// Reruns of one failed test at most (on its agent, then on another).
 pub const MAX_RERUNS_PER_TEST: u32 = 2;
 
+/// How batches of a task may be cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// The task's `split.max_batch_seconds`, ms.
+    pub max_batch_ms: u64,
+    /// Whether its runner stays up between batches (pytest's resident
+    /// runner), so that a batch costs no process start.
+    pub resident: bool,
+}
+
+impl BatchLimits {
+    /// Batches of at most `max_batch_ms`, each paying a process start.
+    pub fn per_process(max_batch_ms: u64) -> Self {
+        BatchLimits {
+            max_batch_ms,
+            resident: false,
+        }
+    }
+}
+
 /// One run of a test.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestAttempt {
@@ -231,7 +251,7 @@ impl Queue {
         &mut self,
         agent: &str,
         workers: u64,
-        max_batch_ms: u64,
+        limits: BatchLimits,
     ) -> Option<Vec<usize>> {
         if let Some(pos) = self
             .reruns
@@ -246,7 +266,18 @@ impl Queue {
         }
         let left = self.waiting_ms();
         let share = left / (workers.max(1) * BATCHES_PER_AGENT);
-        let target = share.max(MIN_BATCH_MS).min(max_batch_ms.max(1));
+        // A resident runner pays no start per batch, so tests planned at a
+        // guess go out in batches as short as the share says: where the
+        // slow ones are is unknown, and a floor of MIN_BATCH_MS would put
+        // the queue's last guesses (a slow tail, side by side in collection
+        // order) in one batch on one agent.
+        let guessed = self.waiting[0].iter().all(|&i| !self.tests[i].from_history);
+        let floor = if guessed && limits.resident {
+            1
+        } else {
+            MIN_BATCH_MS
+        };
+        let target = share.max(floor).min(limits.max_batch_ms.max(1));
         let mut batch: Vec<usize> = Vec::new();
         let mut planned = 0;
         while let Some(unit) = self.waiting.first() {

@@ -3,13 +3,14 @@
 //! every test is handed out until it is reported, and counted once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::results::{Collected, Completion, FinalStatus, TestCase, TestOutcome};
 use crate::sim::*;
-use crate::split::{Queue, Verdict};
+use crate::split::{BatchLimits, Queue, Verdict};
 use crate::{Action, Event, SuiteState, TaskState};
 
 const SPLIT: &str = "templates:\n  t: {command: \"pytest\"}\norchestrator:\n  task_definitions:\n    tests:\n      - {id: unit, template: t, split: {runner: pytest, paths: [tests]}, resources: {cpu_cores: 1, memory_mb: 100}}\n";
@@ -225,7 +226,9 @@ fn unknown_tests_get_the_median_and_batches_shrink_longest_first() {
         2_000,
         "median of 9, 1, 2 s"
     );
-    let first = q.next_batch("a", 2, 60_000).unwrap();
+    let first = q
+        .next_batch("a", 2, BatchLimits::per_process(60_000))
+        .unwrap();
     assert_eq!(q.tests[first[0]].id, "a", "longest first");
 
     // Many equal tests on 4 agents: each batch at most the last one.
@@ -233,12 +236,41 @@ fn unknown_tests_get_the_median_and_batches_shrink_longest_first() {
     let h: HashMap<String, u64> = many.iter().map(|t| (t.clone(), 100)).collect();
     let mut q = Queue::new(many, ".".into(), Some(&h), false, 0);
     let mut sizes = Vec::new();
-    while let Some(b) = q.next_batch("a", 4, 60_000) {
+    while let Some(b) = q.next_batch("a", 4, BatchLimits::per_process(60_000)) {
         sizes.push(b.len());
     }
     assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
     assert_eq!(sizes.iter().sum::<usize>(), 2000);
     assert!(sizes[0] > 10 * sizes[sizes.len() - 1], "{sizes:?}");
+}
+
+#[test]
+fn guessed_tests_end_the_queue_one_by_one_on_a_resident_runner_only() {
+    // No history: every test is guessed at NOMINAL_TEST_MS (0.1 s).
+    let ids: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let sizes = |resident: bool| {
+        let mut q = Queue::new(ids.clone(), ".".into(), None, false, 0);
+        let limits = BatchLimits {
+            max_batch_ms: 60_000,
+            resident,
+        };
+        let mut sizes = Vec::new();
+        while let Some(b) = q.next_batch("a", 4, limits) {
+            sizes.push(b.len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 200);
+        sizes
+    };
+    // A process per batch: every batch but the rest at the end fills
+    // MIN_BATCH_MS (15 guesses).
+    let per_process = sizes(false);
+    let (_, full) = per_process.split_last().unwrap();
+    assert!(full.iter().all(|&n| n >= 15), "{per_process:?}");
+    // A resident runner: the last guesses go out alone.
+    let resident = sizes(true);
+    let alone = resident.iter().filter(|&&n| n == 1).count();
+    assert!(alone >= 4, "{resident:?}");
+    assert!(resident.len() > per_process.len(), "{resident:?}");
 }
 
 #[test]
@@ -360,10 +392,16 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
 #[test]
 fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
     let mut sim = Sim::new();
-    sim.submit(plan(SPLIT));
+    let tests = ids(20);
+    // Known at 0.1 s each: two batches, of 15 (MIN_BATCH_MS) and 5.
+    let mut p = plan(SPLIT);
+    let history = tests.iter().map(|t| (t.clone(), 100)).collect();
+    Arc::make_mut(&mut p)
+        .test_history
+        .insert("unit".into(), history);
+    sim.submit(p);
     sim.join("a", cap(1, 1000));
     sim.join("b", cap(1, 1000));
-    let tests = ids(20);
     let handed = batches(&collect(&mut sim, &tests));
     assert_eq!(handed.len(), 2);
     let (slow, quick) = (handed[0].clone(), handed[1].clone());

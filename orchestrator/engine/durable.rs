@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
-use testfleet::proto::orchestrator_message;
+use testfleet::proto::{self, orchestrator_message};
 use testfleet_core::time::UnixMillis;
 use testfleet_core::{Event, Reply, Scheduler};
 use tokio::sync::oneshot;
@@ -143,4 +143,18 @@ pub fn halted_status(why: &str) -> Status {
     Status::unavailable(format!(
         "{why}; the orchestrator starts no new work until it can: free the space (or fix the disk) and restart it, and the suite resumes from what is durable"
     ))
+}
+
+/// The acknowledgement a result earns once it is durable: to its agent.
+pub fn result_ack(event: &Event) -> Option<(String, proto::ResultAck)> {
+    let (agent_id, attempt_id, message_id) = match event {
+        Event::Completed(c) => (&c.agent_id, &c.attempt_id, &c.message_id),
+        Event::Failed(f) => (&f.agent_id, &f.attempt_id, &f.message_id),
+        _ => return None,
+    };
+    let ack = proto::ResultAck {
+        attempt_id: attempt_id.clone(),
+        message_id: message_id.clone(),
+    };
+    Some((agent_id.clone(), ack))
 }

@@ -30,6 +30,7 @@ use crate::observe::watchers::{Kind, Watch, Watchers};
 use crate::output::report::{self, ReportJson};
 use crate::pool::PoolEdge;
 use crate::wire;
+use durable::result_ack;
 use log_lines::{log_assignment, log_completion, log_pool};
 use reports::Reports;
 use streams::{tell_refused, Streams};
@@ -490,20 +491,6 @@ impl Loop {
             durable::Deferred::ToAgent(agent_id, body) => self.streams.send(&agent_id, *body),
         }
     }
-}
-
-/// The acknowledgement a result earns once it is durable: to its agent.
-fn result_ack(event: &Event) -> Option<(String, proto::ResultAck)> {
-    let (agent_id, attempt_id, message_id) = match event {
-        Event::Completed(c) => (&c.agent_id, &c.attempt_id, &c.message_id),
-        Event::Failed(f) => (&f.agent_id, &f.attempt_id, &f.message_id),
-        _ => return None,
-    };
-    let ack = proto::ResultAck {
-        attempt_id: attempt_id.clone(),
-        message_id: message_id.clone(),
-    };
-    Some((agent_id.clone(), ack))
 }
 
 /// Carries out one action of the event logged as `seq`.

@@ -32,6 +32,18 @@ use super::{
 };
 
 impl SuiteRun {
+    /// Whether reserving `need` too keeps the suite within its
+    /// `cluster_limits` totals of memory and CPU.
+    pub(crate) fn within_cluster_limits(&self, need: &ResourceSpec) -> bool {
+        let mut total = self.reserved_total;
+        total.add(need);
+        let limits = &self.plan.limits;
+        !(limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
+            || limits
+                .total_cpu_millis
+                .is_some_and(|c| total.cpu_millis > c))
+    }
+
     /// Walks the ready set in dispatch order, dropping stale entries, until
     /// no connected agent has room left.
     pub(super) fn dispatch(&mut self, fleet: &mut Fleet, now: UnixMillis, out: &mut Vec<Action>) {
@@ -136,14 +148,7 @@ impl SuiteRun {
                 return None;
             }
         }
-        let mut total = self.reserved_total;
-        total.add(&need);
-        let limits = &self.plan.limits;
-        if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
-            || limits
-                .total_cpu_millis
-                .is_some_and(|c| total.cpu_millis > c)
-        {
+        if !self.within_cluster_limits(&need) {
             return None;
         }
         // Agents recovery moved the task away from are used only if no

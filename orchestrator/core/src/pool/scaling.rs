@@ -50,14 +50,7 @@ impl Scheduler {
             }
             *busy += 1;
             let need = suite.needs(t);
-            let mut total = suite.reserved_total;
-            total.add(&need);
-            let limits = &suite.plan.limits;
-            if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
-                || limits
-                    .total_cpu_millis
-                    .is_some_and(|c| total.cpu_millis > c)
-            {
+            if !suite.within_cluster_limits(&need) {
                 continue;
             }
             n += 1;

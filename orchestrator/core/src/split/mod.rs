@@ -456,14 +456,7 @@ impl SuiteRun {
             return false;
         }
         let need = self.needs(t);
-        let limits = &self.plan.limits;
-        let mut total = self.reserved_total;
-        total.add(&need);
-        if limits.total_memory_mb.is_some_and(|m| total.memory_mb > m)
-            || limits
-                .total_cpu_millis
-                .is_some_and(|c| total.cpu_millis > c)
-        {
+        if !self.within_cluster_limits(&need) {
             return false;
         }
         let workers = fleet

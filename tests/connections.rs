@@ -454,7 +454,7 @@ fn lines_about(server: &Server, agent_id: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_cut_off(
+async fn assert_cut_off(
     server: &Server,
     agent_id: &str,
     what: &str,
@@ -480,7 +480,25 @@ fn assert_cut_off(
                 .then_some(())
         },
     );
+    // The count is told when the agent's side of the stream ends, which
+    // the scheduler hears of in the same step as it marks the agent lost;
+    // waited for with a deadline all the same, so that a failure shows the
+    // log as it ended up rather than as it was at one instant.
+    let summary = format!("more {what} from agent {agent_id} in the last");
+    let told = poll_until(
+        "the count of refusals not told",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let told = lines_about(server, agent_id)
+                .iter()
+                .any(|l| l.contains(&summary));
+            async move { Ok(told.then_some(())) }
+        },
+    )
+    .await;
     let lines = lines_about(server, agent_id);
+    assert!(told.is_ok(), "what was not told is counted: {lines:#?}");
     assert!(
         lines.len() <= 12,
         "{} log lines about {agent_id} for {sent} refused frames: {lines:#?}",
@@ -492,11 +510,6 @@ fn assert_cut_off(
             .any(|l| l.contains("closing the agent's stream")),
         "the close is logged: {lines:#?}"
     );
-    let summary = format!("more {what} from agent {agent_id} in the last");
-    assert!(
-        lines.iter().any(|l| l.contains(&summary)),
-        "what was not told is counted: {lines:#?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,12 +520,12 @@ async fn an_agent_that_keeps_sending_refused_frames_is_cut_off_and_logged_briefl
     // Frames about another agent: refused at the edge.
     let (status, sent) =
         refused_until_closed(&server, "noisy", 5_000, |i| progress("someone_else", i)).await;
-    assert_cut_off(&server, "noisy", "frames", &status, sent);
+    assert_cut_off(&server, "noisy", "frames", &status, sent).await;
 
     // Results about an attempt nobody made: refused by the scheduler.
     let (status, sent) =
         refused_until_closed(&server, "stale", 5_000, |i| progress("stale", i)).await;
-    assert_cut_off(&server, "stale", "results", &status, sent);
+    assert_cut_off(&server, "stale", "results", &status, sent).await;
 
     // Both may come back, and the orchestrator serves everyone.
     let channel = testfleet::transport::connect(&server.endpoint())

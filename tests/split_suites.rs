@@ -1,7 +1,8 @@
 //! Split pytest tasks through `orchestrator run`: real agents, real pytest.
 //! An agent killed mid-batch loses nothing and nothing counts twice; a
 //! flaky test ends `flaky` by name; a test that crashes its runner is
-//! named and the rest pass; the counts are pytest's own; one resident
+//! named and the rest pass; the counts are pytest's own, expected
+//! failures apart from skips and passes; one resident
 //! pytest process runs batch after batch, its fixtures ended properly, and
 //! a test that kills it is named and a new one runs the rest.
 
@@ -242,6 +243,111 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
     assert_eq!(
         (counted("passed") + counted("flaky"), counted("skipped")),
         (4, 1)
+    );
+}
+
+#[test]
+fn expected_failures_are_counted_as_pytest_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    write(
+        project,
+        "tests/test_marks.py",
+        "import pytest\n\
+         def test_plain():\n    pass\n\
+         @pytest.mark.skip(reason='not today')\ndef test_skipped():\n    pass\n\
+         @pytest.mark.xfail(reason='known bug')\ndef test_known_bug():\n    assert False\n\
+         def test_xfail_called():\n    pytest.xfail('gave up')\n\
+         @pytest.mark.xfail(reason='fixed by now')\ndef test_fixed():\n    pass\n\
+         @pytest.mark.xfail(strict=True, reason='must fail')\ndef test_strict_pass():\n    pass\n",
+    );
+    write(
+        project,
+        "tests/test_more.py",
+        "import pytest\n@pytest.mark.parametrize('n', [1, 2, 3])\ndef test_n(n):\n    assert n\n",
+    );
+    let own = Command::new(python())
+        .args(["-m", "pytest", "-q", "tests/"])
+        .current_dir(project)
+        .output()
+        .unwrap();
+    let own = String::from_utf8_lossy(&own.stdout);
+    assert!(
+        own.contains("1 failed, 4 passed, 1 skipped, 2 xfailed, 1 xpassed"),
+        "pytest's own count: {own}"
+    );
+
+    let config = suite(project, &[]);
+    let report_dir = project.join("report");
+    let (out, report) = run_suite(&config, 2, &report_dir, &[]);
+    assert!(
+        !out.status.success(),
+        "a strict xfail that passes fails the suite: {}",
+        show(&out)
+    );
+    let split = &task(&report, "unit")["split"];
+    let counts: Vec<u64> = ["passed", "failed", "skipped", "xfailed", "xpassed"]
+        .iter()
+        .map(|k| {
+            split[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {k}: {split}"))
+        })
+        .collect();
+    assert_eq!(counts, [4, 1, 1, 2, 1], "pytest's own counts: {split}");
+    let tests = tests_of(&report);
+    let verdict = |name: &str| {
+        tests
+            .iter()
+            .find(|t| t.0.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name}: {tests:?}"))
+            .1
+            .clone()
+    };
+    assert_eq!(verdict("test_known_bug"), "xfailed");
+    assert_eq!(verdict("test_xfail_called"), "xfailed");
+    assert_eq!(verdict("test_fixed"), "xpassed");
+    assert_eq!(verdict("test_strict_pass"), "failed");
+    let runs = |name: &str| tests.iter().find(|t| t.0.ends_with(name)).unwrap().2.len();
+    assert_eq!(
+        runs("test_known_bug"),
+        1,
+        "an expected failure is not rerun"
+    );
+    let summary = &report["summary"];
+    assert_eq!(
+        (
+            summary["tests_skipped"].as_u64(),
+            summary["tests_xfailed"].as_u64(),
+            summary["tests_xpassed"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1)),
+        "{summary}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 skipped, 2 xfailed, 1 xpassed"),
+        "the run's last line counts them apart: {}",
+        show(&out)
+    );
+    // The merged JUnit has them as pytest's own JUnit does: an xfail is a
+    // skip of type pytest.xfail, with its reason.
+    let junit = std::fs::read_to_string(report_dir.join("junit.xml")).unwrap();
+    let case = |name: &str| {
+        let start = junit
+            .find(&format!(r#"name="{name}""#))
+            .unwrap_or_else(|| panic!("no testcase {name} in {junit}"));
+        junit[start..start + junit[start..].find("</testcase>").unwrap()].to_string()
+    };
+    let known = case("test_known_bug");
+    assert!(
+        known.contains(r#"<skipped type="pytest.xfail" message="known bug"/>"#),
+        "{known}"
+    );
+    assert!(!case("test_fixed").contains("<skipped"), "an xpass passed");
+    assert!(
+        case("test_skipped").contains("not today"),
+        "a skip says why"
     );
 }
 

@@ -6,8 +6,9 @@ relative to and the number of collection errors, as one JSON object.
 
 Running a batch (TESTFLEET_PYTEST_TESTS=FILE, one id a line): keeps only
 those items, in pytest's order, and appends to TESTFLEET_PYTEST_RESULTS one
-JSON line when each test starts and one when it ends (outcome, seconds over
-setup, call and teardown, message), flushed at once: the agent reads them
+JSON line when each test starts and one when it ends (outcome: passed,
+failed, skipped, xfailed, xpassed or error; seconds over setup, call and
+teardown; message), flushed at once: the agent reads them
 as they come, and a test that started and never ended is the one that took
 its runner down.
 
@@ -159,8 +160,27 @@ def pytest_runtest_logreport(report):
     if report.failed:
         s["outcome"] = "failed" if report.when == "call" else "error"
         s["message"] = (report.longreprtext or "")[-2000:]
-    elif report.skipped and s["outcome"] == "passed":
-        s["outcome"] = "skipped"
+    elif s["outcome"] != "passed":
+        pass
+    elif report.skipped:
+        # An xfail that failed is a skip report with `wasxfail` set; pytest
+        # counts it apart from skips, and so do we.
+        if hasattr(report, "wasxfail"):
+            s["outcome"], s["message"] = "xfailed", report.wasxfail or ""
+        else:
+            s["outcome"], s["message"] = "skipped", _skip_reason(report)
+    elif report.when == "call" and hasattr(report, "wasxfail"):
+        # A non-strict xfail that passed (a strict one is reported failed).
+        s["outcome"] = "xpassed"
+        s["message"] = report.wasxfail or ""
+
+
+def _skip_reason(report):
+    # A skip's longrepr is (file, line, "Skipped: why").
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return ""
 
 
 def pytest_runtest_logfinish(nodeid, location):

@@ -38,6 +38,8 @@ struct Totals {
     tests_passed: u64,
     tests_failed: u64,
     tests_skipped: u64,
+    tests_xfailed: u64,
+    tests_xpassed: u64,
     pass_rate: Option<f64>,
     /// Split tasks' flaky tests, `task: test`.
     flaky_tests: Vec<String>,
@@ -198,8 +200,14 @@ fn totals(report: &Report) -> String {
     if s.tests_failed > 0 {
         let _ = write!(tests, ", {} failed", s.tests_failed);
     }
-    if s.tests_skipped > 0 {
-        let _ = write!(tests, ", {} skipped", s.tests_skipped);
+    for (n, what) in [
+        (s.tests_skipped, "skipped"),
+        (s.tests_xfailed, "xfailed"),
+        (s.tests_xpassed, "xpassed"),
+    ] {
+        if n > 0 {
+            let _ = write!(tests, ", {n} {what}");
+        }
     }
     if let Some(rate) = s.pass_rate {
         let _ = write!(tests, " (pass rate {})", percent(rate));

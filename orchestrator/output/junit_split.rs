@@ -56,7 +56,12 @@ pub fn write_suite(
         "errors",
         count(&|v| matches!(v, Verdict::Crashed | Verdict::Lost)).as_str(),
     ));
-    suite.push_attribute(("skipped", count(&|v| v == Verdict::Skipped).as_str()));
+    // As pytest's own JUnit: an expected failure that failed is a skip
+    // (of type pytest.xfail), one that passed is a pass.
+    suite.push_attribute((
+        "skipped",
+        count(&|v| matches!(v, Verdict::Skipped | Verdict::Xfailed)).as_str(),
+    ));
     suite.push_attribute(("time", seconds(counted_ms).as_str()));
     w.write_event(Event::Start(suite))?;
     for t in &q.tests {
@@ -118,6 +123,12 @@ fn write_case(w: &mut Writer<Cursor<Vec<u8>>>, task_id: &str, t: &TestRun) -> an
             e.push_attribute(("message", last_message));
             w.write_event(Event::Empty(e))?;
         }
+        Some(Verdict::Xfailed) => {
+            let mut e = BytesStart::new("skipped");
+            e.push_attribute(("type", "pytest.xfail"));
+            e.push_attribute(("message", last_message));
+            w.write_event(Event::Empty(e))?;
+        }
         Some(Verdict::Flaky) => {
             for a in t.attempts.iter().filter(|a| a.outcome.is_failure()) {
                 let message = format!(
@@ -130,7 +141,7 @@ fn write_case(w: &mut Writer<Cursor<Vec<u8>>>, task_id: &str, t: &TestRun) -> an
                 outcome(w, "flakyFailure", &message)?;
             }
         }
-        Some(Verdict::Passed) => {}
+        Some(Verdict::Passed | Verdict::Xpassed) => {}
     }
     w.write_event(Event::End(BytesEnd::new("testcase")))?;
     Ok(())

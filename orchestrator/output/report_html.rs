@@ -123,6 +123,15 @@ fn summary(page: &mut String, r: &Report) {
         format!("{}<small>/{}</small>", s.tests_passed, s.total_tests),
         "tests passed",
     );
+    for (n, label) in [
+        (s.tests_skipped, "tests skipped"),
+        (s.tests_xfailed, "tests xfailed"),
+        (s.tests_xpassed, "tests xpassed"),
+    ] {
+        if n > 0 {
+            card(page, "", n.to_string(), label);
+        }
+    }
     if let Some(rate) = s.pass_rate {
         card(page, "", format!("{:.1}%", rate * 100.0), "pass rate");
     }

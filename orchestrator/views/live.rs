@@ -265,6 +265,7 @@ pub fn report_gist(report_json: &[u8]) -> Option<Value> {
             "total_tasks": s.total_tasks, "completed_success": s.completed_success, "failed": s.failed,
             "flaky": s.flaky, "skipped": s.skipped, "cancelled": s.cancelled, "attempts": s.attempts,
             "total_tests": s.total_tests, "tests_passed": s.tests_passed, "tests_failed": s.tests_failed,
+            "tests_skipped": s.tests_skipped, "tests_xfailed": s.tests_xfailed, "tests_xpassed": s.tests_xpassed,
             "pass_rate": s.pass_rate, "stale_results": s.stale_results,
         },
         "failures": failures,

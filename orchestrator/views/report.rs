@@ -64,6 +64,10 @@ struct Summary {
     tests_failed: u64,
     /// Beside the pass rate, which leaves them out.
     tests_skipped: u64,
+    /// Expected failures (pytest's xfail) that failed, and that passed:
+    /// counted apart from skips and passes, as pytest counts them.
+    tests_xfailed: u64,
+    tests_xpassed: u64,
     /// passed ÷ (passed + failed + errors), as the `pass_rate` criterion.
     pass_rate: Option<f64>,
     /// Split tasks' tests that failed and then passed, as `task: test`.
@@ -137,6 +141,8 @@ struct SplitReport<'a> {
     passed: u64,
     failed: u64,
     skipped: u64,
+    xfailed: u64,
+    xpassed: u64,
     flaky: u64,
     reruns: u32,
     /// Tests planned from their own measured history (the rest at the
@@ -154,7 +160,7 @@ struct SplitReport<'a> {
 fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
     let spec = suite.plan().tasks[i].split.as_ref()?;
     let q = &suite.splits().get(&i)?.queue;
-    let (passed, failed, skipped, flaky, _) = q.counts();
+    let counts = q.counts();
     let named = |f: &dyn Fn(testfleet_core::split::Verdict) -> bool| -> Vec<&'a str> {
         q.tests
             .iter()
@@ -166,10 +172,12 @@ fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
         runner: spec.runner,
         collected: q.tests.len(),
         batches: q.batches_made,
-        passed,
-        failed,
-        skipped,
-        flaky,
+        passed: counts.passed,
+        failed: counts.failed,
+        skipped: counts.skipped,
+        xfailed: counts.xfailed,
+        xpassed: counts.xpassed,
+        flaky: counts.flaky,
         reruns: q.reruns_used,
         planned_from_history: q.tests.iter().filter(|t| t.from_history).count(),
         hedges: &q.hedges,
@@ -337,14 +345,17 @@ fn task_report<'a>(
 fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
     let count = |st: TaskState| suite.tasks().iter().filter(|t| t.state() == st).count();
     let (mut total, mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    let (mut xfailed, mut xpassed) = (0u64, 0u64);
     let mut flaky_tests = Vec::new();
     for (i, run) in suite.tasks().iter().enumerate() {
         if let Some(split) = suite.splits().get(&i) {
-            let (p, f, sk, fl, _) = split.queue.counts();
-            total += p + f + sk + fl;
-            passed += p + fl;
-            failed += f;
-            skipped += sk;
+            let c = split.queue.counts();
+            total += c.ended();
+            passed += c.passed + c.flaky;
+            failed += c.failed;
+            skipped += c.skipped;
+            xfailed += c.xfailed;
+            xpassed += c.xpassed;
             flaky_tests.extend(
                 split
                     .queue
@@ -384,6 +395,8 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         tests_passed: passed,
         tests_failed: failed,
         tests_skipped: skipped,
+        tests_xfailed: xfailed,
+        tests_xpassed: xpassed,
         pass_rate: testfleet_core::policy::criteria::pass_rate(passed, failed, 0),
         flaky_tests,
         stale_results: suite

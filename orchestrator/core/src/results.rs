@@ -104,6 +104,12 @@ pub enum TestOutcome {
     Passed,
     Failed,
     Skipped,
+    /// Marked as expected to fail (pytest's xfail), and it failed: no
+    /// failure, and not a skip either (pytest counts it apart).
+    Xfailed,
+    /// Marked as expected to fail, and it passed (a non-strict xfail; a
+    /// strict one that passes is `Failed`).
+    Xpassed,
     /// Its setup or teardown failed, or it could not be collected.
     Error,
     /// It was running when its runner died (a signal, out of memory).
@@ -116,6 +122,8 @@ impl TestOutcome {
             TestOutcome::Passed => "passed",
             TestOutcome::Failed => "failed",
             TestOutcome::Skipped => "skipped",
+            TestOutcome::Xfailed => "xfailed",
+            TestOutcome::Xpassed => "xpassed",
             TestOutcome::Error => "error",
             TestOutcome::Crashed => "crashed",
         }
@@ -124,12 +132,15 @@ impl TestOutcome {
         match s {
             "passed" => TestOutcome::Passed,
             "skipped" => TestOutcome::Skipped,
+            "xfailed" => TestOutcome::Xfailed,
+            "xpassed" => TestOutcome::Xpassed,
             "error" => TestOutcome::Error,
             "crashed" => TestOutcome::Crashed,
             _ => TestOutcome::Failed,
         }
     }
-    /// Whether the test did not pass (a skip is no failure).
+    /// Whether the test did not pass (a skip, or an expected failure, is no
+    /// failure).
     pub fn is_failure(self) -> bool {
         matches!(
             self,

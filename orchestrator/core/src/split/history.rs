@@ -55,7 +55,7 @@ pub struct Measured {
 
 impl SuiteRun {
     /// Every split test's measured duration: its last run that ran to an
-    /// end (passed, failed or skipped). A crashed or lost run says nothing
+    /// end (passed, failed, skipped, xfailed or xpassed). A crashed or lost run says nothing
     /// of how long the test takes, so it is left out.
     pub fn measured_durations(&self) -> Vec<Measured> {
         let mut out = Vec::new();
@@ -68,7 +68,11 @@ impl SuiteRun {
                 let ran = test.attempts.iter().rev().find(|a| {
                     matches!(
                         a.outcome,
-                        TestOutcome::Passed | TestOutcome::Failed | TestOutcome::Skipped
+                        TestOutcome::Passed
+                            | TestOutcome::Failed
+                            | TestOutcome::Skipped
+                            | TestOutcome::Xfailed
+                            | TestOutcome::Xpassed
                     )
                 });
                 if let Some(a) = ran {

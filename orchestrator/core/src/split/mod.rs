@@ -31,7 +31,7 @@ use crate::{Rejection, SuiteRun};
 
 pub use hedge::Hedge;
 pub use history::Measured;
-pub use queue::{Batch, BatchLimits, Queue, TestAttempt, TestRun, Verdict};
+pub use queue::{Batch, BatchLimits, Queue, TestAttempt, TestCounts, TestRun, Verdict};
 
 /// What `place_batch` hands out: the queue's next batch, or a copy of a
 /// straggler (`hedge.rs`).
@@ -326,11 +326,11 @@ impl SuiteRun {
             return;
         }
         let q = &split.queue;
-        let (passed, failed, skipped, flaky, _) = q.counts();
-        let ran = passed + failed + flaky;
+        let counts = q.counts();
+        let ran = counts.ran();
         let started = self.tasks[t].started_at.unwrap_or(split.collected_at);
         let facts = Facts {
-            pass_rate: (ran > 0).then(|| (passed + flaky) as f64 / ran as f64),
+            pass_rate: (ran > 0).then(|| (counts.passed + counts.flaky) as f64 / ran as f64),
             coverage: None,
             duration_seconds: now.saturating_sub(started) as f64 / 1000.0,
             peak_memory_mb: None,
@@ -355,14 +355,15 @@ impl SuiteRun {
         // Criteria, when set, judge the pass rate; without them every test
         // must pass.
         let met = if criteria.is_empty() {
-            failed == 0
+            counts.failed == 0
         } else {
             results.iter().all(|r| r.passed)
         };
         let total = q.tests.len();
         let (state, why) = if !met {
             let mut why = format!(
-                "{failed} of {total} tests failed: {}",
+                "{} of {total} tests failed: {}",
+                counts.failed,
                 clip_list(&failed_names)
             );
             if !criteria.is_empty() {
@@ -373,14 +374,15 @@ impl SuiteRun {
             (
                 TaskState::Flaky,
                 format!(
-                    "{flaky} flaky (failed, then passed on a rerun): {}",
+                    "{} flaky (failed, then passed on a rerun): {}",
+                    counts.flaky,
                     clip_list(&flaky_names)
                 ),
             )
         } else {
             (
                 TaskState::CompletedSuccess,
-                format!("{passed} passed, {skipped} skipped of {total} tests"),
+                format!("{} of {total} tests", counts.describe()),
             )
         };
         self.tasks[t].criteria = results;
@@ -393,7 +395,7 @@ impl SuiteRun {
         let Some(split) = self.splits.get(&t) else {
             return;
         };
-        let (_, _, _, _, ended) = split.queue.counts();
+        let ended = split.queue.counts().ended();
         let total = split.queue.tests.len() as u64;
         let attempt_id = self.tasks[t]
             .attempts

@@ -72,6 +72,10 @@ pub struct TestAttempt {
 pub enum Verdict {
     Passed,
     Skipped,
+    /// Expected to fail, and it did.
+    Xfailed,
+    /// Expected to fail, and it passed (not strictly expected).
+    Xpassed,
     /// Failed, then passed on a rerun.
     Flaky,
     Failed,
@@ -86,6 +90,8 @@ impl Verdict {
         match self {
             Verdict::Passed => "passed",
             Verdict::Skipped => "skipped",
+            Verdict::Xfailed => "xfailed",
+            Verdict::Xpassed => "xpassed",
             Verdict::Flaky => "flaky",
             Verdict::Failed => "failed",
             Verdict::Crashed => "crashed",
@@ -94,6 +100,50 @@ impl Verdict {
     }
     pub fn is_failure(self) -> bool {
         matches!(self, Verdict::Failed | Verdict::Crashed | Verdict::Lost)
+    }
+}
+
+/// A split task's tests by verdict, as pytest's summary line counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestCounts {
+    pub passed: u64,
+    /// Failed, crashed or lost.
+    pub failed: u64,
+    pub skipped: u64,
+    pub xfailed: u64,
+    pub xpassed: u64,
+    /// Failed, then passed on a rerun.
+    pub flaky: u64,
+}
+
+impl TestCounts {
+    /// Tests with a verdict.
+    pub fn ended(&self) -> u64 {
+        self.passed + self.failed + self.skipped + self.xfailed + self.xpassed + self.flaky
+    }
+    /// Tests that ran to a pass or a fail of their own: what a pass rate
+    /// is over (skips and expected failures are neither).
+    pub fn ran(&self) -> u64 {
+        self.passed + self.failed + self.flaky
+    }
+    /// "12 passed, 3 skipped, 2 xfailed": passed and skipped always, the
+    /// rarer kinds when there are any, as pytest's summary line has them.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![
+            format!("{} passed", self.passed),
+            format!("{} skipped", self.skipped),
+        ];
+        for (n, what) in [
+            (self.xfailed, "xfailed"),
+            (self.xpassed, "xpassed"),
+            (self.flaky, "flaky"),
+            (self.failed, "failed"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts.join(", ")
     }
 }
 
@@ -367,6 +417,8 @@ impl Queue {
             t.verdict = Some(match (outcome, failed_before) {
                 (_, true) => Verdict::Flaky,
                 (TestOutcome::Skipped, false) => Verdict::Skipped,
+                (TestOutcome::Xfailed, false) => Verdict::Xfailed,
+                (TestOutcome::Xpassed, false) => Verdict::Xpassed,
                 _ => Verdict::Passed,
             });
             return true;
@@ -432,18 +484,21 @@ impl Queue {
         Some(batch)
     }
 
-    /// (passed, failed, skipped, flaky, ended) over tests with a verdict.
-    pub fn counts(&self) -> (u64, u64, u64, u64, u64) {
-        let mut c = (0, 0, 0, 0, 0);
+    /// Tests with a verdict, by verdict.
+    pub fn counts(&self) -> TestCounts {
+        let mut c = TestCounts::default();
         for t in &self.tests {
-            match t.verdict {
-                Some(Verdict::Passed) => c.0 += 1,
-                Some(Verdict::Skipped) => c.2 += 1,
-                Some(Verdict::Flaky) => c.3 += 1,
-                Some(_) => c.1 += 1,
-                None => continue,
-            }
-            c.4 += 1;
+            let Some(verdict) = t.verdict else {
+                continue;
+            };
+            *match verdict {
+                Verdict::Passed => &mut c.passed,
+                Verdict::Skipped => &mut c.skipped,
+                Verdict::Xfailed => &mut c.xfailed,
+                Verdict::Xpassed => &mut c.xpassed,
+                Verdict::Flaky => &mut c.flaky,
+                Verdict::Failed | Verdict::Crashed | Verdict::Lost => &mut c.failed,
+            } += 1;
         }
         c
     }

@@ -215,6 +215,59 @@ fn a_test_that_fails_then_passes_is_flaky_by_name_and_a_crash_is_isolated() {
 }
 
 #[test]
+fn expected_failures_are_counted_apart_and_neither_fail_nor_rerun() {
+    let mut sim = Sim::new();
+    sim.submit(plan(SPLIT));
+    sim.join("a", cap(1, 1000));
+    let tests = ids(6);
+    let outcome = |i: usize| match i {
+        0 | 1 => TestOutcome::Xfailed,
+        2 => TestOutcome::Xpassed,
+        3 => TestOutcome::Skipped,
+        _ => TestOutcome::Passed,
+    };
+    let mut live = batches(&collect(&mut sim, &tests));
+    let mut runs = 0;
+    while let Some(h) = live.pop() {
+        let cases = h
+            .tests
+            .iter()
+            .map(|t| {
+                runs += 1;
+                let i = tests.iter().position(|x| x == t).unwrap();
+                case(t, outcome(i), 5)
+            })
+            .collect();
+        live.extend(batches(&finish(&mut sim, &h, cases)));
+    }
+    assert_eq!(runs, 6, "no expected failure is run again");
+    let suite = sim.s.suite().unwrap();
+    let q = &suite.splits[&0].queue;
+    let verdict = |i: usize| q.tests[q.test_index(&tests[i]).unwrap()].verdict;
+    assert_eq!(verdict(0), Some(Verdict::Xfailed));
+    assert_eq!(verdict(2), Some(Verdict::Xpassed));
+    assert_eq!(verdict(3), Some(Verdict::Skipped));
+    let c = q.counts();
+    assert_eq!(
+        (
+            c.passed,
+            c.skipped,
+            c.xfailed,
+            c.xpassed,
+            c.failed,
+            c.ended()
+        ),
+        (2, 1, 2, 1, 0, 6)
+    );
+    assert_eq!(sim.state("unit"), TaskState::CompletedSuccess);
+    let reason = &suite.tasks[0].reason;
+    assert_eq!(
+        reason, "2 passed, 1 skipped, 2 xfailed, 1 xpassed of 6 tests",
+        "as pytest's summary line"
+    );
+}
+
+#[test]
 fn unknown_tests_get_the_median_and_batches_shrink_longest_first() {
     let history: HashMap<String, u64> = [("a", 9_000), ("b", 1_000), ("c", 2_000)]
         .map(|(k, v)| (k.to_string(), v))

@@ -3,7 +3,8 @@
 # pytest-xdist (`pytest -n 2`) on public PyPI suites, from their sdists (the
 # tests ship in them). Runs alternate, REPS of each; testfleet's first run
 # has no history (a fresh cache dir), its later ones share one cache dir.
-# Prints one line per run: suite, tool, run, seconds, passed, skipped.
+# Prints one line per run: suite, tool, run, seconds, passed, skipped,
+# xfailed.
 #
 #   benches/xdist_compare.sh [SUITE...]    (default: toolz python-dateutil)
 #   REPS=3 BENCH_DIR=/tmp/xdist-bench ORCHESTRATOR=target/debug/orchestrator
@@ -29,10 +30,11 @@ args_of() { case $1 in
   python-dateutil) echo "--ignore=tests/test_zoneinfo.py --ignore=tests/test_tzfile.py --ignore=tests/property" ;;
   *) echo "" ;; esac; }
 
-counts() { # "passed skipped" from a pytest summary line
-  local p s
+counts() { # "passed skipped xfailed" from a pytest summary line
+  local p s x
   p=$(grep -oE '[0-9]+ passed' <<<"$1" | tail -1 | cut -d' ' -f1); s=$(grep -oE '[0-9]+ skipped' <<<"$1" | tail -1 | cut -d' ' -f1)
-  echo "${p:-0} ${s:-0}"; }
+  x=$(grep -oE '[0-9]+ xfailed' <<<"$1" | tail -1 | cut -d' ' -f1)
+  echo "${p:-0} ${s:-0} ${x:-0}"; }
 
 for suite in "${suites[@]}"; do
   dir=$(ls -d "$BENCH_DIR"/src/"${suite//-/_}"-*/ 2>/dev/null | head -1 || true)
@@ -64,7 +66,7 @@ YAML
     "$ORCHESTRATOR" run "$BENCH_DIR/$suite.yaml" --local-agents 2 --agent-cpu-cores 1 \
       --report-dir "$BENCH_DIR/report-$suite-$run" --cache-dir "$cache" >/dev/null 2>&1 || true
     t=$(echo "$(date +%s.%N) - $start" | bc)
-    pc=$("$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); s=[t for t in r["tasks"] if t["task_id"]=="unit"][0]["split"]; print(s["passed"]+s["flaky"], s["skipped"])' "$BENCH_DIR/report-$suite-$run/report.json" 2>/dev/null || echo "? ?")
+    pc=$("$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); s=[t for t in r["tasks"] if t["task_id"]=="unit"][0]["split"]; print(s["passed"]+s["flaky"], s["skipped"], s["xfailed"])' "$BENCH_DIR/report-$suite-$run/report.json" 2>/dev/null || echo "? ? ?")
     echo "$suite testfleet $run $t $pc"
     start=$(date +%s.%N)
     out=$(cd "$dir" && "$py" -m pytest -q -p no:cacheprovider -n 2 $args "$paths" 2>&1 | tail -1 || true)

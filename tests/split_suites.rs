@@ -179,7 +179,13 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
             .unwrap_or_else(|| panic!("no {name}"))
             .1
     };
-    assert_eq!(verdict("test_flaky"), "flaky");
+    assert_eq!(
+        verdict("test_flaky"),
+        "flaky",
+        "{}\nhedges: {}",
+        serde_json::to_string_pretty(&tests.iter().find(|t| t.0.ends_with("test_flaky"))).unwrap(),
+        task(&report, "unit")["split"]["hedges"]
+    );
     assert_eq!(verdict("test_segfault"), "crashed");
     assert_eq!(verdict("test_skipped"), "skipped");
     for name in [

@@ -136,12 +136,10 @@ pub(super) async fn run(
         let read = tokio::task::spawn_blocking(move || crate::split::read_results(&results))
             .await
             .unwrap_or_default();
-        let failed = read.cases.iter().any(|c| {
-            !matches!(
-                c.outcome.as_str(),
-                "passed" | "skipped" | "xfailed" | "xpassed"
-            )
-        });
+        let failed = read
+            .cases
+            .iter()
+            .any(|c| testfleet_core::results::TestOutcome::parse(&c.outcome).is_failure());
         o.exit_code = Some(i32::from(failed));
         ctx.runners.put(r.key.clone(), runner);
     } else if fresh && !asked && o.cancelled.is_none() && !o.timed_out && !o.memory_exceeded {

@@ -160,9 +160,11 @@ def pytest_runtest_logreport(report):
     if report.failed:
         s["outcome"] = "failed" if report.when == "call" else "error"
         s["message"] = (report.longreprtext or "")[-2000:]
-    elif s["outcome"] != "passed":
-        pass
-    elif report.skipped:
+        return
+    if s["outcome"] != "passed":
+        # An earlier phase already skipped it; a passing teardown keeps that.
+        return
+    if report.skipped:
         # An xfail that failed is a skip report with `wasxfail` set; pytest
         # counts it apart from skips, and so do we.
         if hasattr(report, "wasxfail"):

@@ -8,6 +8,7 @@ use std::io::Write;
 use serde::Serialize;
 use testfleet::config::ResourceSpec;
 use testfleet_core::results::{FailureDetails, RecoveryAttempt, ResourceUsage, TestResults};
+use testfleet_core::split::TestCounts;
 use testfleet_core::time::{rfc3339, UnixMillis};
 use testfleet_core::{Attempt, Scheduler, SuiteRun, TaskState};
 
@@ -138,12 +139,9 @@ struct SplitReport<'a> {
     runner: &'a str,
     collected: usize,
     batches: u32,
-    passed: u64,
-    failed: u64,
-    skipped: u64,
-    xfailed: u64,
-    xpassed: u64,
-    flaky: u64,
+    /// passed, failed, skipped, xfailed, xpassed, flaky.
+    #[serde(flatten)]
+    counts: TestCounts,
     reruns: u32,
     /// Tests planned from their own measured history (the rest at the
     /// median of those, or the default when none has any).
@@ -160,7 +158,6 @@ struct SplitReport<'a> {
 fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
     let spec = suite.plan().tasks[i].split.as_ref()?;
     let q = &suite.splits().get(&i)?.queue;
-    let counts = q.counts();
     let named = |f: &dyn Fn(testfleet_core::split::Verdict) -> bool| -> Vec<&'a str> {
         q.tests
             .iter()
@@ -172,12 +169,7 @@ fn split_report<'a>(suite: &'a SuiteRun, i: usize) -> Option<SplitReport<'a>> {
         runner: spec.runner,
         collected: q.tests.len(),
         batches: q.batches_made,
-        passed: counts.passed,
-        failed: counts.failed,
-        skipped: counts.skipped,
-        xfailed: counts.xfailed,
-        xpassed: counts.xpassed,
-        flaky: counts.flaky,
+        counts: q.counts(),
         reruns: q.reruns_used,
         planned_from_history: q.tests.iter().filter(|t| t.from_history).count(),
         hedges: &q.hedges,
@@ -344,18 +336,13 @@ fn task_report<'a>(
 
 fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
     let count = |st: TaskState| suite.tasks().iter().filter(|t| t.state() == st).count();
+    // Split tasks' tests by verdict; other tasks' parsed results on top.
+    let mut split_counts = TestCounts::default();
     let (mut total, mut passed, mut failed, mut skipped) = (0u64, 0u64, 0u64, 0u64);
-    let (mut xfailed, mut xpassed) = (0u64, 0u64);
     let mut flaky_tests = Vec::new();
     for (i, run) in suite.tasks().iter().enumerate() {
         if let Some(split) = suite.splits().get(&i) {
-            let c = split.queue.counts();
-            total += c.ended();
-            passed += c.passed + c.flaky;
-            failed += c.failed;
-            skipped += c.skipped;
-            xfailed += c.xfailed;
-            xpassed += c.xpassed;
+            split_counts += split.queue.counts();
             flaky_tests.extend(
                 split
                     .queue
@@ -381,6 +368,11 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
             skipped += tr.skipped;
         }
     }
+    let c = split_counts;
+    total += c.ended();
+    passed += c.passed + c.flaky;
+    failed += c.failed;
+    skipped += c.skipped;
     Summary {
         total_tasks: suite.tasks().len(),
         completed_success: count(TaskState::CompletedSuccess),
@@ -395,8 +387,8 @@ fn summary(s: &Scheduler, suite: &SuiteRun) -> Summary {
         tests_passed: passed,
         tests_failed: failed,
         tests_skipped: skipped,
-        tests_xfailed: xfailed,
-        tests_xpassed: xpassed,
+        tests_xfailed: c.xfailed,
+        tests_xpassed: c.xpassed,
         pass_rate: testfleet_core::policy::criteria::pass_rate(passed, failed, 0),
         flaky_tests,
         stale_results: suite

@@ -139,6 +139,18 @@ impl TestOutcome {
             _ => TestOutcome::Failed,
         }
     }
+    /// Whether the test ran to an end of its own, so that its duration says
+    /// how long it takes: not when its setup broke or its runner died.
+    pub fn ran_to_an_end(self) -> bool {
+        match self {
+            TestOutcome::Passed
+            | TestOutcome::Failed
+            | TestOutcome::Skipped
+            | TestOutcome::Xfailed
+            | TestOutcome::Xpassed => true,
+            TestOutcome::Error | TestOutcome::Crashed => false,
+        }
+    }
     /// Whether the test did not pass (a skip, or an expected failure, is no
     /// failure).
     pub fn is_failure(self) -> bool {

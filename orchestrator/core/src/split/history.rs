@@ -8,7 +8,6 @@
 //! exponential average would carry the outlier for several runs; a test
 //! that really became slower shows after three runs of five.
 
-use crate::results::TestOutcome;
 use crate::split::Verdict;
 use crate::state::SuiteRun;
 
@@ -55,8 +54,8 @@ pub struct Measured {
 
 impl SuiteRun {
     /// Every split test's measured duration: its last run that ran to an
-    /// end (passed, failed, skipped, xfailed or xpassed). A crashed or lost run says nothing
-    /// of how long the test takes, so it is left out.
+    /// end (`crate::results::TestOutcome::ran_to_an_end`). A crashed or lost run says
+    /// nothing of how long the test takes, so it is left out.
     pub fn measured_durations(&self) -> Vec<Measured> {
         let mut out = Vec::new();
         for (&t, split) in &self.splits {
@@ -65,16 +64,11 @@ impl SuiteRun {
                 if matches!(test.verdict, None | Some(Verdict::Lost)) {
                     continue;
                 }
-                let ran = test.attempts.iter().rev().find(|a| {
-                    matches!(
-                        a.outcome,
-                        TestOutcome::Passed
-                            | TestOutcome::Failed
-                            | TestOutcome::Skipped
-                            | TestOutcome::Xfailed
-                            | TestOutcome::Xpassed
-                    )
-                });
+                let ran = test
+                    .attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.outcome.ran_to_an_end());
                 if let Some(a) = ran {
                     out.push(Measured {
                         task_id: task_id.clone(),

@@ -104,7 +104,7 @@ impl Verdict {
 }
 
 /// A split task's tests by verdict, as pytest's summary line counts them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct TestCounts {
     pub passed: u64,
     /// Failed, crashed or lost.
@@ -144,6 +144,17 @@ impl TestCounts {
             }
         }
         parts.join(", ")
+    }
+}
+
+impl std::ops::AddAssign for TestCounts {
+    fn add_assign(&mut self, o: TestCounts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.xfailed += o.xfailed;
+        self.xpassed += o.xpassed;
+        self.flaky += o.flaky;
     }
 }
 

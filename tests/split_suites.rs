@@ -218,7 +218,7 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(
-            "1 flaky (failed, then passed on a rerun): unit: tests/test_flaky.py::test_flaky"
+            "1 flaky (failed one run, passed another): unit: tests/test_flaky.py::test_flaky"
         ),
         "{}",
         show(&out)

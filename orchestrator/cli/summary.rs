@@ -186,7 +186,7 @@ fn summary(report: &Report) -> String {
     if !flaky.is_empty() {
         let _ = writeln!(
             out,
-            "{} flaky (failed, then passed on a rerun): {}",
+            "{} flaky (failed one run, passed another): {}",
             flaky.len(),
             flaky.join(", ")
         );

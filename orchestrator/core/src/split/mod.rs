@@ -374,7 +374,7 @@ impl SuiteRun {
             (
                 TaskState::Flaky,
                 format!(
-                    "{} flaky (failed, then passed on a rerun): {}",
+                    "{} flaky (failed one run, passed another): {}",
                     counts.flaky,
                     clip_list(&flaky_names)
                 ),

@@ -76,7 +76,8 @@ pub enum Verdict {
     Xfailed,
     /// Expected to fail, and it passed (not strictly expected).
     Xpassed,
-    /// Failed, then passed on a rerun.
+    /// Failed one run and passed another: a rerun, or the other copy of a
+    /// hedge pair.
     Flaky,
     Failed,
     /// Its runner died while it ran, also when run alone.
@@ -112,7 +113,8 @@ pub struct TestCounts {
     pub skipped: u64,
     pub xfailed: u64,
     pub xpassed: u64,
-    /// Failed, then passed on a rerun.
+    /// Failed one run and passed another: a rerun, or the other copy of a
+    /// hedge pair.
     pub flaky: u64,
 }
 
@@ -387,7 +389,8 @@ impl Queue {
         if batch.taken.remove(&i) {
             // The other copy of a hedge pair reported it first.
             self.stale_results += 1;
-            return false;
+            let agent = batch.agent_id.clone();
+            return self.note_disagreement(i, batch_id, agent, outcome, duration_ms, message);
         }
         if !batch.tests.contains(&i) || !batch.reported.insert(i) {
             return false;
@@ -447,6 +450,54 @@ impl Queue {
             } else {
                 Verdict::Failed
             });
+        }
+        true
+    }
+
+    /// The second copy of a hedge pair reported test `i` after the first.
+    /// "First result wins" decides the verdict, but two runs that disagree
+    /// (one failed, one passed) are what flaky means: the late run is kept
+    /// as an attempt and the test ends `flaky`, never a silent pass. Runs
+    /// that agree change nothing. Returns whether it changed anything.
+    fn note_disagreement(
+        &mut self,
+        i: usize,
+        batch_id: &str,
+        agent: AgentId,
+        outcome: TestOutcome,
+        duration_ms: u64,
+        message: &str,
+    ) -> bool {
+        let Some(first) = self.tests[i]
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| self.is_pair(batch_id, &a.batch_id))
+        else {
+            return false;
+        };
+        let agrees = first.outcome.is_failure() == outcome.is_failure();
+        let t = &mut self.tests[i];
+        let settled = matches!(
+            t.verdict,
+            Some(Verdict::Flaky | Verdict::Skipped | Verdict::Xfailed | Verdict::Xpassed)
+        );
+        if agrees || settled {
+            return false;
+        }
+        t.attempts.push(TestAttempt {
+            outcome,
+            duration_ms,
+            attempt: t.attempts.len() as u32 + 1,
+            batch_id: batch_id.to_string(),
+            agent_id: agent,
+            message: message.to_string(),
+        });
+        t.verdict = Some(Verdict::Flaky);
+        // A rerun queued for the first copy's failure is not needed now.
+        if let Some(pos) = self.reruns.iter().position(|&r| r == i) {
+            self.reruns.remove(pos);
+            self.reruns_used = self.reruns_used.saturating_sub(1);
         }
         true
     }
@@ -558,10 +609,15 @@ impl Queue {
                 }
             }
             for (k, a) in t.attempts.iter().enumerate() {
-                if let Some(b) = t.attempts[..k]
-                    .iter()
-                    .find(|b| b.batch_id == a.batch_id || pair(&a.batch_id, &b.batch_id))
-                {
+                // The copies of a hedge pair may both count only when they
+                // disagree, and then the test is flaky.
+                let disagree = |b: &TestAttempt| {
+                    a.outcome.is_failure() != b.outcome.is_failure()
+                        && t.verdict == Some(Verdict::Flaky)
+                };
+                if let Some(b) = t.attempts[..k].iter().find(|b| {
+                    b.batch_id == a.batch_id || (pair(&a.batch_id, &b.batch_id) && !disagree(b))
+                }) {
                     return Err(format!(
                         "test {} counted twice: from {} and {}",
                         t.id, b.batch_id, a.batch_id

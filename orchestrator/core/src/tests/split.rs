@@ -507,3 +507,93 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
     assert_eq!(q.hedges[0].ended, Some("original_cancelled"));
     assert_eq!(q.hedges[0].won_tests as usize, slow.tests.len());
 }
+
+fn report(sim: &mut Sim, h: &Handed, cases: Vec<TestCase>) -> Vec<Action> {
+    let p = crate::results::ProgressReport {
+        agent_id: h.agent.clone(),
+        task_id: "unit".into(),
+        attempt_id: h.batch.clone(),
+        test_cases: cases,
+        ..Default::default()
+    };
+    sim.step(Event::Progress(p))
+}
+
+/// A straggler and its copy, both live: (original, copy).
+fn hedged_pair(sim: &mut Sim) -> (Handed, Handed) {
+    let tests = ids(20);
+    let mut p = plan(SPLIT);
+    let history = tests.iter().map(|t| (t.clone(), 100)).collect();
+    Arc::make_mut(&mut p)
+        .test_history
+        .insert("unit".into(), history);
+    sim.submit(p);
+    sim.join("a", cap(1, 1000));
+    sim.join("b", cap(1, 1000));
+    let handed = batches(&collect(sim, &tests));
+    let (slow, quick) = (handed[0].clone(), handed[1].clone());
+    let cases = quick
+        .tests
+        .iter()
+        .map(|t| case(t, TestOutcome::Passed, 50))
+        .collect();
+    finish(sim, &quick, cases);
+    sim.now += 5_000;
+    let copy = batches(&sim.step(Event::Tick)).remove(0);
+    (slow, copy)
+}
+
+#[test]
+fn copies_of_a_hedge_pair_that_disagree_make_the_test_flaky_whichever_came_first() {
+    for copy_passes_first in [true, false] {
+        let mut sim = Sim::new();
+        let (slow, copy) = hedged_pair(&mut sim);
+        let id = slow.tests[0].clone();
+        let (first, second) = if copy_passes_first {
+            ((&copy, TestOutcome::Passed), (&slow, TestOutcome::Failed))
+        } else {
+            ((&copy, TestOutcome::Failed), (&slow, TestOutcome::Passed))
+        };
+        report(&mut sim, first.0, vec![case(&id, first.1, 10)]);
+        let q = &sim.s.suite().unwrap().splits[&0].queue;
+        let t = &q.tests[q.test_index(&id).unwrap()];
+        let expected = (!copy_passes_first)
+            .then_some(())
+            .map_or(Some(Verdict::Passed), |_| None);
+        assert_eq!(t.verdict, expected, "first result wins");
+        report(&mut sim, second.0, vec![case(&id, second.1, 10)]);
+        let q = &sim.s.suite().unwrap().splits[&0].queue;
+        let t = &q.tests[q.test_index(&id).unwrap()];
+        assert_eq!(
+            t.verdict,
+            Some(Verdict::Flaky),
+            "a failed run and a passed run of one test (copy passed first: {copy_passes_first})"
+        );
+        let batches_run: Vec<(&str, TestOutcome)> = t
+            .attempts
+            .iter()
+            .map(|a| (a.batch_id.as_str(), a.outcome))
+            .collect();
+        assert_eq!(
+            batches_run,
+            [
+                (first.0.batch.as_str(), first.1),
+                (second.0.batch.as_str(), second.1)
+            ],
+            "both runs are listed, in the order they came"
+        );
+        assert_eq!(
+            q.reruns_used, 0,
+            "no rerun is spent on a test already known flaky"
+        );
+        assert_eq!(q.stale_results, 1);
+        // Copies that agree change nothing.
+        let other = slow.tests[1].clone();
+        report(&mut sim, &copy, vec![case(&other, TestOutcome::Passed, 10)]);
+        report(&mut sim, &slow, vec![case(&other, TestOutcome::Passed, 10)]);
+        let q = &sim.s.suite().unwrap().splits[&0].queue;
+        let t = &q.tests[q.test_index(&other).unwrap()];
+        assert_eq!((t.verdict, t.attempts.len()), (Some(Verdict::Passed), 1));
+        q.check().unwrap();
+    }
+}

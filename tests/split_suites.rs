@@ -371,14 +371,15 @@ fn log_lines(log: &Path) -> Vec<(String, u32, String)> {
         .collect()
 }
 
-/// A conftest whose session and module fixtures log when they start and
-/// end, and a helper the tests call to log their pid.
+/// A conftest that logs each pytest process it is loaded in, and whose
+/// session and module fixtures log when they start and end, and a helper
+/// the tests call to log their pid.
 fn logging_conftest(project: &Path, log: &Path) {
     write(
         project,
         "tests/conftest.py",
         &format!(
-            "import os, pytest\nLOG = {:?}\ndef note(what, rest=''):\n    with open(LOG, 'a') as f:\n        f.write(f'{{what}} {{os.getpid()}} {{rest}}\\n')\n@pytest.fixture(scope='session', autouse=True)\ndef session_fixture():\n    note('session-up')\n    yield\n    note('session-down')\n@pytest.fixture(scope='module', autouse=True)\ndef module_fixture(request):\n    note('module-up', request.module.__name__)\n    yield\n    note('module-down', request.module.__name__)\n@pytest.fixture(autouse=True)\ndef pid_of_test(request):\n    note('test', request.node.nodeid)\n",
+            "import os, pytest\nLOG = {:?}\ndef note(what, rest=''):\n    with open(LOG, 'a') as f:\n        f.write(f'{{what}} {{os.getpid()}} {{rest}}\\n')\ndef pytest_configure(config):\n    note('configure')\n@pytest.fixture(scope='session', autouse=True)\ndef session_fixture():\n    note('session-up')\n    yield\n    note('session-down')\n@pytest.fixture(scope='module', autouse=True)\ndef module_fixture(request):\n    note('module-up', request.module.__name__)\n    yield\n    note('module-down', request.module.__name__)\n@pytest.fixture(autouse=True)\ndef pid_of_test(request):\n    note('test', request.node.nodeid)\n",
             log.display().to_string()
         ),
     );
@@ -446,6 +447,16 @@ fn one_pytest_process_runs_batch_after_batch_and_ends_every_fixture() {
     assert!(
         batches_of_pid.values().any(|b| b.len() >= 2),
         "{batches_of_pid:?}"
+    );
+    // The process that collected ran batches too: no agent collected twice.
+    let processes: HashSet<u32> = lines
+        .iter()
+        .filter(|l| l.0 == "configure")
+        .map(|l| l.1)
+        .collect();
+    assert!(
+        processes.len() <= 2 && batches_of_pid.keys().all(|p| processes.contains(p)),
+        "pytest processes {processes:?}, of which ran tests {batches_of_pid:?}"
     );
     // Each runner set its session up once and tore it down when its agent
     // stopped; every module fixture it set up it tore down.
@@ -533,5 +544,60 @@ fn a_test_that_kills_its_resident_runner_is_named_and_a_new_runner_runs_the_rest
         (11..20).all(|n| first_pid(n) != crashed),
         "{:?}",
         log_lines(&log)
+    );
+}
+
+/// Processes whose working directory is `dir` (a runner left behind).
+fn processes_in(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == dir))
+        .map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).replace('\0', " ")
+        })
+        .collect()
+}
+
+#[test]
+fn a_collection_error_fails_the_task_naming_the_file_and_leaves_no_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    write(project, "tests/test_ok.py", "def test_ok():\n    pass\n");
+    write(project, "tests/test_broken.py", "def broken(:\n    pass\n");
+    let config = suite(project, &[]);
+    let (out, report) = run_suite(
+        &config,
+        1,
+        &project.join("report"),
+        &["--on-escalation", "abort"],
+    );
+    assert!(!out.status.success(), "{}", show(&out));
+    let unit = task(&report, "unit");
+    assert_ne!(unit["status"], "completed_success", "{}", show(&out));
+    // The suite's own code is broken: a logic error, retried once, then
+    // a person's (here: abort); each attempt says which file and why.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let named = "failed: logic_error: 1 error during collection: tests/test_broken.py: SyntaxError";
+    assert_eq!(stdout.matches(named).count(), 2, "{}", show(&out));
+    assert!(
+        unit["split"].is_null(),
+        "nothing was split from a broken collection: {}",
+        unit["split"]
+    );
+    // pytest's own account of it is in the attempt's log.
+    let log = std::fs::read_to_string(project.join("report/artifacts/unit/1/unit_output.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("ERROR collecting tests/test_broken.py"),
+        "{log}"
+    );
+    assert_eq!(
+        processes_in(project),
+        Vec::<String>::new(),
+        "no runner left behind"
     );
 }

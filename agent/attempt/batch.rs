@@ -4,6 +4,10 @@
 //! and limited, the timeout and a cancel end it. A runner that ends the
 //! batch well goes back to the pool for the next; one that dies under a
 //! test names it (`Outcome::runner_gone`) and is not used again.
+//!
+//! The task's collecting attempt is a runner too: it collects, writes the
+//! ids, says "ready", and goes to the pool idle, so this agent's first
+//! batch pays no second collection.
 
 use std::time::{Duration, Instant};
 
@@ -39,11 +43,18 @@ pub(super) async fn run(
     if ctx.runners.refused(&r.key) {
         return Ok(None);
     }
-    let (idle, stale) = ctx.runners.take(&r.key);
+    let (idle, mut stale) = ctx.runners.take(&r.key);
+    // A collection is made fresh: an idle runner would not write the ids.
+    let idle = match idle {
+        Some(runner) if r.collecting => {
+            stale.push(runner);
+            None
+        }
+        idle => idle,
+    };
     if !stale.is_empty() {
         tokio::spawn(resident::quit_all(stale));
     }
-    let fresh = idle.is_none();
     let mut runner = match idle {
         Some(runner) => runner,
         None => {
@@ -69,7 +80,8 @@ pub(super) async fn run(
     let mut usage = Usage::default();
     let mut disk: u64;
     let mut asked = false;
-    if !fresh {
+    let mut collect_errors = 0;
+    if runner.ready && !r.collecting {
         runner
             .control
             .run(&paths.tests, &paths.results, &at.a.attempt_id)
@@ -84,8 +96,13 @@ pub(super) async fn run(
     let ended_well = loop {
         tokio::select! {
             said = runner.control.next() => match said {
-                Said::Ready { tests, pid } => {
-                    tracing::info!(task_id = at.task_id, tests, pid, "resident runner ready");
+                Said::Ready { tests, errors, pid } => {
+                    tracing::info!(task_id = at.task_id, tests, errors, pid, "resident runner ready");
+                    runner.ready = true;
+                    if r.collecting {
+                        collect_errors = errors;
+                        break true;
+                    }
                     if !asked {
                         runner.control.run(&paths.tests, &paths.results, &at.a.attempt_id).await?;
                         asked = true;
@@ -132,6 +149,23 @@ pub(super) async fn run(
             log.write(line.clone()).await;
             push_tail(&mut o.tail, line);
         }
+    }
+    if ended_well && r.collecting {
+        // The ids are written (`split::finish` reads them); a runner whose
+        // collection had errors would find tests missing, so it ends.
+        o.exit_code = Some(if collect_errors == 0 { 0 } else { 2 });
+        if collect_errors == 0 {
+            ctx.runners.put(r.key.clone(), runner);
+        } else {
+            // pytest prints what went wrong as its session ends: in the log.
+            runner.control.ask_quit().await;
+            let until = tokio::time::Instant::now() + EXIT_WAIT;
+            while let Ok(Some(line)) = tokio::time::timeout_at(until, runner.lines.recv()).await {
+                log.write(line.clone()).await;
+                push_tail(&mut o.tail, line);
+            }
+        }
+    } else if ended_well {
         let results = paths.results.clone();
         let read = tokio::task::spawn_blocking(move || crate::split::read_results(&results))
             .await
@@ -142,7 +176,7 @@ pub(super) async fn run(
             .any(|c| testfleet_core::results::TestOutcome::parse(&c.outcome).is_failure());
         o.exit_code = Some(i32::from(failed));
         ctx.runners.put(r.key.clone(), runner);
-    } else if fresh && !asked && o.cancelled.is_none() && !o.timed_out && !o.memory_exceeded {
+    } else if !runner.ready && o.cancelled.is_none() && !o.timed_out && !o.memory_exceeded {
         // It never got ready: it cannot run here (a wrapper closed fd 3,
         // an old pytest, a crash at import). A process per batch will say
         // why, with the real error in its log.

@@ -36,14 +36,20 @@ pub(super) async fn report(
         at.output_log(),
     )
     .await;
-    if let Some(problem) = split.as_ref().and_then(|s| s.collect_problem.clone()) {
-        if j.success {
-            j.success = false;
-            j.classified.error_type = ErrorType::SystemError;
-            j.classified.message = problem;
-        } else {
-            j.classified.message = format!("{}; {problem}", j.classified.message);
+    if let Some((kind, problem)) = split.as_ref().and_then(|s| s.collect_problem.clone()) {
+        // Errors the collection reports name the file and say what kind of
+        // failure it is better than an exit status: they come first. A
+        // collection that wrote nothing says less than the runner's output.
+        let named = kind != ErrorType::SystemError;
+        if j.success || (named && j.classified.error_type == ErrorType::SystemError) {
+            j.classified.error_type = kind;
         }
+        j.classified.message = match (j.success, named) {
+            (true, _) => problem,
+            (false, true) => format!("{problem}; {}", j.classified.message),
+            (false, false) => format!("{}; {problem}", j.classified.message),
+        };
+        j.success = false;
     }
     let (test_cases, collected) = split.map(|s| (s.cases, s.collected)).unwrap_or_default();
     let failure = (!j.success).then_some(&j.classified);

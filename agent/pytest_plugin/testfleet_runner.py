@@ -2,7 +2,9 @@
 
 Collecting (TESTFLEET_PYTEST_COLLECT=FILE): writes the ids pytest selected,
 after -k/-m and every plugin's deselection, with the rootdir they are
-relative to and the number of collection errors, as one JSON object.
+relative to and the collection errors (their number, and each one's file and
+last line), as one JSON object. With TESTFLEET_PYTEST_CONTROL set too, the
+collecting process then stays on as a resident runner (below).
 
 Running a batch (TESTFLEET_PYTEST_TESTS=FILE, one id a line): keeps only
 those items, in pytest's order, and appends to TESTFLEET_PYTEST_RESULTS one
@@ -40,6 +42,7 @@ _CONTROL = os.environ.get("TESTFLEET_PYTEST_CONTROL")
 
 _out = None
 _state = {}
+_collect_errors = []
 
 
 def _write(obj):
@@ -130,6 +133,15 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = keep
 
 
+def pytest_collectreport(report):
+    if _COLLECT and report.failed:
+        lines = (report.longreprtext or "").strip().splitlines()
+        why = lines[-1].strip() if lines else "failed"
+        if why.startswith("E "):
+            why = why[2:].strip()
+        _collect_errors.append(f"{report.nodeid or '.'}: {why}"[:500])
+
+
 def pytest_collection_finish(session):
     if not _COLLECT:
         return
@@ -137,6 +149,7 @@ def pytest_collection_finish(session):
     data = {
         "root": root,
         "errors": session.testsfailed,
+        "error_details": _collect_errors,
         "tests": [it.nodeid for it in session.items],
     }
     tmp = _COLLECT + ".tmp"

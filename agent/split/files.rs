@@ -84,35 +84,55 @@ pub fn read_results(path: &Path) -> Read {
     read
 }
 
-/// (ids, root, collection errors) from what the collecting run wrote.
-pub fn read_collected(runner: &str, path: &Path) -> anyhow::Result<(Vec<String>, String, u64)> {
+/// What a collecting run wrote.
+#[derive(Debug, Default, PartialEq)]
+pub struct Collection {
+    pub tests: Vec<String>,
+    /// The directory the ids are relative to.
+    pub root: String,
+    /// Collection errors, each "where: what" (pytest's last line of it).
+    pub errors: Vec<String>,
+}
+
+/// The collection the collecting run wrote at `path`.
+pub fn read_collected(runner: &str, path: &Path) -> anyhow::Result<Collection> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match runner {
         "pytest" => {
             let v: serde_json::Value =
                 serde_json::from_str(&text).context("the plugin's collection")?;
-            let tests = v
-                .get("tests")
-                .and_then(|t| t.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let strings = |key: &str| -> Vec<String> {
+                v.get(key)
+                    .and_then(|t| t.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
             let root = v
                 .get("root")
                 .and_then(|s| s.as_str())
                 .unwrap_or(".")
                 .to_string();
-            let errors = v.get("errors").and_then(|e| e.as_u64()).unwrap_or(0);
-            Ok((tests, root, errors))
+            let mut errors = strings("error_details");
+            // pytest's count is the truth; an error without details still counts.
+            let count = v.get("errors").and_then(|e| e.as_u64()).unwrap_or(0) as usize;
+            while errors.len() < count {
+                errors.push("(no details)".into());
+            }
+            Ok(Collection {
+                tests: strings("tests"),
+                root,
+                errors,
+            })
         }
-        _ => Ok((
-            super::runners::parse_collected(runner, &text)?,
-            ".".into(),
-            0,
-        )),
+        _ => Ok(Collection {
+            tests: super::runners::parse_collected(runner, &text)?,
+            root: ".".into(),
+            errors: Vec::new(),
+        }),
     }
 }

@@ -72,17 +72,20 @@ pub fn paths(workdir: &Path, attempt_id: &str) -> Paths {
     }
 }
 
-/// A pytest batch's resident runner: its invocation (collecting the whole
+/// A pytest attempt's resident runner: its invocation (collecting the whole
 /// of `paths` once) and the key of the runners it may share.
 #[derive(Debug, Clone)]
 pub struct Resident {
     pub command: String,
     pub key: String,
+    /// The task's collecting attempt: the runner that collects stays on,
+    /// idle in the pool, to run this agent's first batch.
+    pub collecting: bool,
 }
 
 /// Rewrites a split assignment's command and environment into what runs
-/// here (for a pytest batch: a process of its own, and the resident runner
-/// that runs it unless that cannot start), and writes the plugin and the
+/// here (for pytest: a process of its own, and the resident runner that
+/// runs it instead unless that cannot start), and writes the plugin and the
 /// batch's ids. Other assignments are returned as they are.
 pub async fn prepare(
     workdir: &Path,
@@ -91,9 +94,10 @@ pub async fn prepare(
     let Some(spec) = spec(&a).cloned() else {
         return Ok((a, None));
     };
-    let resident = (spec.runner == "pytest" && !spec.tests.is_empty()).then(|| Resident {
+    let resident = (spec.runner == "pytest").then(|| Resident {
         key: resident::key(&a),
         command: String::new(),
+        collecting: spec.tests.is_empty(),
     });
     let p = paths(workdir, &a.attempt_id);
     let plugin_dir = workdir.join(".testfleet").join("pytest_plugin");
@@ -120,6 +124,13 @@ pub async fn prepare(
                 pythonpath = format!("{pythonpath}:{more}");
             }
             exec.env.insert("PYTHONPATH".into(), pythonpath);
+            if let Some(r) = resident.as_mut() {
+                r.command = format!(
+                    "{} -p testfleet_runner {}",
+                    exec.command,
+                    runners::quoted(&spec.paths)
+                );
+            }
             if collecting {
                 exec.env.insert(
                     "TESTFLEET_PYTEST_COLLECT".into(),
@@ -131,13 +142,6 @@ pub async fn prepare(
                     runners::quoted(&spec.paths)
                 )
             } else {
-                if let Some(r) = resident.as_mut() {
-                    r.command = format!(
-                        "{} -p testfleet_runner {}",
-                        exec.command,
-                        runners::quoted(&spec.paths)
-                    );
-                }
                 exec.env.insert(
                     "TESTFLEET_PYTEST_TESTS".into(),
                     p.tests.display().to_string(),
@@ -255,7 +259,7 @@ pub struct Finished {
     pub cases: Vec<proto::TestCase>,
     pub collected: Option<(Vec<String>, String)>,
     /// Why a collecting run that exited well still cannot count.
-    pub collect_problem: Option<String>,
+    pub collect_problem: Option<(proto::ErrorType, String)>,
 }
 
 /// `runner_gone`: a resident runner's socket closed mid-batch, so the test
@@ -276,20 +280,23 @@ pub async fn finish(
     let out = tokio::task::spawn_blocking(move || {
         if collecting {
             return match read_collected(&runner, &p.collected) {
-                Ok((tests, root, 0)) => Finished {
+                Ok(c) if c.errors.is_empty() => Finished {
                     cases: Vec::new(),
-                    collected: Some((tests, root)),
+                    collected: Some((c.tests, c.root)),
                     collect_problem: None,
                 },
-                Ok((_, _, errors)) => Finished {
+                Ok(c) => Finished {
                     cases: Vec::new(),
                     collected: None,
-                    collect_problem: Some(format!("{errors} errors during collection")),
+                    collect_problem: Some(collection_errors(&c.errors)),
                 },
                 Err(e) => Finished {
                     cases: Vec::new(),
                     collected: None,
-                    collect_problem: Some(format!("no collected tests: {e:#}")),
+                    collect_problem: Some((
+                        proto::ErrorType::SystemError,
+                        format!("no collected tests: {e:#}"),
+                    )),
                 },
             };
         }
@@ -310,9 +317,53 @@ pub async fn finish(
     Some(out)
 }
 
+/// "2 errors during collection: a.py: SyntaxError…; b.py: ImportError…",
+/// the first few named, and what kind of failure that is: the suite's own
+/// code (a logic error, for a person once a retry fails too), or a missing
+/// module (an import error, which a fresh environment may mend).
+fn collection_errors(errors: &[String]) -> (proto::ErrorType, String) {
+    const NAMED: usize = 3;
+    let n = errors.len();
+    let mut named = errors[..n.min(NAMED)].join("; ");
+    if n > NAMED {
+        named.push_str(&format!("; and {} more", n - NAMED));
+    }
+    let noun = if n == 1 { "error" } else { "errors" };
+    let missing_module = errors
+        .iter()
+        .any(|e| e.contains("ModuleNotFoundError") || e.contains("ImportError"));
+    let kind = if missing_module {
+        proto::ErrorType::ImportError
+    } else {
+        proto::ErrorType::LogicError
+    };
+    (kind, format!("{n} {noun} during collection: {named}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collection_errors_are_counted_and_the_first_named() {
+        let one = collection_errors(&["tests/a.py: SyntaxError: invalid syntax".into()]);
+        assert_eq!(
+            one,
+            (
+                proto::ErrorType::LogicError,
+                "1 error during collection: tests/a.py: SyntaxError: invalid syntax".into()
+            )
+        );
+        let mut many: Vec<String> = (0..4).map(|i| format!("t{i}.py: E")).collect();
+        many.push("t4.py: ModuleNotFoundError: No module named 'x'".into());
+        assert_eq!(
+            collection_errors(&many),
+            (
+                proto::ErrorType::ImportError,
+                "5 errors during collection: t0.py: E; t1.py: E; t2.py: E; and 2 more".into()
+            )
+        );
+    }
 
     #[test]
     fn a_batch_command_keeps_literal_braces_for_the_attempts_fill() {

@@ -66,6 +66,8 @@ fn suite_of(key: &str) -> String {
 pub enum Said {
     Ready {
         tests: u64,
+        /// Collection errors: its batches would find tests missing.
+        errors: u64,
         pid: u32,
     },
     Done,
@@ -80,6 +82,8 @@ pub struct Runner {
     pub pid: u32,
     pub lines: mpsc::Receiver<String>,
     pub control: Control,
+    /// It has collected and said "ready": it reads what it is asked.
+    pub ready: bool,
 }
 
 /// The agent's end of the runner's socket.
@@ -144,6 +148,7 @@ impl Runner {
             pgid,
             pid,
             lines,
+            ready: false,
             control: Control {
                 said: BufReader::new(read).lines(),
                 ask,
@@ -159,8 +164,7 @@ impl Runner {
     /// Asks the runner to end (its session fixtures torn down), and kills
     /// its group if it has not within the grace.
     pub async fn quit(mut self) {
-        let _ = self.control.ask.write_all(b"{\"quit\": true}\n").await;
-        let _ = self.control.ask.shutdown().await;
+        self.control.ask_quit().await;
         let mut lines = std::mem::replace(&mut self.lines, mpsc::channel(1).1);
         let drain = tokio::spawn(async move { while lines.recv().await.is_some() {} });
         let ended = tokio::time::timeout(QUIT_GRACE, self.child.wait()).await;
@@ -189,12 +193,23 @@ impl Control {
             };
             if let Some(n) = v.get("ready").and_then(|n| n.as_u64()) {
                 let pid = v.get("pid").and_then(|p| p.as_u64()).unwrap_or(0) as u32;
-                return Said::Ready { tests: n, pid };
+                let errors = v.get("errors").and_then(|e| e.as_u64()).unwrap_or(0);
+                return Said::Ready {
+                    tests: n,
+                    errors,
+                    pid,
+                };
             }
             if v.get("done").is_some() {
                 return Said::Done;
             }
         }
+    }
+
+    /// Asks the runner to end its session and exit.
+    pub async fn ask_quit(&mut self) {
+        let _ = self.ask.write_all(b"{\"quit\": true}\n").await;
+        let _ = self.ask.shutdown().await;
     }
 
     /// Asks for one batch: the ids in `tests`, results to `results`.

@@ -314,6 +314,12 @@ impl Agent {
     async fn on_message(&self, m: proto::OrchestratorMessage) {
         match m.body {
             Some(orchestrator_message::Body::Assignment(a)) => self.start(a).await,
+            Some(orchestrator_message::Body::Warm(w)) => {
+                if let Some(a) = w.assignment {
+                    let ctx = self.ctx.clone();
+                    tokio::spawn(async move { attempt::warm(&ctx, a).await });
+                }
+            }
             Some(orchestrator_message::Body::Cancel(c)) => {
                 let running = self.running.lock().await;
                 match running.get(&c.attempt_id) {

@@ -314,7 +314,10 @@ impl Run {
                     s.unacked.acknowledged(&r.attempt_id);
                 }
             }
-            Some(orchestrator_message::Body::HelloAck(_)) | None => {}
+            // Its sleeps run no test suite: nothing to warm.
+            Some(orchestrator_message::Body::HelloAck(_))
+            | Some(orchestrator_message::Body::Warm(_))
+            | None => {}
         }
         Ok(())
     }

@@ -4,29 +4,10 @@
 //! report.json, junit.xml and report.html with its verdict, duration and
 //! attempt.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use testfleet_testkit::*;
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// A suite file for one split pytest task over `tests/` in `project`.
-fn suite(project: &Path) -> std::path::PathBuf {
-    let text = format!(
-        "templates:\n  pytest:\n    command: \"{} -m pytest\"\norchestrator:\n  task_definitions:\n    tests:\n      - id: unit\n        template: pytest\n        working_directory: {}\n        split: {{runner: pytest, paths: [\"tests/\"]}}\n",
-        python(),
-        project.display()
-    );
-    let file = project.join("suite.yaml");
-    std::fs::write(&file, text).unwrap();
-    file
-}
 
 fn split(report: &Value) -> &Value {
     &task(report, "unit")["split"]
@@ -50,8 +31,8 @@ fn a_second_run_plans_from_the_first_runs_durations_and_check_shows_them() {
     for i in 0..8 {
         body.push_str(&format!("def test_fast_{i}():\n    pass\n"));
     }
-    write(project, "tests/test_timed.py", &body);
-    let config = suite(project);
+    write_file(project, "tests/test_timed.py", &body);
+    let config = split_pytest_suite(project, &[], "");
     let cache = project.join("cache");
     let cache_arg = cache.display().to_string();
     let extra = ["--cache-dir", cache_arg.as_str()];
@@ -109,8 +90,8 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_every_test_counts_once() {
     for i in 1..21 {
         body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.01)\n"));
     }
-    write(project, "tests/test_tail.py", &body);
-    let config = suite(project);
+    write_file(project, "tests/test_tail.py", &body);
+    let config = split_pytest_suite(project, &[], "");
     let (out, report) = run_suite(&config, 2, &project.join("report"), &[]);
     assert!(out.status.success(), "{}", show(&out));
     let hedges = split(&report)["hedges"].as_array().unwrap();
@@ -163,7 +144,7 @@ fn every_split_test_is_in_the_junit_and_the_html_with_its_verdict_and_attempt() 
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path();
     let marker = project.join("failed-once");
-    write(
+    write_file(
         project,
         "tests/test_mixed.py",
         &format!(
@@ -171,7 +152,7 @@ fn every_split_test_is_in_the_junit_and_the_html_with_its_verdict_and_attempt() 
             m = marker.display().to_string()
         ),
     );
-    let config = suite(project);
+    let config = split_pytest_suite(project, &[], "");
     let report_dir = project.join("report");
     let (out, report) = run_suite(&config, 2, &report_dir, &[]);
     assert!(

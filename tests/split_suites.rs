@@ -2,70 +2,14 @@
 //! An agent killed mid-batch loses nothing and nothing counts twice; a
 //! flaky test ends `flaky` by name; a test that crashes its runner is
 //! named and the rest pass; the counts are pytest's own, expected
-//! failures apart from skips and passes; one resident
-//! pytest process runs batch after batch, its fixtures ended properly, and
-//! a test that kills it is named and a new one runs the rest.
+//! failures apart from skips and passes; a file that does not collect is
+//! named and leaves no process. Resident runners: `split_resident.rs`.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
 use testfleet_testkit::*;
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// A suite file for one split pytest task over `tests/` in `project`.
-fn suite(project: &Path, args: &[&str]) -> std::path::PathBuf {
-    suite_with(project, args, "")
-}
-
-/// The same, with more keys of `split` (", key: value").
-fn suite_with(project: &Path, args: &[&str], split: &str) -> std::path::PathBuf {
-    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
-    let text = format!(
-        "templates:\n  pytest:\n    command: \"{} -m pytest {{args}}\"\norchestrator:\n  task_definitions:\n    tests:\n      - id: unit\n        template: pytest\n        args: [{}]\n        working_directory: {}\n        split: {{runner: pytest, paths: [\"tests/\"]{split}}}\n",
-        python(),
-        args.join(", "),
-        project.display()
-    );
-    let file = project.join("suite.yaml");
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-/// A test of the split task: (id, verdict, its runs as (outcome, agent)).
-type ReportedTest = (String, String, Vec<(String, String)>);
-
-fn tests_of(report: &Value) -> Vec<ReportedTest> {
-    task(report, "unit")["split"]["tests"]
-        .as_array()
-        .expect("the split task lists its tests")
-        .iter()
-        .map(|t| {
-            let runs = t["attempts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| {
-                    (
-                        a["outcome"].as_str().unwrap().to_string(),
-                        a["agent_id"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect();
-            (
-                t["id"].as_str().unwrap().to_string(),
-                t["verdict"].as_str().unwrap_or("none").to_string(),
-                runs,
-            )
-        })
-        .collect()
-}
 
 /// pytest's own ids for the same selection.
 fn pytest_ids(project: &Path, args: &[&str]) -> HashSet<String> {
@@ -101,11 +45,11 @@ fn an_agent_killed_mid_batch_loses_no_test_and_counts_none_twice() {
             body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.1)\n"));
         }
     }
-    write(project, "tests/test_many.py", &body);
-    let config = suite(project, &[]);
+    write_file(project, "tests/test_many.py", &body);
+    let config = split_pytest_suite(project, &[], "");
     let (out, report) = run_suite(&config, 2, &project.join("report"), &[]);
     assert!(marker.exists(), "the killer test ran: {}", show(&out));
-    let tests = tests_of(&report);
+    let tests = split_tests_of(&report);
     let ids: HashSet<String> = tests.iter().map(|t| t.0.clone()).collect();
     assert_eq!(ids, pytest_ids(project, &[]), "{}", show(&out));
     for (id, verdict, runs) in &tests {
@@ -138,12 +82,12 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path();
     let marker = project.join("failed-once");
-    write(
+    write_file(
         project,
         "tests/test_params.py",
         "import pytest\n@pytest.mark.parametrize('who', ['a b', 'c  d', 'e'])\ndef test_spaces(who):\n    assert who\ndef test_deselected_one():\n    pass\n@pytest.mark.skip(reason='not today')\ndef test_skipped():\n    pass\n",
     );
-    write(
+    write_file(
         project,
         "tests/test_flaky.py",
         &format!(
@@ -151,20 +95,20 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
             marker.display().to_string()
         ),
     );
-    write(
+    write_file(
         project,
         "tests/test_crash.py",
         "import ctypes\ndef test_before():\n    pass\ndef test_segfault():\n    ctypes.string_at(0)\ndef test_after():\n    pass\n",
     );
     let args = ["-k", "not deselected"];
-    let config = suite(project, &args);
+    let config = split_pytest_suite(project, &args, "");
     let (out, report) = run_suite(&config, 2, &project.join("report"), &[]);
     assert!(
         !out.status.success(),
         "a crashing test fails the suite: {}",
         show(&out)
     );
-    let tests = tests_of(&report);
+    let tests = split_tests_of(&report);
     let ids: HashSet<String> = tests.iter().map(|t| t.0.clone()).collect();
     let expected = pytest_ids(project, &args);
     assert_eq!(expected.len(), 8, "{expected:?}");
@@ -256,7 +200,7 @@ fn flaky_and_crashing_tests_are_named_and_counts_match_pytest() {
 fn expected_failures_are_counted_as_pytest_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path();
-    write(
+    write_file(
         project,
         "tests/test_marks.py",
         "import pytest\n\
@@ -267,7 +211,7 @@ fn expected_failures_are_counted_as_pytest_counts_them() {
          @pytest.mark.xfail(reason='fixed by now')\ndef test_fixed():\n    pass\n\
          @pytest.mark.xfail(strict=True, reason='must fail')\ndef test_strict_pass():\n    pass\n",
     );
-    write(
+    write_file(
         project,
         "tests/test_more.py",
         "import pytest\n@pytest.mark.parametrize('n', [1, 2, 3])\ndef test_n(n):\n    assert n\n",
@@ -283,7 +227,7 @@ fn expected_failures_are_counted_as_pytest_counts_them() {
         "pytest's own count: {own}"
     );
 
-    let config = suite(project, &[]);
+    let config = split_pytest_suite(project, &[], "");
     let report_dir = project.join("report");
     let (out, report) = run_suite(&config, 2, &report_dir, &[]);
     assert!(
@@ -301,7 +245,7 @@ fn expected_failures_are_counted_as_pytest_counts_them() {
         })
         .collect();
     assert_eq!(counts, [4, 1, 1, 2, 1], "pytest's own counts: {split}");
-    let tests = tests_of(&report);
+    let tests = split_tests_of(&report);
     let verdict = |name: &str| {
         tests
             .iter()
@@ -357,196 +301,6 @@ fn expected_failures_are_counted_as_pytest_counts_them() {
     );
 }
 
-/// What the suite's tests and fixtures wrote to `log`: (what, pid, rest).
-fn log_lines(log: &Path) -> Vec<(String, u32, String)> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let mut w = l.splitn(3, ' ');
-            let what = w.next().unwrap().to_string();
-            let pid = w.next().unwrap().parse().unwrap();
-            (what, pid, w.next().unwrap_or("").to_string())
-        })
-        .collect()
-}
-
-/// A conftest that logs each pytest process it is loaded in, and whose
-/// session and module fixtures log when they start and end, and a helper
-/// the tests call to log their pid.
-fn logging_conftest(project: &Path, log: &Path) {
-    write(
-        project,
-        "tests/conftest.py",
-        &format!(
-            "import os, pytest\nLOG = {:?}\ndef note(what, rest=''):\n    with open(LOG, 'a') as f:\n        f.write(f'{{what}} {{os.getpid()}} {{rest}}\\n')\ndef pytest_configure(config):\n    note('configure')\n@pytest.fixture(scope='session', autouse=True)\ndef session_fixture():\n    note('session-up')\n    yield\n    note('session-down')\n@pytest.fixture(scope='module', autouse=True)\ndef module_fixture(request):\n    note('module-up', request.module.__name__)\n    yield\n    note('module-down', request.module.__name__)\n@pytest.fixture(autouse=True)\ndef pid_of_test(request):\n    note('test', request.node.nodeid)\n",
-            log.display().to_string()
-        ),
-    );
-}
-
-#[test]
-fn one_pytest_process_runs_batch_after_batch_and_ends_every_fixture() {
-    let dir = tempfile::tempdir().unwrap();
-    let project = dir.path();
-    let log = project.join("fixtures.log");
-    logging_conftest(project, &log);
-    for f in 0..4 {
-        let mut body = String::from("import time\n");
-        for i in 0..15 {
-            body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.05)\n"));
-        }
-        write(project, &format!("tests/test_file{f}.py"), &body);
-    }
-    let config = suite(project, &[]);
-    let (out, report) = run_suite(
-        &config,
-        2,
-        &project.join("report"),
-        &["--agent-cpu-cores", "1"],
-    );
-    assert_eq!(
-        task(&report, "unit")["status"],
-        "completed_success",
-        "{}",
-        show(&out)
-    );
-    let tests = tests_of(&report);
-    assert_eq!(tests.len(), 60);
-    let batch_of: std::collections::HashMap<String, String> = task(&report, "unit")["split"]
-        ["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            assert_eq!(t["attempts"].as_array().unwrap().len(), 1, "{t}");
-            (
-                t["id"].as_str().unwrap().to_string(),
-                t["attempts"][0]["batch_id"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let lines = log_lines(&log);
-    let mut batches_of_pid: std::collections::HashMap<u32, HashSet<&str>> = Default::default();
-    for (what, pid, id) in &lines {
-        if what == "test" {
-            let batch = batch_of
-                .get(id)
-                .unwrap_or_else(|| panic!("{id} not reported"));
-            batches_of_pid.entry(*pid).or_default().insert(batch);
-        }
-    }
-    let batches: HashSet<&String> = batch_of.values().collect();
-    // One runner per agent (one batch at a time each), however many batches.
-    assert!(batches_of_pid.len() <= 2, "{batches_of_pid:?}");
-    assert!(
-        batches.len() > batches_of_pid.len(),
-        "more batches ({}) than pytest processes: {batches_of_pid:?}",
-        batches.len()
-    );
-    assert!(
-        batches_of_pid.values().any(|b| b.len() >= 2),
-        "{batches_of_pid:?}"
-    );
-    // The process that collected ran batches too: no agent collected twice.
-    let processes: HashSet<u32> = lines
-        .iter()
-        .filter(|l| l.0 == "configure")
-        .map(|l| l.1)
-        .collect();
-    assert!(
-        processes.len() <= 2 && batches_of_pid.keys().all(|p| processes.contains(p)),
-        "pytest processes {processes:?}, of which ran tests {batches_of_pid:?}"
-    );
-    // Each runner set its session up once and tore it down when its agent
-    // stopped; every module fixture it set up it tore down.
-    for pid in batches_of_pid.keys() {
-        let count = |what: &str| lines.iter().filter(|l| l.0 == what && l.1 == *pid).count();
-        assert_eq!(
-            (count("session-up"), count("session-down")),
-            (1, 1),
-            "{pid}: {lines:?}"
-        );
-        assert!(count("module-up") >= 1, "{lines:?}");
-        assert_eq!(count("module-up"), count("module-down"), "{pid}: {lines:?}");
-    }
-}
-
-#[test]
-fn a_test_that_kills_its_resident_runner_is_named_and_a_new_runner_runs_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let project = dir.path();
-    let log = project.join("fixtures.log");
-    logging_conftest(project, &log);
-    let mut body = String::from("import ctypes, time\n");
-    for i in 0..20 {
-        let crash = if i == 10 {
-            "    ctypes.string_at(0)\n"
-        } else {
-            ""
-        };
-        body.push_str(&format!(
-            "def test_{i:02}():\n    time.sleep(0.05)\n{crash}"
-        ));
-    }
-    write(project, "tests/test_crash.py", &body);
-    // Short batches: the culprit's runner has run several before it.
-    let config = suite_with(project, &[], ", max_batch_seconds: 0.2");
-    let (out, report) = run_suite(
-        &config,
-        1,
-        &project.join("report"),
-        &["--agent-cpu-cores", "1"],
-    );
-    let tests = tests_of(&report);
-    assert_eq!(tests.len(), 20, "{}", show(&out));
-    for (id, verdict, runs) in &tests {
-        let expected = if id.ends_with("test_10") {
-            "crashed"
-        } else {
-            "passed"
-        };
-        assert_eq!(verdict, expected, "{id}: {runs:?}");
-    }
-    let reason = task(&report, "unit")["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("tests/test_crash.py::test_10 (crashed)"),
-        "{reason}"
-    );
-    // The tests up to the culprit ran in one process, over every batch
-    // before it; none after it did.
-    let first_pid = |n: u32| -> u32 {
-        let id = format!("tests/test_crash.py::test_{n:02}");
-        log_lines(&log)
-            .iter()
-            .find(|l| l.0 == "test" && l.2 == id)
-            .unwrap_or_else(|| panic!("{id} did not run"))
-            .1
-    };
-    let crashed = first_pid(10);
-    assert!(
-        (0..10).all(|n| first_pid(n) == crashed),
-        "{:?}",
-        log_lines(&log)
-    );
-    let batches_before: HashSet<String> = task(&report, "unit")["split"]["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["id"].as_str().unwrap() <= "tests/test_crash.py::test_10")
-        .map(|t| t["attempts"][0]["batch_id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(
-        batches_before.len() >= 2,
-        "one process, several batches: {batches_before:?}"
-    );
-    assert!(
-        (11..20).all(|n| first_pid(n) != crashed),
-        "{:?}",
-        log_lines(&log)
-    );
-}
-
 /// Processes whose working directory is `dir` (a runner left behind).
 fn processes_in(dir: &Path) -> Vec<String> {
     let dir = dir.canonicalize().unwrap();
@@ -566,9 +320,9 @@ fn processes_in(dir: &Path) -> Vec<String> {
 fn a_collection_error_fails_the_task_naming_the_file_and_leaves_no_runner() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path();
-    write(project, "tests/test_ok.py", "def test_ok():\n    pass\n");
-    write(project, "tests/test_broken.py", "def broken(:\n    pass\n");
-    let config = suite(project, &[]);
+    write_file(project, "tests/test_ok.py", "def test_ok():\n    pass\n");
+    write_file(project, "tests/test_broken.py", "def broken(:\n    pass\n");
+    let config = split_pytest_suite(project, &[], "");
     let (out, report) = run_suite(
         &config,
         1,

@@ -67,6 +67,9 @@ pub(super) async fn run(
             Runner::start(&command, &exec.working_directory, env, &at.pgid_file())?
         }
     };
+    // Started by a warm hint and not ready yet: if it never is, that says
+    // little about a runner started now (its setup may have been running).
+    let warm_and_unready = runner.warmed && !runner.ready;
     cx.span()
         .set_attribute(KeyValue::new("runner.resident_pid", runner.pid as i64));
     let details = at.a.task_details.clone().unwrap_or_default();
@@ -176,6 +179,16 @@ pub(super) async fn run(
             .any(|c| testfleet_core::results::TestOutcome::parse(&c.outcome).is_failure());
         o.exit_code = Some(i32::from(failed));
         ctx.runners.put(r.key.clone(), runner);
+    } else if warm_and_unready && !runner.ready && o.cancelled.is_none() && !o.timed_out {
+        runner.kill();
+        tracing::warn!(
+            task_id = at.task_id,
+            "the warmed runner ended before it was ready; this batch runs in a process of its own"
+        );
+        log.finish().await;
+        let kept = at.task_file("_output.resident.log");
+        let _ = tokio::fs::rename(at.output_log(), kept).await;
+        return Ok(None);
     } else if !runner.ready && o.cancelled.is_none() && !o.timed_out && !o.memory_exceeded {
         // It never got ready: it cannot run here (a wrapper closed fd 3,
         // an old pytest, a crash at import). A process per batch will say

@@ -8,6 +8,7 @@
 //! - `process`: the command's process group, its signals and its exit;
 //! - `watch`: one run, watched: output, progress, sampling, limits;
 //! - `batch`: a pytest batch run by the task's resident runner, watched;
+//! - `warm`: a resident runner started on a hint, before its first batch;
 //! - `results`: what the run left behind and whether it succeeded;
 //! - `report`: artifacts and the message that ends the attempt.
 //!
@@ -20,6 +21,7 @@ mod process;
 mod report;
 mod results;
 mod setup;
+mod warm;
 mod watch;
 
 use std::collections::HashMap;
@@ -37,6 +39,7 @@ use layout::Attempt;
 
 pub use layout::workdir_ok;
 pub use process::reap_orphans;
+pub use warm::warm;
 
 /// Carries a reason when the orchestrator wants the attempt stopped.
 type Cancel = tokio::sync::watch::Receiver<Option<String>>;

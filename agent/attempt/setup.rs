@@ -28,6 +28,21 @@ pub(super) async fn setup(
     at: &Attempt,
     force: bool,
 ) -> Result<(), (ErrorType, String)> {
+    run_setup(ctx, at, force, true).await
+}
+
+/// The same for what is no attempt of the orchestrator's (a warm hint): no
+/// progress is sent for it.
+pub(super) async fn setup_quietly(ctx: &Context, at: &Attempt) -> Result<(), (ErrorType, String)> {
+    run_setup(ctx, at, false, false).await
+}
+
+async fn run_setup(
+    ctx: &Context,
+    at: &Attempt,
+    force: bool,
+    progress: bool,
+) -> Result<(), (ErrorType, String)> {
     let exec = at.execution();
     if exec.setup_command.trim().is_empty() {
         return Ok(());
@@ -42,15 +57,17 @@ pub(super) async fn setup(
     } else if tokio::fs::try_exists(&marker).await.unwrap_or(false) {
         return Ok(());
     }
-    send_progress(
-        ctx,
-        at,
-        &progress::Observed::default(),
-        sampler::Usage::default(),
-        disk_mb(&at.dir).await,
-        TaskStatus::SettingUp,
-    )
-    .await;
+    if progress {
+        send_progress(
+            ctx,
+            at,
+            &progress::Observed::default(),
+            sampler::Usage::default(),
+            disk_mb(&at.dir).await,
+            TaskStatus::SettingUp,
+        )
+        .await;
+    }
     tracing::info!(task_id = at.task_id, command, "running setup");
     let out = Command::new("sh")
         .arg("-c")

@@ -84,6 +84,8 @@ pub struct Runner {
     pub control: Control,
     /// It has collected and said "ready": it reads what it is asked.
     pub ready: bool,
+    /// A warm hint started it, not a batch (`attempt/warm.rs`).
+    pub warmed: bool,
 }
 
 /// The agent's end of the runner's socket.
@@ -149,6 +151,7 @@ impl Runner {
             pid,
             lines,
             ready: false,
+            warmed: false,
             control: Control {
                 said: BufReader::new(read).lines(),
                 ask,
@@ -271,6 +274,13 @@ impl Pool {
             .collect();
         let runner = idle.get_mut(key).and_then(|v| v.pop());
         (runner, old)
+    }
+
+    /// Whether a runner for `key` waits idle here.
+    pub fn has(&self, key: &str) -> bool {
+        self.idle
+            .lock()
+            .is_ok_and(|i| i.get(key).is_some_and(|v| !v.is_empty()))
     }
 
     pub fn put(&self, key: String, runner: Runner) {

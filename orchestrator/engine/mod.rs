@@ -543,6 +543,31 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
                 orchestrator_message::Body::Assignment(assignment),
             );
         }
+        Action::Warm {
+            agent_id,
+            assignment,
+        } => {
+            let Some(suite) = scheduler.suite() else {
+                return;
+            };
+            let route = wire::Route {
+                suite_id: suite.suite_id(),
+                orchestrator_id: scheduler.orchestrator_id(),
+                agent_id: &agent_id,
+            };
+            let assignment = wire::assignment(&assignment, suite.plan(), &route);
+            tracing::debug!(
+                agent_id,
+                task_id = assignment.task_details.as_ref().map(|d| d.task_id.as_str()),
+                "warming a runner"
+            );
+            streams.send(
+                &agent_id,
+                orchestrator_message::Body::Warm(proto::WarmRunner {
+                    assignment: Some(assignment),
+                }),
+            );
+        }
         Action::Cancel { agent_id, cancel } => {
             tracing::info!(
                 agent_id,

@@ -18,6 +18,12 @@ pub enum Action {
         // task, and a large variant makes every action large.
         assignment: Box<Assignment>,
     },
+    /// A hint: start a runner for this split task's batches now, while
+    /// another agent collects its tests (`split/warm.rs`). Reserves nothing.
+    Warm {
+        agent_id: AgentId,
+        assignment: Box<Assignment>,
+    },
     Cancel {
         agent_id: AgentId,
         cancel: CancelRequest,

@@ -248,6 +248,9 @@ impl SuiteRun {
             attempt_id,
             detail: format!("attempt {number} assigned"),
         })));
+        if self.plan.tasks[t].split.is_some() {
+            self.warm_runners(fleet, None, Some(t), out);
+        }
     }
 }
 

@@ -196,6 +196,7 @@ impl Scheduler {
         if let Some(suite) = self.suite.current_mut() {
             suite.reconcile_attempts(&mut self.fleet, &agent_id, &running, now, out);
             suite.split_reconcile(&mut self.fleet, &agent_id, &running, now, out);
+            suite.warm_runners(&self.fleet, Some(&agent_id), None, out);
         }
         // A reconnecting agent says what it still runs: attempts that are
         // still live here go on; any other is superseded and must stop.

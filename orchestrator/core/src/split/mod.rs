@@ -14,6 +14,7 @@
 pub mod hedge;
 pub mod history;
 pub mod queue;
+mod warm;
 
 use std::sync::Arc;
 

@@ -597,3 +597,55 @@ fn copies_of_a_hedge_pair_that_disagree_make_the_test_flaky_whichever_came_first
         q.check().unwrap();
     }
 }
+
+/// (agent, attempt) of each warm hint.
+fn warmed(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Warm {
+                agent_id,
+                assignment,
+            } => Some((agent_id.clone(), assignment.attempt_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn while_one_agent_collects_every_other_idle_agent_is_told_to_warm_a_runner() {
+    let mut sim = Sim::new();
+    sim.join("a", cap(1, 1000));
+    sim.join("b", cap(1, 1000));
+    sim.join("small", cap(1, 10));
+    let out = sim.submit(plan(SPLIT));
+    let collecting = sim.running()[0].clone();
+    let mut hinted = warmed(&out);
+    hinted.sort();
+    let others: Vec<String> = ["a", "b"]
+        .iter()
+        .filter(|a| **a != collecting.agent)
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(
+        hinted,
+        others
+            .iter()
+            .map(|a| (a.clone(), collecting.attempt.clone()))
+            .collect::<Vec<_>>(),
+        "the collecting attempt's hint goes to the idle agent that could hold it, not the collector nor one too small"
+    );
+    // A hint reserves nothing and runs nothing the core knows of.
+    for agent in sim.s.agents().filter(|a| a.id != collecting.agent) {
+        assert!(agent.running.is_empty(), "{agent:?}");
+        assert_eq!(agent.reserved.memory_mb, 0, "{agent:?}");
+    }
+    // One that joins during the collection is told too; none after it.
+    let joined = sim.join("c", cap(1, 1000));
+    assert_eq!(
+        warmed(&joined),
+        [("c".to_string(), collecting.attempt.clone())]
+    );
+    collect(&mut sim, &ids(10));
+    assert!(warmed(&sim.join("d", cap(1, 1000))).is_empty());
+}

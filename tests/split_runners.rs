@@ -98,6 +98,13 @@ fn a_cargo_suite_splits_over_two_agents_and_reports_each_test_once() {
             // Failed in its batch, then alone, and failed for good.
             assert_eq!(t["verdict"], "failed", "{t}");
             assert!(runs.iter().all(|r| r["outcome"] == "failed"), "{t}");
+            // Each run says why: the panic cargo printed for it.
+            assert!(
+                runs.iter().all(|r| r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("panicked at") && m.contains("always fails"))),
+                "{t}"
+            );
             continue;
         }
         // A passing test shares a batch with the failing one at most once,

@@ -132,6 +132,17 @@ pub fn parse_results(
                 .or_insert(Some(i));
         }
     }
+    let texts = match runner {
+        "cargo" => cargo_failure_texts(output),
+        _ => go_failure_texts(output),
+    };
+    let text_of = |id: &str| {
+        texts
+            .get(id)
+            .or_else(|| id.split_once(' ').and_then(|(_, name)| texts.get(name)))
+            .map(|t| first_chars(t.trim(), MESSAGE_CHARS))
+            .unwrap_or_default()
+    };
     let mut seen: Vec<Option<(&'static str, f64)>> = vec![None; batch.len()];
     for (id, outcome, secs) in &found {
         let i = by_id
@@ -148,6 +159,7 @@ pub fn parse_results(
         .zip(seen)
         .map(|(id, seen)| {
             let (outcome, secs, message) = match seen {
+                Some((o, s)) if o == "failed" || o == "crashed" => (o, s, text_of(id)),
                 Some((o, s)) => (o, s, String::new()),
                 None if exit_ok => ("passed", 0.0, String::new()),
                 None => (
@@ -164,6 +176,142 @@ pub fn parse_results(
             }
         })
         .collect()
+}
+
+/// How much of a failed test's output its message keeps (its start:
+/// the panic, or go's first complaint).
+const MESSAGE_CHARS: usize = 2000;
+
+fn first_chars(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
+}
+
+/// What cargo printed for each failed test, by id (nextest) or name
+/// (libtest), cut to its panic: libtest's "---- name stdout ----"
+/// sections; nextest's "stdout ───" and "stderr ───" sections under a
+/// test's FAIL line (and older nextests' "STDERR: bin name" headers).
+fn cargo_failure_texts(output: &str) -> HashMap<String, String> {
+    let mut texts: HashMap<String, String> = HashMap::new();
+    let mut current: Option<String> = None;
+    let mut last_failed: Option<String> = None;
+    for line in output.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|r| r.strip_suffix(" stdout ----"))
+        {
+            current = Some(name.to_string());
+            continue;
+        }
+        if let Some(id) = nextest_section(trimmed) {
+            current = Some(id);
+            continue;
+        }
+        if is_nextest_stream_header(trimmed) {
+            current = last_failed.clone();
+            continue;
+        }
+        if let Some((id, outcome, _)) = cargo_line(line) {
+            last_failed = (outcome == "failed" || outcome == "crashed").then_some(id);
+            current = None;
+            continue;
+        }
+        let ends_section = line == "failures:"
+            || line.starts_with("test result:")
+            || trimmed.starts_with("────────────")
+            || trimmed.starts_with("Summary [");
+        if ends_section {
+            current = None;
+        } else if let Some(id) = &current {
+            let text = texts.entry(id.clone()).or_default();
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    texts
+        .into_iter()
+        .map(|(id, text)| (id, panic_of(&text)))
+        .collect()
+}
+
+/// "stdout ───" or "stderr ───": nextest 0.9.10x's section of the test
+/// whose status line came last.
+fn is_nextest_stream_header(line: &str) -> bool {
+    ["stdout ", "stderr "].iter().any(|p| {
+        line.strip_prefix(p)
+            .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c == '─'))
+    })
+}
+
+/// The test a nextest output section is of: "--- STDERR: bin name ---"
+/// (older), "──── STDERR:             bin name" (newer).
+fn nextest_section(line: &str) -> Option<String> {
+    let line = line.trim_start_matches(['-', '─', ' ']);
+    let rest = line
+        .strip_prefix("STDOUT:")
+        .or_else(|| line.strip_prefix("STDERR:"))?;
+    let id = rest.trim().trim_end_matches(['-', '─', ' ']).trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// From the panic on, without the backtrace and the hint about it, and
+/// without the indentation nextest adds; all of it if nothing panicked.
+fn panic_of(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("panicked at"))
+        .unwrap_or(0);
+    let end = lines[start..]
+        .iter()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with("stack backtrace:") || l.starts_with("note: run with `RUST_BACKTRACE")
+        })
+        .map_or(lines.len(), |n| start + n);
+    let kept = &lines[start..end];
+    let indent = kept
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    kept.iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+/// What `go test -json` printed for each top-level test (its subtests'
+/// output with it), by id, without the "=== RUN" lines.
+fn go_failure_texts(output: &str) -> HashMap<String, String> {
+    let mut texts: HashMap<String, String> = HashMap::new();
+    for line in output.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue;
+        };
+        if v.get("Action").and_then(|a| a.as_str()) != Some("output") {
+            continue;
+        }
+        let (Some(test), Some(text)) = (
+            v.get("Test").and_then(|t| t.as_str()),
+            v.get("Output").and_then(|o| o.as_str()),
+        ) else {
+            continue;
+        };
+        if text.starts_with("=== ") {
+            continue;
+        }
+        let top = test.split('/').next().unwrap_or(test);
+        let pkg = v.get("Package").and_then(|p| p.as_str()).unwrap_or("");
+        texts
+            .entry(format!("{pkg} {top}"))
+            .or_default()
+            .push_str(text);
+    }
+    texts
 }
 
 /// A nextest status line ("PASS [   0.068s] (1/3) bin name") or a
@@ -299,6 +447,66 @@ mod tests {
             let o: Vec<&str> = got.iter().map(|c| c.outcome.as_str()).collect();
             assert_eq!(o, ["passed", "failed", "skipped"]);
         }
+    }
+
+    #[test]
+    fn a_failed_cargo_test_carries_what_it_printed() {
+        // libtest's failures section.
+        let libtest = "running 2 tests\ntest a::ok ... ok\ntest a::bad ... FAILED\n\nfailures:\n\n---- a::bad stdout ----\n\nthread 'a::bad' panicked at src/lib.rs:8:5:\nassertion `left == right` failed: always fails\n  left: 1\n right: 2\n\n\nfailures:\n    a::bad\n\ntest result: FAILED. 1 passed; 1 failed\n";
+        let got = parse_results(
+            "cargo",
+            libtest,
+            &ids(&["tiny a::ok", "tiny a::bad"]),
+            false,
+        );
+        assert_eq!(got[0].message, "");
+        assert!(
+            got[1]
+                .message
+                .starts_with("thread 'a::bad' panicked at src/lib.rs:8:5:")
+                && got[1].message.ends_with("right: 2"),
+            "{:?}",
+            got[1].message
+        );
+        // nextest 0.9.14x: stream sections under the FAIL line, indented.
+        let newest = "        PASS [   0.011s] (1/2) tiny a::ok\n        FAIL [   0.138s] (2/2) tiny a::bad\n  stdout ───\n\n    running 1 test\n    test a::bad ... FAILED\n\n    failures:\n\n    test result: FAILED. 0 passed; 1 failed\n\n  stderr ───\n\n    thread 'a::bad' (24121) panicked at src/lib.rs:6:15:\n    assertion `left == right` failed: always fails\n      left: 1\n     right: 2\n    stack backtrace:\n       0: __rustc::rust_begin_unwind\n\n────────────\n     Summary [   0.150s] 2 tests run: 1 passed, 1 failed\n        FAIL [   0.138s] (2/2) tiny a::bad\n";
+        let got = parse_results("cargo", newest, &ids(&["tiny a::ok", "tiny a::bad"]), false);
+        assert_eq!(got[0].message, "");
+        assert_eq!(
+            got[1].message,
+            "thread 'a::bad' (24121) panicked at src/lib.rs:6:15:\nassertion `left == right` failed: always fails\n  left: 1\n right: 2"
+        );
+        // nextest's sections, newer and older.
+        for header in [
+            "──── STDERR:             tiny a::bad",
+            "--- STDERR: tiny a::bad ---",
+        ] {
+            let out = format!("        FAIL [   0.004s] (2/2) tiny a::bad\n{header}\n\nthread 'a::bad' panicked at src/lib.rs:8:5:\nalways fails\n\n        PASS [   0.001s] (1/2) tiny a::ok\n────────────\n     Summary [   0.010s] 2 tests run: 1 passed, 1 failed\n");
+            let got = parse_results("cargo", &out, &ids(&["tiny a::bad", "tiny a::ok"]), false);
+            assert_eq!(
+                got[0].message, "thread 'a::bad' panicked at src/lib.rs:8:5:\nalways fails",
+                "{header}"
+            );
+            assert_eq!(got[1].message, "");
+        }
+    }
+
+    #[test]
+    fn a_failed_go_test_carries_its_and_its_subtests_output() {
+        let out = r#"{"Action":"run","Package":"p","Test":"TestSub"}
+{"Action":"output","Package":"p","Test":"TestSub","Output":"=== RUN   TestSub\n"}
+{"Action":"output","Package":"p","Test":"TestSub/neg","Output":"    calc_test.go:12: got 3, want 4\n"}
+{"Action":"output","Package":"p","Test":"TestSub","Output":"--- FAIL: TestSub (0.00s)\n"}
+{"Action":"fail","Package":"p","Test":"TestSub","Elapsed":0}
+{"Action":"output","Package":"p","Test":"TestAdd","Output":"--- PASS: TestAdd (0.00s)\n"}
+{"Action":"pass","Package":"p","Test":"TestAdd","Elapsed":0}
+"#;
+        let got = parse_results("go", out, &ids(&["p TestSub", "p TestAdd"]), false);
+        assert_eq!(
+            got[0].message,
+            "calc_test.go:12: got 3, want 4\n--- FAIL: TestSub (0.00s)"
+        );
+        assert_eq!(got[1].message, "");
     }
 
     #[test]

@@ -207,6 +207,22 @@ pub struct Route<'a> {
     pub agent_id: &'a str,
 }
 
+/// The assignment (or warm hint) for `agent_id` as it goes on the wire,
+/// from the running suite; None when no suite runs.
+pub fn assignment_to(
+    scheduler: &testfleet_core::Scheduler,
+    agent_id: &str,
+    a: &Assignment,
+) -> Option<proto::TaskAssignment> {
+    let suite = scheduler.suite()?;
+    let route = Route {
+        suite_id: suite.suite_id(),
+        orchestrator_id: scheduler.orchestrator_id(),
+        agent_id,
+    };
+    Some(assignment(a, suite.plan(), &route))
+}
+
 /// The seed's `TaskAssignment`: the attempt, with its task's definition
 /// from the plan.
 pub fn assignment(a: &Assignment, plan: &SuitePlan, route: &Route) -> proto::TaskAssignment {

@@ -213,24 +213,7 @@ fn while_one_agent_collects_the_others_warm_their_runners_and_run_batches_in_the
         ),
     );
     // A collection that takes seconds, as a big suite's imports do.
-    let mut body = String::from("import time\ntime.sleep(3)\n");
-    for i in 0..30 {
-        body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.05)\n"));
-    }
-    write_file(project, "tests/test_slow_import.py", &body);
-    let config = split_pytest_suite(project, &[], "");
-    let (out, report) = run_suite(
-        &config,
-        2,
-        &project.join("report"),
-        &["--agent-cpu-cores", "1"],
-    );
-    assert_eq!(
-        task(&report, "unit")["status"],
-        "completed_success",
-        "{}",
-        show(&out)
-    );
+    let report = run_slow_collecting_suite(project, 3, "");
     let lines = log_lines(&log);
     let times = |what: &str| -> Vec<(u32, f64)> {
         lines
@@ -272,25 +255,8 @@ fn a_warmed_runner_that_dies_before_it_is_ready_loses_no_test() {
             log.display().to_string()
         ),
     );
-    let mut body = String::from("import time\ntime.sleep(1)\n");
-    for i in 0..30 {
-        body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.05)\n"));
-    }
-    write_file(project, "tests/test_slow_import.py", &body);
     // Short batches: the agent that warmed takes one early.
-    let config = split_pytest_suite(project, &[], ", max_batch_seconds: 0.2");
-    let (out, report) = run_suite(
-        &config,
-        2,
-        &project.join("report"),
-        &["--agent-cpu-cores", "1"],
-    );
-    assert_eq!(
-        task(&report, "unit")["status"],
-        "completed_success",
-        "{}",
-        show(&out)
-    );
+    let report = run_slow_collecting_suite(project, 1, ", max_batch_seconds: 0.2");
     let tests = split_tests_of(&report);
     assert_eq!(tests.len(), 30);
     assert!(tests.iter().all(|t| t.1 == "passed"), "{tests:?}");
@@ -312,4 +278,28 @@ fn a_warmed_runner_that_dies_before_it_is_ready_loses_no_test() {
         "{logs}"
     );
     assert!(!logs.contains("running batches one process each"), "{logs}");
+}
+
+/// 30 tests of 0.05 s in one file whose import takes `import_s`, split
+/// (with more `split` keys) over 2 agents of 1 core; it must succeed.
+fn run_slow_collecting_suite(project: &Path, import_s: u32, split: &str) -> serde_json::Value {
+    let mut body = format!("import time\ntime.sleep({import_s})\n");
+    for i in 0..30 {
+        body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.05)\n"));
+    }
+    write_file(project, "tests/test_slow_import.py", &body);
+    let config = split_pytest_suite(project, &[], split);
+    let (out, report) = run_suite(
+        &config,
+        2,
+        &project.join("report"),
+        &["--agent-cpu-cores", "1"],
+    );
+    assert_eq!(
+        task(&report, "unit")["status"],
+        "completed_success",
+        "{}",
+        show(&out)
+    );
+    report
 }

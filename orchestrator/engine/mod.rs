@@ -525,15 +525,9 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
             agent_id,
             assignment,
         } => {
-            let Some(suite) = scheduler.suite() else {
+            let Some(assignment) = wire::assignment_to(scheduler, &agent_id, &assignment) else {
                 return;
             };
-            let route = wire::Route {
-                suite_id: suite.suite_id(),
-                orchestrator_id: scheduler.orchestrator_id(),
-                agent_id: &agent_id,
-            };
-            let assignment = wire::assignment(&assignment, suite.plan(), &route);
             log_assignment(&assignment);
             watchers.publish(Kind::ASSIGNMENT, || {
                 proto::suite_event::Body::Assignment(assignment.clone())
@@ -547,20 +541,9 @@ fn carry_out(action: Action, seq: u64, lp: &mut Loop) {
             agent_id,
             assignment,
         } => {
-            let Some(suite) = scheduler.suite() else {
+            let Some(assignment) = wire::assignment_to(scheduler, &agent_id, &assignment) else {
                 return;
             };
-            let route = wire::Route {
-                suite_id: suite.suite_id(),
-                orchestrator_id: scheduler.orchestrator_id(),
-                agent_id: &agent_id,
-            };
-            let assignment = wire::assignment(&assignment, suite.plan(), &route);
-            tracing::debug!(
-                agent_id,
-                task_id = assignment.task_details.as_ref().map(|d| d.task_id.as_str()),
-                "warming a runner"
-            );
             streams.send(
                 &agent_id,
                 orchestrator_message::Body::Warm(proto::WarmRunner {

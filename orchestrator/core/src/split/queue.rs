@@ -177,6 +177,27 @@ pub struct TestRun {
     pub avoid: Option<AgentId>,
 }
 
+impl TestRun {
+    /// Its next run, numbered after the ones it has.
+    fn push_attempt(
+        &mut self,
+        outcome: TestOutcome,
+        duration_ms: u64,
+        batch_id: &str,
+        agent_id: AgentId,
+        message: &str,
+    ) {
+        self.attempts.push(TestAttempt {
+            outcome,
+            duration_ms,
+            attempt: self.attempts.len() as u32 + 1,
+            batch_id: batch_id.to_string(),
+            agent_id,
+            message: message.to_string(),
+        });
+    }
+}
+
 /// A batch handed to an agent and not yet ended.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -413,14 +434,7 @@ impl Queue {
             // A hedged or duplicated run of a test that already ended.
             return false;
         }
-        t.attempts.push(TestAttempt {
-            outcome,
-            duration_ms,
-            attempt: t.attempts.len() as u32 + 1,
-            batch_id: batch_id.to_string(),
-            agent_id: agent.clone(),
-            message: message.to_string(),
-        });
+        t.push_attempt(outcome, duration_ms, batch_id, agent.clone(), message);
         let failed_before = t
             .attempts
             .iter()
@@ -485,14 +499,7 @@ impl Queue {
         if agrees || settled {
             return false;
         }
-        t.attempts.push(TestAttempt {
-            outcome,
-            duration_ms,
-            attempt: t.attempts.len() as u32 + 1,
-            batch_id: batch_id.to_string(),
-            agent_id: agent,
-            message: message.to_string(),
-        });
+        t.push_attempt(outcome, duration_ms, batch_id, agent, message);
         t.verdict = Some(Verdict::Flaky);
         // A rerun queued for the first copy's failure is not needed now.
         if let Some(pos) = self.reruns.iter().position(|&r| r == i) {

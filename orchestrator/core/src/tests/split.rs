@@ -445,35 +445,8 @@ fn seeded_schedules_hand_out_every_test_until_reported_once() {
 #[test]
 fn a_straggler_is_hedged_on_the_idle_agent_and_the_beaten_copy_is_cancelled() {
     let mut sim = Sim::new();
-    let tests = ids(20);
-    // Known at 0.1 s each: two batches, of 15 (MIN_BATCH_MS) and 5.
-    let mut p = plan(SPLIT);
-    let history = tests.iter().map(|t| (t.clone(), 100)).collect();
-    Arc::make_mut(&mut p)
-        .test_history
-        .insert("unit".into(), history);
-    sim.submit(p);
-    sim.join("a", cap(1, 1000));
-    sim.join("b", cap(1, 1000));
-    let handed = batches(&collect(&mut sim, &tests));
-    assert_eq!(handed.len(), 2);
-    let (slow, quick) = (handed[0].clone(), handed[1].clone());
-    // The quick batch ends; nothing waits, and no hedge is worth it yet.
-    let cases = quick
-        .tests
-        .iter()
-        .map(|t| case(t, TestOutcome::Passed, 50))
-        .collect();
-    assert!(batches(&finish(&mut sim, &quick, cases)).is_empty());
-    // The other overruns its plan: on a tick its copy goes to the idle agent.
-    sim.now += 5_000;
-    let copies = batches(&sim.step(Event::Tick));
-    assert_eq!(copies.len(), 1, "one hedge");
-    let copy = &copies[0];
-    assert_eq!(copy.agent, quick.agent);
-    let mut backwards = slow.tests.clone();
-    backwards.reverse();
-    assert_eq!(copy.tests, backwards, "the copy runs them backwards");
+    let (slow, copy) = hedged_pair(&mut sim);
+    let copy = &copy;
     assert!(batches(&sim.step(Event::Tick)).is_empty(), "hedged once");
     // The copy reports everything first: the original is cancelled, and
     // its late results are stale.
@@ -522,6 +495,7 @@ fn report(sim: &mut Sim, h: &Handed, cases: Vec<TestCase>) -> Vec<Action> {
 /// A straggler and its copy, both live: (original, copy).
 fn hedged_pair(sim: &mut Sim) -> (Handed, Handed) {
     let tests = ids(20);
+    // Known at 0.1 s each: two batches, of 15 (MIN_BATCH_MS) and 5.
     let mut p = plan(SPLIT);
     let history = tests.iter().map(|t| (t.clone(), 100)).collect();
     Arc::make_mut(&mut p)
@@ -531,15 +505,24 @@ fn hedged_pair(sim: &mut Sim) -> (Handed, Handed) {
     sim.join("a", cap(1, 1000));
     sim.join("b", cap(1, 1000));
     let handed = batches(&collect(sim, &tests));
+    assert_eq!(handed.len(), 2);
     let (slow, quick) = (handed[0].clone(), handed[1].clone());
+    // The quick batch ends; nothing waits, and no hedge is worth it yet.
     let cases = quick
         .tests
         .iter()
         .map(|t| case(t, TestOutcome::Passed, 50))
         .collect();
-    finish(sim, &quick, cases);
+    assert!(batches(&finish(sim, &quick, cases)).is_empty());
+    // The other overruns its plan: on a tick its copy goes to the idle agent.
     sim.now += 5_000;
-    let copy = batches(&sim.step(Event::Tick)).remove(0);
+    let copies = batches(&sim.step(Event::Tick));
+    assert_eq!(copies.len(), 1, "one hedge");
+    let copy = copies[0].clone();
+    assert_eq!(copy.agent, quick.agent);
+    let mut backwards = slow.tests.clone();
+    backwards.reverse();
+    assert_eq!(copy.tests, backwards, "the copy runs them backwards");
     (slow, copy)
 }
 

@@ -61,6 +61,13 @@ static NUMERIC_ASSERTION: LazyLock<Regex> = LazyLock::new(|| {
 });
 static ASSERTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bassert").expect("regex"));
 
+/// A line where a tool says what went wrong (`pytest: error: unrecognized
+/// arguments`, `ERROR: file or directory not found`, cargo's `error: …`):
+/// a better message than the last line, which is often a usage hint or
+/// pytest's `rootdir:` after the error.
+static ERROR_LINE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?mi)^(?:\S+(?: \S+)*: )?(?:error|fatal):\s.*$").expect("regex"));
+
 static OUTPUT_ASSERTION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)^\S*AssertionError\b.*$").expect("regex"));
 
@@ -84,14 +91,7 @@ pub fn classify(e: &Ending) -> Classified {
         failure_text.push_str(&format!("{}\n{}\n", f.message, f.text));
     }
     let evidence = format!("{failure_text}\n{}", e.output_tail);
-    let last_line = e
-        .output_tail
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let last_line = telling_line(e.output_tail);
 
     let (error_type, message) = if e.timed_out {
         (
@@ -195,6 +195,13 @@ pub fn succeeded(e: &Ending, c: &Classified, min_pass_rate: f64) -> bool {
 /// `escalation_required`): wrong results, which no recovery step can fix.
 pub fn escalation_required(t: ErrorType) -> bool {
     matches!(t, ErrorType::CalculationError | ErrorType::LogicError)
+}
+
+/// The output's last line that says "error:", or else its last line.
+fn telling_line(tail: &str) -> String {
+    let said = ERROR_LINE.find_iter(tail).last().map(|m| m.as_str());
+    let last = || tail.lines().rev().find(|l| !l.trim().is_empty());
+    said.or_else(last).unwrap_or("").trim().chars().take(500).collect()
 }
 
 /// The whole line around byte `at`, as the message.
@@ -497,6 +504,36 @@ mod tests {
             ..Default::default()
         };
         assert!(!judge(&import, 0.5), "an import error is no test failure");
+    }
+
+    #[test]
+    fn a_usage_error_is_the_message_not_the_line_after_it() {
+        let pytest = "ERROR: usage: python -m pytest [options] [file_or_dir]\n\
+                      python -m pytest: error: unrecognized arguments: --bogus\n  \
+                      inifile: None\n  rootdir: /tmp/pt\n\n";
+        let c = classify(&Ending {
+            exit_code: Some(4),
+            output_tail: pytest,
+            ..Default::default()
+        });
+        assert_eq!(
+            c.message,
+            "exit status 4: python -m pytest: error: unrecognized arguments: --bogus"
+        );
+        let cargo = "error: unexpected argument '--bogus' found\n\nUsage: cargo test\n\n\
+                     For more information, try '--help'.\n";
+        let c = classify(&Ending {
+            exit_code: Some(1),
+            output_tail: cargo,
+            ..Default::default()
+        });
+        assert_eq!(c.message, "exit status 1: error: unexpected argument '--bogus' found");
+        let plain = classify(&Ending {
+            exit_code: Some(3),
+            output_tail: "ValueError: bad\ndone\n",
+            ..Default::default()
+        });
+        assert_eq!(plain.message, "exit status 3: done", "an exception name is not 'error:'");
     }
 
     #[test]

@@ -201,7 +201,12 @@ pub fn escalation_required(t: ErrorType) -> bool {
 fn telling_line(tail: &str) -> String {
     let said = ERROR_LINE.find_iter(tail).last().map(|m| m.as_str());
     let last = || tail.lines().rev().find(|l| !l.trim().is_empty());
-    said.or_else(last).unwrap_or("").trim().chars().take(500).collect()
+    said.or_else(last)
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(500)
+        .collect()
 }
 
 /// The whole line around byte `at`, as the message.
@@ -527,13 +532,19 @@ mod tests {
             output_tail: cargo,
             ..Default::default()
         });
-        assert_eq!(c.message, "exit status 1: error: unexpected argument '--bogus' found");
+        assert_eq!(
+            c.message,
+            "exit status 1: error: unexpected argument '--bogus' found"
+        );
         let plain = classify(&Ending {
             exit_code: Some(3),
             output_tail: "ValueError: bad\ndone\n",
             ..Default::default()
         });
-        assert_eq!(plain.message, "exit status 3: done", "an exception name is not 'error:'");
+        assert_eq!(
+            plain.message, "exit status 3: done",
+            "an exception name is not 'error:'"
+        );
     }
 
     #[test]

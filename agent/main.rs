@@ -69,6 +69,21 @@ struct Args {
     /// Exit when the process that started this agent exits.
     #[arg(long)]
     exit_with_parent: bool,
+    /// Seconds a split task's resident runner waits for its next batch
+    /// before it is ended. Default: 300.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    runner_idle_timeout: Option<std::time::Duration>,
+}
+
+/// A positive number of seconds, as a duration.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let n: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(n)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s} is not a positive number of seconds"))
 }
 
 /// The common name of a PEM certificate.
@@ -217,9 +232,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopping: cancelling running attempts");
         let _ = stop_tx.send(true);
     });
+    let idle_timeout = args
+        .runner_idle_timeout
+        .unwrap_or(split::resident::DEFAULT_IDLE_TIMEOUT);
+    let pool = shared.clone();
+    let expiry = tokio::spawn(async move {
+        split::resident::expire_idle(&pool.runners, idle_timeout).await;
+    });
     agent.run(stop_rx).await;
+    expiry.abort();
     // Idle resident runners end with their session fixtures torn down.
     split::resident::quit_all(shared.runners.drain()).await;
     telemetry.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+    use std::time::Duration;
+
+    #[test]
+    fn the_idle_timeout_is_a_positive_number_of_seconds() {
+        assert_eq!(seconds("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            seconds("five"),
+            Err("\"five\" is not a number of seconds".into())
+        );
+        for bad in ["0", "-1", "inf", "NaN"] {
+            assert_eq!(
+                seconds(bad),
+                Err(format!("{bad} is not a positive number of seconds"))
+            );
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! Resident pytest runners, through `orchestrator run` with real agents
 //! and real pytest: one process per agent runs batch after batch, the one
 //! that collected among them, its fixtures ended properly; a test that
-//! kills it is named and a new one runs the rest; and while one agent
-//! collects, the others warm their runners.
+//! kills it is named and a new one runs the rest; while one agent
+//! collects, the others warm their runners; and a runner no batch comes
+//! for ends after the agent's idle timeout.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use testfleet_testkit::*;
 
@@ -302,4 +304,76 @@ fn run_slow_collecting_suite(project: &Path, import_s: u32, split: &str) -> serd
         show(&out)
     );
     report
+}
+
+#[test]
+fn a_runner_no_batch_comes_for_is_ended_after_the_agents_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    let log = project.join("fixtures.log");
+    logging_conftest(project, &log);
+    for f in 0..2 {
+        write_file(
+            project,
+            &format!("tests/test_idle{f}.py"),
+            "def test_a():\n    pass\ndef test_b():\n    pass\n",
+        );
+    }
+    let config = split_pytest_suite(project, &[], "");
+    let (orchestrator_dir, agent_dir) = (project.join("orchestrator"), project.join("agent"));
+    for d in [&orchestrator_dir, &agent_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let server = Server::start(&config, &orchestrator_dir);
+    let agent = start_agent(
+        &server.endpoint(),
+        "agent_001",
+        &agent_dir,
+        &["--runner-idle-timeout", "2"],
+    );
+    server.wait_for_agents(1);
+    let (code, body) = server.http_post("/api/v1/execute-suite", "{}");
+    assert_eq!(code, 202, "{body}");
+    let status = server.wait_for_status(&["completed", "failed"], Duration::from_secs(120));
+    assert_eq!(status, "completed", "{}", server.status());
+    let runners: HashSet<u32> = log_lines(&log)
+        .into_iter()
+        .filter(|l| l.0 == "test")
+        .map(|l| l.1)
+        .collect();
+    assert!(!runners.is_empty(), "{:?}", log_lines(&log));
+    let ended = |lines: &[(String, u32, String)]| -> HashSet<u32> {
+        lines
+            .iter()
+            .filter(|l| l.0 == "session-down")
+            .map(|l| l.1)
+            .collect()
+    };
+    assert!(
+        ended(&log_lines(&log)).is_empty(),
+        "a runner ended before it had been idle 2 s: {:?}",
+        log_lines(&log)
+    );
+    // The suite is over and the agent stays: its runners wait idle, and are
+    // ended (their sessions torn down) once 2 s pass with no batch.
+    let ended = wait_for(
+        "every idle runner's session torn down",
+        Duration::from_secs(30),
+        || {
+            let ended = ended(&log_lines(&log));
+            runners.is_subset(&ended).then_some(ended)
+        },
+    );
+    assert!(
+        !process_gone(agent.pid()),
+        "the runner ended with its agent, not for being idle: {ended:?}"
+    );
+    let agent_log = std::fs::read_to_string(agent_dir.join("agent_001.log")).unwrap();
+    assert!(
+        agent_log.contains("ending resident runners no batch came for"),
+        "{agent_log}"
+    );
+    wait_for("no runner process left", Duration::from_secs(15), || {
+        processes_in(project).is_empty().then_some(())
+    });
 }

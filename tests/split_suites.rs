@@ -301,21 +301,6 @@ fn expected_failures_are_counted_as_pytest_counts_them() {
     );
 }
 
-/// Processes whose working directory is `dir` (a runner left behind).
-fn processes_in(dir: &Path) -> Vec<String> {
-    let dir = dir.canonicalize().unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == dir))
-        .map(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).replace('\0', " ")
-        })
-        .collect()
-}
-
 #[test]
 fn a_collection_error_fails_the_task_naming_the_file_and_leaves_no_runner() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nix::sys::signal::{killpg, Signal};
@@ -250,9 +250,22 @@ fn spawn_lines<R: AsyncRead + Unpin + Send + 'static>(r: R, tx: mpsc::Sender<Str
 /// could not start (their batches run one process each).
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<String, Vec<Runner>>>,
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
     refused: Mutex<HashSet<String>>,
 }
+
+/// A runner waiting for a batch, since when.
+struct Idle {
+    runner: Runner,
+    since: Instant,
+}
+
+/// How long a runner may wait for its next batch before it is ended
+/// (`agent --runner-idle-timeout`). A suite's runners get no word that the
+/// suite ended, and a warmed one may never get a batch; each holds a Python
+/// process with the suite imported. Long enough for one agent's collection
+/// to end while the others wait warmed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Pool {
     /// An idle runner for `key`, if any. Idle runners of other suites are
@@ -271,8 +284,9 @@ impl Pool {
             .iter()
             .filter_map(|k| idle.remove(k))
             .flatten()
+            .map(|i| i.runner)
             .collect();
-        let runner = idle.get_mut(key).and_then(|v| v.pop());
+        let runner = idle.get_mut(key).and_then(|v| v.pop()).map(|i| i.runner);
         (runner, old)
     }
 
@@ -285,7 +299,10 @@ impl Pool {
 
     pub fn put(&self, key: String, runner: Runner) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.entry(key).or_default().push(runner);
+            idle.entry(key).or_default().push(Idle {
+                runner,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -303,8 +320,43 @@ impl Pool {
     pub fn drain(&self) -> Vec<Runner> {
         self.idle
             .lock()
-            .map(|mut i| i.drain().flat_map(|(_, v)| v).collect())
+            .map(|mut i| i.drain().flat_map(|(_, v)| v).map(|i| i.runner).collect())
             .unwrap_or_default()
+    }
+
+    /// The runners idle for `timeout` or longer at `now`, taken out to end.
+    pub fn expired(&self, now: Instant, timeout: Duration) -> Vec<Runner> {
+        let Ok(mut idle) = self.idle.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for waiting in idle.values_mut() {
+            let (old, fresh): (Vec<Idle>, Vec<Idle>) = std::mem::take(waiting)
+                .into_iter()
+                .partition(|i| now.saturating_duration_since(i.since) >= timeout);
+            *waiting = fresh;
+            out.extend(old.into_iter().map(|i| i.runner));
+        }
+        idle.retain(|_, v| !v.is_empty());
+        out
+    }
+}
+
+/// Ends the runners that waited `timeout` for a batch, looking every tenth
+/// of `timeout` (between 100 ms and 10 s apart), for as long as it runs.
+pub async fn expire_idle(pool: &Pool, timeout: Duration) {
+    let every = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::time::sleep(every).await;
+        let ended = pool.expired(Instant::now(), timeout);
+        if !ended.is_empty() {
+            tracing::info!(
+                runners = ended.len(),
+                idle_s = timeout.as_secs_f64(),
+                "ending resident runners no batch came for"
+            );
+            quit_all(ended).await;
+        }
     }
 }
 

@@ -161,7 +161,10 @@ fn write_files(
     // pieces are shared, and joined once their total length is known: a
     // buffer grown piece by piece copied a 20 MB report several times.
     let mut pieces = Vec::new();
-    write_atomically(&path, report.into_iter().inspect(|p| pieces.push(p.clone())))?;
+    write_atomically(
+        &path,
+        report.into_iter().inspect(|p| pieces.push(p.clone())),
+    )?;
     let whole = pieces.concat();
     let junit = crate::output::junit_merge::merge(suite, dir)?;
     write_atomically(&dir.join(JUNIT_FILE), [junit.as_bytes()])?;

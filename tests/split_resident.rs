@@ -329,7 +329,7 @@ fn a_runner_no_batch_comes_for_is_ended_after_the_agents_idle_timeout() {
         &server.endpoint(),
         "agent_001",
         &agent_dir,
-        &["--runner-idle-timeout", "2"],
+        &["--runner-idle-timeout", "5"],
     );
     server.wait_for_agents(1);
     let (code, body) = server.http_post("/api/v1/execute-suite", "{}");
@@ -351,11 +351,11 @@ fn a_runner_no_batch_comes_for_is_ended_after_the_agents_idle_timeout() {
     };
     assert!(
         ended(&log_lines(&log)).is_empty(),
-        "a runner ended before it had been idle 2 s: {:?}",
+        "a runner ended before it had been idle 5 s: {:?}",
         log_lines(&log)
     );
     // The suite is over and the agent stays: its runners wait idle, and are
-    // ended (their sessions torn down) once 2 s pass with no batch.
+    // ended (their sessions torn down) once 5 s pass with no batch.
     let ended = wait_for(
         "every idle runner's session torn down",
         Duration::from_secs(30),

@@ -318,10 +318,7 @@ impl Pool {
 
     /// Every idle runner, to end (the agent is stopping).
     pub fn drain(&self) -> Vec<Runner> {
-        self.idle
-            .lock()
-            .map(|mut i| i.drain().flat_map(|(_, v)| v).map(|i| i.runner).collect())
-            .unwrap_or_default()
+        self.expired(Instant::now(), Duration::ZERO)
     }
 
     /// The runners idle for `timeout` or longer at `now`, taken out to end.

@@ -84,9 +84,19 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_every_test_counts_once() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path();
     // With no history every test is planned at 0.1 s: the slow one, first
-    // in the file, lands in the first batch with 14 others, and overruns
-    // it by far while the other agent has nothing left to do.
-    let mut body = String::from("import time\ndef test_00_slow():\n    time.sleep(5)\n");
+    // in the file, lands in the first batch. It ends only when a copy of
+    // itself has started in another runner, which only a hedge of its
+    // batch makes happen: so it overruns until the other agent, with
+    // nothing left to do, hedges it, however slow the machine (CI once saw
+    // the other agent still busy after a fixed 5 s). A run that never
+    // hedges fails at the cap. pytest's runner keeps pytest's order, so the
+    // copy starts with the slow test too.
+    let started = project.join("started");
+    std::fs::create_dir_all(&started).unwrap();
+    let mut body = format!(
+        "import os, time\nSTARTED = {started:?}\ndef test_00_slow():\n    me = str(os.getpid())\n    open(os.path.join(STARTED, me), 'w').close()\n    end = time.time() + 60\n    def others():\n        return [p for p in os.listdir(STARTED) if p != me]\n    while not others() and time.time() < end:\n        time.sleep(0.05)\n    assert others(), 'no copy of this batch started'\n",
+        started = started.display().to_string()
+    );
     for i in 1..21 {
         body.push_str(&format!("def test_{i:02}():\n    time.sleep(0.01)\n"));
     }
@@ -113,12 +123,11 @@ fn a_straggler_is_hedged_on_the_idle_agent_and_every_test_counts_once() {
         assert_eq!(h["won_tests"], from_copy, "{h}");
     }
     // The slow test's batch was hedged. Which copy counts which test is a
-    // race: the original started the slow one first, in a runner it had to
-    // start, while the copy's agent reuses its warm one; and after the slow
-    // test each copy runs the same fast ones in pytest's order, so on a
-    // loaded machine their results interleave. The copy still running when
-    // every test has its result is the one cancelled: the original when
-    // the copy won every test, the copy when it won none.
+    // race: both run the slow test first, and it ends in both as soon as
+    // the copy has started it; then each runs the same fast ones in
+    // pytest's order, so their results interleave. The copy still running
+    // when every test has its result is the one cancelled: the original
+    // when the copy won every test, the copy when it won none.
     let slow_from = &test(&report, "test_00_slow")["attempts"][0]["batch_id"];
     let h = hedges
         .iter()

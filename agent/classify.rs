@@ -513,36 +513,30 @@ mod tests {
 
     #[test]
     fn a_usage_error_is_the_message_not_the_line_after_it() {
+        let message = |code, output_tail| {
+            classify(&Ending {
+                exit_code: Some(code),
+                output_tail,
+                ..Default::default()
+            })
+            .message
+        };
         let pytest = "ERROR: usage: python -m pytest [options] [file_or_dir]\n\
                       python -m pytest: error: unrecognized arguments: --bogus\n  \
                       inifile: None\n  rootdir: /tmp/pt\n\n";
-        let c = classify(&Ending {
-            exit_code: Some(4),
-            output_tail: pytest,
-            ..Default::default()
-        });
         assert_eq!(
-            c.message,
+            message(4, pytest),
             "exit status 4: python -m pytest: error: unrecognized arguments: --bogus"
         );
         let cargo = "error: unexpected argument '--bogus' found\n\nUsage: cargo test\n\n\
                      For more information, try '--help'.\n";
-        let c = classify(&Ending {
-            exit_code: Some(1),
-            output_tail: cargo,
-            ..Default::default()
-        });
         assert_eq!(
-            c.message,
+            message(1, cargo),
             "exit status 1: error: unexpected argument '--bogus' found"
         );
-        let plain = classify(&Ending {
-            exit_code: Some(3),
-            output_tail: "ValueError: bad\ndone\n",
-            ..Default::default()
-        });
         assert_eq!(
-            plain.message, "exit status 3: done",
+            message(3, "ValueError: bad\ndone\n"),
+            "exit status 3: done",
             "an exception name is not 'error:'"
         );
     }

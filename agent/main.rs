@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -71,19 +72,8 @@ struct Args {
     exit_with_parent: bool,
     /// Seconds a split task's resident runner waits for its next batch
     /// before it is ended. Default: 300.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    runner_idle_timeout: Option<std::time::Duration>,
-}
-
-/// A positive number of seconds, as a duration.
-fn seconds(s: &str) -> Result<std::time::Duration, String> {
-    let n: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    std::time::Duration::try_from_secs_f64(n)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s} is not a positive number of seconds"))
+    #[arg(long, value_name = "SECONDS", value_parser = testfleet::time::positive_seconds)]
+    runner_idle_timeout: Option<f64>,
 }
 
 /// The common name of a PEM certificate.
@@ -232,9 +222,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopping: cancelling running attempts");
         let _ = stop_tx.send(true);
     });
-    let idle_timeout = args
-        .runner_idle_timeout
-        .unwrap_or(split::resident::DEFAULT_IDLE_TIMEOUT);
+    let idle_timeout = args.runner_idle_timeout.map_or(
+        split::resident::DEFAULT_IDLE_TIMEOUT,
+        Duration::from_secs_f64,
+    );
     let pool = shared.clone();
     let expiry = tokio::spawn(async move {
         split::resident::expire_idle(&pool.runners, idle_timeout).await;
@@ -245,26 +236,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     split::resident::quit_all(shared.runners.drain()).await;
     telemetry.shutdown();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::seconds;
-    use std::time::Duration;
-
-    #[test]
-    fn the_idle_timeout_is_a_positive_number_of_seconds() {
-        assert_eq!(seconds("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(
-            seconds("five"),
-            Err("\"five\" is not a number of seconds".into())
-        );
-        for bad in ["0", "-1", "inf", "NaN"] {
-            assert_eq!(
-                seconds(bad),
-                Err(format!("{bad} is not a positive number of seconds"))
-            );
-        }
-    }
 }

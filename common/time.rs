@@ -29,6 +29,15 @@ pub fn now_timestamp() -> prost_types::Timestamp {
     to_timestamp(now_millis())
 }
 
+/// A command-line number of seconds: above 0, and small enough to be a
+/// `Duration` (`Duration::from_secs_f64` panics on inf or NaN).
+pub fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 1e9 => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds above 0")),
+    }
+}
+
 pub fn to_rfc3339(ts: &prost_types::Timestamp) -> Option<String> {
     DateTime::<Utc>::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
         .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -36,4 +45,21 @@ pub fn to_rfc3339(ts: &prost_types::Timestamp) -> Option<String> {
 
 pub fn millis_to_rfc3339(ms: UnixMillis) -> String {
     to_rfc3339(&to_timestamp(ms)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::positive_seconds;
+
+    #[test]
+    fn a_timeout_on_the_command_line_is_a_positive_number_of_seconds() {
+        assert_eq!(positive_seconds("2"), Ok(2.0));
+        assert_eq!(positive_seconds("0.5"), Ok(0.5));
+        for bad in ["five", "0", "-1", "inf", "NaN", "1e10"] {
+            assert_eq!(
+                positive_seconds(bad),
+                Err(format!("{bad:?} is not a number of seconds above 0"))
+            );
+        }
+    }
 }

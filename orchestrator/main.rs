@@ -197,11 +197,11 @@ struct LimitArgs {
     operator_reserve: usize,
     /// Seconds a new connection has to finish its TLS handshake, or on
     /// plaintext to send its first bytes.
-    #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs_f64(), value_parser = positive_seconds)]
+    #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs_f64(), value_parser = testfleet::time::positive_seconds)]
     handshake_timeout: f64,
     /// Seconds a connection may go without a request in flight before it is
     /// closed.
-    #[arg(long, default_value_t = defaults::IDLE_TIMEOUT.as_secs_f64(), value_parser = positive_seconds)]
+    #[arg(long, default_value_t = defaults::IDLE_TIMEOUT.as_secs_f64(), value_parser = testfleet::time::positive_seconds)]
     idle_timeout: f64,
 }
 
@@ -214,13 +214,6 @@ impl LimitArgs {
             handshake_timeout: std::time::Duration::from_secs_f64(self.handshake_timeout),
             idle_timeout: std::time::Duration::from_secs_f64(self.idle_timeout),
         }
-    }
-}
-
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s > 0.0 && s <= 1e9 => Ok(s),
-        _ => Err(format!("{text:?} is not a number of seconds above 0")),
     }
 }
 
